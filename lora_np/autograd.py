@@ -1,0 +1,223 @@
+"""A reverse-mode autograd engine over arrays: ``Tensor``, the graph, ``backward()``.
+
+A Tensor made by an op remembers its parents and a ``_backward(g)`` closure written next to the
+op's forward (see ``lora_np/ops``). ``backward()`` sorts the graph topologically (iteratively, so a
+chain of 100,000 ops is fine), then walks it from the output to the leaves: each node hands the
+gradient of the loss w.r.t. its output to its closure and gets one gradient per parent back.
+Leaves that require grad accumulate into ``.grad`` (``+=``) until zeroed. The graph is freed as it
+is walked, so memory held by saved activations returns during the backward pass itself.
+
+Operators (``+ - * / @ ** -x x[i]``) and methods (``.sum()``, ``.reshape()``...) are attached in
+``lora_np/ops/__init__.py``, next to the ops they call.
+"""
+
+import numpy as np
+
+from . import backend
+
+DEFAULT_DTYPE = np.float32
+_grad_enabled = True
+
+
+class no_grad:
+    """Context manager (or decorator) in which ops record no graph: for evaluation and inference."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._saved, _grad_enabled = _grad_enabled, False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._saved
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        return wrapper
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def _freed_graph(_g):
+    raise RuntimeError("the graph behind this tensor was freed by an earlier backward(); "
+                       "run the forward pass again before calling backward() a second time")
+
+
+def _as_array(data, dtype):
+    xp = backend.xp
+    if isinstance(data, Tensor):
+        data = data.data
+    if not isinstance(data, xp.ndarray):
+        from_python = not isinstance(data, np.ndarray) and not hasattr(data, "__cuda_array_interface__")
+        try:
+            host = np.asarray(data)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"Tensor data must be a number, a nested list of numbers or an array; "
+                            f"got {type(data).__name__} ({exc})") from None
+        if host.dtype.kind not in "fiub":
+            raise TypeError(f"Tensor data must be numeric (float, int or bool); got dtype {host.dtype}")
+        if from_python and host.dtype == np.float64 and dtype is None:
+            host = host.astype(DEFAULT_DTYPE)  # Python floats become float32, the default
+        data = xp.asarray(host)
+    if data.dtype.kind not in "fiub":
+        raise TypeError(f"Tensor data must be numeric (float, int or bool); got dtype {data.dtype}")
+    if dtype is not None and data.dtype != dtype:
+        data = data.astype(dtype)
+    return data
+
+
+class Tensor:
+    """An array with an optional gradient and a link to the op that made it.
+
+    ``Tensor(data, requires_grad=False, dtype=None)``: ``data`` may be a number, nested list, NumPy
+    array or array of the current backend (kept without copy). Python floats become float32; arrays
+    keep their dtype (float64 stays float64). Only floating tensors may require grad.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "__weakref__")
+    __array_ufunc__ = None  # so `ndarray * Tensor` defers to Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require grad; got dtype {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._parents = ()
+        self._backward = None
+
+    @classmethod
+    def _from_op(cls, data, parents, backward):
+        """The output of an op: records the graph only when grad mode is on and a parent needs it."""
+        out = cls.__new__(cls)
+        out.data, out.grad = data, None
+        if _grad_enabled and any(p.requires_grad for p in parents):
+            out.requires_grad, out._parents, out._backward = True, parents, backward
+        else:
+            out.requires_grad, out._parents, out._backward = False, (), None
+        return out
+
+    # --- array facts -----------------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+
+    @property
+    def is_leaf(self):
+        return self._backward is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({backend.to_numpy(self.data)!r}{grad})".replace("\n", "\n       ")
+
+    def numpy(self):
+        """A host NumPy copy of the data."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element; this one has shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self):
+        """The same data, cut from the graph (no copy)."""
+        return Tensor(self.data)
+
+    def astype(self, dtype):
+        """A copy with another dtype, cut from the graph (use it on leaves, e.g. to build float64 inputs)."""
+        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # --- backward ----------------------------------------------------------------------------
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) · grad into every leaf's ``.grad``; free the graph on the way.
+
+        ``grad`` defaults to 1 for a one-element tensor; other shapes must pass it explicitly.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: no input with "
+                               "requires_grad=True led to it (or it was made under no_grad())")
+        xp = backend.xp
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without an argument needs a one-element output; this tensor has "
+                                   f"shape {self.shape}: pass grad=, an array of that shape (e.g. ones)")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(grad): grad has shape {grad.shape}, the tensor has shape {self.shape}")
+
+        # grads[node] = (gradient, owned): `owned` means this pass allocated the array and nobody
+        # else holds it, so it may be added into in place and handed to a leaf without a copy.
+        grads = {self: (grad, True)}
+        handed_out = set()
+        for node in reversed(_topological_order(self)):
+            g, owned = grads.pop(node, (None, False))
+            if g is None:
+                continue
+            if node._backward is None:
+                if node.grad is None:
+                    node.grad = g if owned else g.copy()
+                else:
+                    node.grad += g
+                continue
+            parent_grads = node._backward(g)
+            for parent, pg in zip(node._parents, parent_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if parent in grads:
+                    acc, acc_owned = grads[parent]
+                    if acc_owned:
+                        acc += pg
+                    else:
+                        grads[parent] = (acc + pg, True)
+                else:
+                    fresh = pg is not g and pg.flags.owndata and id(pg) not in handed_out
+                    handed_out.add(id(pg))
+                    grads[parent] = (pg, fresh)
+            node._parents, node._backward = (), _freed_graph
+
+
+def _topological_order(root):
+    """Nodes that require grad, each after all of its parents (iterative DFS post-order)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if node in visited:
+            continue
+        visited.add(node)
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent.requires_grad and parent not in visited:
+                stack.append((parent, False))
+    return order
+
+
+class Parameter(Tensor):
+    """A Tensor that is a model weight: requires grad unless frozen."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True, dtype=None):
+        super().__init__(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def as_tensor(x, dtype=None):
+    """``x`` if it is a Tensor already, else a constant Tensor of it."""
+    return x if isinstance(x, Tensor) else Tensor(x, dtype=dtype)

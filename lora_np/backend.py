@@ -1,0 +1,200 @@
+"""The one array-module switch: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Every other module writes ``backend.xp.zeros(...)``, ``backend.xp.exp(...)`` and so on, reading
+the attribute at call time, so ``set_backend("cupy")`` moves the whole library to the GPU without
+another line changing. This is the only module that imports cupy.
+
+Random numbers come from two generators, both reset by :func:`manual_seed`:
+
+* the *host* generator (NumPy) draws parameter initialisations, so a model built with the same seed
+  has the same weights on either backend;
+* the *device* generator (of the current backend) draws dropout masks and samples tokens, so no
+  host-to-device copy happens inside the training loop.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+GPU_INSTALL_HINT = "pip install -r requirements-gpu.txt  (installs cupy-cuda12x; needs an NVIDIA GPU with CUDA 12)"
+
+xp = np  # the array module of the current backend
+_name = "numpy"
+_seed = 0
+_host_rng = np.random.default_rng(0)
+_device_rng = np.random.default_rng(1)
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run on this machine (e.g. cupy without a CUDA GPU)."""
+
+
+def _load_cupy():
+    try:
+        import cupy
+    except ImportError:
+        raise BackendUnavailableError(f"the 'cupy' backend needs CuPy, which is not installed: {GPU_INSTALL_HINT}") from None
+    try:
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver/runtime errors come in several types
+        raise BackendUnavailableError(
+            f"CuPy is installed but CUDA is not usable ({type(exc).__name__}: {exc}); "
+            f"the 'cupy' backend needs an NVIDIA GPU and driver. {GPU_INSTALL_HINT}") from None
+    if n_devices == 0:
+        raise BackendUnavailableError(f"CuPy is installed but no CUDA device was found. {GPU_INSTALL_HINT}")
+    return cupy
+
+
+def _check_name(name):
+    if not isinstance(name, str) or name.strip().lower() not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; accepted: 'numpy', 'cupy'")
+    return name.strip().lower()
+
+
+def set_backend(name):
+    """Switch every array computation to ``"numpy"`` (CPU) or ``"cupy"`` (GPU).
+
+    Tensors made before the switch keep their arrays; make models after switching (or load them).
+    Re-seeds both generators with the last seed given to :func:`manual_seed`.
+    """
+    global xp, _name
+    name = _check_name(name)
+    xp = _load_cupy() if name == "cupy" else np
+    _name = name
+    manual_seed(_seed)
+
+
+def get_backend():
+    """The current backend's name: ``"numpy"`` or ``"cupy"``."""
+    return _name
+
+
+def cupy_available():
+    """True when the cupy backend can run here (CuPy importable and a CUDA device present)."""
+    try:
+        _load_cupy()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def manual_seed(seed):
+    """Seed the host generator (initialisation) and the device generator (dropout, sampling)."""
+    global _seed, _host_rng, _device_rng
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    _seed = int(seed)
+    host_seq, device_seq = np.random.SeedSequence(_seed).spawn(2)
+    _host_rng = np.random.default_rng(host_seq)
+    _device_rng = xp.random.default_rng(int(device_seq.generate_state(1)[0]))
+
+
+def host_rng():
+    """The NumPy generator used for parameter initialisation (same numbers on every backend)."""
+    return _host_rng
+
+
+def rng():
+    """The generator of the current backend (dropout masks, token sampling)."""
+    return _device_rng
+
+
+def get_rng_state():
+    """Both generators' states as plain JSON-able dicts (for checkpoints)."""
+    state = {"seed": _seed, "host": _host_rng.bit_generator.state}
+    if _name == "numpy":
+        state["device"] = _device_rng.bit_generator.state
+    return state
+
+
+def set_rng_state(state):
+    """Restore what :func:`get_rng_state` returned."""
+    manual_seed(state["seed"])
+    _host_rng.bit_generator.state = state["host"]
+    if _name == "numpy" and "device" in state:
+        _device_rng.bit_generator.state = state["device"]
+
+
+def is_array(x):
+    """True for an array of the current backend."""
+    return isinstance(x, xp.ndarray)
+
+
+def asarray(x, dtype=None):
+    """``x`` as an array of the current backend (host data is copied to the device when needed)."""
+    return xp.asarray(x, dtype=dtype)
+
+
+def to_numpy(x):
+    """A host (NumPy) copy of an array or Tensor, whatever the backend."""
+    from .autograd import Tensor
+    if isinstance(x, Tensor):
+        x = x.data
+    if isinstance(x, np.ndarray):
+        return np.array(x, copy=True)
+    if hasattr(x, "get"):  # a cupy array
+        return x.get()
+    return np.array(x)
+
+
+def scatter_add_rows(target, rows, values):
+    """``target[rows[i]] += values[i]`` for every i, duplicates summed (an embedding's backward).
+
+    NumPy: sort the row ids, sum each run of equal ids with ``add.reduceat`` and add the sums
+    once per distinct row, a few fast vectorised passes instead of ``np.add.at``'s per-element loop.
+    CuPy: ``cupyx.scatter_add``, which uses atomic adds on the GPU.
+    """
+    if xp is np:
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+        target[sorted_rows[starts]] += np.add.reduceat(values[order], starts, axis=0)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, rows, values)
+    return target
+
+
+def index_add(target, index, values):
+    """``target[index] += values`` with repeated indices summed, for any NumPy-style index."""
+    if xp is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+    return target
+
+
+def synchronize():
+    """Wait for the device to finish queued work (for honest timings); a no-op on NumPy."""
+    if _name == "cupy":
+        xp.cuda.Stream.null.synchronize()
+
+
+def device_memory_in_use():
+    """Bytes held by CuPy's memory pool (0 on NumPy, where tracemalloc measures instead)."""
+    return int(xp.get_default_memory_pool().used_bytes()) if _name == "cupy" else 0
+
+
+@contextlib.contextmanager
+def using(array_module, name):
+    """Run a block with a stand-in array module (tests use it to check that nothing bypasses ``xp``)."""
+    global xp, _name, _device_rng
+    saved = xp, _name, _device_rng
+    xp, _name = array_module, name
+    _device_rng = array_module.random.default_rng(_seed)
+    try:
+        yield array_module
+    finally:
+        xp, _name, _device_rng = saved
+
+
+def _init_from_environment():
+    name = os.environ.get("LORA_NP_BACKEND", "").strip()
+    if name:
+        set_backend(name)
+
+
+_init_from_environment()

@@ -1,0 +1,50 @@
+"""Fused affine map y = x·W + b, with W stored (in, out) as in GPT-2's Conv1D.
+
+Forward:  Y = X W + b                 (X: (N, in) after flattening the leading axes)
+Backward: dL/dX = G Wᵀ,  dL/dW = Xᵀ G,  dL/db = Σₙ G
+Each of the three is computed only if its input requires grad: a frozen W costs no dW matmul and
+no dW buffer, which is where LoRA's savings start (see ``lora_linear.py``).
+"""
+
+from ..autograd import Tensor
+
+
+def check_linear_shapes(x, weight, bias, op="linear"):
+    if weight.ndim != 2 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"{op}: input of shape {x.shape} does not fit weight of shape {weight.shape} "
+                         f"(the input's last axis must equal the weight's first, in_features)")
+    if bias is not None and bias.shape != (weight.shape[1],):
+        raise ValueError(f"{op}: bias has shape {bias.shape}, expected ({weight.shape[1]},)")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{op}: input dtype {x.dtype} differs from weight dtype {weight.dtype}; convert with .astype()")
+
+
+def linear_forward(x2, w, b):
+    """Plain arrays: (N, in) @ (in, out) + b, one GEMM and one in-place add."""
+    y = x2 @ w
+    if b is not None:
+        y += b
+    return y
+
+
+def linear_backward(g2, x2, w, need_x, need_w, need_b):
+    """Plain arrays: (dX, dW, db) for flattened g2 = dL/dY (N, out), each only if needed."""
+    dx = g2 @ w.T if need_x else None
+    dw = x2.T @ g2 if need_w else None
+    db = g2.sum(axis=0) if need_b else None
+    return dx, dw, db
+
+
+def linear(x, weight, bias=None):
+    """y = x·W + b for x of shape (..., in), W (in, out), b (out,).   Grads: G Wᵀ, Xᵀ G, Σ G."""
+    check_linear_shapes(x, weight, bias)
+    x2 = x.data.reshape(-1, x.shape[-1])
+    y = linear_forward(x2, weight.data, None if bias is None else bias.data)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g):
+        dx, dw, db = linear_backward(g.reshape(-1, weight.shape[1]), x2, weight.data,
+                                     x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+        return (None if dx is None else dx.reshape(x.shape), dw, db)[:len(parents)]
+
+    return Tensor._from_op(y.reshape(*x.shape[:-1], weight.shape[1]), parents, backward)

@@ -1,0 +1,36 @@
+"""softmax and log_softmax along an axis, computed stably (the row maximum is subtracted first).
+
+softmax:      y = eˣ / Σ eˣ.       dL/dx = y · (g - Σ g·y)      (the Jacobian is diag(y) - y yᵀ)
+log_softmax:  y = x - log Σ eˣ.    dL/dx = g - softmax(x) · Σ g
+"""
+
+from .. import backend
+from ..autograd import Tensor
+
+
+def softmax_array(x, axis=-1, out=None):
+    """softmax of a plain array; ``out=x`` computes it in place (attention does, to save memory)."""
+    xp = backend.xp
+    out = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+    xp.exp(out, out=out)
+    out /= out.sum(axis=axis, keepdims=True)
+    return out
+
+
+def softmax_backward_array(g, y, axis=-1):
+    """dL/dx = y · (g - Σ g·y): the softmax Jacobian-vector product without forming the Jacobian."""
+    return y * (g - (g * y).sum(axis=axis, keepdims=True))
+
+
+def softmax(x, axis=-1):
+    """y = eˣ / Σ eˣ along ``axis``.   dL/dx = y · (g - Σ g·y)."""
+    y = softmax_array(x.data, axis)
+    return Tensor._from_op(y, (x,), lambda g: (softmax_backward_array(g, y, axis),))
+
+
+def log_softmax(x, axis=-1):
+    """y = x - log Σ eˣ along ``axis``.   dL/dx = g - eʸ · Σ g."""
+    xp = backend.xp
+    shifted = x.data - x.data.max(axis=axis, keepdims=True)
+    y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return Tensor._from_op(y, (x,), lambda g: (g - xp.exp(y) * g.sum(axis=axis, keepdims=True),))

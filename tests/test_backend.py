@@ -1,0 +1,110 @@
+"""The array-module switch: names, errors, seeding, host copies, scatter helpers, and the rule
+that no module but backend.py touches cupy."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lora_np
+from lora_np import Tensor, backend, to_numpy
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("bad", ["cuda", "torch", "", "NUMPYY", 3, None])
+def test_unknown_backend_names_both_accepted_ones(bad):
+    with pytest.raises(ValueError, match="'numpy', 'cupy'"):
+        lora_np.set_backend(bad)
+
+
+def test_backend_name_round_trip(backend_name):
+    assert lora_np.get_backend() == backend_name
+    lora_np.set_backend(" NumPy ")
+    assert lora_np.get_backend() == "numpy" and backend.xp is np
+
+
+@pytest.mark.skipif(backend.cupy_available(), reason="CuPy and CUDA are present here")
+def test_cupy_without_gpu_says_what_to_install():
+    with pytest.raises(backend.BackendUnavailableError, match="requirements-gpu.txt"):
+        lora_np.set_backend("cupy")
+    assert lora_np.get_backend() == "numpy"  # unchanged
+
+
+def test_environment_variable_is_read_at_import():
+    env = dict(os.environ, LORA_NP_BACKEND="cuda")
+    proc = subprocess.run([sys.executable, "-c", "import lora_np"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "ValueError: unknown backend 'cuda'; accepted: 'numpy', 'cupy'" in proc.stderr
+    env["LORA_NP_BACKEND"] = "numpy"
+    proc = subprocess.run([sys.executable, "-c", "import lora_np; print(lora_np.get_backend())"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.stdout.strip() == "numpy"
+
+
+def test_manual_seed_repeats_both_generators():
+    lora_np.manual_seed(42)
+    a = backend.host_rng().standard_normal(5), to_numpy(backend.rng().random(5))
+    lora_np.manual_seed(42)
+    b = backend.host_rng().standard_normal(5), to_numpy(backend.rng().random(5))
+    lora_np.manual_seed(43)
+    c = backend.host_rng().standard_normal(5)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        lora_np.manual_seed(-1)
+
+
+def test_rng_state_round_trip():
+    lora_np.manual_seed(5)
+    backend.host_rng().random(3)
+    state = backend.get_rng_state()
+    first = backend.host_rng().random(4)
+    backend.set_rng_state(state)
+    np.testing.assert_array_equal(backend.host_rng().random(4), first)
+
+
+def test_to_numpy_gives_host_copies():
+    arr = backend.xp.arange(4.0)
+    for x in (arr, Tensor(arr), [0.0, 1.0, 2.0, 3.0]):
+        host = to_numpy(x)
+        assert type(host) is np.ndarray
+        np.testing.assert_array_equal(host, [0, 1, 2, 3])
+    host = to_numpy(arr)
+    host[0] = 9
+    assert to_numpy(arr)[0] == 0
+
+
+def test_scatter_add_rows_sums_duplicates(rng):
+    rows = rng.integers(0, 6, size=40)
+    values = rng.standard_normal((40, 3))
+    expected = np.zeros((6, 3))
+    for r, v in zip(rows, values):  # the definition, one row at a time
+        expected[r] += v
+    target = backend.xp.zeros((6, 3))
+    backend.scatter_add_rows(target, backend.asarray(rows), backend.asarray(values))
+    np.testing.assert_allclose(to_numpy(target), expected, rtol=1e-12)
+
+
+def test_index_add_sums_duplicates():
+    target = backend.xp.zeros(4)
+    backend.index_add(target, (backend.asarray([1, 1, 3]),), backend.asarray([1.0, 2.0, 5.0]))
+    np.testing.assert_array_equal(to_numpy(target), [0, 3, 0, 5])
+
+
+def test_only_backend_py_mentions_cupy():
+    """The one seam: a static check that no other module imports cupy (or cupyx)."""
+    offenders = []
+    for path in (ROOT / "lora_np").rglob("*.py"):
+        if path.name == "backend.py":
+            continue
+        for line in path.read_text().splitlines():
+            if re.match(r"\s*(import|from)\s+cupy", line):
+                offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert offenders == []
