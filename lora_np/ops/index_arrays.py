@@ -1,4 +1,4 @@
-"""Integer index arrays (token ids, targets): checked once, where they live, then moved to the device.
+"""Integer index arrays (token ids, targets): checked where they live, then moved to the device.
 
 Token ids usually come from the host (a data loader), so they are checked there, before the copy
 to the GPU, and no device-to-host synchronisation is needed in the training loop.
@@ -10,8 +10,8 @@ from .. import backend
 from ..autograd import Tensor
 
 
-def as_index_array(ids, upper, what, ignore=None):
-    """``ids`` as an int array of the backend with every value in [0, upper) (or equal to ``ignore``).
+def check_index_range(ids, upper, what, ignore=None):
+    """``ids`` (unchanged, lists become arrays) after checking every value is in [0, upper) or ``ignore``.
 
     Raises TypeError for non-integer data and ValueError naming the first bad value and the range.
     """
@@ -26,4 +26,9 @@ def as_index_array(ids, upper, what, ignore=None):
     if bool(bad.any()):
         also = f" or {ignore} (ignored)" if ignore is not None else ""
         raise ValueError(f"{what}: value {int(a[bad].reshape(-1)[0])} is outside [0, {upper}){also}")
-    return backend.xp.asarray(a)
+    return a
+
+
+def as_index_array(ids, upper, what, ignore=None):
+    """``check_index_range``, then the ids as an array of the current backend."""
+    return backend.xp.asarray(check_index_range(ids, upper, what, ignore))

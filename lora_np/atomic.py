@@ -1,0 +1,58 @@
+"""Atomic file writes: write a temporary file beside the target, flush it to disk, then rename.
+
+``os.replace`` is atomic on POSIX and Windows, so a reader (or a crash) sees either the old file
+or the new one, never half of the new one.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+def _write_chunks(f, data):
+    view = memoryview(data)
+    for start in range(0, len(view), _CHUNK):
+        f.write(view[start:start + _CHUNK])
+
+
+def atomic_write_bytes(path, data):
+    """Replace ``path`` with ``data`` atomically; on any failure the old file is left untouched."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_chunks(f, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path, what="JSON file"):
+    """Parse a JSON object from ``path``: FileNotFoundError if absent, ValueError if not a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object; got {type(obj).__name__}")
+    return obj

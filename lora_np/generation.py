@@ -1,0 +1,105 @@
+"""Autoregressive generation with a key/value cache.
+
+Without a cache, every new token would re-run attention over the whole prefix: O(T²) work per
+token. The cache keeps each layer's keys and values, so a new token computes its own q, k, v,
+appends k and v, and attends over the cached ones: O(T) per token. When the context outgrows
+block_size, the window slides (the last block_size tokens are re-encoded), as in nanoGPT.
+Sampling happens on the device; tokens come back to the host once, at the end.
+"""
+
+import numpy as np
+
+from . import backend
+from .autograd import no_grad
+from .ops.attention import merge_heads, sdpa_forward, split_heads
+
+
+class LayerKVCache:
+    """Keys and values of one attention layer: two (B, H, block_size, d) buffers."""
+
+    def __init__(self, owner, batch, n_head, head_dim, block_size, dtype):
+        xp = backend.xp
+        self.owner = owner
+        self.k = xp.empty((batch, n_head, block_size, head_dim), dtype=dtype)
+        self.v = xp.empty_like(self.k)
+
+    def attend(self, qkv, n_head):
+        """Append this step's keys/values, attend over everything cached: (B, T, 3C) -> (B, T, C)."""
+        q, k, v = split_heads(qkv, n_head)
+        start, end = self.owner.length, self.owner.length + q.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        y, _, _ = sdpa_forward(q, self.k[:, :, :end], self.v[:, :, :end], causal=True)
+        return merge_heads(y)
+
+
+class KVCache:
+    """One LayerKVCache per block and the number of positions filled so far."""
+
+    def __init__(self, model, batch):
+        c = model.config
+        self.length = 0
+        self.layers = [LayerKVCache(self, batch, c.n_head, c.n_embd // c.n_head, c.block_size, model.dtype)
+                       for _ in range(c.n_layer)]
+
+    def layer(self, i):
+        return self.layers[i]
+
+    def advance(self, n):
+        self.length += n
+
+    def reset(self):
+        self.length = 0
+
+
+def _check_generate_args(max_new_tokens, temperature, top_k, vocab_size):
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer; got {max_new_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ValueError(f"temperature must be a number ≥ 0 (0 means greedy); got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                              or not 1 <= top_k <= vocab_size):
+        raise ValueError(f"top_k must be None or an integer in [1, {vocab_size}]; got {top_k!r}")
+
+
+def sample_next(logits, temperature=1.0, top_k=None):
+    """One token id per row of (B, V) logits: argmax if temperature is 0, else a softmax sample
+    of logits/temperature restricted to the top_k largest (on the device, no host round trip)."""
+    xp = backend.xp
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = logits / logits.dtype.type(temperature)
+    if top_k is not None:
+        kth = xp.sort(logits, axis=-1)[:, -top_k][:, None]
+        logits = xp.where(logits < kth, -xp.inf, logits)
+    probs = xp.exp(logits - logits.max(axis=-1, keepdims=True))
+    cdf = xp.cumsum(probs, axis=-1)
+    u = backend.rng().random((logits.shape[0], 1), dtype=cdf.dtype) * cdf[:, -1:]
+    return xp.minimum((cdf < u).sum(axis=-1), logits.shape[-1] - 1)
+
+
+@no_grad()
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None):
+    """(B, T) token ids -> (B, T + max_new_tokens) NumPy array of token ids."""
+    xp = backend.xp
+    config = model.config
+    _check_generate_args(max_new_tokens, temperature, top_k, config.vocab_size)
+    tokens = xp.asarray(model._check_idx(idx))
+    was_training = model.training
+    model.eval()
+    try:
+        cache = KVCache(model, tokens.shape[0])
+        pieces = [tokens]
+        window = tokens[:, -config.block_size:]
+        for step in range(max_new_tokens):
+            if cache.length + window.shape[1] > config.block_size:  # slide the window
+                cache.reset()
+                window = xp.concatenate(pieces, axis=1)[:, -config.block_size:]
+            h = model.hidden_states(window, cache)
+            logits = (h.data[:, -1] @ model.transformer.wte.weight.data.T)
+            window = sample_next(logits, temperature, top_k)[:, None].astype(tokens.dtype)
+            pieces.append(window)
+    finally:
+        model.train(was_training)
+    return backend.to_numpy(xp.concatenate(pieces, axis=1))
+

@@ -1,0 +1,134 @@
+"""GPT-2 checkpoints in the Hugging Face layout, read and written without torch.
+
+    <dir>/config.json         GPT-2 field names: n_embd, n_layer, n_head, n_positions, vocab_size, ...
+    <dir>/model.safetensors   "transformer.h.0.attn.c_attn.weight" (768, 2304), ...
+
+``GPT2LMHeadModel.from_pretrained(dir)`` reads what ``save_gpt2`` writes, and ``load_gpt2`` reads
+what ``save_pretrained`` writes, including the original hub files (keys without the
+"transformer." prefix, attention-mask buffers, float16/bfloat16 tensors). Pickle files
+(pytorch_model.bin) are never opened.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write_json, read_json
+from .model import GPT, GPTConfig
+from .safetensors_file import read_safetensors, write_safetensors
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+_TOP_LEVEL = ("wte.", "wpe.", "h.", "ln_f.")
+_BUFFERS = (".attn.bias", ".attn.masked_bias")
+
+
+def model_dtype(dtype):
+    """float32 or float64 as a NumPy dtype; anything else is a ValueError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64; got {dtype!r}")
+    return dt
+
+
+def config_from_hf(cfg, path="config.json"):
+    """A GPTConfig from a Hugging Face GPT-2 config dict, refusing variants this model does not compute."""
+    def field(name, *alternatives):
+        for key in (name,) + alternatives:
+            if key in cfg:
+                return cfg[key]
+        raise ValueError(f"{path}: missing field {name!r} (a GPT-2 config needs n_embd, n_layer, n_head, "
+                         f"n_positions, vocab_size)")
+
+    n_embd = field("n_embd")
+    if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"{path}: activation_function {cfg['activation_function']!r} is not supported; "
+                         f"lora_np computes GPT-2's tanh GELU ('gelu_new')")
+    if cfg.get("n_inner") not in (None, 4 * n_embd if isinstance(n_embd, int) else None):
+        raise ValueError(f"{path}: n_inner={cfg['n_inner']} is not supported; the MLP width is 4·n_embd")
+    if abs(float(cfg.get("layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-12:
+        raise ValueError(f"{path}: layer_norm_epsilon={cfg['layer_norm_epsilon']} is not supported; GPT-2 uses 1e-5")
+    for flag, wanted in (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False),
+                         ("scale_attn_weights", True), ("tie_word_embeddings", True)):
+        if cfg.get(flag, wanted) != wanted:
+            raise ValueError(f"{path}: {flag}={cfg[flag]} is not supported (GPT-2 uses {wanted})")
+    return GPTConfig(vocab_size=field("vocab_size"), block_size=field("n_positions", "n_ctx"),
+                     n_layer=field("n_layer"), n_head=field("n_head"), n_embd=n_embd,
+                     dropout=float(cfg.get("resid_pdrop", 0.1)), bias=True)
+
+
+def config_to_hf(config, dtype):
+    return {
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_ctx": config.block_size,
+        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
+        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
+        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True, "bos_token_id": None, "eos_token_id": None,
+        "dtype": str(np.dtype(dtype)), "torch_dtype": str(np.dtype(dtype)),
+    }
+
+
+def state_dict_from_checkpoint(tensors, path=WEIGHTS_FILE):
+    """Checkpoint keys -> our parameter names: add the "transformer." prefix where missing, drop the
+    causal-mask buffers, and accept a tied lm_head.weight only if it equals wte."""
+    sd, lm_head = {}, None
+    for key, value in tensors.items():
+        base = key[len("transformer."):] if key.startswith("transformer.") else key
+        if base.endswith(_BUFFERS):
+            continue
+        if value.dtype.kind != "f":
+            raise ValueError(f"{path}: tensor {key!r} has dtype {value.dtype}; weights must be floating point")
+        if key == "lm_head.weight":
+            lm_head = value
+        elif base.startswith(_TOP_LEVEL):
+            sd["transformer." + base] = value
+        else:
+            raise ValueError(f"{path}: unexpected tensor {key!r}; a GPT-2 checkpoint holds wte, wpe, h.*, ln_f "
+                             f"(optionally under 'transformer.') and a tied lm_head")
+    wte = sd.get("transformer.wte.weight")
+    if lm_head is not None and (wte is None or lm_head.shape != wte.shape or not np.array_equal(lm_head, wte)):
+        raise ValueError(f"{path}: lm_head.weight differs from transformer.wte.weight; "
+                         f"lora_np's GPT ties the LM head to the token embedding")
+    return sd
+
+
+def load_gpt2(path, dtype=np.float32):
+    """A GPT (in eval mode, like from_pretrained) from a Hugging Face GPT-2 checkpoint directory."""
+    path = Path(path)
+    dtype = model_dtype(dtype)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {path}")
+    config = config_from_hf(read_json(path / CONFIG_FILE, "GPT-2 config"), path / CONFIG_FILE)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        hint = (" (only model.safetensors is read: pickle-based pytorch_model.bin files are never loaded)"
+                if (path / "pytorch_model.bin").exists() else "")
+        raise FileNotFoundError(f"weights not found: {weights}{hint}")
+    tensors, _ = read_safetensors(weights)
+    sd = state_dict_from_checkpoint(tensors, weights)
+    model = GPT(config, dtype=dtype)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{weights} does not match {path / CONFIG_FILE}: {exc}") from None
+    return model.eval()
+
+
+def save_gpt2(model, path):
+    """Write ``model`` as config.json + model.safetensors (each atomically) into directory ``path``."""
+    if not isinstance(model, GPT):
+        raise TypeError(f"save_gpt2 needs a GPT; got {type(model).__name__}")
+    if any(hasattr(m, "lora_A") for _, m in model.named_modules()):
+        raise ValueError("save_gpt2: this model carries LoRA adapters; save them with save_adapter(), "
+                         "or call merge_and_unload(model) first to save a merged GPT-2")
+    if not model.config.bias:
+        raise ValueError("save_gpt2: the GPT-2 checkpoint format needs bias=True")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_safetensors(path / WEIGHTS_FILE, model.state_dict(), metadata={"format": "pt"})
+    atomic_write_json(path / CONFIG_FILE, config_to_hf(model.config, model.dtype))
+    return path

@@ -1,0 +1,146 @@
+"""A GPT-2 you can read top to bottom, with Hugging Face's parameter names, shapes and numerics.
+
+    x = wte[idx] + wpe[pos]
+    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+    logits = ln_f(x) · wteᵀ                      (the LM head is tied to the token embedding)
+
+Every ``Linear`` stores its weight as (in, out) like GPT-2's Conv1D, so
+``transformer.h.0.attn.c_attn.weight`` has shape (n_embd, 3·n_embd) here and in a checkpoint.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import ops
+from .autograd import Tensor
+from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
+from .ops.index_arrays import check_index_range
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer; got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1); got {self.dropout!r}")
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class CausalSelfAttention(Module):
+    def __init__(self, config, dtype):
+        super().__init__()
+        self.n_head, self.dropout = config.n_head, config.dropout
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias, dtype=dtype)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias,
+                             std=0.02 / np.sqrt(2 * config.n_layer), dtype=dtype)
+        self.resid_dropout = Dropout(config.dropout)
+
+    def forward(self, x, cache=None):
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        if cache is None:
+            y = ops.causal_self_attention(qkv, self.n_head, self.dropout, self.training)
+        else:
+            y = Tensor(cache.attend(qkv.data, self.n_head))  # inference with a KV cache, no graph
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(Module):
+    def __init__(self, config, dtype):
+        super().__init__()
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias, dtype=dtype)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias,
+                             std=0.02 / np.sqrt(2 * config.n_layer), dtype=dtype)
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(ops.gelu(self.c_fc(x))))
+
+
+class Block(Module):
+    def __init__(self, config, dtype):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
+        self.attn = CausalSelfAttention(config, dtype)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
+        self.mlp = MLP(config, dtype)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(Module):
+    """``logits, loss = model(idx, targets=None)``; ``model.generate(idx, max_new_tokens)``."""
+
+    def __init__(self, config, dtype=np.float32):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT needs a GPTConfig; got {type(config).__name__}")
+        self.config = config
+        self.transformer = ModuleDict(dict(
+            wte=Embedding(config.vocab_size, config.n_embd, dtype=dtype),
+            wpe=Embedding(config.block_size, config.n_embd, dtype=dtype),
+            drop=Dropout(config.dropout),
+            h=ModuleList(Block(config, dtype) for _ in range(config.n_layer)),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias, dtype=dtype),
+        ))
+
+    @property
+    def dtype(self):
+        return self.transformer.wte.weight.dtype
+
+    def _check_idx(self, idx):
+        ids = idx.data if isinstance(idx, Tensor) else idx
+        if isinstance(ids, (list, tuple)):
+            ids = np.asarray(ids)
+        if not hasattr(ids, "ndim") or ids.ndim != 2:
+            raise ValueError(f"idx must be a 2-D (batch, time) array of token ids; got "
+                             f"{getattr(ids, 'shape', type(ids).__name__)}")
+        if ids.shape[1] > self.config.block_size or ids.shape[1] == 0:
+            raise ValueError(f"sequence length {ids.shape[1]} is outside [1, block_size={self.config.block_size}]")
+        return check_index_range(ids, self.config.vocab_size, "token ids")
+
+    def hidden_states(self, idx, cache=None):
+        """The final-layer-norm output (B, T, C); with a cache, positions continue after its length."""
+        ids = self._check_idx(idx)
+        start = cache.length if cache is not None else 0
+        if start + ids.shape[1] > self.config.block_size:
+            raise ValueError(f"positions up to {start + ids.shape[1]} exceed block_size={self.config.block_size}")
+        tr = self.transformer
+        x = tr.drop(tr.wte(ids) + tr.wpe.weight[start:start + ids.shape[1]])  # positions: a slice of wpe
+        for i, block in enumerate(tr.h):
+            x = block(x, None if cache is None else cache.layer(i))
+        if cache is not None:
+            cache.advance(ids.shape[1])
+        return tr.ln_f(x)
+
+    def forward(self, idx, targets=None):
+        x = self.hidden_states(idx)
+        logits = ops.matmul(x, self.transformer.wte.weight.T)  # tied LM head: (B, T, V)
+        loss = None if targets is None else ops.cross_entropy(logits, targets)
+        return logits, loss
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Continue each row of ``idx`` by ``max_new_tokens`` sampled tokens (see generation.py)."""
+        from .generation import generate
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
+
+    def extra_repr(self):
+        c = self.config
+        return f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, vocab_size={c.vocab_size}, block_size={c.block_size}"

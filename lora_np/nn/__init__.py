@@ -1,0 +1,11 @@
+"""Neural-network building blocks: Module and the layers GPT-2 is made of."""
+
+from .containers import ModuleDict, ModuleList
+from .dropout import Dropout
+from .embedding import Embedding
+from .layer_norm import LayerNorm
+from .linear import Linear
+from .module import Module
+from ..autograd import Parameter
+
+__all__ = ["Module", "ModuleList", "ModuleDict", "Linear", "Embedding", "LayerNorm", "Dropout", "Parameter"]

@@ -1,0 +1,36 @@
+"""Parameter initialisers. Numbers are drawn on the host (NumPy) and then moved to the backend, so a
+given seed gives the same model on the CPU and on the GPU."""
+
+import math
+
+import numpy as np
+
+from .. import backend
+
+
+def _check_shape(shape):
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise ValueError(f"parameter shape must be positive integers; got {shape}")
+
+
+def normal(shape, std, dtype=np.float32):
+    _check_shape(shape)
+    return backend.asarray(backend.host_rng().normal(0.0, std, size=shape).astype(dtype))
+
+
+def kaiming_uniform(shape, fan_in, dtype=np.float32):
+    """U(-b, b) with b = 1/√fan_in: PyTorch's nn.Linear default (kaiming_uniform with a = √5),
+    which PEFT uses for lora_A."""
+    _check_shape(shape)
+    bound = 1.0 / math.sqrt(fan_in)
+    return backend.asarray(backend.host_rng().uniform(-bound, bound, size=shape).astype(dtype))
+
+
+def zeros(shape, dtype=np.float32):
+    _check_shape(shape)
+    return backend.xp.zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype=np.float32):
+    _check_shape(shape)
+    return backend.xp.ones(shape, dtype=dtype)

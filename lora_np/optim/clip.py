@@ -1,0 +1,22 @@
+"""Gradient clipping by global norm: if ‖g‖ = √(Σ over all parameters of Σ g²) exceeds max_norm,
+scale every gradient by max_norm / (‖g‖ + 1e-6), as torch.nn.utils.clip_grad_norm_."""
+
+from .. import backend
+from .optimizer import check_positive
+
+
+def clip_grad_norm_(params, max_norm):
+    """Scale gradients in place so their global L2 norm is at most ``max_norm``.
+
+    Returns the norm before clipping as a 0-d array of the backend (no host sync on a GPU).
+    """
+    xp = backend.xp
+    max_norm = check_positive("max_norm", max_norm)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return xp.asarray(0.0)
+    total = xp.sqrt(sum(xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads))
+    coef = xp.minimum(max_norm / (total + 1e-6), 1.0).astype(grads[0].dtype)
+    for g in grads:
+        g *= coef
+    return total

@@ -1,0 +1,91 @@
+"""The optimizer base: parameter groups, per-parameter state, zero_grad, state dicts.
+
+State (momentum buffers, Adam moments) is created lazily, at a parameter's first step, and only for
+parameters that require grad: a frozen weight never costs optimizer memory.
+"""
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor
+
+
+def check_positive(name, value, allow_zero=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok or value != value:
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number; got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    def __init__(self, params, defaults):
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        for group in groups:
+            members = list(group["params"])
+            for p in members:
+                if not isinstance(p, Tensor) or p.dtype.kind != "f":
+                    raise TypeError(f"optimizer parameters must be floating-point Tensors; got {type(p).__name__}")
+            self.param_groups.append({**defaults, **group, "params": members})
+        self.state = {}  # Parameter -> dict of arrays and counters
+
+    def parameters(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.requires_grad and p.grad is not None:
+                    self.update(p, p.grad, group, self.state.setdefault(p, {}))
+
+    def update(self, p, grad, group, state):
+        raise NotImplementedError
+
+    def state_bytes(self):
+        """Bytes held by optimizer state (what LoRA saves: zero for frozen weights)."""
+        return sum(v.nbytes for s in self.state.values() for v in s.values() if hasattr(v, "nbytes"))
+
+    def state_dict(self):
+        """{"state": {index: {name: host array or number}}, "param_groups": [hyper-parameters + indices]}."""
+        index = {id(p): i for i, p in enumerate(self.parameters())}
+        state = {index[id(p)]: {k: backend.to_numpy(v) if hasattr(v, "shape") else v for k, v in s.items()}
+                 for p, s in self.state.items()}
+        groups, start = [], 0
+        for g in self.param_groups:
+            groups.append({**{k: v for k, v in g.items() if k != "params"},
+                           "params": list(range(start, start + len(g["params"])))})
+            start += len(g["params"])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore what state_dict() gave; shapes and group sizes are checked before anything changes."""
+        params = self.parameters()
+        groups = state_dict.get("param_groups", [])
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("optimizer state_dict has a different number of parameter groups or parameters")
+        new_state = {}
+        for i, s in state_dict.get("state", {}).items():
+            i = int(i)
+            if not 0 <= i < len(params):
+                raise ValueError(f"optimizer state_dict names parameter {i}; this optimizer has {len(params)}")
+            p = params[i]
+            entry = {}
+            for k, v in s.items():
+                if hasattr(v, "shape") and np.ndim(v) > 0:
+                    if tuple(v.shape) != p.shape:
+                        raise ValueError(f"optimizer state {k!r} of parameter {i} has shape {tuple(v.shape)}, "
+                                         f"the parameter has {p.shape}")
+                    entry[k] = backend.xp.array(v, dtype=p.dtype)
+                else:
+                    entry[k] = v.item() if hasattr(v, "item") else v
+            new_state[p] = entry
+        for g, saved in zip(self.param_groups, groups):
+            g.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = new_state
