@@ -1,0 +1,192 @@
+"""Adding, switching, merging and removing LoRA adapters on a model (PEFT's operations, as functions).
+
+    add_lora(model, LoraConfig(r=8, target_modules=["c_attn"]))   # base frozen, A·B trainable
+    merge_lora(model) / unmerge_lora(model)                        # W ← W ± s·AᵀBᵀ
+    with disable_lora(model): ...                                  # exactly the base model
+    add_lora(model, cfg_b, adapter_name="task_b"); set_adapter(model, "task_b")
+    merge_and_unload(model)                                        # a plain model, adapters gone
+"""
+
+import contextlib
+import re
+
+from ..nn import Linear
+from .config import LoraConfig
+from .layer import LoraLinear
+
+
+def lora_layers(model):
+    """(name, LoraLinear) for every adapted layer."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLinear)]
+
+
+def adapter_names(model):
+    return list(getattr(model, "peft_config", {}))
+
+
+def active_adapter(model):
+    return getattr(model, "active_adapter", None)
+
+
+def _matches(name, targets):
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def _parent_and_attr(model, name):
+    modules = dict(model.named_modules())
+    parent, _, attr = name.rpartition(".")
+    return modules[parent], attr
+
+
+def _target_layers(model, config):
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, (Linear, LoraLinear))]
+    chosen = [(n, m) for n, m in linears if _matches(n, config.target_modules)]
+    if not chosen:
+        suffixes = sorted({n.rsplit(".", 1)[-1] for n, _ in linears})
+        raise ValueError(f"LoRA target_modules {config.target_modules!r} match no Linear layer; this model's "
+                         f"Linear layers end in {suffixes} (e.g. {linears[0][0] if linears else 'none'})")
+    for n, m in chosen:
+        if config.r > min(m.in_features, m.out_features):
+            raise ValueError(f"LoRA rank r={config.r} exceeds min(in, out) = {min(m.in_features, m.out_features)} "
+                             f"of {n} ({m.in_features} -> {m.out_features})")
+    return chosen
+
+
+def _refresh_trainable(model):
+    """Only the active adapter's A and B train; every other parameter is frozen."""
+    for p in model.parameters():
+        p.requires_grad = False
+    active = active_adapter(model)
+    for _, layer in lora_layers(model):
+        if active in layer.lora_A:
+            layer.lora_A[active].weight.requires_grad = True
+            layer.lora_B[active].weight.requires_grad = True
+
+
+def add_lora(model, config, adapter_name="default"):
+    """Give every targeted Linear an adapter named ``adapter_name`` and freeze everything else.
+
+    The first adapter becomes active; later ones are added inactive (as PEFT's add_adapter) until
+    ``set_adapter``. All checks run before the model changes. Returns the model.
+    """
+    if not isinstance(config, LoraConfig):
+        raise TypeError(f"add_lora needs a LoraConfig; got {type(config).__name__}")
+    if not isinstance(adapter_name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", adapter_name):
+        raise ValueError(f"adapter_name must be letters, digits, '_' or '-'; got {adapter_name!r}")
+    if adapter_name in adapter_names(model):
+        raise ValueError(f"adapter {adapter_name!r} already exists on this model; adapters: {adapter_names(model)}")
+    if any(layer.merged_adapter for _, layer in lora_layers(model)):
+        raise ValueError("add_lora: an adapter is merged into the weights; call unmerge_lora(model) first")
+    chosen = _target_layers(model, config)
+    for name, module in chosen:
+        if isinstance(module, Linear):
+            parent, attr = _parent_and_attr(model, name)
+            module = LoraLinear(module)
+            setattr(parent, attr, module)
+        module.add_adapter(adapter_name, config)
+    if not hasattr(model, "peft_config"):
+        model.peft_config, model.active_adapter = {}, None
+    model.peft_config[adapter_name] = config
+    if model.active_adapter is None:
+        set_adapter(model, adapter_name)
+    _refresh_trainable(model)
+    return model
+
+
+def set_adapter(model, adapter_name):
+    """Make ``adapter_name`` the one adapter used in forward passes and trained."""
+    if adapter_name not in adapter_names(model):
+        raise ValueError(f"no adapter named {adapter_name!r}; adapters: {adapter_names(model)}")
+    if any(layer.merged_adapter for _, layer in lora_layers(model)):
+        raise ValueError("set_adapter: an adapter is merged into the weights; call unmerge_lora(model) first")
+    model.active_adapter = adapter_name
+    for _, layer in lora_layers(model):
+        layer.active_adapter = adapter_name if adapter_name in layer.lora_A else None
+    _refresh_trainable(model)
+
+
+def delete_adapter(model, adapter_name):
+    """Remove an adapter's weights everywhere; a LoraLinear left with none becomes a plain Linear again."""
+    if adapter_name not in adapter_names(model):
+        raise ValueError(f"no adapter named {adapter_name!r}; adapters: {adapter_names(model)}")
+    if any(layer.merged_adapter == adapter_name for _, layer in lora_layers(model)):
+        raise ValueError(f"adapter {adapter_name!r} is merged into the weights; call unmerge_lora(model) first")
+    for name, layer in lora_layers(model):
+        if adapter_name in layer.lora_A:
+            layer.delete_adapter(adapter_name)
+        if not layer.lora_A:
+            parent, attr = _parent_and_attr(model, name)
+            setattr(parent, attr, layer.to_linear())
+    del model.peft_config[adapter_name]
+    remaining = adapter_names(model)
+    if model.active_adapter == adapter_name:
+        model.active_adapter = None
+        if remaining:
+            set_adapter(model, remaining[0])
+    _refresh_trainable(model)
+
+
+def merge_lora(model):
+    """W ← W + s·AᵀBᵀ for the active adapter in every layer; forward passes then skip the adapter."""
+    for _, layer in lora_layers(model):
+        layer.merge()
+    return model
+
+
+def unmerge_lora(model):
+    """W ← W - s·AᵀBᵀ: the base weights again, up to float rounding."""
+    for _, layer in lora_layers(model):
+        layer.unmerge()
+    return model
+
+
+def merge_and_unload(model):
+    """Merge the active adapter and replace every LoraLinear by a plain Linear: a plain model again."""
+    for name, layer in lora_layers(model):
+        layer.merge()
+        parent, attr = _parent_and_attr(model, name)
+        setattr(parent, attr, layer.to_linear())
+    for attr in ("peft_config", "active_adapter"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    return model
+
+
+@contextlib.contextmanager
+def disable_lora(model):
+    """Inside the block the model computes exactly its base function (adapters skipped, not subtracted)."""
+    layers = lora_layers(model)
+    if any(layer.merged_adapter for _, layer in layers):
+        raise ValueError("disable_lora: an adapter is merged into the weights; call unmerge_lora(model) first")
+    saved = [layer.disabled for _, layer in layers]
+    for _, layer in layers:
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for (_, layer), was in zip(layers, saved):
+            layer.disabled = was
+
+
+def lora_state_dict(model, adapter_name=None):
+    """name -> host array of one adapter's parameters (the active one by default)."""
+    name = adapter_name or active_adapter(model)
+    if name not in adapter_names(model):
+        raise ValueError(f"no adapter named {name!r}; adapters: {adapter_names(model)}")
+    return {k: v for k, v in model.state_dict().items() if f".lora_A.{name}." in k or f".lora_B.{name}." in k}
+
+
+def count_parameters(model):
+    """(trainable, total) parameter counts, each tied weight counted once."""
+    params = model.parameters()
+    return sum(p.size for p in params if p.requires_grad), sum(p.size for p in params)
+
+
+def print_trainable_parameters(model):
+    """PEFT's line: ``trainable params: N || all params: M || trainable%: P``."""
+    trainable, total = count_parameters(model)
+    line = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+    print(line)
+    return line

@@ -1,0 +1,43 @@
+"""LoraConfig: which Linear layers get adapters, their rank r and scale α, as in PEFT."""
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoraConfig:
+    """``r``: rank of the update ΔW = s·AᵀBᵀ; ``lora_alpha``: α, with scaling s = α/r (α/√r with
+    rsLoRA); ``target_modules``: module-name suffixes ("c_attn" hits every "...attn.c_attn"), or a
+    single string used as a regular expression over full names, as PEFT does;
+    ``lora_dropout``: dropout on the adapter's input."""
+
+    r: int = 8
+    lora_alpha: float = 16
+    target_modules: tuple = field(default=("c_attn",))
+    lora_dropout: float = 0.0
+    use_rslora: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"LoraConfig.r must be a positive integer; got {self.r!r}")
+        if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)) or not self.lora_alpha > 0:
+            raise ValueError(f"LoraConfig.lora_alpha must be a positive number; got {self.lora_alpha!r}")
+        if (isinstance(self.lora_dropout, bool) or not isinstance(self.lora_dropout, (int, float))
+                or not 0.0 <= self.lora_dropout < 1.0):
+            raise ValueError(f"LoraConfig.lora_dropout must be in [0, 1); got {self.lora_dropout!r}")
+        if not isinstance(self.use_rslora, bool):
+            raise ValueError(f"LoraConfig.use_rslora must be True or False; got {self.use_rslora!r}")
+        targets = self.target_modules
+        if isinstance(targets, str):
+            if not targets:
+                raise ValueError("LoraConfig.target_modules is an empty string")
+        else:
+            targets = tuple(targets) if isinstance(targets, (list, tuple, set, frozenset)) else None
+            if not targets or not all(isinstance(t, str) and t for t in targets):
+                raise ValueError(f"LoraConfig.target_modules must be a non-empty list of module-name suffixes "
+                                 f"(or one regular expression); got {self.target_modules!r}")
+            self.target_modules = tuple(sorted(targets)) if isinstance(self.target_modules, (set, frozenset)) else targets
+
+    @property
+    def scaling(self):
+        return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)

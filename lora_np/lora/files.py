@@ -1,0 +1,116 @@
+"""Adapter files in PEFT's format, so adapters move both ways between lora_np and Hugging Face PEFT.
+
+    <dir>/adapter_config.json        {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": [...], ...}
+    <dir>/adapter_model.safetensors  "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight"  (r, in)
+                                     "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight"  (out, r)
+
+``PeftModel.from_pretrained(gpt2, dir)`` reads what ``save_adapter`` writes and ``load_adapter``
+reads what PEFT's ``save_pretrained`` writes. Loading checks every key and shape against the
+model before changing anything.
+"""
+
+from pathlib import Path
+
+from .. import backend
+from ..atomic import atomic_write_json, read_json
+from ..safetensors_file import read_safetensors, write_safetensors
+from .adapters import _target_layers, active_adapter, add_lora, adapter_names, lora_layers
+from .config import LoraConfig
+
+CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+PREFIX = "base_model.model."
+
+
+def _peft_config_dict(config):
+    targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
+    return {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r, "lora_alpha": config.lora_alpha,
+        "target_modules": targets, "lora_dropout": config.lora_dropout, "use_rslora": config.use_rslora,
+        "fan_in_fan_out": True, "bias": "none", "init_lora_weights": True, "inference_mode": True,
+        "base_model_name_or_path": None, "modules_to_save": None, "layers_to_transform": None,
+        "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "use_dora": False, "revision": None,
+    }
+
+
+def _config_from_peft(cfg, path):
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{path}: peft_type {cfg.get('peft_type')!r} is not supported; only 'LORA'")
+    unsupported = {"bias": "none", "use_dora": False, "modules_to_save": None, "layers_to_transform": None,
+                   "rank_pattern": {}, "alpha_pattern": {}}
+    for key, plain in unsupported.items():
+        if cfg.get(key, plain) not in (plain, None):
+            raise ValueError(f"{path}: {key}={cfg[key]!r} is not supported by lora_np (expected {plain!r})")
+    for key in ("r", "lora_alpha", "target_modules"):
+        if key not in cfg:
+            raise ValueError(f"{path}: missing field {key!r}")
+    targets = cfg["target_modules"]
+    return LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
+                      target_modules=targets if isinstance(targets, str) else tuple(targets or ()),
+                      lora_dropout=cfg.get("lora_dropout", 0.0) or 0.0, use_rslora=bool(cfg.get("use_rslora", False)))
+
+
+def save_adapter(model, path, adapter_name=None):
+    """Write one adapter (the active one by default) as adapter_config.json + adapter_model.safetensors."""
+    name = adapter_name or active_adapter(model)
+    if name not in adapter_names(model):
+        raise ValueError(f"no adapter named {name!r} to save; adapters: {adapter_names(model)}")
+    tensors = {}
+    for module_name, layer in lora_layers(model):
+        if name in layer.lora_A:
+            tensors[f"{PREFIX}{module_name}.lora_A.weight"] = layer.lora_A[name].weight.data
+            tensors[f"{PREFIX}{module_name}.lora_B.weight"] = layer.lora_B[name].weight.data
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+    atomic_write_json(path / CONFIG_FILE, _peft_config_dict(model.peft_config[name]))
+    return path
+
+
+def _staged_weights(model, config, tensors, path):
+    """Check the file's keys and shapes against the layers ``config`` targets: module -> (A, B)."""
+    staged = {}
+    for module_name, layer in _target_layers(model, config):
+        pair = []
+        for factor, shape in (("lora_A", (config.r, layer.in_features)), ("lora_B", (layer.out_features, config.r))):
+            key = f"{PREFIX}{module_name}.{factor}.weight"
+            if key not in tensors:
+                raise ValueError(f"{path}: missing key {key!r} for target module {module_name}")
+            if tensors[key].shape != shape:
+                raise ValueError(f"{path}: {key} has shape {tensors[key].shape}, the model needs {shape} "
+                                 f"(an adapter for another base model?)")
+            pair.append(tensors.pop(key))
+        staged[module_name] = pair
+    if tensors:
+        raise ValueError(f"{path}: unexpected keys {sorted(tensors)[:5]}: they name no LoRA target of this model")
+    return staged
+
+
+def load_adapter(model, path, adapter_name="default"):
+    """Read a PEFT LoRA adapter into ``model`` under ``adapter_name`` (added if absent). On any error
+    the model is left exactly as it was."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter directory not found: {path}")
+    config = _config_from_peft(read_json(path / CONFIG_FILE, "adapter config"), path / CONFIG_FILE)
+    tensors, _ = read_safetensors(path / WEIGHTS_FILE)
+    for key, value in tensors.items():
+        if value.dtype.kind != "f":
+            raise ValueError(f"{path / WEIGHTS_FILE}: {key} has dtype {value.dtype}; LoRA weights must be floating point")
+    tensors = {(k if k.startswith(PREFIX) else PREFIX + k): v for k, v in tensors.items()}
+    staged = _staged_weights(model, config, tensors, path / WEIGHTS_FILE)
+    if adapter_name in adapter_names(model):
+        existing = model.peft_config[adapter_name]
+        if (existing.r, existing.target_modules) != (config.r, config.target_modules):
+            raise ValueError(f"adapter {adapter_name!r} already exists with r={existing.r}, targets "
+                             f"{existing.target_modules!r}; the file has r={config.r}, {config.target_modules!r}")
+        model.peft_config[adapter_name] = config
+    else:
+        add_lora(model, config, adapter_name)
+    layers = dict(lora_layers(model))
+    for module_name, (a, b) in staged.items():
+        layer = layers[module_name]
+        layer.lora_A[adapter_name].weight.data = backend.xp.array(a, dtype=layer.weight.dtype)
+        layer.lora_B[adapter_name].weight.data = backend.xp.array(b, dtype=layer.weight.dtype)
+        layer.scaling[adapter_name] = config.scaling
+        layer.lora_dropout[adapter_name] = config.lora_dropout
+    return model

@@ -1,0 +1,71 @@
+"""The fused LoRA linear op: a frozen affine map plus a trainable low-rank update.
+
+With W (in, out) frozen, A (r, in), B (out, r) (PEFT's layouts), scaling s = α/r and an optional
+dropout mask M on the adapter's input:
+
+    X̃ = X ⊙ M/(1-p)          H = X̃ Aᵀ   (N, r)          Y = X W + b + s · H Bᵀ
+
+Backward, from G = dL/dY (N, out):
+
+    dL/dB = s · Gᵀ H                       (out, r)
+    dL/dH = s · G B                        (N, r)
+    dL/dA = (dL/dH)ᵀ X̃                      (r, in)
+    dL/dX = G Wᵀ + ((dL/dH) A) ⊙ M/(1-p)    (N, in)
+    dL/dW = Xᵀ G,  dL/db = Σₙ G            only if W, b require grad
+
+With W frozen the backward does two GEMMs of size N·in·out (one forward, one for dX) instead of
+three, and four thin ones of size N·r·(in or out); no (in, out) gradient is ever allocated.
+"""
+
+from ..autograd import Tensor
+from .dropout import check_probability, dropout_mask
+from .linear import check_linear_shapes, linear_backward, linear_forward
+
+
+def _check_lora_shapes(weight, lora_A, lora_B):
+    n_in, n_out = weight.shape
+    r = lora_A.shape[0] if lora_A.ndim == 2 else None
+    if lora_A.shape != (r, n_in) or lora_B.shape != (n_out, r):
+        raise ValueError(f"lora_linear: lora_A {lora_A.shape} and lora_B {lora_B.shape} do not fit weight "
+                         f"{weight.shape}; need lora_A (r, {n_in}) and lora_B ({n_out}, r)")
+    if not lora_A.dtype == lora_B.dtype == weight.dtype:
+        raise TypeError(f"lora_linear: dtypes differ: weight {weight.dtype}, lora_A {lora_A.dtype}, lora_B {lora_B.dtype}")
+
+
+def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
+    """y = x·W + b + s·dropout(x)·Aᵀ·Bᵀ, with the hand-derived backward of the module docstring."""
+    check_linear_shapes(x, weight, bias, "lora_linear")
+    _check_lora_shapes(weight, lora_A, lora_B)
+    p = check_probability(dropout_p, "lora_dropout") if training else 0.0
+    n_out = weight.shape[1]
+    x2 = x.data.reshape(-1, x.shape[-1])
+    y = linear_forward(x2, weight.data, None if bias is None else bias.data)
+    keep = None
+    xd = x2
+    if p > 0.0:
+        keep = dropout_mask(x2.shape, p)
+        xd = x2 * keep
+        xd *= 1.0 / (1.0 - p)
+    hs = xd @ lora_A.data.T          # H, then s·H in place: (N, r)
+    hs *= scaling
+    y += hs @ lora_B.data.T
+    parents = (x, weight) + (() if bias is None else (bias,)) + (lora_A, lora_B)
+
+    def backward(g):
+        g2 = g.reshape(-1, n_out)
+        dx, dw, db = linear_backward(g2, x2, weight.data, x.requires_grad, weight.requires_grad,
+                                     bias is not None and bias.requires_grad)
+        dB = g2.T @ hs if lora_B.requires_grad else None          # s·Gᵀ H
+        dh = g2 @ lora_B.data                                     # s·G B, the scaling applied next
+        dh *= scaling
+        dA = dh.T @ xd if lora_A.requires_grad else None
+        if dx is not None:
+            dx_lora = dh @ lora_A.data
+            if keep is not None:
+                dx_lora *= keep
+                dx_lora *= 1.0 / (1.0 - p)
+            dx += dx_lora
+            dx = dx.reshape(x.shape)
+        return (dx, dw) + (() if bias is None else (db,)) + (dA, dB)
+
+    return Tensor._from_op(y.reshape(*x.shape[:-1], n_out), parents, backward)
