@@ -1,15 +1,19 @@
-"""A reverse-mode autograd engine over arrays: ``Tensor``, the graph, ``backward()``.
+"""A reverse-mode autograd engine over arrays: ``Tensor``, the graph of ``Node``s, ``backward()``.
 
-A Tensor made by an op remembers its parents and a ``_backward(g)`` closure written next to the
-op's forward (see ``lora_np/ops``). ``backward()`` sorts the graph topologically (iteratively, so a
-chain of 100,000 ops is fine), then walks it from the output to the leaves: each node hands the
-gradient of the loss w.r.t. its output to its closure and gets one gradient per parent back.
-Leaves that require grad accumulate into ``.grad`` (``+=``) until zeroed. The graph is freed as it
-is walked, so memory held by saved activations returns during the backward pass itself.
+Every op that sees an input requiring grad records a ``Node``: the ``backward(g)`` closure written
+next to the op's forward (see ``lora_np/ops``) and the nodes of its inputs. Nodes point to nodes,
+not to tensors, so an intermediate array lives only as long as some closure saved it for its
+backward (PyTorch's "saved tensors"): a frozen layer that needs no weight gradient does not keep
+its input alive. ``backward()`` sorts the nodes topologically (iteratively: a chain of 100,000 ops
+is fine) and walks them from the output to the leaves, handing each closure dL/d(output) and
+getting one gradient per input back. Leaves accumulate into ``.grad`` (``+=``) until zeroed; each
+node is freed as soon as it has been walked.
 
 Operators (``+ - * / @ ** -x x[i]``) and methods (``.sum()``, ``.reshape()``...) are attached in
 ``lora_np/ops/__init__.py``, next to the ops they call.
 """
+
+import weakref
 
 import numpy as np
 
@@ -70,6 +74,16 @@ def _as_array(data, dtype):
     return data
 
 
+class Node:
+    """One recorded op: ``backward(g) -> one gradient (or None) per input``, and the inputs' nodes
+    (None for inputs that need no gradient). A leaf's node points (weakly) to its Tensor instead."""
+
+    __slots__ = ("backward", "parents", "leaf")
+
+    def __init__(self, backward, parents, leaf=None):
+        self.backward, self.parents, self.leaf = backward, parents, leaf
+
+
 class Tensor:
     """An array with an optional gradient and a link to the op that made it.
 
@@ -78,27 +92,43 @@ class Tensor:
     keep their dtype (float64 stays float64). Only floating tensors may require grad.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_node", "__weakref__")
     __array_ufunc__ = None  # so `ndarray * Tensor` defers to Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = _as_array(data, dtype)
-        if requires_grad and self.data.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require grad; got dtype {self.data.dtype}")
-        self.requires_grad = bool(requires_grad)
         self.grad = None
-        self._parents = ()
-        self._backward = None
+        self._node = None
+        self._requires_grad = False
+        self.requires_grad = requires_grad
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if value and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require grad; got dtype {self.data.dtype}")
+        if self._node is not None and self._node.leaf is None:
+            raise RuntimeError("requires_grad can only be changed on leaf tensors; use .detach() for a new leaf")
+        self._requires_grad = bool(value)
+        self._node = None
+
+    def _grad_node(self):
+        """This tensor's node in the graph; a leaf that requires grad gets one on first use."""
+        if self._node is None:
+            self._node = Node(None, (), weakref.ref(self))
+        return self._node
 
     @classmethod
     def _from_op(cls, data, parents, backward):
-        """The output of an op: records the graph only when grad mode is on and a parent needs it."""
+        """The output of an op: records a Node only when grad mode is on and an input needs it."""
         out = cls.__new__(cls)
-        out.data, out.grad = data, None
-        if _grad_enabled and any(p.requires_grad for p in parents):
-            out.requires_grad, out._parents, out._backward = True, parents, backward
-        else:
-            out.requires_grad, out._parents, out._backward = False, (), None
+        out.data, out.grad, out._node = data, None, None
+        out._requires_grad = _grad_enabled and any(p._requires_grad for p in parents)
+        if out._requires_grad:
+            out._node = Node(backward, tuple(p._grad_node() if p._requires_grad else None for p in parents))
         return out
 
     # --- array facts -----------------------------------------------------------------------
@@ -109,7 +139,7 @@ class Tensor:
 
     @property
     def is_leaf(self):
-        return self._backward is None
+        return self._node is None or self._node.leaf is not None
 
     def __len__(self):
         return len(self.data)
@@ -158,40 +188,48 @@ class Tensor:
             grad = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, the tensor has shape {self.shape}")
+        _run_backward(self._grad_node(), grad)
 
-        # grads[node] = (gradient, owned): `owned` means this pass allocated the array and nobody
-        # else holds it, so it may be added into in place and handed to a leaf without a copy.
-        grads = {self: (grad, True)}
-        handed_out = set()
-        for node in reversed(_topological_order(self)):
-            g, owned = grads.pop(node, (None, False))
-            if g is None:
-                continue
-            if node._backward is None:
-                if node.grad is None:
-                    node.grad = g if owned else g.copy()
+
+def _run_backward(root, grad):
+    """Walk the graph from ``root`` (children before parents), calling each node's closure once.
+
+    grads[node] = (gradient, owned): ``owned`` means this walk allocated the array and nobody else
+    holds it, so later contributions may be added into it in place and a leaf may take it without
+    a copy. Leaves always end up with arrays of their own.
+    """
+    grads = {root: (grad, True)}
+    handed_out = set()
+    for node in reversed(_topological_order(root)):
+        g, owned = grads.pop(node, (None, False))
+        if g is None:
+            continue
+        if node.leaf is not None:
+            leaf = node.leaf()
+            if leaf is not None:
+                if leaf.grad is None:
+                    leaf.grad = g if owned else g.copy()
                 else:
-                    node.grad += g
+                    leaf.grad += g
+            continue
+        for parent, pg in zip(node.parents, node.backward(g)):
+            if parent is None or pg is None:
                 continue
-            parent_grads = node._backward(g)
-            for parent, pg in zip(node._parents, parent_grads):
-                if pg is None or not parent.requires_grad:
-                    continue
-                if parent in grads:
-                    acc, acc_owned = grads[parent]
-                    if acc_owned:
-                        acc += pg
-                    else:
-                        grads[parent] = (acc + pg, True)
+            if parent in grads:
+                acc, acc_owned = grads[parent]
+                if acc_owned:
+                    acc += pg
                 else:
-                    fresh = pg is not g and pg.flags.owndata and id(pg) not in handed_out
-                    handed_out.add(id(pg))
-                    grads[parent] = (pg, fresh)
-            node._parents, node._backward = (), _freed_graph
+                    grads[parent] = (acc + pg, True)
+            else:
+                fresh = pg is not g and pg.flags.owndata and id(pg) not in handed_out
+                handed_out.add(id(pg))
+                grads[parent] = (pg, fresh)
+        node.backward, node.parents = _freed_graph, ()
 
 
 def _topological_order(root):
-    """Nodes that require grad, each after all of its parents (iterative DFS post-order)."""
+    """Nodes reachable from ``root``, each after all of its parents (iterative DFS post-order)."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -203,8 +241,8 @@ def _topological_order(root):
             continue
         visited.add(node)
         stack.append((node, True))
-        for parent in node._parents:
-            if parent.requires_grad and parent not in visited:
+        for parent in node.parents:
+            if parent is not None and parent not in visited:
                 stack.append((parent, False))
     return order
 

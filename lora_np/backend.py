@@ -13,7 +13,9 @@ Random numbers come from two generators, both reset by :func:`manual_seed`:
 """
 
 import contextlib
+import ctypes
 import os
+import sys
 
 import numpy as np
 
@@ -167,6 +169,11 @@ def index_add(target, index, values):
     return target
 
 
+def ignore_overflow():
+    """A context in which an overflow to inf raises no warning (NumPy warns; CuPy never does)."""
+    return np.errstate(over="ignore") if xp is np else contextlib.nullcontext()
+
+
 def synchronize():
     """Wait for the device to finish queued work (for honest timings); a no-op on NumPy."""
     if _name == "cupy":
@@ -191,10 +198,30 @@ def using(array_module, name):
         xp, _name, _device_rng = saved
 
 
+def tune_host_allocator():
+    """Let glibc keep freed NumPy buffers for reuse instead of returning them to the OS at once.
+
+    A training step allocates and frees the same large activation and gradient arrays every time.
+    By default glibc unmaps each one on free and the next step pays page faults to map it again;
+    raising the mmap and trim thresholds makes the second step reuse the first step's memory (a
+    training step here runs ~1.5x faster). Linux/glibc only; LORA_NP_MALLOC_TUNING=0 turns it off.
+    Returns True if applied.
+    """
+    if os.environ.get("LORA_NP_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def _init_from_environment():
     name = os.environ.get("LORA_NP_BACKEND", "").strip()
     if name:
         set_backend(name)
 
 
+tune_host_allocator()
 _init_from_environment()

@@ -83,9 +83,27 @@ def test_graph_is_freed_after_backward():
     x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
     y = (x * x).sum()
     y.backward()
-    assert y._parents == ()
+    assert y._node.parents == ()
     with pytest.raises(RuntimeError, match="freed"):
         y.backward()
+
+
+@pytest.mark.parametrize("weight_trains", [True, False])
+def test_activations_live_only_while_a_backward_needs_them(weight_trains):
+    """Nodes point to nodes, not tensors: the input of a linear layer is kept for the backward only
+    if its weight trains (dL/dW = XᵀG needs it); with a frozen weight it is freed at once."""
+    import gc
+    import weakref
+    x = Tensor(np.ones((4, 3)), requires_grad=True)
+    w = Tensor(np.ones((3, 2)), requires_grad=weight_trains)
+    h = ops.layer_norm(x * 2.0)
+    probe = weakref.ref(h.data)
+    y = ops.linear(h, w)
+    del h
+    gc.collect()
+    assert (probe() is not None) == weight_trains
+    y.sum().backward()
+    assert x.grad is not None
 
 
 def test_shared_subexpression_gets_both_contributions():
@@ -130,7 +148,7 @@ def test_no_grad_records_nothing():
         y = x * 2.0
         assert not ln.is_grad_enabled()
     assert ln.is_grad_enabled()
-    assert not y.requires_grad and y._parents == ()
+    assert not y.requires_grad and y._node is None
 
     @ln.no_grad()
     def f(t):

@@ -49,8 +49,9 @@ def _config_from_peft(cfg, path):
                       lora_dropout=cfg.get("lora_dropout", 0.0) or 0.0, use_rslora=bool(cfg.get("use_rslora", False)))
 
 
-def save_adapter(model, path, adapter_name=None):
-    """Write one adapter (the active one by default) as adapter_config.json + adapter_model.safetensors."""
+def save_adapter(model, path, adapter_name=None, metadata=None):
+    """Write one adapter (the active one by default) as adapter_config.json + adapter_model.safetensors;
+    ``metadata`` (str -> str) goes into the safetensors header."""
     name = adapter_name or active_adapter(model)
     if name not in adapter_names(model):
         raise ValueError(f"no adapter named {name!r} to save; adapters: {adapter_names(model)}")
@@ -61,7 +62,7 @@ def save_adapter(model, path, adapter_name=None):
             tensors[f"{PREFIX}{module_name}.lora_B.weight"] = layer.lora_B[name].weight.data
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    write_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+    write_safetensors(path / WEIGHTS_FILE, tensors, metadata={**(metadata or {}), "format": "pt"})
     atomic_write_json(path / CONFIG_FILE, _peft_config_dict(model.peft_config[name]))
     return path
 

@@ -78,11 +78,12 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=T
         raise ValueError(f"attention: q, k, v shapes {q.shape}, {k.shape}, {v.shape} do not fit "
                          f"(need (..., Tq, d), (..., Tk, d), (..., Tk, dv))")
     dropout_p = check_probability(dropout_p) if training else 0.0
-    y, p, keep = sdpa_forward(q.data, k.data, v.data, causal, dropout_p)
+    qd, kd, vd = q.data, k.data, v.data
+    y, p, keep = sdpa_forward(qd, kd, vd, causal, dropout_p)
+    need = (q.requires_grad, k.requires_grad, v.requires_grad)
 
     def backward(g):
-        need = (q.requires_grad, k.requires_grad, v.requires_grad)
-        return sdpa_backward(g, q.data, k.data, v.data, p, keep, dropout_p, need)
+        return sdpa_backward(g, qd, kd, vd, p, keep, dropout_p, need)
 
     return Tensor._from_op(y, (q, k, v), backward)
 
@@ -113,10 +114,11 @@ def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):
     dropout_p = check_probability(dropout_p) if training else 0.0
     q, k, v = split_heads(qkv.data, n_head)
     y, p, keep = sdpa_forward(q, k, v, True, dropout_p)
+    shape, dtype = qkv.shape, qkv.dtype
 
     def backward(g):
         g_heads = g.reshape(b, t, n_head, -1).transpose(0, 2, 1, 3)
-        dqkv = backend.xp.empty_like(qkv.data)
+        dqkv = backend.xp.empty(shape, dtype=dtype)
         dq, dk, dv = split_heads(dqkv, n_head)
         dq[...], dk[...], dv[...] = sdpa_backward(g_heads, q, k, v, p, keep, dropout_p)
         return (dqkv,)

@@ -50,6 +50,7 @@ def cross_entropy(logits, targets, ignore_index=-1):
     probs /= sums[:, None]
     row_loss = xp.log(sums) - shifted_target  # log Σ e^z - z_t, with the max subtracted from both
     loss = xp.asarray((row_loss * keep).sum(dtype=z.dtype) / n, dtype=z.dtype)
+    logits_shape = logits.shape
 
     def backward(g):
         grad = probs  # reused in place: the graph is used once, so this buffer is ours
@@ -57,6 +58,6 @@ def cross_entropy(logits, targets, ignore_index=-1):
         if n < keep.size:
             grad[~keep] = 0
         grad *= g / n
-        return (grad.reshape(logits.shape),)
+        return (grad.reshape(logits_shape),)
 
     return Tensor._from_op(loss, (logits,), backward)

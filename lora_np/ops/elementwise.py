@@ -1,7 +1,8 @@
 """Elementwise ops. Each returns ``y`` and a closure mapping g = dL/dy to dL/d(input).
 
 The chain rule for an elementwise y = f(a) is dL/da = g · f'(a); for two inputs each gets its
-own partial derivative, summed over the axes it was broadcast along (``unbroadcast``).
+own partial derivative, summed over the axes it was broadcast along (``unbroadcast``). Closures
+capture arrays, never Tensors, so nothing else is kept alive for the backward pass.
 """
 
 import numpy as np
@@ -11,29 +12,34 @@ from ..autograd import Tensor
 from .broadcast import binary_operands, unbroadcast
 
 
-def _grads(a, b, grad_a, grad_b):
-    """Evaluate only the partials that a parent needs, reduced to that parent's shape."""
-    return (unbroadcast(grad_a(), a.shape) if a.requires_grad else None,
-            unbroadcast(grad_b(), b.shape) if b.requires_grad else None)
+def _binary(y, a, b, grad_a, grad_b):
+    """Record y = f(a, b); ``grad_a(g)``, ``grad_b(g)`` give each partial, evaluated only if needed."""
+    need_a, need_b, a_shape, b_shape = a.requires_grad, b.requires_grad, a.shape, b.shape
+
+    def backward(g):
+        return (unbroadcast(grad_a(g), a_shape) if need_a else None,
+                unbroadcast(grad_b(g), b_shape) if need_b else None)
+
+    return Tensor._from_op(y, (a, b), backward)
 
 
 def add(a, b):
     """y = a + b.   dL/da = g,  dL/db = g."""
     a, b = binary_operands(a, b, "add")
-    return Tensor._from_op(a.data + b.data, (a, b), lambda g: _grads(a, b, lambda: g, lambda: g))
+    return _binary(a.data + b.data, a, b, lambda g: g, lambda g: g)
 
 
 def sub(a, b):
     """y = a - b.   dL/da = g,  dL/db = -g."""
     a, b = binary_operands(a, b, "sub")
-    return Tensor._from_op(a.data - b.data, (a, b), lambda g: _grads(a, b, lambda: g, lambda: -g))
+    return _binary(a.data - b.data, a, b, lambda g: g, lambda g: -g)
 
 
 def mul(a, b):
     """y = a · b.   dL/da = g · b,  dL/db = g · a."""
     a, b = binary_operands(a, b, "mul")
-    return Tensor._from_op(a.data * b.data, (a, b),
-                           lambda g: _grads(a, b, lambda: g * b.data, lambda: g * a.data))
+    x, z = a.data, b.data
+    return _binary(x * z, a, b, lambda g: g * z, lambda g: g * x)
 
 
 def div(a, b):
@@ -41,8 +47,9 @@ def div(a, b):
     a, b = binary_operands(a, b, "div")
     if a.dtype.kind != "f":  # int / int is a float division: compute it in the default float dtype
         a, b = Tensor(a.data.astype(np.float32)), Tensor(b.data.astype(np.float32))
-    y = a.data / b.data
-    return Tensor._from_op(y, (a, b), lambda g: _grads(a, b, lambda: g / b.data, lambda: -g * y / b.data))
+    z = b.data
+    y = a.data / z
+    return _binary(y, a, b, lambda g: g / z, lambda g: -g * y / z)
 
 
 def neg(a):
@@ -55,7 +62,8 @@ def pow(a, exponent):
     if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float, np.number)) or isinstance(exponent, bool):
         raise TypeError(f"pow: the exponent must be a Python or NumPy real scalar; got {type(exponent).__name__}")
     p = exponent.item() if isinstance(exponent, np.number) else exponent  # a NumPy float64 would upcast
-    return Tensor._from_op(a.data ** p, (a,), lambda g: (g * (p * a.data ** (p - 1)),))
+    x = a.data
+    return Tensor._from_op(x ** p, (a,), lambda g: (g * (p * x ** (p - 1)),))
 
 
 def exp(a):
@@ -66,7 +74,8 @@ def exp(a):
 
 def log(a):
     """y = ln a.   dL/da = g / a."""
-    return Tensor._from_op(backend.xp.log(a.data), (a,), lambda g: (g / a.data,))
+    x = a.data
+    return Tensor._from_op(backend.xp.log(x), (a,), lambda g: (g / x,))
 
 
 def tanh(a):

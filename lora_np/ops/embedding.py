@@ -15,10 +15,11 @@ def embedding(idx, weight):
     xp = backend.xp
     ids = as_index_array(idx, weight.shape[0], "embedding indices")
     y = weight.data[ids]
+    shape, dtype = weight.shape, weight.dtype
 
     def backward(g):
-        dw = xp.zeros_like(weight.data)
-        backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, weight.shape[1]))
+        dw = xp.zeros(shape, dtype=dtype)
+        backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, shape[1]))
         return (dw,)
 
     return Tensor._from_op(y, (weight,), backward)

@@ -34,9 +34,10 @@ def getitem(a, idx):
     except IndexError as exc:
         raise IndexError(f"index {idx!r} does not fit a tensor of shape {a.shape}: {exc}") from None
     basic = _is_basic(idx)
+    shape, dtype = a.shape, a.dtype
 
     def backward(g):
-        ga = backend.xp.zeros_like(a.data)
+        ga = backend.xp.zeros(shape, dtype=dtype)
         if basic:
             ga[idx] = g
         else:

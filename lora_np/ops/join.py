@@ -44,9 +44,10 @@ def stack(tensors, axis=0):
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors need one shape; got {sorted(shapes)}")
     y = backend.xp.stack([t.data for t in tensors], axis=axis)
+    n = len(tensors)
 
     def backward(g):
-        return tuple(g.take(i, axis=axis) for i in range(len(tensors)))
+        return tuple(g.take(i, axis=axis) for i in range(n))
 
     return Tensor._from_op(y, tuple(tensors), backward)
 

@@ -50,11 +50,11 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     b = bias.data if bias is not None else None
     y, xhat, rstd = layer_norm_forward(x.data, w, b, eps)
     parents = tuple(p for p in (x, weight, bias) if p is not None)
+    need = [p is not None and p.requires_grad for p in (x, weight, bias)]
+    has_w, has_b = weight is not None, bias is not None
 
     def backward(g):
-        dx, dw, db = layer_norm_backward(g, xhat, rstd, w, need_x=x.requires_grad,
-                                         need_w=weight is not None and weight.requires_grad,
-                                         need_b=bias is not None and bias.requires_grad)
-        return (dx,) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
+        dx, dw, db = layer_norm_backward(g, xhat, rstd, w, *need)
+        return (dx,) + ((dw,) if has_w else ()) + ((db,) if has_b else ())
 
     return Tensor._from_op(y, parents, backward)

@@ -39,12 +39,16 @@ def linear(x, weight, bias=None):
     """y = x·W + b for x of shape (..., in), W (in, out), b (out,).   Grads: G Wᵀ, Xᵀ G, Σ G."""
     check_linear_shapes(x, weight, bias)
     x2 = x.data.reshape(-1, x.shape[-1])
-    y = linear_forward(x2, weight.data, None if bias is None else bias.data)
+    w = weight.data
+    y = linear_forward(x2, w, None if bias is None else bias.data)
     parents = (x, weight) if bias is None else (x, weight, bias)
+    need_x, need_w, need_b = x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad
+    x_shape = x.shape
+    x_saved = x2 if need_w else None  # the input is kept only when dL/dW = Xᵀ G needs it
+    n_parents = len(parents)
 
     def backward(g):
-        dx, dw, db = linear_backward(g.reshape(-1, weight.shape[1]), x2, weight.data,
-                                     x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
-        return (None if dx is None else dx.reshape(x.shape), dw, db)[:len(parents)]
+        dx, dw, db = linear_backward(g.reshape(-1, w.shape[1]), x_saved, w, need_x, need_w, need_b)
+        return (None if dx is None else dx.reshape(x_shape), dw, db)[:n_parents]
 
     return Tensor._from_op(y.reshape(*x.shape[:-1], weight.shape[1]), parents, backward)

@@ -50,22 +50,27 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
     hs *= scaling
     y += hs @ lora_B.data.T
     parents = (x, weight) + (() if bias is None else (bias,)) + (lora_A, lora_B)
+    need_x, need_w, need_b = x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad
+    need_a, need_bb = lora_A.requires_grad, lora_B.requires_grad
+    w, a, bb, x_shape = weight.data, lora_A.data, lora_B.data, x.shape
+    x_saved = x2 if need_w else None
+    xd_saved = xd if need_a else None
+    has_bias = bias is not None
 
     def backward(g):
         g2 = g.reshape(-1, n_out)
-        dx, dw, db = linear_backward(g2, x2, weight.data, x.requires_grad, weight.requires_grad,
-                                     bias is not None and bias.requires_grad)
-        dB = g2.T @ hs if lora_B.requires_grad else None          # s·Gᵀ H
-        dh = g2 @ lora_B.data                                     # s·G B, the scaling applied next
+        dx, dw, db = linear_backward(g2, x_saved, w, need_x, need_w, need_b)
+        dB = g2.T @ hs if need_bb else None                       # s·Gᵀ H
+        dh = g2 @ bb                                              # s·G B, the scaling applied next
         dh *= scaling
-        dA = dh.T @ xd if lora_A.requires_grad else None
+        dA = dh.T @ xd_saved if need_a else None
         if dx is not None:
-            dx_lora = dh @ lora_A.data
+            dx_lora = dh @ a
             if keep is not None:
                 dx_lora *= keep
                 dx_lora *= 1.0 / (1.0 - p)
             dx += dx_lora
-            dx = dx.reshape(x.shape)
-        return (dx, dw) + (() if bias is None else (db,)) + (dA, dB)
+            dx = dx.reshape(x_shape)
+        return (dx, dw) + ((db,) if has_bias else ()) + (dA, dB)
 
     return Tensor._from_op(y.reshape(*x.shape[:-1], n_out), parents, backward)

@@ -47,13 +47,17 @@ def matmul(a, b):
     a, b = _operands(a, b)
     a_data = a.data[None, :] if a.ndim == 1 else a.data  # a vector is a 1-row matrix
     b_data = b.data[:, None] if b.ndim == 1 else b.data  # ... or a 1-column matrix
+    a_data_shape, b_data_shape = a_data.shape, b_data.shape
     y = _matmul_nd(a_data, b_data)
     out_shape = y.shape[:-2] + (y.shape[-2],) * (a.ndim > 1) + (y.shape[-1],) * (b.ndim > 1)
+    y_shape, a_shape, b_shape = y.shape, a.shape, b.shape
+    a_saved = a_data if b.requires_grad else None  # dL/dB needs A; dL/dA needs B
+    b_saved = b_data if a.requires_grad else None
 
     def backward(g):
-        g = g.reshape(y.shape)
-        ga = unbroadcast(_matmul_nd(g, _swap(b_data)), a_data.shape).reshape(a.shape) if a.requires_grad else None
-        gb = _grad_b(a_data, g, b_data.shape).reshape(b.shape) if b.requires_grad else None
+        g = g.reshape(y_shape)
+        ga = None if b_saved is None else unbroadcast(_matmul_nd(g, _swap(b_saved)), a_data_shape).reshape(a_shape)
+        gb = None if a_saved is None else _grad_b(a_saved, g, b_data_shape).reshape(b_shape)
         return ga, gb
 
     return Tensor._from_op(y.reshape(out_shape), (a, b), backward)

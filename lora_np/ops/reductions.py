@@ -29,9 +29,10 @@ def sum(a, axis=None, keepdims=False):
     """y = Σ a over ``axis``.   dL/da = g broadcast back to a's shape."""
     axes = _axes(axis, a.ndim)
     y = backend.xp.asarray(a.data.sum(axis=axes, keepdims=keepdims))
+    shape = a.shape
 
     def backward(g):
-        return (backend.xp.broadcast_to(_expand(g, a.shape, axes), a.shape),)
+        return (backend.xp.broadcast_to(_expand(g, shape, axes), shape),)
 
     return Tensor._from_op(y, (a,), backward)
 
@@ -43,9 +44,10 @@ def mean(a, axis=None, keepdims=False):
     for ax in axes:
         n *= a.shape[ax]
     y = backend.xp.asarray(a.data.mean(axis=axes, keepdims=keepdims))
+    shape = a.shape
 
     def backward(g):
-        return (backend.xp.broadcast_to(_expand(g, a.shape, axes) / n, a.shape),)
+        return (backend.xp.broadcast_to(_expand(g, shape, axes) / n, shape),)
 
     return Tensor._from_op(y, (a,), backward)
 
@@ -53,11 +55,12 @@ def mean(a, axis=None, keepdims=False):
 def max(a, axis=None, keepdims=False):
     """y = max a over ``axis``.   dL/da = g at the maximal elements (split evenly on ties), 0 elsewhere."""
     axes = _axes(axis, a.ndim)
-    y_keep = a.data.max(axis=axes, keepdims=True)
-    y = y_keep if keepdims else y_keep.reshape(tuple(n for i, n in enumerate(a.shape) if i not in axes))
+    x = a.data
+    y_keep = x.max(axis=axes, keepdims=True)
+    y = y_keep if keepdims else y_keep.reshape(tuple(n for i, n in enumerate(x.shape) if i not in axes))
 
     def backward(g):
-        is_max = (a.data == y_keep).astype(a.dtype)
-        return (is_max * (_expand(g, a.shape, axes) / is_max.sum(axis=axes, keepdims=True)),)
+        is_max = (x == y_keep).astype(x.dtype)
+        return (is_max * (_expand(g, x.shape, axes) / is_max.sum(axis=axes, keepdims=True)),)
 
     return Tensor._from_op(y, (a,), backward)

@@ -17,7 +17,8 @@ def reshape(a, *shape):
     except ValueError:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
                          f"into shape {shape}") from None
-    return Tensor._from_op(y, (a,), lambda g: (g.reshape(a.shape),))
+    in_shape = a.shape
+    return Tensor._from_op(y, (a,), lambda g: (g.reshape(in_shape),))
 
 
 def transpose(a, axes=None):

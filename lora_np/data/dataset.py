@@ -1,0 +1,80 @@
+"""Token streams with loss masks, train/val splits, and batches of fixed-length windows.
+
+A window of block_size + 1 tokens gives inputs x = w[:-1] and targets y = w[1:]; a target is set
+to -1 (ignored by the loss) where the mask says its token cannot be predicted. Windows of a task
+start at line boundaries, so each answer comes with its prompt.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .tasks import VOCAB, answer_mask, make_lines
+from .tokenizer import CharTokenizer
+
+
+class TokenDataset:
+    """``tokens`` (int array), ``counts`` (bool: target counts in the loss), ``starts`` (window starts)."""
+
+    def __init__(self, tokenizer, splits, block_size, name):
+        self.tokenizer, self.block_size, self.name = tokenizer, block_size, name
+        self.splits = splits  # split -> (tokens, counts, starts)
+        for split, (tokens, _, starts) in splits.items():
+            if len(tokens) < block_size + 1 or len(starts) == 0:
+                raise ValueError(f"{name}: the {split} split has {len(tokens)} tokens; it needs at least "
+                                 f"block_size + 1 = {block_size + 1}")
+
+    def _windows(self, split, starts):
+        tokens, counts, _ = self.splits[split]
+        offsets = np.asarray(starts)[:, None] + np.arange(self.block_size + 1)
+        w, keep = tokens[offsets], counts[offsets]
+        y = np.where(keep[:, 1:], w[:, 1:], -1)
+        return w[:, :-1], y
+
+    def batch(self, split, batch_size, rng):
+        """``batch_size`` random windows: (x, y) host int64 arrays of shape (B, block_size)."""
+        starts = self.splits[split][2]
+        return self._windows(split, starts[rng.integers(0, len(starts), size=batch_size)])
+
+    def fixed_batches(self, split, batch_size, n_batches):
+        """The same evaluation windows every time: evenly spaced over the split."""
+        starts = self.splits[split][2]
+        picks = np.linspace(0, len(starts) - 1, num=min(len(starts), batch_size * n_batches)).astype(np.int64)
+        return [self._windows(split, starts[picks[i:i + batch_size]]) for i in range(0, len(picks), batch_size)]
+
+
+def task_dataset(task, block_size, n_train=6000, n_val=600, seed=0, tokenizer=None):
+    """A copy/reverse task as a TokenDataset (in the shared task vocabulary unless ``tokenizer`` is given)."""
+    tokenizer = tokenizer or CharTokenizer(VOCAB)
+    splits = {}
+    for split, n, split_seed in (("train", n_train, seed), ("val", n_val, seed + 10_000)):
+        lines = make_lines(task, n, split_seed)
+        text = "".join(lines)
+        counts = np.array([c for line in lines for c in answer_mask(line)], dtype=bool)
+        line_starts = np.cumsum([0] + [len(line) for line in lines[:-1]])
+        starts = line_starts[line_starts + block_size + 1 <= len(text)]
+        splits[split] = (tokenizer.encode(text), counts, starts)
+    return TokenDataset(tokenizer, splits, block_size, f"task {task!r}")
+
+
+def text_dataset(path, block_size, tokenizer=None, val_fraction=0.1):
+    """A user's text file: every character is a target; the last ``val_fraction`` is validation."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"data file {path} is not UTF-8 text ({exc})") from None
+    if not text:
+        raise ValueError(f"data file {path} is empty")
+    tokenizer = tokenizer or CharTokenizer.from_text(text)
+    tokens = tokenizer.encode(text)
+    n_val = max(block_size + 1, int(len(tokens) * val_fraction))
+    if len(tokens) < n_val + block_size + 1:
+        raise ValueError(f"data file {path} has {len(tokens)} characters; with block_size={block_size} it needs "
+                         f"at least {n_val + block_size + 1} (train and validation windows)")
+    splits = {}
+    for split, part in (("train", tokens[:-n_val]), ("val", tokens[-n_val:])):
+        splits[split] = (part, np.ones(len(part), dtype=bool), np.arange(len(part) - block_size))
+    return TokenDataset(tokenizer, splits, block_size, f"text file {path.name}")

@@ -1,0 +1,100 @@
+"""The demo's table (Markdown, printed and saved) and its plots (PNG, via matplotlib's Agg backend)."""
+
+from pathlib import Path
+
+
+def _bytes(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def format_table(results):
+    full, lora, base = results["full"], results["lora"], results["base"]
+    s = results["settings"]
+    ratio = lambda a, b: f" ({100 * a / b:.1f}%)" if b else ""  # noqa: E731
+    rows = [
+        ("trainable parameters", f"{full['trainable']:,}", f"{lora['trainable']:,}{ratio(lora['trainable'], full['trainable'])}"),
+        ("optimizer state (AdamW)", _bytes(full["optimizer_state_bytes"]),
+         _bytes(lora["optimizer_state_bytes"]) + ratio(lora["optimizer_state_bytes"], full["optimizer_state_bytes"])),
+        ("peak training memory", _bytes(full["peak_memory_bytes"]),
+         _bytes(lora["peak_memory_bytes"]) + ratio(lora["peak_memory_bytes"], full["peak_memory_bytes"])),
+        ("time per step", f"{full['ms_per_step']:.1f} ms", f"{lora['ms_per_step']:.1f} ms"
+         + ratio(lora["ms_per_step"], full["ms_per_step"])),
+        ("val loss on B (shift)", f"{full['B']['loss']:.3f}", f"{lora['B']['loss']:.3f}"),
+        ("answer accuracy on B", f"{100 * full['B']['answer_acc']:.1f}%", f"{100 * lora['B']['answer_acc']:.1f}%"),
+        ("loss on A (copy) after fine-tuning", f"{full['A_after']['loss']:.3f}",
+         f"{lora['A_after_adapter_off']['loss']:.3f} adapter off · {lora['A_after']['loss']:.3f} on"),
+        ("answer accuracy on A after", f"{100 * full['A_after']['answer_acc']:.1f}%",
+         f"{100 * lora['A_after_adapter_off']['answer_acc']:.1f}% adapter off"),
+        ("base weights changed (max abs)", "all of them", f"{lora['max_abs_base_weight_change']:g}"),
+        ("saved size", _bytes(full["checkpoint_bytes"]) + " checkpoint",
+         _bytes(lora["adapter_bytes"]) + " adapter" + ratio(lora["adapter_bytes"], full["checkpoint_bytes"])),
+    ]
+    lines = [f"Base: GPT {s['n_layer']} layers × {s['n_embd']} wide, {base['params']:,} parameters; "
+             f"on A (copy) loss {base['A']['loss']:.3f}, answer accuracy {100 * base['A']['answer_acc']:.1f}%; "
+             f"on B before fine-tuning {100 * base['B']['answer_acc']:.1f}%.",
+             "",
+             f"| | full fine-tuning | LoRA (r={s['lora_r']}, {', '.join(s['targets'])}) |",
+             "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if results.get("ranks"):
+        lines += ["", "| LoRA rank r | trainable | ms/step | answer accuracy on B |", "|---|---|---|---|"]
+        lines += [f"| {x['r']} | {x['trainable']:,} | {x['ms_per_step']:.1f} | {100 * x['B']['answer_acc']:.1f}% |"
+                  for x in results["ranks"]]
+    return "\n".join(lines)
+
+
+def plot_results(results, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    full, lora, base = results["full"], results["lora"], results["base"]
+    steps = lambda h: [r["step"] for r in h]  # noqa: E731
+    fig, (ax_b, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_b.plot(steps(full["history"]), [r["val_loss"] for r in full["history"]], label="full fine-tuning")
+    ax_b.plot(steps(lora["history"]), [r["val_loss"] for r in lora["history"]], label="LoRA")
+    ax_b.set(title="Task B (shift): validation loss", xlabel="fine-tuning step", ylabel="loss", yscale="log")
+    ax_b.legend()
+    ax_a.plot(steps(full["history"]), [r["A_loss"] for r in full["history"]], label="full fine-tuning")
+    ax_a.plot(steps(lora["history"]), [r["A_loss"] for r in lora["history"]], label="LoRA, adapter on")
+    ax_a.plot(steps(lora["history"]), [r["A_loss_adapter_off"] for r in lora["history"]], "--",
+              label="LoRA, adapter off")
+    ax_a.axhline(base["A"]["loss"], color="gray", lw=0.8, ls=":", label="base before fine-tuning")
+    ax_a.set(title="Task A (copy): what is left of the old skill", xlabel="fine-tuning step", ylabel="loss",
+             yscale="log")
+    ax_a.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=110)
+    plt.close(fig)
+
+    labels = ["trainable\nparameters", "optimizer\nstate", "peak training\nmemory", "time\nper step"]
+    keys = ["trainable", "optimizer_state_bytes", "peak_memory_bytes", "ms_per_step"]
+    fractions = [lora[k] / full[k] if full[k] else 0.0 for k in keys]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    bars = ax.bar(labels, fractions, color="tab:orange", label="LoRA")
+    ax.axhline(1.0, color="tab:blue", lw=1.5, label="full fine-tuning = 1")
+    for bar, f in zip(bars, fractions):
+        ax.text(bar.get_x() + bar.get_width() / 2, f, f"{100 * f:.1f}%", ha="center", va="bottom")
+    ax.set(title="LoRA's cost as a fraction of full fine-tuning", ylim=(0, 1.15))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "costs.png", dpi=110)
+    plt.close(fig)
+
+    if results.get("ranks"):
+        sweep = results["ranks"]
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot([x["r"] for x in sweep], [100 * x["B"]["answer_acc"] for x in sweep], "o-")
+        for x in sweep:
+            ax.annotate(f"{x['trainable']:,}", (x["r"], 100 * x["B"]["answer_acc"]), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=8)
+        ax.set(xscale="log", xlabel="LoRA rank r (labels: trainable parameters)", ylabel="answer accuracy on B (%)",
+               title=f"Rank sweep ({results['settings']['finetune_steps']} steps each)")
+        ax.set_xticks([x["r"] for x in sweep], [str(x["r"]) for x in sweep])
+        fig.tight_layout()
+        fig.savefig(out / "rank_sweep.png", dpi=110)
+        plt.close(fig)

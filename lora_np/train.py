@@ -1,0 +1,219 @@
+"""The training loop: AdamW, warmup + cosine, gradient clipping, evaluation, logs, checkpoints.
+
+    result = train(model, dataset, TrainConfig(steps=500, lr=1e-3), out_dir="runs/x")
+
+It trains whatever requires grad (everything for full fine-tuning, only A and B after add_lora),
+stops cleanly on a NaN/inf loss (keeping the last good checkpoint) and on Ctrl-C (saving first),
+and resumes a run bit for bit: weights, optimizer moments, schedule and both RNGs come back.
+"""
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import threading
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import backend
+from .evaluate import evaluate
+from .optim import AdamW, WarmupCosine, clip_grad_norm_
+from .train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    log_every: int = 10
+    seed: int = 0
+    memory_steps: int = 0  # measure peak training memory over this many first steps (tracemalloc)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        for name in ("warmup_steps", "seed", "memory_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive; got {self.grad_clip!r}")
+
+
+@dataclass
+class TrainResult:
+    status: str                       # "done", "nan" or "interrupted"
+    step: int                         # optimizer steps completed
+    history: list = field(default_factory=list)
+    ms_per_step: float = float("nan")  # median over timed steps
+    optimizer_state_bytes: int = 0
+    peak_memory_bytes: int = 0
+    message: str = ""
+
+
+class _Log:
+    """JSON lines in <out>/log.jsonl (lines after a resumed step are dropped) and console lines."""
+
+    def __init__(self, out_dir, resume_step, quiet):
+        self.path = Path(out_dir) / "log.jsonl" if out_dir else None
+        self.quiet = quiet
+        if self.path and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record, console=None):
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if console and not self.quiet:
+            from tqdm import tqdm
+            tqdm.write(console, file=sys.stdout)
+
+
+def _progress(total, initial, quiet):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, disable=quiet or not sys.stderr.isatty(), leave=False,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Ctrl-C sets a flag that the loop checks between steps, so a step is never half applied.
+    A second Ctrl-C interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train(model, dataset, config, out_dir=None, resume=False, extra_eval=None, quiet=False):
+    """Train ``model``'s trainable parameters on ``dataset`` (see the module docstring).
+
+    ``extra_eval(model) -> dict`` adds metrics to every evaluation (the demo measures task A there).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train: the model has no parameter with requires_grad=True")
+    optimizer = AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    schedule = WarmupCosine(optimizer, min(config.warmup_steps, config.steps), config.steps, config.min_lr_ratio)
+    data_rng = np.random.default_rng(config.seed)
+    backend.manual_seed(config.seed)
+    history, start = [], 0
+    if resume:
+        ckpt = latest_checkpoint(out_dir) if out_dir else None
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint found under {Path(out_dir or '.') / 'checkpoints'}")
+        state = load_checkpoint(ckpt, model, optimizer)
+        start, history = state["step"], state["history"]
+        schedule.load_state_dict(state["schedule"])
+        data_rng.bit_generator.state = state["data_rng"]
+        backend.set_rng_state(state["backend_rng"])
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    log = _Log(out_dir, start, quiet)
+
+    def checkpoint(step):
+        if out_dir:
+            save_checkpoint(out_dir, step, model, optimizer, {
+                "schedule": schedule.state_dict(), "data_rng": data_rng.bit_generator.state,
+                "backend_rng": backend.get_rng_state(), "history": history, "config": asdict(config)})
+
+    def run_eval(step):
+        metrics = {f"val_{k}": v for k, v in evaluate(model, dataset, "val", config.batch_size,
+                                                      config.eval_batches).items()}
+        metrics.update(extra_eval(model) if extra_eval else {})
+        record = {"step": step, **metrics}
+        history.append(record)
+        log.write(record, f"step {step:5d} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    result = TrainResult(status="done", step=start, history=history)
+    step_times, peak = [], 0
+    bar = _progress(config.steps, start, quiet)
+    model.train()
+    step = start
+    try:
+        with _deferred_interrupt() as interrupt:
+            while step < config.steps:
+                if interrupt["stop"]:
+                    result.status, result.message = "interrupted", f"interrupted at step {step}" + (
+                        "; checkpoint saved" if out_dir else "")
+                    checkpoint(step)
+                    break
+                measuring = step - start < config.memory_steps and backend.get_backend() == "numpy"
+                if measuring and not tracemalloc.is_tracing():
+                    tracemalloc.start()
+                t0 = time.perf_counter()
+                x, y = dataset.batch("train", config.batch_size, data_rng)
+                _, loss = model(x, y)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    kept = latest_checkpoint(out_dir) if out_dir else None
+                    result.status = "nan"
+                    result.message = (f"loss became {loss_value} at step {step + 1}; training stopped. "
+                                      + (f"The last good checkpoint is kept in {kept}" if kept else
+                                         "No checkpoint had been saved yet"))
+                    break
+                loss.backward()
+                clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad()
+                lr = schedule.step()
+                backend.synchronize()
+                elapsed = time.perf_counter() - t0
+                if measuring:
+                    peak = max(peak, tracemalloc.get_traced_memory()[1])
+                    if step - start + 1 == config.memory_steps:
+                        tracemalloc.stop()
+                else:
+                    step_times.append(elapsed)
+                step += 1
+                bar.update(1)
+                if step % config.log_every == 0:
+                    log.write({"step": step, "loss": loss_value, "lr": lr, "ms": 1000 * elapsed})
+                if step % config.eval_every == 0 or step == config.steps:
+                    run_eval(step)
+                    checkpoint(step)
+    except KeyboardInterrupt:  # a second Ctrl-C, mid-step: the last complete checkpoint stands
+        result.status, result.message = "interrupted", f"interrupted during step {step + 1}; the last checkpoint is kept"
+    finally:
+        bar.close()
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+    if result.status == "nan":
+        log.write({"step": step + 1, "error": result.message}, result.message)
+    result.step = step
+    result.ms_per_step = 1000 * float(np.median(step_times)) if step_times else float("nan")
+    result.optimizer_state_bytes = optimizer.state_bytes()
+    result.peak_memory_bytes = peak or backend.device_memory_in_use()
+    return result
