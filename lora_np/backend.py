@@ -14,6 +14,7 @@ Random numbers come from two generators, both reset by :func:`manual_seed`:
 
 import contextlib
 import ctypes
+import itertools
 import os
 import sys
 
@@ -167,6 +168,87 @@ def index_add(target, index, values):
         import cupyx
         cupyx.scatter_add(target, index, values)
     return target
+
+
+def _thread_count():
+    env = os.environ.get("LORA_NP_NUM_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"LORA_NP_NUM_THREADS must be a positive integer; got {env!r}")
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _own_the_cores(threads):
+    """With more than one thread, lora_np runs BLAS single-threaded and splits the work itself.
+
+    OpenBLAS's worker threads spin for a while after every call; a second pool of threads (ours,
+    for the elementwise kernels) would then fight them for the cores and both would slow down.
+    One pool for everything avoids that: GEMMs are split into row blocks (``matmul`` below), each
+    a single-threaded BLAS call, as fast as OpenBLAS's own threading on these shapes.
+    """
+    if threads == 1:
+        return 1
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without threadpoolctl, leave BLAS alone and run our kernels on one thread
+        return 1
+    threadpool_limits(limits=1, user_api="blas")
+    return threads
+
+
+_threads = _own_the_cores(_thread_count())
+_pool = None
+GRAIN = 1 << 16  # elements per block: big enough to amortise a task, small enough to stay in cache
+
+
+def parallel_for(n, fn, grain=GRAIN):
+    """Call ``fn(lo, hi)`` over ``range(n)`` in blocks of at least ``grain``, on all cores.
+
+    NumPy releases the GIL inside its ufunc loops, so blocks of an elementwise or row-wise kernel
+    run in parallel threads, and a block small enough to stay in cache makes a chain of passes
+    over it cheap. Each element (or row) is computed exactly as without threads: the result is
+    bit-identical. CuPy already runs on the whole GPU, so there ``fn(0, n)`` runs once.
+    """
+    global _pool
+    if xp is not np or _threads == 1 or n < 2 * grain:
+        fn(0, n)
+        return
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="lora_np")
+    n_blocks = max(_threads, -(-n // grain))
+    edges = [n * i // n_blocks for i in range(n_blocks + 1)]
+    counter = itertools.count()
+
+    def drain():  # every thread, the caller included, takes the next block until none is left
+        for i in iter(counter.__next__, None):
+            if i >= n_blocks:
+                return
+            fn(edges[i], edges[i + 1])
+
+    futures = [_pool.submit(drain) for _ in range(_threads - 1)]
+    try:
+        drain()
+    finally:
+        for f in futures:
+            f.result()
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D arrays; on NumPy, big products are split into row blocks of the output,
+    one single-threaded BLAS call per thread (see ``_own_the_cores``)."""
+    rows = a.shape[0]
+    if (xp is not np or _threads == 1 or a.ndim != 2 or b.ndim != 2 or rows < 2 * _threads
+            or rows * a.shape[1] * b.shape[1] < (1 << 21)):
+        return xp.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((rows, b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
+    parallel_for(rows, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), grain=-(-rows // _threads))
+    return out
 
 
 def ignore_overflow():

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import backend
 from .autograd import no_grad
-from .ops.attention import merge_heads, sdpa_forward, split_heads
+from .ops.attention import heads_view, sdpa_forward, split_heads
 
 
 class LayerKVCache:
@@ -29,8 +29,9 @@ class LayerKVCache:
         start, end = self.owner.length, self.owner.length + q.shape[2]
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
-        y, _, _ = sdpa_forward(q, self.k[:, :, :end], self.v[:, :, :end], causal=True)
-        return merge_heads(y)
+        y = backend.xp.empty((qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3), dtype=qkv.dtype)
+        sdpa_forward(q, self.k[:, :, :end], self.v[:, :, :end], causal=True, y=heads_view(y, n_head))
+        return y
 
 
 class KVCache:

@@ -97,7 +97,9 @@ def test_activations_live_only_while_a_backward_needs_them(weight_trains):
     x = Tensor(np.ones((4, 3)), requires_grad=True)
     w = Tensor(np.ones((3, 2)), requires_grad=weight_trains)
     h = ops.layer_norm(x * 2.0)
-    probe = weakref.ref(h.data)
+    buffer = h.data if h.data.base is None else h.data.base  # the memory, not just this view of it
+    probe = weakref.ref(buffer)
+    del buffer
     y = ops.linear(h, w)
     del h
     gc.collect()

@@ -160,7 +160,16 @@ def test_dropout_statistics_and_eval_identity(rng):
 
 
 # --- attention -------------------------------------------------------------------------------------
-def test_sdpa_gradcheck_and_torch(rng):
+@pytest.fixture(params=[64, 2], ids=["one-query-chunk", "query-chunks-of-2"])
+def query_chunk(request, monkeypatch):
+    """Causal attention skips fully masked key blocks in chunks of query rows; a chunk of 2
+    exercises that path on small test shapes."""
+    import lora_np.ops.attention as attention
+    monkeypatch.setattr(attention, "QUERY_CHUNK", request.param)
+    return request.param
+
+
+def test_sdpa_gradcheck_and_torch(rng, query_chunk):
     q, k, v = leaf(rng, 2, 3, 5, 4), leaf(rng, 2, 3, 5, 4), leaf(rng, 2, 3, 5, 4)
     assert gradcheck(ops.scaled_dot_product_attention, [q, k, v])
     g = rng.standard_normal((2, 3, 5, 4))
@@ -173,7 +182,7 @@ def test_sdpa_gradcheck_and_torch(rng):
         assert_close(ours.grad, theirs.grad, rtol=1e-9)
 
 
-def test_sdpa_with_fewer_queries_than_keys_sees_the_last_positions(rng):
+def test_sdpa_with_fewer_queries_than_keys_sees_the_last_positions(rng, query_chunk):
     """The KV-cache case: 2 queries at positions 3, 4 of 5 keys equal the last 2 rows of full attention."""
     q, k, v = leaf(rng, 1, 2, 5, 4), leaf(rng, 1, 2, 5, 4), leaf(rng, 1, 2, 5, 4)
     full = ops.scaled_dot_product_attention(q, k, v)
@@ -181,7 +190,7 @@ def test_sdpa_with_fewer_queries_than_keys_sees_the_last_positions(rng):
     np.testing.assert_allclose(to_numpy(tail), to_numpy(full)[:, :, 3:], rtol=1e-12)
 
 
-def test_sdpa_non_causal_and_dropout_gradcheck(rng):
+def test_sdpa_non_causal_and_dropout_gradcheck(rng, query_chunk):
     q, k, v = leaf(rng, 2, 3, 4), leaf(rng, 2, 5, 4), leaf(rng, 2, 5, 3)
     assert gradcheck(lambda *t: ops.scaled_dot_product_attention(*t, causal=False), [q, k, v])
 
@@ -191,9 +200,10 @@ def test_sdpa_non_causal_and_dropout_gradcheck(rng):
 
     q2 = leaf(rng, 2, 5, 4)
     assert gradcheck(with_dropout, [q2, k, v])
+    assert gradcheck(lambda *t: ops.scaled_dot_product_attention(*t, causal=True), [leaf(rng, 2, 3, 4), k, v])
 
 
-def test_causal_self_attention_matches_composed_ops(rng):
+def test_causal_self_attention_matches_composed_ops(rng, query_chunk):
     """The fused (B, T, 3C) op equals split -> heads -> sdpa -> merge built from generic ops."""
     b, t, c, h = 2, 5, 8, 2
     qkv = leaf(rng, b, t, 3 * c)

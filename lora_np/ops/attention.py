@@ -34,40 +34,104 @@ def causal_mask(t_q, t_k, dtype):
     return _mask_cache[key]
 
 
-def sdpa_forward(q, k, v, causal=True, dropout_p=0.0):
-    """Plain arrays (..., T, d) -> (Y, P, keep-mask or None)."""
+QUERY_CHUNK = 64  # causal attention runs in chunks of query rows; each sees only the keys it may
+
+
+def _grain(scores_per_item):
+    """Batch items per block, so that each block holds about backend.GRAIN attention scores."""
+    return max(1, backend.GRAIN // max(scores_per_item, 1))
+
+
+def _query_chunks(t_q, t_k, causal):
+    """(first query, end query, number of keys it needs): with a causal mask, rows [a, b) see keys
+    [0, b + t_k - t_q) only, so the all-masked upper-right blocks are never computed (about a
+    quarter of the work at T = 128, more at longer T)."""
+    if not causal or t_q <= QUERY_CHUNK:
+        return [(0, t_q, t_k)]
+    return [(a, min(a + QUERY_CHUNK, t_q), min(t_k, min(a + QUERY_CHUNK, t_q) + t_k - t_q))
+            for a in range(0, t_q, QUERY_CHUNK)]
+
+
+def sdpa_forward(q, k, v, causal=True, dropout_p=0.0, y=None):
+    """Plain arrays (B, ..., T, d) -> (Y, P, keep-mask or None), in blocks over the batch axis.
+
+    ``y``, if given, is the (possibly strided) output buffer. P is kept for the backward; with a
+    causal mask its entries above the diagonal blocks are never written (nor read).
+    """
+    xp = backend.xp
+    if q.ndim == 2:  # a single (T, d) matrix: give it a batch axis of one
+        y2, p2, keep2 = sdpa_forward(q[None], k[None], v[None], causal, dropout_p)
+        return y2[0], p2[0], None if keep2 is None else keep2[0]
     scale = 1.0 / math.sqrt(q.shape[-1])
-    s = q @ k.swapaxes(-1, -2)
-    s *= scale
-    if causal:
-        s += causal_mask(q.shape[-2], k.shape[-2], s.dtype)
-    p = softmax_array(s, axis=-1, out=s)
-    keep = None
-    if dropout_p > 0.0:
-        keep = dropout_mask(p.shape, dropout_p)
-        y = (p * keep) @ v
-        y *= 1.0 / (1.0 - dropout_p)
-    else:
-        y = p @ v
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    p = xp.empty(q.shape[:-1] + (t_k,), dtype=q.dtype)
+    y = xp.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype) if y is None else y
+    mask = causal_mask(t_q, t_k, q.dtype) if causal else None
+    keep = dropout_mask(p.shape, dropout_p) if dropout_p > 0.0 else None
+    chunks = _query_chunks(t_q, t_k, causal)
+
+    def block(lo, hi):
+        qs = q[lo:hi] * scale
+        for a, b, e in chunks:
+            s = p[lo:hi, ..., a:b, :e]
+            xp.matmul(qs[..., a:b, :], k[lo:hi, ..., :e, :].swapaxes(-1, -2), out=s)   # S = (q/√d) kᵀ
+            if mask is not None:
+                s += mask[a:b, :e]
+            softmax_array(s, axis=-1, out=s)
+            if keep is not None:
+                s = s * keep[lo:hi, ..., a:b, :e] * (1.0 / (1.0 - dropout_p))
+            xp.matmul(s, v[lo:hi, ..., :e, :], out=y[lo:hi, ..., a:b, :])
+
+    backend.parallel_for(q.shape[0], block, grain=_grain(p[0].size))
     return y, p, keep
 
 
-def sdpa_backward(g, q, k, v, p, keep=None, dropout_p=0.0, need=(True, True, True)):
-    """Plain-array backward: (dq, dk, dv) from g = dL/dY (see the module docstring)."""
+def sdpa_backward(g, q, k, v, p, keep=None, dropout_p=0.0, need=(True, True, True), out=None, causal=True):
+    """Plain-array backward: (dq, dk, dv) from g = dL/dY (see the module docstring), in blocks.
+
+    ``out``: optional (dq, dk, dv) buffers to write into (e.g. views of one packed gradient).
+    Query chunks run from the last (which sees every key) to the first, so dk and dv are written
+    by the first chunk processed and accumulated by the others.
+    """
+    xp = backend.xp
+    if q.ndim == 2:
+        grads = sdpa_backward(g[None], q[None], k[None], v[None], p[None], None if keep is None else keep[None],
+                              dropout_p, need, causal=causal)
+        return tuple(None if d is None else d[0] for d in grads)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    dropped = p
-    if keep is not None:
-        dropped = p * keep
-        dropped *= 1.0 / (1.0 - dropout_p)
-    dv = dropped.swapaxes(-1, -2) @ g if need[2] else None
-    dp = g @ v.swapaxes(-1, -2)
-    if keep is not None:
-        dp *= keep
-        dp *= 1.0 / (1.0 - dropout_p)
-    ds = softmax_backward_array(dp, p, axis=-1)
-    ds *= scale
-    dq = ds @ k if need[0] else None
-    dk = ds.swapaxes(-1, -2) @ q if need[1] else None
+    dq, dk, dv = out if out is not None else (xp.empty_like(q) if need[0] else None,
+                                               xp.empty_like(k) if need[1] else None,
+                                               xp.empty_like(v) if need[2] else None)
+    inv_keep = 1.0 / (1.0 - dropout_p) if keep is not None else 1.0
+    chunks = _query_chunks(q.shape[-2], k.shape[-2], causal)
+
+    def product_into(dst, left, right, first):
+        """dst = left @ right for the first chunk (which sees every key), dst += left @ right after."""
+        if first:
+            xp.matmul(left, right, out=dst)
+        else:
+            dst += left @ right
+
+    def block(lo, hi):
+        for i, (a, b, e) in enumerate(reversed(chunks)):
+            first = i == 0
+            probs = p[lo:hi, ..., a:b, :e]
+            gb = g[lo:hi, ..., a:b, :]
+            dropped = probs if keep is None else probs * keep[lo:hi, ..., a:b, :e] * inv_keep
+            if need[2]:
+                product_into(dv[lo:hi, ..., :e, :], dropped.swapaxes(-1, -2), gb, first)  # dv = Pᵀ G
+            ds = gb @ v[lo:hi, ..., :e, :].swapaxes(-1, -2)                              # dP = G vᵀ
+            if keep is not None:
+                ds *= keep[lo:hi, ..., a:b, :e]
+                ds *= inv_keep
+            softmax_backward_array(ds, probs, axis=-1, out=ds)                           # dS = P (dP - Σ dP·P)
+            ds *= scale
+            if need[0]:
+                xp.matmul(ds, k[lo:hi, ..., :e, :], out=dq[lo:hi, ..., a:b, :])         # dq = dS k / √d
+            if need[1]:
+                product_into(dk[lo:hi, ..., :e, :], ds.swapaxes(-1, -2), q[lo:hi, ..., a:b, :], first)  # dSᵀq/√d
+
+    backend.parallel_for(q.shape[0], block, grain=_grain(p[0].size))
     return dq, dk, dv
 
 
@@ -83,7 +147,7 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=T
     need = (q.requires_grad, k.requires_grad, v.requires_grad)
 
     def backward(g):
-        return sdpa_backward(g, qd, kd, vd, p, keep, dropout_p, need)
+        return sdpa_backward(g, qd, kd, vd, p, keep, dropout_p, need, causal=causal)
 
     return Tensor._from_op(y, (q, k, v), backward)
 
@@ -96,6 +160,12 @@ def split_heads(qkv, n_head):
     return heads[0], heads[1], heads[2]
 
 
+def heads_view(y, n_head):
+    """(B, T, C) -> a (B, H, T, C/H) view of the same memory, no copy."""
+    b, t, c = y.shape
+    return y.reshape(b, t, n_head, c // n_head).transpose(0, 2, 1, 3)
+
+
 def merge_heads(y):
     """(B, H, T, d) -> (B, T, H·d), contiguous."""
     b, h, t, d = y.shape
@@ -105,22 +175,23 @@ def merge_heads(y):
 def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):
     """GPT-2's attention core: (B, T, 3C) packed q|k|v -> (B, T, C), heads split and merged inside.
 
-    The backward writes dq, dk, dv straight into one (B, T, 3C) gradient, the layout of ``c_attn``'s
-    output, so no split/transpose/concatenate ops (and their copies) appear in the graph.
+    The forward writes each head's output straight into the merged (B, T, C) layout, and the
+    backward writes dq, dk, dv straight into one (B, T, 3C) gradient, the layout of ``c_attn``'s
+    output: no split, transpose or concatenate ops (and no copies) appear in the graph.
     """
     b, t, c3 = qkv.shape
     if c3 % 3 or (c3 // 3) % n_head:
         raise ValueError(f"causal_self_attention: last axis {c3} must be 3·C with C divisible by n_head={n_head}")
     dropout_p = check_probability(dropout_p) if training else 0.0
+    xp = backend.xp
     q, k, v = split_heads(qkv.data, n_head)
-    y, p, keep = sdpa_forward(q, k, v, True, dropout_p)
+    y = xp.empty((b, t, c3 // 3), dtype=qkv.dtype)
+    _, p, keep = sdpa_forward(q, k, v, True, dropout_p, y=heads_view(y, n_head))
     shape, dtype = qkv.shape, qkv.dtype
 
     def backward(g):
-        g_heads = g.reshape(b, t, n_head, -1).transpose(0, 2, 1, 3)
-        dqkv = backend.xp.empty(shape, dtype=dtype)
-        dq, dk, dv = split_heads(dqkv, n_head)
-        dq[...], dk[...], dv[...] = sdpa_backward(g_heads, q, k, v, p, keep, dropout_p)
+        dqkv = xp.empty(shape, dtype=dtype)
+        sdpa_backward(heads_view(g, n_head), q, k, v, p, keep, dropout_p, out=split_heads(dqkv, n_head))
         return (dqkv,)
 
-    return Tensor._from_op(merge_heads(y), (qkv,), backward)
+    return Tensor._from_op(y, (qkv,), backward)

@@ -17,6 +17,7 @@ With W frozen the backward does two GEMMs of size N·in·out (one forward, one f
 three, and four thin ones of size N·r·(in or out); no (in, out) gradient is ever allocated.
 """
 
+from .. import backend
 from ..autograd import Tensor
 from .dropout import check_probability, dropout_mask
 from .linear import check_linear_shapes, linear_backward, linear_forward
@@ -33,44 +34,51 @@ def _check_lora_shapes(weight, lora_A, lora_B):
 
 
 def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
-    """y = x·W + b + s·dropout(x)·Aᵀ·Bᵀ, with the hand-derived backward of the module docstring."""
+    """y = x·W + b + s·dropout(x)·Aᵀ·Bᵀ, with the hand-derived backward of the module docstring.
+
+    The adapter's products run inside the base GEMM's row blocks (``linear_forward``'s ``extra``),
+    so s·H Bᵀ is added to each block of Y, and (dL/dH) A to each block of dX, while it is in cache.
+    """
+    xp = backend.xp
     check_linear_shapes(x, weight, bias, "lora_linear")
     _check_lora_shapes(weight, lora_A, lora_B)
     p = check_probability(dropout_p, "lora_dropout") if training else 0.0
-    n_out = weight.shape[1]
+    n_out, r = weight.shape[1], lora_A.shape[0]
     x2 = x.data.reshape(-1, x.shape[-1])
-    y = linear_forward(x2, weight.data, None if bias is None else bias.data)
-    keep = None
-    xd = x2
-    if p > 0.0:
-        keep = dropout_mask(x2.shape, p)
-        xd = x2 * keep
-        xd *= 1.0 / (1.0 - p)
-    hs = xd @ lora_A.data.T          # H, then s·H in place: (N, r)
-    hs *= scaling
-    y += hs @ lora_B.data.T
+    a, bb = lora_A.data, lora_B.data
+    keep = dropout_mask(x2.shape, p) if p > 0.0 else None
+    inv_keep = 1.0 / (1.0 - p) if p > 0.0 else 1.0
+    xd = x2 if keep is None else x2 * keep * inv_keep   # X̃, the adapter's input
+    hs = xp.empty((x2.shape[0], r), dtype=x2.dtype)      # s·H, saved for dL/dB
+
+    def add_adapter(lo, hi, y_block):
+        xp.matmul(xd[lo:hi], a.T, out=hs[lo:hi])
+        hs[lo:hi] *= scaling
+        y_block += hs[lo:hi] @ bb.T
+
+    y = linear_forward(x2, weight.data, None if bias is None else bias.data, extra=add_adapter)
     parents = (x, weight) + (() if bias is None else (bias,)) + (lora_A, lora_B)
     need_x, need_w, need_b = x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad
     need_a, need_bb = lora_A.requires_grad, lora_B.requires_grad
-    w, a, bb, x_shape = weight.data, lora_A.data, lora_B.data, x.shape
+    w, x_shape, has_bias = weight.data, x.shape, bias is not None
     x_saved = x2 if need_w else None
     xd_saved = xd if need_a else None
-    has_bias = bias is not None
 
     def backward(g):
         g2 = g.reshape(-1, n_out)
-        dx, dw, db = linear_backward(g2, x_saved, w, need_x, need_w, need_b)
-        dB = g2.T @ hs if need_bb else None                       # s·Gᵀ H
-        dh = g2 @ bb                                              # s·G B, the scaling applied next
+        dh = g2 @ bb                                              # dL/dH = s·G B (scaled next)
         dh *= scaling
-        dA = dh.T @ xd_saved if need_a else None
-        if dx is not None:
-            dx_lora = dh @ a
+
+        def add_adapter_dx(lo, hi, dx_block):
+            dx_lora = dh[lo:hi] @ a
             if keep is not None:
-                dx_lora *= keep
-                dx_lora *= 1.0 / (1.0 - p)
-            dx += dx_lora
-            dx = dx.reshape(x_shape)
-        return (dx, dw) + ((db,) if has_bias else ()) + (dA, dB)
+                dx_lora *= keep[lo:hi]
+                dx_lora *= inv_keep
+            dx_block += dx_lora
+
+        dx, dw, db = linear_backward(g2, x_saved, w, need_x, need_w, need_b, extra_dx=add_adapter_dx)
+        dB = g2.T @ hs if need_bb else None                       # s·Gᵀ H
+        dA = dh.T @ xd_saved if need_a else None                  # (dL/dH)ᵀ X̃
+        return ((None if dx is None else dx.reshape(x_shape)), dw) + ((db,) if has_bias else ()) + (dA, dB)
 
     return Tensor._from_op(y.reshape(*x.shape[:-1], n_out), parents, backward)

@@ -13,13 +13,17 @@ def softmax_array(x, axis=-1, out=None):
     xp = backend.xp
     out = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
     xp.exp(out, out=out)
-    out /= out.sum(axis=axis, keepdims=True)
+    out *= 1.0 / out.sum(axis=axis, keepdims=True)  # one division per row, then multiplications
     return out
 
 
-def softmax_backward_array(g, y, axis=-1):
-    """dL/dx = y · (g - Σ g·y): the softmax Jacobian-vector product without forming the Jacobian."""
-    return y * (g - (g * y).sum(axis=axis, keepdims=True))
+def softmax_backward_array(g, y, axis=-1, out=None):
+    """dL/dx = y · (g - Σ g·y): the softmax Jacobian-vector product without forming the Jacobian.
+    ``out=g`` computes it in place."""
+    xp = backend.xp
+    out = xp.subtract(g, (g * y).sum(axis=axis, keepdims=True), out=out)
+    out *= y
+    return out
 
 
 def softmax(x, axis=-1):
