@@ -149,24 +149,24 @@ def scatter_add_rows(target, rows, values):
     once per distinct row, a few fast vectorised passes instead of ``np.add.at``'s per-element loop.
     CuPy: ``cupyx.scatter_add``, which uses atomic adds on the GPU.
     """
-    if xp is np:
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-        target[sorted_rows[starts]] += np.add.reduceat(values[order], starts, axis=0)
-    else:
+    if _name == "cupy":
         import cupyx
         cupyx.scatter_add(target, rows, values)
+        return target
+    order = xp.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), sorted_rows[1:] != sorted_rows[:-1]]))
+    target[sorted_rows[starts]] += xp.add.reduceat(values[order], starts, axis=0)
     return target
 
 
 def index_add(target, index, values):
     """``target[index] += values`` with repeated indices summed, for any NumPy-style index."""
-    if xp is np:
-        np.add.at(target, index, values)
-    else:
+    if _name == "cupy":
         import cupyx
         cupyx.scatter_add(target, index, values)
+    else:
+        xp.add.at(target, index, values)
     return target
 
 

@@ -5,17 +5,19 @@ An integer-array index may pick an element twice; its gradients must then be sum
 assignment would not do, hence the scatter-add for such ("advanced") indices.
 """
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Tensor
 
 
 def _plain_index(idx):
-    """Tensors inside the index become arrays of the current backend."""
+    """Index arrays (Tensors, lists, host arrays) become arrays of the current backend."""
     if isinstance(idx, tuple):
         return tuple(_plain_index(i) for i in idx)
     if isinstance(idx, Tensor):
         return idx.data
-    if isinstance(idx, list):
+    if isinstance(idx, (list, np.ndarray)):
         return backend.xp.asarray(idx)
     return idx
 
