@@ -76,12 +76,14 @@ def _as_array(data, dtype):
 
 class Node:
     """One recorded op: ``backward(g) -> one gradient (or None) per input``, and the inputs' nodes
-    (None for inputs that need no gradient). A leaf's node points (weakly) to its Tensor instead."""
+    (None for inputs that need no gradient). A leaf's node points (weakly) to its Tensor instead.
+    ``op`` names the op (the function whose closure ``backward`` is), for pictures of the graph."""
 
-    __slots__ = ("backward", "parents", "leaf")
+    __slots__ = ("backward", "parents", "leaf", "op")
 
     def __init__(self, backward, parents, leaf=None):
         self.backward, self.parents, self.leaf = backward, parents, leaf
+        self.op = "leaf" if leaf is not None else getattr(backward, "op_name", backward.__qualname__.split(".")[0])
 
 
 class Tensor:
@@ -226,6 +228,21 @@ def _run_backward(root, grad):
                 handed_out.add(id(pg))
                 grads[parent] = (pg, fresh)
         node.backward, node.parents = _freed_graph, ()
+
+
+def trace_graph(tensor):
+    """The graph behind ``tensor`` as a list of nodes, inputs first: each a dict with ``id``,
+    ``op`` (the op's name, or "leaf"), ``shape`` (leaves only) and ``inputs`` (ids)."""
+    if tensor._node is None:
+        return []
+    order = _topological_order(tensor._node)
+    ids = {node: i for i, node in enumerate(order)}
+    out = []
+    for node in order:
+        leaf = node.leaf() if node.leaf is not None else None
+        out.append({"id": ids[node], "op": node.op, "shape": None if leaf is None else leaf.shape,
+                    "inputs": [ids[p] for p in node.parents if p is not None]})
+    return out
 
 
 def _topological_order(root):

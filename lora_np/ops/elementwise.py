@@ -20,6 +20,7 @@ def _binary(y, a, b, grad_a, grad_b):
         return (unbroadcast(grad_a(g), a_shape) if need_a else None,
                 unbroadcast(grad_b(g), b_shape) if need_b else None)
 
+    backward.op_name = grad_a.__qualname__.split(".")[0]  # "mul", "add", ...: the caller's name
     return Tensor._from_op(y, (a, b), backward)
 
 
