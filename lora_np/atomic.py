@@ -51,8 +51,8 @@ def read_json(path, what="JSON file"):
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{what} {path} must hold a JSON object; got {type(obj).__name__}")
     return obj

@@ -46,17 +46,21 @@ def config_from_hf(cfg, path="config.json"):
     if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"{path}: activation_function {cfg['activation_function']!r} is not supported; "
                          f"lora_np computes GPT-2's tanh GELU ('gelu_new')")
-    if cfg.get("n_inner") not in (None, 4 * n_embd if isinstance(n_embd, int) else None):
-        raise ValueError(f"{path}: n_inner={cfg['n_inner']} is not supported; the MLP width is 4·n_embd")
-    if abs(float(cfg.get("layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-12:
-        raise ValueError(f"{path}: layer_norm_epsilon={cfg['layer_norm_epsilon']} is not supported; GPT-2 uses 1e-5")
+    if cfg.get("n_inner") is not None and cfg.get("n_inner") != (4 * n_embd if type(n_embd) is int else None):
+        raise ValueError(f"{path}: n_inner={cfg['n_inner']!r} is not supported; the MLP width is 4·n_embd")
+    eps = cfg.get("layer_norm_epsilon", 1e-5)
+    if type(eps) not in (int, float) or abs(eps - 1e-5) > 1e-12:
+        raise ValueError(f"{path}: layer_norm_epsilon={eps!r} is not supported; GPT-2 uses 1e-5")
+    dropout = cfg.get("resid_pdrop", 0.1)
+    if type(dropout) not in (int, float):
+        raise ValueError(f"{path}: resid_pdrop={dropout!r} must be a number in [0, 1)")
     for flag, wanted in (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False),
                          ("scale_attn_weights", True), ("tie_word_embeddings", True)):
         if cfg.get(flag, wanted) != wanted:
             raise ValueError(f"{path}: {flag}={cfg[flag]} is not supported (GPT-2 uses {wanted})")
     return GPTConfig(vocab_size=field("vocab_size"), block_size=field("n_positions", "n_ctx"),
                      n_layer=field("n_layer"), n_head=field("n_head"), n_embd=n_embd,
-                     dropout=float(cfg.get("resid_pdrop", 0.1)), bias=True)
+                     dropout=float(dropout), bias=True)
 
 
 def config_to_hf(config, dtype):
@@ -96,6 +100,20 @@ def state_dict_from_checkpoint(tensors, path=WEIGHTS_FILE):
     return sd
 
 
+def _check_config_against_tensors(config, sd, path):
+    """The config's sizes must match the file's embeddings and layer count, checked before a model of
+    that size is built (a damaged config could otherwise ask for an enormous one)."""
+    expected = {"transformer.wte.weight": (config.vocab_size, config.n_embd),
+                "transformer.wpe.weight": (config.block_size, config.n_embd)}
+    for key, shape in expected.items():
+        if key not in sd or sd[key].shape != shape:
+            found = sd[key].shape if key in sd else "nothing"
+            raise ValueError(f"{path}: config.json implies {key} of shape {shape}; the weights hold {found}")
+    layers = {key.split(".")[2] for key in sd if key.startswith("transformer.h.")}
+    if layers != {str(i) for i in range(config.n_layer)}:
+        raise ValueError(f"{path}: config.json says n_layer={config.n_layer}; the weights hold {len(layers)} layers")
+
+
 def load_gpt2(path, dtype=np.float32):
     """A GPT (in eval mode, like from_pretrained) from a Hugging Face GPT-2 checkpoint directory."""
     path = Path(path)
@@ -110,6 +128,7 @@ def load_gpt2(path, dtype=np.float32):
         raise FileNotFoundError(f"weights not found: {weights}{hint}")
     tensors, _ = read_safetensors(weights)
     sd = state_dict_from_checkpoint(tensors, weights)
+    _check_config_against_tensors(config, sd, path)
     model = GPT(config, dtype=dtype)
     try:
         model.load_state_dict(sd, strict=True)

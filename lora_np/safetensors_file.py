@@ -67,8 +67,8 @@ def read_safetensors(path):
         _fail(path, f"header length {n} does not fit in the file's {len(data)} bytes (truncated or not safetensors)")
     try:
         header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        _fail(path, f"header is not valid UTF-8 JSON ({exc})")
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        _fail(path, f"header is not valid UTF-8 JSON ({type(exc).__name__}: {exc})")
     if not isinstance(header, dict):
         _fail(path, f"header must be a JSON object; got {type(header).__name__}")
     metadata = header.pop("__metadata__", None) or {}

@@ -134,11 +134,17 @@ def train(model, dataset, config, out_dir=None, resume=False, extra_eval=None, q
         ckpt = latest_checkpoint(out_dir) if out_dir else None
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint found under {Path(out_dir or '.') / 'checkpoints'}")
-        state = load_checkpoint(ckpt, model, optimizer)
+
+        def restore(state):
+            try:
+                schedule.load_state_dict(state["schedule"])
+                data_rng.bit_generator.state = state["data_rng"]
+                backend.set_rng_state(state["backend_rng"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{ckpt}: damaged schedule or RNG state in state.json ({exc!r})") from None
+
+        state = load_checkpoint(ckpt, model, optimizer, restore)
         start, history = state["step"], state["history"]
-        schedule.load_state_dict(state["schedule"])
-        data_rng.bit_generator.state = state["data_rng"]
-        backend.set_rng_state(state["backend_rng"])
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     log = _Log(out_dir, start, quiet)

@@ -60,10 +60,19 @@ def latest_checkpoint(out_dir):
     return step_dir
 
 
-def load_checkpoint(step_dir, model, optimizer):
-    """Restore trainable weights and optimizer state (all checked before anything changes); returns state.json."""
+_STATE_FIELDS = {"step": int, "history": list, "schedule": dict, "data_rng": dict, "backend_rng": dict,
+                 "param_groups": list, "optimizer_scalars": dict}
+
+
+def load_checkpoint(step_dir, model, optimizer, restore=None):
+    """Restore trainable weights and optimizer state; returns state.json. Everything is checked,
+    and ``restore(state)`` (the caller's own part: schedule, RNGs) runs, before the weights change."""
     step_dir = Path(step_dir)
     state = read_json(step_dir / "state.json", "trainer state")
+    for key, kind in _STATE_FIELDS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise ValueError(f"{step_dir / 'state.json'}: field {key!r} must be a {kind.__name__}; "
+                             f"got {state.get(key)!r:.60} (a damaged checkpoint?)")
     weights, _ = read_safetensors(step_dir / "trainable.safetensors")
     trainable = _trainable(model)
     if set(weights) != set(trainable):
@@ -74,13 +83,20 @@ def load_checkpoint(step_dir, model, optimizer):
             raise ValueError(f"{step_dir}: {name} has shape {weights[name].shape}, the model needs {p.shape}")
     arrays, _ = read_safetensors(step_dir / "optimizer.safetensors")
     entries = {}
-    for key, value in arrays.items():
-        _, i, name = key.split(".", 2)
-        entries.setdefault(int(i), {})[name] = value
-    for key, value in state.get("optimizer_scalars", {}).items():
-        i, name = key.split(".", 1)
-        entries.setdefault(int(i), {})[name] = value
+    try:
+        for key, value in arrays.items():
+            _, i, name = key.split(".", 2)
+            entries.setdefault(int(i), {})[name] = value
+        for key, value in state["optimizer_scalars"].items():
+            i, name = key.split(".", 1)
+            entries.setdefault(int(i), {})[name] = value
+        if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in state["param_groups"]):
+            raise ValueError("param_groups must be a list of objects with a 'params' list")
+    except ValueError as exc:
+        raise ValueError(f"{step_dir}: damaged optimizer state ({exc})") from None
     optimizer.load_state_dict({"state": entries, "param_groups": state["param_groups"]})
+    if restore is not None:
+        restore(state)
     for name, p in trainable.items():
         p.data = backend.xp.array(weights[name], dtype=p.dtype)
     return state

@@ -35,6 +35,7 @@ class CharTokenizer:
         return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
 
     def save(self, directory):
+        Path(directory).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(directory) / VOCAB_FILE, {"type": "char", "chars": self.chars})
 
     @classmethod

@@ -1,6 +1,7 @@
 """LoraConfig: which Linear layers get adapters, their rank r and scale α, as in PEFT."""
 
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -29,8 +30,10 @@ class LoraConfig:
             raise ValueError(f"LoraConfig.use_rslora must be True or False; got {self.use_rslora!r}")
         targets = self.target_modules
         if isinstance(targets, str):
-            if not targets:
-                raise ValueError("LoraConfig.target_modules is an empty string")
+            try:
+                re.compile(targets)
+            except re.error as exc:
+                raise ValueError(f"LoraConfig.target_modules {targets!r} is not a valid regular expression: {exc}") from None
         else:
             targets = tuple(targets) if isinstance(targets, (list, tuple, set, frozenset)) else None
             if not targets or not all(isinstance(t, str) and t for t in targets):

@@ -44,9 +44,13 @@ def _config_from_peft(cfg, path):
         if key not in cfg:
             raise ValueError(f"{path}: missing field {key!r}")
     targets = cfg["target_modules"]
+    if not isinstance(targets, (str, list)):
+        raise ValueError(f"{path}: target_modules must be a list of module names or a regular expression; "
+                         f"got {targets!r}")
+    dropout = cfg.get("lora_dropout", 0.0)
     return LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
-                      target_modules=targets if isinstance(targets, str) else tuple(targets or ()),
-                      lora_dropout=cfg.get("lora_dropout", 0.0) or 0.0, use_rslora=bool(cfg.get("use_rslora", False)))
+                      target_modules=targets if isinstance(targets, str) else tuple(targets),
+                      lora_dropout=0.0 if dropout is None else dropout, use_rslora=cfg.get("use_rslora", False) is True)
 
 
 def save_adapter(model, path, adapter_name=None, metadata=None):

@@ -1,0 +1,208 @@
+"""The bad-input catalogue: wrong types, shapes and ranges across the public API and the CLI, and
+damaged files. Each case must raise the documented exception type with a message that names the
+bad value and what is accepted, and must leave the model and the files as they were."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lora_np
+from lora_np import (GPT, GPTConfig, LoraConfig, Tensor, add_lora, gradcheck, load_adapter, load_gpt2, ops,
+                     save_adapter, save_gpt2, set_adapter)
+from lora_np.data import CharTokenizer, task_dataset, text_dataset
+from lora_np.optim import SGD, AdamW, clip_grad_norm_
+from lora_np.safetensors_file import read_safetensors
+from lora_np.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _model(n_embd=8):
+    lora_np.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=n_embd))
+
+
+def _snapshot(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}, sorted(n for n, _ in model.named_modules())
+
+
+def _files(directory):
+    return {p.name: p.read_bytes() for p in Path(directory).iterdir()} if Path(directory).exists() else {}
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A model, its checkpoint, an adapter for it and one for a wider base, and damaged copies."""
+    e = type("Env", (), {})()
+    e.tmp = tmp_path
+    e.model = _model()
+    e.ckpt = save_gpt2(e.model, tmp_path / "ckpt")
+    e.adapter = save_adapter(add_lora(_model(), LoraConfig(r=2)), tmp_path / "adapter")
+    e.other_adapter = save_adapter(add_lora(_model(16), LoraConfig(r=2)), tmp_path / "other_adapter")
+    return e
+
+
+def _damaged_copy(env, name, edit):
+    """A copy of the checkpoint with one file edited by ``edit(bytes) -> bytes``."""
+    d = env.tmp / f"damaged_{len(list(env.tmp.iterdir()))}"
+    d.mkdir()
+    for f in Path(env.ckpt).iterdir():
+        (d / f.name).write_bytes(edit(f.read_bytes()) if f.name == name else f.read_bytes())
+    return d
+
+
+def _json_edit(**changes):
+    return lambda raw: json.dumps({**json.loads(raw), **changes}).encode()
+
+
+# Each case: (id, function of env, exception type, regex the message must match). Messages must name
+# the bad value (and what is accepted where a range or set exists).
+CASES = [
+    ("tensor-of-strings", lambda e: Tensor(["a", "b"]), TypeError, "numeric.*<U1"),
+    ("int-tensor-requires-grad", lambda e: Tensor([1, 2], requires_grad=True), TypeError, "floating.*int64"),
+    ("broadcast-mismatch", lambda e: Tensor(np.ones((2, 3))) + Tensor(np.ones(4)), ValueError, r"\(2, 3\).*\(4,\)"),
+    ("matmul-mismatch", lambda e: Tensor(np.ones((2, 3))) @ Tensor(np.ones((4, 2))), ValueError, r"\(2, 3\).*\(4, 2\)"),
+    ("float32-meets-float64", lambda e: Tensor(np.ones(2, np.float32)) * Tensor(np.ones(2)), TypeError,
+     "float32.*float64"),
+    ("backward-non-scalar", lambda e: (Tensor(np.ones(2), requires_grad=True) * 2.0).backward(), RuntimeError,
+     r"shape \(2,\).*pass grad="),
+    ("unknown-backend", lambda e: lora_np.set_backend("cuda"), ValueError, "'cuda'.*'numpy', 'cupy'"),
+    ("negative-seed", lambda e: lora_np.manual_seed(-1), ValueError, "non-negative integer.*-1"),
+    ("gradcheck-float32", lambda e: gradcheck(ops.exp, [Tensor(np.ones(2, np.float32), requires_grad=True)]),
+     TypeError, "float32.*float64"),
+    ("heads-do-not-divide", lambda e: GPTConfig(n_embd=10, n_head=3), ValueError, "n_embd=10.*n_head=3"),
+    ("zero-vocab", lambda e: GPTConfig(vocab_size=0), ValueError, "vocab_size.*positive.*0"),
+    ("dropout-out-of-range", lambda e: GPTConfig(dropout=1.5), ValueError, r"dropout.*\[0, 1\).*1.5"),
+    ("float-token-ids", lambda e: e.model(np.array([[0.5, 1.0]])), TypeError, "integers.*float64"),
+    ("token-id-out-of-vocab", lambda e: e.model(np.array([[1, 10]])), ValueError, r"10 is outside \[0, 10\)"),
+    ("sequence-too-long", lambda e: e.model(np.zeros((1, 9), np.int64)), ValueError, "9.*block_size=8"),
+    ("top-k-zero", lambda e: e.model.generate(np.zeros((1, 1), np.int64), 2, top_k=0), ValueError,
+     r"top_k.*\[1, 10\].*0"),
+    ("negative-temperature", lambda e: e.model.generate(np.zeros((1, 1), np.int64), 2, temperature=-1.0),
+     ValueError, "temperature.*-1"),
+    ("target-out-of-range", lambda e: ops.cross_entropy(Tensor(np.ones((2, 3))), np.array([0, 3])), ValueError,
+     r"3 is outside \[0, 3\)"),
+    ("state-dict-wrong-shape", lambda e: e.model.load_state_dict(
+        {**e.model.state_dict(), "transformer.wte.weight": np.zeros((11, 8))}), ValueError,
+     r"transformer.wte.weight.*\(11, 8\).*\(10, 8\)"),
+    ("checkpoint-dir-missing", lambda e: load_gpt2(e.tmp / "nowhere"), FileNotFoundError, "nowhere"),
+    ("checkpoint-empty-weights", lambda e: load_gpt2(_damaged_copy(e, "model.safetensors", lambda b: b"")),
+     ValueError, "truncated: 0 bytes"),
+    ("checkpoint-truncated", lambda e: load_gpt2(_damaged_copy(e, "model.safetensors", lambda b: b[:-7])),
+     ValueError, "data_offsets.*truncated"),
+    ("checkpoint-config-not-json", lambda e: load_gpt2(_damaged_copy(e, "config.json", lambda b: b[:-3])),
+     ValueError, "not valid JSON"),
+    ("checkpoint-config-disagrees", lambda e: load_gpt2(_damaged_copy(e, "config.json", _json_edit(n_embd=16))),
+     ValueError, r"implies transformer.wte.weight of shape \(10, 16\); the weights hold \(10, 8\)"),
+    ("checkpoint-config-wrong-type", lambda e: load_gpt2(_damaged_copy(e, "config.json", _json_edit(n_layer="2"))),
+     ValueError, "n_layer.*'2'"),
+    ("checkpoint-dtype", lambda e: load_gpt2(e.ckpt, dtype="int8"), ValueError, "float32 or float64.*int8"),
+    ("lora-r-zero", lambda e: LoraConfig(r=0), ValueError, "r must be a positive integer; got 0"),
+    ("lora-alpha-negative", lambda e: LoraConfig(lora_alpha=-1), ValueError, "lora_alpha.*positive.*-1"),
+    ("lora-dropout-one", lambda e: LoraConfig(lora_dropout=1.0), ValueError, r"lora_dropout.*\[0, 1\).*1.0"),
+    ("lora-bad-regex", lambda e: LoraConfig(target_modules="(c_attn"), ValueError, "regular expression"),
+    ("lora-unknown-target", lambda e: add_lora(e.model, LoraConfig(target_modules=["q_proj"])), ValueError,
+     r"'q_proj'.*\['c_attn', 'c_fc', 'c_proj'\]"),
+    ("lora-rank-too-large", lambda e: add_lora(e.model, LoraConfig(r=9)), ValueError, r"r=9 exceeds .* = 8"),
+    ("adapter-name-twice", lambda e: add_lora(e.model, LoraConfig(r=2)), ValueError, "'default' already exists"),
+    ("set-unknown-adapter", lambda e: set_adapter(e.model, "task_b"), ValueError, r"'task_b'.*\['default'\]"),
+    ("adapter-for-another-base", lambda e: load_adapter(e.model, e.other_adapter), ValueError,
+     r"lora_A.weight has shape \(2, 16\), the model needs \(2, 8\)"),
+    ("adapter-dir-missing", lambda e: load_adapter(e.model, e.tmp / "no_adapter"), FileNotFoundError, "no_adapter"),
+    ("adapter-config-damaged", lambda e: load_adapter(e.model, _damaged_adapter(e, "adapter_config.json", b"{")),
+     ValueError, "not valid JSON"),
+    ("adapter-dora", lambda e: load_adapter(e.model, _damaged_adapter(
+        e, "adapter_config.json", json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+                                              "target_modules": ["c_attn"], "use_dora": True}).encode())),
+     ValueError, "use_dora=True is not supported"),
+    ("adamw-zero-lr", lambda e: AdamW(e.model.parameters(), lr=0), ValueError, "lr must be a positive number; got 0"),
+    ("adamw-beta-one", lambda e: AdamW(e.model.parameters(), betas=(1.0, 0.9)), ValueError, r"betas.*\[0, 1\)"),
+    ("sgd-no-parameters", lambda e: SGD([], lr=0.1), ValueError, "empty parameter list"),
+    ("clip-zero", lambda e: clip_grad_norm_(e.model.parameters(), 0), ValueError, "max_norm.*positive.*0"),
+    ("dropout-p-one", lambda e: ops.dropout(Tensor(np.ones(2)), 1.0), ValueError, r"\[0, 1\); got 1.0"),
+    ("train-zero-steps", lambda e: TrainConfig(steps=0), ValueError, "steps must be a positive integer; got 0"),
+    ("train-nothing-trainable", lambda e: train(e.model.requires_grad_(False), task_dataset("copy", 8, 50, 20),
+                                                TrainConfig(steps=1), quiet=True), ValueError, "requires_grad"),
+    ("data-file-empty", lambda e: text_dataset(_write(e, "empty.txt", b""), 8), ValueError, "empty"),
+    ("data-file-too-short", lambda e: text_dataset(_write(e, "short.txt", b"abc"), 8), ValueError,
+     "has 3 characters.*needs at least"),
+    ("unknown-character", lambda e: CharTokenizer("ab").encode("abz"), ValueError, "'z'.*'ab'"),
+    ("unknown-task", lambda e: task_dataset("sort", 8), ValueError, "'sort'.*copy, reverse, shift"),
+    ("safetensors-bad-offsets", lambda e: read_safetensors(_write(
+        e, "bad.safetensors", _raw_safetensors({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 8))),
+     ValueError, r"'a'.*\[0, 16\].*8-byte"),
+]
+
+
+def _write(env, name, data):
+    path = env.tmp / name
+    path.write_bytes(data)
+    return path
+
+
+def _damaged_adapter(env, name, data):
+    d = env.tmp / f"adapter_damaged_{len(list(env.tmp.iterdir()))}"
+    d.mkdir()
+    for f in Path(env.adapter).iterdir():
+        (d / f.name).write_bytes(data if f.name == name else f.read_bytes())
+    return d
+
+
+def _raw_safetensors(header, n_data):
+    blob = json.dumps(header).encode()
+    return len(blob).to_bytes(8, "little") + blob + b"\0" * n_data
+
+
+# Cases that need an adapted model first: prepared before the "unchanged" snapshot is taken.
+PREPARE = {"adapter-name-twice": lambda e: add_lora(e.model, LoraConfig(r=2)),
+           "set-unknown-adapter": lambda e: add_lora(e.model, LoraConfig(r=2))}
+
+
+def test_the_catalogue_has_at_least_thirty_cases():
+    assert len(CASES) + len(CLI_CASES) >= 30
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, env):
+    name, fn, exc_type, pattern = case
+    if name in PREPARE:
+        PREPARE[name](env)
+    model_before = _snapshot(env.model)
+    files_before = {d: _files(d) for d in (env.ckpt, env.adapter, env.other_adapter)}
+    with pytest.raises(exc_type, match=pattern):
+        fn(env)
+    state, modules = _snapshot(env.model)
+    assert modules == model_before[1], "the model's structure changed"
+    for name, value in model_before[0].items():
+        np.testing.assert_array_equal(state[name], value)
+    for d, before in files_before.items():
+        assert _files(d) == before, f"{d} changed"
+
+
+CLI_CASES = [
+    ("cli-lora-r-zero", ["finetune", "--base", "{ckpt}", "--out", "{out}", "--lora-r", "0"], "r must be a positive"),
+    ("cli-missing-data", ["pretrain", "--data", "{tmp}/missing.txt", "--out", "{out}"], "data file not found"),
+    ("cli-corrupt-base", ["finetune", "--base", "{damaged}", "--out", "{out}"], "truncated"),
+    ("cli-unknown-target", ["finetune", "--base", "{ckpt}", "--out", "{out}", "--targets", "q_proj"], "q_proj"),
+    ("cli-negative-steps", ["pretrain", "--out", "{out}", "--steps", "-5"], "steps must be a positive integer"),
+    ("cli-bad-backend", ["pretrain", "--out", "{out}", "--backend", "tpu"], "'numpy', 'cupy'"),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_cli_input(case, env):
+    _, args, message = case
+    CharTokenizer("abcdefgh>\n").save(env.ckpt)
+    damaged = _damaged_copy(env, "model.safetensors", lambda b: b[:50])
+    out = env.tmp / "out"
+    args = [a.format(ckpt=env.ckpt, out=out, tmp=env.tmp, damaged=damaged) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "lora_np", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not out.exists()
