@@ -15,6 +15,7 @@ import numpy as np
 from . import ops
 from .autograd import Tensor
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
+from .ops.dropout import check_probability
 from .ops.index_arrays import check_index_range
 
 
@@ -35,8 +36,7 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer; got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1); got {self.dropout!r}")
+        check_probability(self.dropout, "GPTConfig.dropout")
 
     def to_dict(self):
         return asdict(self)

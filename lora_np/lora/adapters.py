@@ -28,6 +28,16 @@ def active_adapter(model):
     return getattr(model, "active_adapter", None)
 
 
+def _require_adapter(model, name, doing=""):
+    if name not in adapter_names(model):
+        raise ValueError(f"no adapter named {name!r}{doing}; adapters: {adapter_names(model)}")
+
+
+def _refuse_if_merged(model, caller):
+    if any(layer.merged_adapter for _, layer in lora_layers(model)):
+        raise ValueError(f"{caller}: an adapter is merged into the weights; call unmerge_lora(model) first")
+
+
 def _matches(name, targets):
     if isinstance(targets, str):
         return re.fullmatch(targets, name) is not None
@@ -77,8 +87,7 @@ def add_lora(model, config, adapter_name="default"):
         raise ValueError(f"adapter_name must be letters, digits, '_' or '-'; got {adapter_name!r}")
     if adapter_name in adapter_names(model):
         raise ValueError(f"adapter {adapter_name!r} already exists on this model; adapters: {adapter_names(model)}")
-    if any(layer.merged_adapter for _, layer in lora_layers(model)):
-        raise ValueError("add_lora: an adapter is merged into the weights; call unmerge_lora(model) first")
+    _refuse_if_merged(model, "add_lora")
     chosen = _target_layers(model, config)
     for name, module in chosen:
         if isinstance(module, Linear):
@@ -97,10 +106,8 @@ def add_lora(model, config, adapter_name="default"):
 
 def set_adapter(model, adapter_name):
     """Make ``adapter_name`` the one adapter used in forward passes and trained."""
-    if adapter_name not in adapter_names(model):
-        raise ValueError(f"no adapter named {adapter_name!r}; adapters: {adapter_names(model)}")
-    if any(layer.merged_adapter for _, layer in lora_layers(model)):
-        raise ValueError("set_adapter: an adapter is merged into the weights; call unmerge_lora(model) first")
+    _require_adapter(model, adapter_name)
+    _refuse_if_merged(model, "set_adapter")
     model.active_adapter = adapter_name
     for _, layer in lora_layers(model):
         layer.active_adapter = adapter_name if adapter_name in layer.lora_A else None
@@ -109,8 +116,7 @@ def set_adapter(model, adapter_name):
 
 def delete_adapter(model, adapter_name):
     """Remove an adapter's weights everywhere; a LoraLinear left with none becomes a plain Linear again."""
-    if adapter_name not in adapter_names(model):
-        raise ValueError(f"no adapter named {adapter_name!r}; adapters: {adapter_names(model)}")
+    _require_adapter(model, adapter_name)
     if any(layer.merged_adapter == adapter_name for _, layer in lora_layers(model)):
         raise ValueError(f"adapter {adapter_name!r} is merged into the weights; call unmerge_lora(model) first")
     for name, layer in lora_layers(model):
@@ -157,9 +163,8 @@ def merge_and_unload(model):
 @contextlib.contextmanager
 def disable_lora(model):
     """Inside the block the model computes exactly its base function (adapters skipped, not subtracted)."""
+    _refuse_if_merged(model, "disable_lora")
     layers = lora_layers(model)
-    if any(layer.merged_adapter for _, layer in layers):
-        raise ValueError("disable_lora: an adapter is merged into the weights; call unmerge_lora(model) first")
     saved = [layer.disabled for _, layer in layers]
     for _, layer in layers:
         layer.disabled = True
@@ -173,8 +178,7 @@ def disable_lora(model):
 def lora_state_dict(model, adapter_name=None):
     """name -> host array of one adapter's parameters (the active one by default)."""
     name = adapter_name or active_adapter(model)
-    if name not in adapter_names(model):
-        raise ValueError(f"no adapter named {name!r}; adapters: {adapter_names(model)}")
+    _require_adapter(model, name)
     return {k: v for k, v in model.state_dict().items() if f".lora_A.{name}." in k or f".lora_B.{name}." in k}
 
 

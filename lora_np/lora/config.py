@@ -4,6 +4,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from ..ops.dropout import check_probability
+
 
 @dataclass
 class LoraConfig:
@@ -23,9 +25,7 @@ class LoraConfig:
             raise ValueError(f"LoraConfig.r must be a positive integer; got {self.r!r}")
         if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)) or not self.lora_alpha > 0:
             raise ValueError(f"LoraConfig.lora_alpha must be a positive number; got {self.lora_alpha!r}")
-        if (isinstance(self.lora_dropout, bool) or not isinstance(self.lora_dropout, (int, float))
-                or not 0.0 <= self.lora_dropout < 1.0):
-            raise ValueError(f"LoraConfig.lora_dropout must be in [0, 1); got {self.lora_dropout!r}")
+        check_probability(self.lora_dropout, "LoraConfig.lora_dropout")
         if not isinstance(self.use_rslora, bool):
             raise ValueError(f"LoraConfig.use_rslora must be True or False; got {self.use_rslora!r}")
         targets = self.target_modules

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import backend
 from ..atomic import atomic_write_json, read_json
 from ..safetensors_file import read_safetensors, write_safetensors
-from .adapters import _target_layers, active_adapter, add_lora, adapter_names, lora_layers
+from .adapters import _require_adapter, _target_layers, active_adapter, add_lora, adapter_names, lora_layers
 from .config import LoraConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
@@ -57,8 +57,7 @@ def save_adapter(model, path, adapter_name=None, metadata=None):
     """Write one adapter (the active one by default) as adapter_config.json + adapter_model.safetensors;
     ``metadata`` (str -> str) goes into the safetensors header."""
     name = adapter_name or active_adapter(model)
-    if name not in adapter_names(model):
-        raise ValueError(f"no adapter named {name!r} to save; adapters: {adapter_names(model)}")
+    _require_adapter(model, name, " to save")
     tensors = {}
     for module_name, layer in lora_layers(model):
         if name in layer.lora_A:
