@@ -3,7 +3,7 @@
 from . import nn, ops, optim
 from .autograd import Parameter, Tensor, is_grad_enabled, no_grad
 from .backend import get_backend, manual_seed, set_backend, to_numpy
-from .gpt2_checkpoint import load_gpt2, save_gpt2
+from .io.gpt2_checkpoint import load_gpt2, save_gpt2
 from .gradcheck import GradcheckError, gradcheck
 from .lora import (LoraConfig, LoraLinear, add_lora, count_parameters, delete_adapter, disable_lora, load_adapter,
                    lora_state_dict, merge_and_unload, merge_lora, print_trainable_parameters, save_adapter,

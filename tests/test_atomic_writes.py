@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 import lora_np
-from lora_np import GPT, GPTConfig, LoraConfig, add_lora, atomic, load_adapter, load_gpt2, save_adapter, save_gpt2
+from lora_np import GPT, GPTConfig, LoraConfig, add_lora, load_adapter, load_gpt2, save_adapter, save_gpt2
+from lora_np.io import atomic
 from lora_np.data import CharTokenizer
 from lora_np.optim import AdamW
-from lora_np.train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lora_np.io.train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

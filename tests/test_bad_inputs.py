@@ -16,8 +16,8 @@ from lora_np import (GPT, GPTConfig, LoraConfig, Tensor, add_lora, gradcheck, lo
                      save_adapter, save_gpt2, set_adapter)
 from lora_np.data import CharTokenizer, task_dataset, text_dataset
 from lora_np.optim import SGD, AdamW, clip_grad_norm_
-from lora_np.safetensors_file import read_safetensors
-from lora_np.train import TrainConfig, train
+from lora_np.io.safetensors_file import read_safetensors
+from lora_np.app.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from lora_np import to_numpy
-from lora_np.cli import main
-from lora_np.commands import load_model_dir
+from lora_np.app.cli import main
+from lora_np.app.commands import load_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8"]

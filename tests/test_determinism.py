@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lora_np.safetensors_file import read_safetensors
+from lora_np.io.safetensors_file import read_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",

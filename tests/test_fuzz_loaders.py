@@ -15,8 +15,8 @@ import lora_np
 from lora_np import GPT, GPTConfig, LoraConfig, add_lora, load_adapter, load_gpt2, save_adapter, save_gpt2
 from lora_np.data import CharTokenizer
 from lora_np.optim import AdamW
-from lora_np.safetensors_file import read_safetensors, write_safetensors
-from lora_np.train_checkpoint import load_checkpoint, save_checkpoint
+from lora_np.io.safetensors_file import read_safetensors, write_safetensors
+from lora_np.io.train_checkpoint import load_checkpoint, save_checkpoint
 
 CLEAN = (ValueError, FileNotFoundError)
 FUZZ = settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file as torch_save
 
 from lora_np import GPT, GPTConfig, load_gpt2, save_gpt2, to_numpy
-from lora_np.safetensors_file import read_safetensors, write_safetensors
+from lora_np.io.safetensors_file import read_safetensors, write_safetensors
 from hf_oracle import TINY, max_rel_err, tiny_hf_gpt2
 
 

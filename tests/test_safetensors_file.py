@@ -10,7 +10,7 @@ import torch
 from safetensors.numpy import load_file as st_load
 from safetensors.torch import save_file as torch_save
 
-from lora_np.safetensors_file import read_safetensors, write_safetensors
+from lora_np.io.safetensors_file import read_safetensors, write_safetensors
 
 
 def test_round_trip_through_the_reference_reader(tmp_path, rng):

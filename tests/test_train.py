@@ -9,8 +9,8 @@ import pytest
 import lora_np
 from lora_np import GPT, GPTConfig, LoraConfig, add_lora
 from lora_np.data import task_dataset
-from lora_np.train import TrainConfig, train
-from lora_np.train_checkpoint import latest_checkpoint, load_checkpoint
+from lora_np.app.train import TrainConfig, train
+from lora_np.io.train_checkpoint import latest_checkpoint, load_checkpoint
 from lora_np.optim import AdamW
 
 
@@ -93,7 +93,7 @@ def test_lora_training_checkpoints_only_adapter_weights(data, tmp_path):
     model = add_lora(_model(), LoraConfig(r=2, target_modules=["c_attn", "c_fc"]))
     base = {k: v for k, v in model.state_dict().items() if ".lora_" not in k}
     result = train(model, data, TrainConfig(steps=10, eval_every=5, batch_size=8), out_dir=tmp_path, quiet=True)
-    from lora_np.safetensors_file import read_safetensors
+    from lora_np.io.safetensors_file import read_safetensors
     saved, _ = read_safetensors(latest_checkpoint(tmp_path) / "trainable.safetensors")
     assert saved and all(".lora_" in k for k in saved)
     assert result.optimizer_state_bytes == 2 * sum(v.nbytes for v in saved.values())

@@ -2,6 +2,6 @@
 
 from .dataset import TokenDataset, task_dataset, text_dataset
 from .tasks import TASKS, VOCAB, make_lines
-from .tokenizer import CharTokenizer
+from ..tokenizer import CharTokenizer
 
 __all__ = ["TokenDataset", "task_dataset", "text_dataset", "TASKS", "VOCAB", "make_lines", "CharTokenizer"]

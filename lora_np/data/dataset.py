@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .tasks import VOCAB, answer_mask, make_lines
-from .tokenizer import CharTokenizer
+from ..tokenizer import CharTokenizer
 
 
 class TokenDataset:

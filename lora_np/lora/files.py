@@ -12,8 +12,8 @@ model before changing anything.
 from pathlib import Path
 
 from .. import backend
-from ..atomic import atomic_write_json, read_json
-from ..safetensors_file import read_safetensors, write_safetensors
+from ..io.atomic import atomic_write_json, read_json
+from ..io.safetensors_file import read_safetensors, write_safetensors
 from .adapters import _require_adapter, _target_layers, active_adapter, add_lora, adapter_names, lora_layers
 from .config import LoraConfig
 

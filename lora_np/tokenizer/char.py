@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_json, read_json
+from ..io.atomic import atomic_write_json, read_json
 
 VOCAB_FILE = "char_vocab.json"
 

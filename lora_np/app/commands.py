@@ -11,15 +11,15 @@ import json
 import sys
 from pathlib import Path
 
-from . import backend
-from .atomic import atomic_write_json, read_json
-from .data import CharTokenizer, task_dataset, text_dataset
+from .. import backend
+from ..io.atomic import atomic_write_json, read_json
+from ..data import CharTokenizer, task_dataset, text_dataset
 from .evaluate import evaluate
-from .gpt2_checkpoint import WEIGHTS_FILE, load_gpt2, save_gpt2
-from .lora import LoraConfig, add_lora, disable_lora, load_adapter, merge_and_unload, save_adapter
-from .lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
-from .model import GPT, GPTConfig
-from .safetensors_file import read_safetensors
+from ..io.gpt2_checkpoint import WEIGHTS_FILE, load_gpt2, save_gpt2
+from ..lora import LoraConfig, add_lora, disable_lora, load_adapter, merge_and_unload, save_adapter
+from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
+from ..model import GPT, GPTConfig
+from ..io.safetensors_file import read_safetensors
 from .train import TrainConfig, train
 
 RUN_CONFIG = "run_config.json"

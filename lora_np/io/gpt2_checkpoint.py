@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_json, read_json
-from .model import GPT, GPTConfig
+from ..model import GPT, GPTConfig
 from .safetensors_file import read_safetensors, write_safetensors
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"

@@ -88,7 +88,7 @@ def write_safetensors(path, tensors, metadata=None):
     """Write name -> array (host or device; float, int or bool) to ``path`` atomically."""
     from safetensors.numpy import save
 
-    from .backend import to_numpy
+    from ..backend import to_numpy
     if not isinstance(tensors, dict) or not all(isinstance(k, str) for k in tensors):
         raise TypeError("write_safetensors: tensors must be a dict from names (str) to arrays")
     host = {}

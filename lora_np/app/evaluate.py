@@ -7,8 +7,8 @@ in which greedy decoding would write the whole answer correctly.
 
 import numpy as np
 
-from . import backend
-from .autograd import no_grad
+from .. import backend
+from ..autograd import no_grad
 
 
 def _answer_runs_correct(correct, scored):

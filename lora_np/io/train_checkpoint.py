@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from .. import backend
 from .atomic import atomic_write_json, read_json
 from .safetensors_file import read_safetensors, write_safetensors
 

@@ -7,10 +7,10 @@ stderr and exit code 2, never a traceback. A NaN loss exits 1, Ctrl-C exits 130 
 import argparse
 import sys
 
-from . import backend
+from .. import backend
 from .commands import (TrainingStopped, cmd_demo, cmd_eval, cmd_finetune, cmd_generate, cmd_merge,
                        cmd_pretrain)
-from .data import TASKS
+from ..data import TASKS
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from .. import backend
 from .evaluate import evaluate
-from .optim import AdamW, WarmupCosine, clip_grad_norm_
-from .train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..optim import AdamW, WarmupCosine, clip_grad_norm_
+from ..io.train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
 @dataclass

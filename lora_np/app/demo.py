@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
-from .data import task_dataset
-from .demo_report import format_table, plot_results
+from .. import backend
+from ..data import task_dataset
+from .report import format_table, plot_results
 from .evaluate import evaluate
-from .atomic import atomic_write_json, atomic_write_text
-from .gpt2_checkpoint import save_gpt2
-from .lora import LoraConfig, add_lora, count_parameters, disable_lora, save_adapter
-from .model import GPT, GPTConfig
+from ..io.atomic import atomic_write_json, atomic_write_text
+from ..io.gpt2_checkpoint import save_gpt2
+from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, save_adapter
+from ..model import GPT, GPTConfig
 from .train import TrainConfig, train
 
 
