@@ -178,6 +178,7 @@ def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):
     The forward writes each head's output straight into the merged (B, T, C) layout, and the
     backward writes dq, dk, dv straight into one (B, T, 3C) gradient, the layout of ``c_attn``'s
     output: no split, transpose or concatenate ops (and no copies) appear in the graph.
+    Plain version: ``lora_np.ops.reference.causal_self_attention``.
     """
     b, t, c3 = qkv.shape
     if c3 % 3 or (c3 // 3) % n_head:

@@ -32,6 +32,7 @@ def cross_entropy(logits, targets, ignore_index=-1):
 
     ``logits``: (N, V) or (B, T, V); ``targets``: ints of shape (N,) or (B, T); rows whose target
     is ``ignore_index`` add nothing to the loss or the gradient.
+    Plain version: ``lora_np.ops.reference.cross_entropy``.
     """
     xp = backend.xp
     if logits.ndim < 2:

@@ -68,7 +68,9 @@ def gelu_backward(g, x, s):
 
 
 def gelu(x):
-    """y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))) = x·σ(2u).   dL/dx = g · dy/dx (module docstring)."""
+    """y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))) = x·σ(2u).   dL/dx = g · dy/dx (module docstring).
+
+    Plain version: ``lora_np.ops.reference.gelu``."""
     x_data = x.data
     y, s = gelu_forward(x_data)
     return Tensor._from_op(y, (x,), lambda g: (gelu_backward(g, x_data, s),))

@@ -71,7 +71,9 @@ def layer_norm_backward(g, xhat, rstd, weight, need_x=True, need_w=True, need_b=
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
-    """y = (x - μ)/√(σ² + eps) · w + b over the last axis.   See the module docstring for dL/dx."""
+    """y = (x - μ)/√(σ² + eps) · w + b over the last axis.   See the module docstring for dL/dx.
+
+    Plain version: ``lora_np.ops.reference.layer_norm``."""
     if weight is not None and weight.shape != (x.shape[-1],):
         raise ValueError(f"layer_norm: weight has shape {weight.shape}, expected ({x.shape[-1]},) for input {x.shape}")
     w = weight.data if weight is not None else None

@@ -66,7 +66,9 @@ def linear_backward(g2, x2, w, need_x, need_w, need_b, extra_dx=None):
 
 
 def linear(x, weight, bias=None):
-    """y = x·W + b for x of shape (..., in), W (in, out), b (out,).   Grads: G Wᵀ, Xᵀ G, Σ G."""
+    """y = x·W + b for x of shape (..., in), W (in, out), b (out,).   Grads: G Wᵀ, Xᵀ G, Σ G.
+
+    Plain version: ``lora_np.ops.reference.linear``."""
     check_linear_shapes(x, weight, bias)
     x2 = x.data.reshape(-1, x.shape[-1])
     w = weight.data

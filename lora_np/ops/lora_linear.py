@@ -38,6 +38,7 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
 
     The adapter's products run inside the base GEMM's row blocks (``linear_forward``'s ``extra``),
     so s·H Bᵀ is added to each block of Y, and (dL/dH) A to each block of dX, while it is in cache.
+    Plain version: ``lora_np.ops.reference.lora_linear``.
     """
     xp = backend.xp
     check_linear_shapes(x, weight, bias, "lora_linear")

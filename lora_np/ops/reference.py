@@ -1,0 +1,69 @@
+"""The plain math of every fused op, composed from primitive Tensor ops: read these first.
+
+Each function has the signature of its fused namesake in ``lora_np.ops`` and computes the same
+values, but is built from matmul, add, mul, exp, log, tanh, sum, mean, reshape, indexing... whose
+own backward passes are gradchecked one by one, so its gradient comes for free from the chain
+rule. The fused ops (``linear.py``, ``lora_linear.py``, ``layer_norm.py``, ``gelu.py``,
+``attention.py``, ``cross_entropy.py``) compute the same thing with a hand-derived backward and
+fewer saved arrays; ``tests/test_reference.py`` checks that the two agree in value and gradient.
+This is llm.c's ``matmul_forward_naive`` beside its fast matmul, at picoGPT length.
+"""
+
+import math
+
+from .. import backend
+from ..autograd import Tensor
+from .dropout import dropout
+from .index_arrays import as_index_array
+
+
+def linear(x, weight, bias=None):
+    """y = x W + b, with W stored (in, out) as in GPT-2's Conv1D."""
+    y = x @ weight
+    return y if bias is None else y + bias
+
+
+def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
+    """y = x W + b + s · (dropout(x) Aᵀ) Bᵀ: the frozen map plus the low-rank update ΔW = s AᵀBᵀ."""
+    h = dropout(x, dropout_p, training) @ lora_A.T   # (N, r)
+    return linear(x, weight, bias) + scaling * (h @ lora_B.T)
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    """y = (x - μ) / √(σ² + eps) ⊙ w + b, with μ and σ² over the last axis."""
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    y = (x - mu) / (var + eps).sqrt()
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def gelu(x):
+    """y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), GPT-2's tanh approximation."""
+    return 0.5 * x * (1.0 + (math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)).tanh())
+
+
+def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):
+    """(B, T, 3C) packed q|k|v -> (B, T, C): softmax(q kᵀ/√d + M) v per head, M = -∞ above the diagonal."""
+    b, t, c3 = qkv.shape
+    c = c3 // 3
+    heads = qkv.reshape(b, t, 3, n_head, c // n_head).permute(2, 0, 3, 1, 4)   # (3, B, H, T, d)
+    q, k, v = heads[0], heads[1], heads[2]
+    mask = backend.xp.triu(backend.xp.full((t, t), -backend.xp.inf, dtype=qkv.dtype), k=1)
+    scores = q @ k.swapaxes(-1, -2) * (1.0 / math.sqrt(c // n_head)) + Tensor(mask)   # (B, H, T, T)
+    e = (scores - Tensor(scores.data.max(axis=-1, keepdims=True))).exp()   # a constant shift, no overflow
+    att = e / e.sum(axis=-1, keepdims=True)
+    y = dropout(att, dropout_p, training) @ v                                  # (B, H, T, d)
+    return y.permute(0, 2, 1, 3).reshape(b, t, c)
+
+
+def cross_entropy(logits, targets, ignore_index=-1):
+    """Mean over the rows whose target is not ``ignore_index`` of log Σⱼ e^zⱼ - z_target."""
+    z = logits.reshape(-1, logits.shape[-1])
+    t = as_index_array(targets, z.shape[-1], "cross_entropy targets", ignore=ignore_index).reshape(-1)
+    keep = t != ignore_index
+    shifted = z - Tensor(z.data.max(axis=-1, keepdims=True))   # a constant shift: e^z never overflows
+    log_probs = shifted - shifted.exp().sum(axis=-1, keepdims=True).log()
+    picked = log_probs[backend.xp.arange(t.size), backend.xp.where(keep, t, 0)]
+    return -(picked * Tensor(keep.astype(z.dtype))).sum() / int(keep.sum())
