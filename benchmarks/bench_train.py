@@ -334,7 +334,7 @@ def main(argv=None):
         if all("ms" in m for m in mem.values()):
             f, lo = (mem[k]["peak_rss_mb"] - mem[k]["rss_before_model_mb"] for k in ("full", "lora"))
             print(f"768-wide memory (peak RSS above the interpreter): full {f:.0f} MB, LoRA {lo:.0f} MB, "
-                  f"ratio {lo / f:.2f}", flush=True)
+                  f"ratio {lo / f:.2f}" if f > 0 else "(host RSS does not see device memory)", flush=True)
     if not args.skip_generation:
         gen_shape = CONFIGS["M"] if "M" in names else CONFIGS[names[0]]
         results["generation"] = spawn_once(dict(kind="generate", shape=gen_shape, backend=args.backend, repeats=9))
@@ -375,8 +375,9 @@ def report(results):
     mem = results.get("memory_768")
     if mem and all("ms" in m for m in mem.values()):
         f, lo = (mem[k]["peak_rss_mb"] - mem[k]["rss_before_model_mb"] for k in ("full", "lora"))
-        lines += ["", f"Peak memory at n_embd 768, 6 layers, T 64, B 2 (peak RSS above the interpreter): "
-                      f"full {f:.0f} MB, LoRA {lo:.0f} MB, LoRA / full = {lo / f:.2f}."]
+        if f > 0:
+            lines += ["", f"Peak memory at n_embd 768, 6 layers, T 64, B 2 (peak RSS above the interpreter): "
+                          f"full {f:.0f} MB, LoRA {lo:.0f} MB, LoRA / full = {lo / f:.2f}."]
     gen = results.get("generation")
     if gen and "base" in gen:
         lines += ["", f"Generation (greedy, KV cache): base {gen['base']:.0f} tokens/s, merged adapter "

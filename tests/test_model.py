@@ -61,7 +61,7 @@ def test_full_model_gradcheck_touches_every_parameter_family():
     lora_np.manual_seed(3)
     model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=2, n_embd=4), dtype=np.float64)
     for p in model.parameters():  # non-trivial LayerNorm/bias values, so no gradient is trivially zero
-        p.data += 0.1 * np.random.default_rng(0).standard_normal(p.shape)
+        p.data += lora_np.backend.asarray(0.1 * np.random.default_rng(0).standard_normal(p.shape))
     idx, targets = np.array([[1, 5, 2, 6]]), np.array([[5, 2, 6, 0]])
     params = model.parameters()
 

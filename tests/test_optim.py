@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lora_np import Parameter, Tensor, to_numpy
+from lora_np import Parameter, Tensor, backend, to_numpy
 from lora_np.optim import SGD, AdamW, WarmupCosine, clip_grad_norm_, cosine_with_warmup
 
 
@@ -72,7 +72,7 @@ def test_state_dict_resumes_the_same_trajectory(rng):
     want = [to_numpy(p) for p in ours]
     for p, v in zip(ours, saved_params):
         p.data = p.data.copy()
-        p.data[...] = v
+        p.data[...] = backend.asarray(v)
     fresh = AdamW(ours, lr=1e-2)
     fresh.load_state_dict(saved)
     _run(fresh, our_loss, ours, 4)
