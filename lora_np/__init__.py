@@ -9,13 +9,14 @@ from .lora import (LoraConfig, LoraLinear, add_lora, count_parameters, delete_ad
                    lora_state_dict, merge_and_unload, merge_lora, print_trainable_parameters, save_adapter,
                    set_adapter, unmerge_lora)
 from .model import GPT, GPTConfig
+from .tokenizer import BPETokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "Parameter", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "set_backend", "get_backend", "manual_seed", "to_numpy", "nn", "ops", "optim",
-    "GPT", "GPTConfig", "save_gpt2", "load_gpt2",
+    "GPT", "GPTConfig", "save_gpt2", "load_gpt2", "BPETokenizer",
     "LoraConfig", "LoraLinear", "add_lora", "set_adapter", "delete_adapter", "merge_lora", "unmerge_lora",
     "merge_and_unload", "disable_lora", "lora_state_dict", "print_trainable_parameters", "count_parameters",
     "save_adapter", "load_adapter",
