@@ -20,6 +20,8 @@ import sys
 
 import numpy as np
 
+from .checks import check_int
+
 BACKENDS = ("numpy", "cupy")
 GPU_INSTALL_HINT = "pip install -r requirements-gpu.txt  (installs cupy-cuda12x; needs an NVIDIA GPU with CUDA 12)"
 
@@ -86,9 +88,7 @@ def cupy_available():
 def manual_seed(seed):
     """Seed the host generator (initialisation) and the device generator (dropout, sampling)."""
     global _seed, _host_rng, _device_rng
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    _seed = int(seed)
+    _seed = check_int("seed", seed, min=0)
     host_seq, device_seq = np.random.SeedSequence(_seed).spawn(2)
     _host_rng = np.random.default_rng(host_seq)
     _device_rng = xp.random.default_rng(int(device_seq.generate_state(1)[0]))

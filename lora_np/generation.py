@@ -1,16 +1,17 @@
-"""Autoregressive generation with a key/value cache.
+"""Autoregressive generation with a key/value cache, all of it here (model.py knows nothing of it).
 
 Without a cache, every new token would re-run attention over the whole prefix: O(T²) work per
 token. The cache keeps each layer's keys and values, so a new token computes its own q, k, v,
-appends k and v, and attends over the cached ones: O(T) per token. When the context outgrows
+appends k and v, and attends over the cached ones: O(T) per token. To do that, generation runs
+the model's blocks itself (``cached_hidden_states``): the same layers in the same order as
+``Block.forward``, with the attention core reading from the cache. When the context outgrows
 block_size, the window slides (the last block_size tokens are re-encoded), as in nanoGPT.
 Sampling happens on the device; tokens come back to the host once, at the end.
 """
 
-import numpy as np
-
 from . import backend
-from .autograd import no_grad
+from .autograd import Tensor, no_grad
+from .checks import check_int, check_number
 from .ops.attention import heads_view, sdpa_forward, split_heads
 
 
@@ -43,24 +44,33 @@ class KVCache:
         self.layers = [LayerKVCache(self, batch, c.n_head, c.n_embd // c.n_head, c.block_size, model.dtype)
                        for _ in range(c.n_layer)]
 
-    def layer(self, i):
-        return self.layers[i]
 
-    def advance(self, n):
-        self.length += n
+def cached_block(block, x, layer_cache):
+    """``Block.forward`` (eval mode: dropout is the identity) with attention over the cached keys."""
+    attn = block.attn
+    y = layer_cache.attend(attn.c_attn(block.ln_1(x)).data, attn.n_head)
+    x = x + attn.c_proj(Tensor(y))
+    return x + block.mlp(block.ln_2(x))
 
-    def reset(self):
-        self.length = 0
+
+def cached_hidden_states(model, ids, cache):
+    """``GPT.hidden_states`` for ids (B, T) whose positions continue after the cache's length."""
+    start, end = cache.length, cache.length + ids.shape[1]
+    if end > model.config.block_size:
+        raise ValueError(f"positions up to {end} exceed block_size={model.config.block_size}")
+    tr = model.transformer
+    x = tr.wte(ids) + tr.wpe.weight[start:end]
+    for block, layer_cache in zip(tr.h, cache.layers):
+        x = cached_block(block, x, layer_cache)
+    cache.length = end
+    return tr.ln_f(x)
 
 
 def _check_generate_args(max_new_tokens, temperature, top_k, vocab_size):
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative integer; got {max_new_tokens!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"temperature must be a number ≥ 0 (0 means greedy); got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
-                              or not 1 <= top_k <= vocab_size):
-        raise ValueError(f"top_k must be None or an integer in [1, {vocab_size}]; got {top_k!r}")
+    check_int("max_new_tokens", max_new_tokens, min=0)
+    check_number("temperature (0 means greedy)", temperature, min=0)
+    if top_k is not None:
+        check_int("top_k", top_k, min=1, max=vocab_size)
 
 
 def sample_next(logits, temperature=1.0, top_k=None):
@@ -94,9 +104,9 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None):
         window = tokens[:, -config.block_size:]
         for step in range(max_new_tokens):
             if cache.length + window.shape[1] > config.block_size:  # slide the window
-                cache.reset()
+                cache.length = 0
                 window = xp.concatenate(pieces, axis=1)[:, -config.block_size:]
-            h = model.hidden_states(window, cache)
+            h = cached_hidden_states(model, window, cache)
             logits = (h.data[:, -1] @ model.transformer.wte.weight.data.T)
             window = sample_next(logits, temperature, top_k)[:, None].astype(tokens.dtype)
             pieces.append(window)

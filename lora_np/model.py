@@ -14,8 +14,8 @@ import numpy as np
 
 from . import ops
 from .autograd import Tensor
+from .checks import check_int, check_probability
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
-from .ops.dropout import check_probability
 from .ops.index_arrays import check_index_range
 
 
@@ -31,12 +31,10 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer; got {value!r}")
+            check_int(f"GPTConfig.{name}", getattr(self, name), min=1)
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        check_probability(self.dropout, "GPTConfig.dropout")
+        check_probability("GPTConfig.dropout", self.dropout)
 
     def to_dict(self):
         return asdict(self)
@@ -51,12 +49,9 @@ class CausalSelfAttention(Module):
                              std=0.02 / np.sqrt(2 * config.n_layer), dtype=dtype)
         self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x, cache=None):
+    def forward(self, x):
         qkv = self.c_attn(x)  # (B, T, 3C)
-        if cache is None:
-            y = ops.causal_self_attention(qkv, self.n_head, self.dropout, self.training)
-        else:
-            y = Tensor(cache.attend(qkv.data, self.n_head))  # inference with a KV cache, no graph
+        y = ops.causal_self_attention(qkv, self.n_head, self.dropout, self.training)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -80,8 +75,8 @@ class Block(Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
         self.mlp = MLP(config, dtype)
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
@@ -116,18 +111,13 @@ class GPT(Module):
             raise ValueError(f"sequence length {ids.shape[1]} is outside [1, block_size={self.config.block_size}]")
         return check_index_range(ids, self.config.vocab_size, "token ids")
 
-    def hidden_states(self, idx, cache=None):
-        """The final-layer-norm output (B, T, C); with a cache, positions continue after its length."""
+    def hidden_states(self, idx):
+        """The final-layer-norm output (B, T, C) for token ids (B, T)."""
         ids = self._check_idx(idx)
-        start = cache.length if cache is not None else 0
-        if start + ids.shape[1] > self.config.block_size:
-            raise ValueError(f"positions up to {start + ids.shape[1]} exceed block_size={self.config.block_size}")
         tr = self.transformer
-        x = tr.drop(tr.wte(ids) + tr.wpe.weight[start:start + ids.shape[1]])  # positions: a slice of wpe
-        for i, block in enumerate(tr.h):
-            x = block(x, None if cache is None else cache.layer(i))
-        if cache is not None:
-            cache.advance(ids.shape[1])
+        x = tr.drop(tr.wte(ids) + tr.wpe.weight[:ids.shape[1]])  # positions 0..T-1: a slice of wpe
+        for block in tr.h:
+            x = block(x)
         return tr.ln_f(x)
 
     def forward(self, idx, targets=None):
@@ -137,7 +127,7 @@ class GPT(Module):
         return logits, loss
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Continue each row of ``idx`` by ``max_new_tokens`` sampled tokens (see generation.py)."""
+        """Continue each row of ``idx`` by ``max_new_tokens`` sampled tokens (generation.py)."""
         from .generation import generate
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
 

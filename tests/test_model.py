@@ -104,6 +104,13 @@ def test_kv_cache_generation_equals_recomputing_the_window(hf_pair, rng):
     np.testing.assert_array_equal(out, tokens)
 
 
+def test_model_file_holds_no_kv_cache_code():
+    """nanoGPT's shape: the KV cache lives in generation.py only; model.py never mentions it."""
+    import inspect
+    import lora_np.model
+    assert "cache" not in inspect.getsource(lora_np.model).lower()
+
+
 def test_sampled_generation_is_reproducible_and_respects_top_k():
     model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=8))
     lora_np.manual_seed(5)

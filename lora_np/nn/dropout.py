@@ -1,14 +1,14 @@
 """Dropout as a module: active in train() mode, the identity in eval() mode."""
 
 from .. import ops
-from ..ops.dropout import check_probability
+from ..checks import check_probability
 from .module import Module
 
 
 class Dropout(Module):
     def __init__(self, p=0.1):
         super().__init__()
-        self.p = check_probability(p)
+        self.p = check_probability("Dropout p", p)
 
     def forward(self, x):
         return ops.dropout(x, self.p, self.training)

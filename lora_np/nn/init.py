@@ -6,11 +6,12 @@ import math
 import numpy as np
 
 from .. import backend
+from ..checks import check_int
 
 
 def _check_shape(shape):
-    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in shape):
-        raise ValueError(f"parameter shape must be positive integers; got {shape}")
+    for n in shape:
+        check_int(f"each size in the parameter shape {tuple(shape)}", n, min=1)
 
 
 def normal(shape, std, dtype=np.float32):

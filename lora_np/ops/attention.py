@@ -16,7 +16,8 @@ import math
 
 from .. import backend
 from ..autograd import Tensor
-from .dropout import check_probability, dropout_mask
+from ..checks import check_probability
+from .dropout import dropout_mask
 from .softmax import softmax_array, softmax_backward_array
 
 _mask_cache = {}
@@ -141,7 +142,7 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=T
             and k.shape[-2] == v.shape[-2]):
         raise ValueError(f"attention: q, k, v shapes {q.shape}, {k.shape}, {v.shape} do not fit "
                          f"(need (..., Tq, d), (..., Tk, d), (..., Tk, dv))")
-    dropout_p = check_probability(dropout_p) if training else 0.0
+    dropout_p = check_probability("attention dropout_p", dropout_p) if training else 0.0
     qd, kd, vd = q.data, k.data, v.data
     y, p, keep = sdpa_forward(qd, kd, vd, causal, dropout_p)
     need = (q.requires_grad, k.requires_grad, v.requires_grad)
@@ -183,7 +184,7 @@ def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):
     b, t, c3 = qkv.shape
     if c3 % 3 or (c3 // 3) % n_head:
         raise ValueError(f"causal_self_attention: last axis {c3} must be 3·C with C divisible by n_head={n_head}")
-    dropout_p = check_probability(dropout_p) if training else 0.0
+    dropout_p = check_probability("attention dropout_p", dropout_p) if training else 0.0
     xp = backend.xp
     q, k, v = split_heads(qkv.data, n_head)
     y = xp.empty((b, t, c3 // 3), dtype=qkv.dtype)

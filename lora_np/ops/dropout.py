@@ -4,14 +4,13 @@ y = x · m / (1-p) with a random 0/1 mask m; the expected value of y is x, so ev
 dropout) needs no rescaling. The mask is kept for the backward:  dL/dx = g · m / (1-p).
 """
 
-from .. import backend
+from .. import backend, checks
 from ..autograd import Tensor
 
 
 def check_probability(p, name="dropout"):
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"{name} probability must be a number in [0, 1); got {p!r}")
-    return float(p)
+    """Old argument order, kept for lora/config.py until it calls ``checks.check_probability``."""
+    return checks.check_probability(name, p)
 
 
 def dropout_mask(shape, p):
@@ -21,7 +20,7 @@ def dropout_mask(shape, p):
 
 def dropout(x, p=0.1, training=True):
     """y = x · m / (1-p) in training, y = x otherwise.   dL/dx = g · m / (1-p)."""
-    p = check_probability(p)
+    p = checks.check_probability("dropout p", p)
     if not training or p == 0.0:
         return x
     mask = dropout_mask(x.shape, p)

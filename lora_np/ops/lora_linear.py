@@ -19,7 +19,8 @@ three, and four thin ones of size N·r·(in or out); no (in, out) gradient is ev
 
 from .. import backend
 from ..autograd import Tensor
-from .dropout import check_probability, dropout_mask
+from ..checks import check_probability
+from .dropout import dropout_mask
 from .linear import check_linear_shapes, linear_backward, linear_forward
 
 
@@ -43,7 +44,7 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
     xp = backend.xp
     check_linear_shapes(x, weight, bias, "lora_linear")
     _check_lora_shapes(weight, lora_A, lora_B)
-    p = check_probability(dropout_p, "lora_dropout") if training else 0.0
+    p = check_probability("lora_dropout", dropout_p) if training else 0.0
     n_out, r = weight.shape[1], lora_A.shape[0]
     x2 = x.data.reshape(-1, x.shape[-1])
     a, bb = lora_A.data, lora_B.data

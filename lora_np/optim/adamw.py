@@ -11,16 +11,18 @@ The update runs in place, with one scratch buffer reused across parameters.
 import math
 
 from .. import backend
-from .optimizer import Optimizer, check_positive
+from ..checks import check_number, check_probability
+from .optimizer import Optimizer
 
 
 class AdamW(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)):
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
-        super().__init__(params, dict(lr=check_positive("lr", lr), betas=tuple(float(b) for b in betas),
-                                      eps=check_positive("eps", eps),
-                                      weight_decay=check_positive("weight_decay", weight_decay, allow_zero=True)))
+        super().__init__(params, dict(lr=check_number("lr", lr, min=0, min_open=True),
+                                      betas=tuple(check_probability(f"betas[{i}]", b) for i, b in enumerate(betas)),
+                                      eps=check_number("eps", eps, min=0, min_open=True),
+                                      weight_decay=check_number("weight_decay", weight_decay, min=0)))
         self._scratch = None
 
     def _buffer(self, like):

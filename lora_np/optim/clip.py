@@ -2,7 +2,7 @@
 scale every gradient by max_norm / (‖g‖ + 1e-6), as torch.nn.utils.clip_grad_norm_."""
 
 from .. import backend
-from .optimizer import check_positive
+from ..checks import check_number
 
 
 def clip_grad_norm_(params, max_norm):
@@ -11,7 +11,7 @@ def clip_grad_norm_(params, max_norm):
     Returns the norm before clipping as a 0-d array of the backend (no host sync on a GPU).
     """
     xp = backend.xp
-    max_norm = check_positive("max_norm", max_norm)
+    max_norm = check_number("max_norm", max_norm, min=0, min_open=True)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return xp.asarray(0.0)

@@ -10,13 +10,6 @@ from .. import backend
 from ..autograd import Tensor
 
 
-def check_positive(name, value, allow_zero=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok or value != value:
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number; got {value!r}")
-    return float(value)
-
-
 class Optimizer:
     def __init__(self, params, defaults):
         params = list(params)

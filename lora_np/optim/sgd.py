@@ -3,14 +3,15 @@
     d = g + λ·p;   b ← μ·b + d  (b = d at the first step);   p ← p - lr·b   (b = d without momentum)
 """
 
-from .optimizer import Optimizer, check_positive
+from ..checks import check_number
+from .optimizer import Optimizer
 
 
 class SGD(Optimizer):
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
-        super().__init__(params, dict(lr=check_positive("lr", lr),
-                                      momentum=check_positive("momentum", momentum, allow_zero=True),
-                                      weight_decay=check_positive("weight_decay", weight_decay, allow_zero=True)))
+        super().__init__(params, dict(lr=check_number("lr", lr, min=0, min_open=True),
+                                      momentum=check_number("momentum", momentum, min=0),
+                                      weight_decay=check_number("weight_decay", weight_decay, min=0)))
 
     def update(self, p, grad, group, state):
         d = grad + group["weight_decay"] * p.data if group["weight_decay"] else grad
