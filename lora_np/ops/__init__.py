@@ -15,6 +15,7 @@ from .indexing import getitem
 from .join import concatenate, split, stack
 from .layer_norm import layer_norm
 from .linear import linear
+from .lm_head_loss import lm_head_loss
 from .lora_linear import lora_linear
 from .matmul import matmul
 from .reductions import max, mean, sum
@@ -26,7 +27,7 @@ __all__ = [
     "sum", "mean", "max", "reshape", "transpose", "permute", "swapaxes", "getitem",
     "concatenate", "split", "stack", "softmax", "log_softmax", "cross_entropy", "layer_norm",
     "gelu", "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention", "linear",
-    "lora_linear",
+    "lora_linear", "lm_head_loss",
 ]
 
 
