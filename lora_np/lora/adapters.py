@@ -5,19 +5,27 @@
     with disable_lora(model): ...                                  # exactly the base model
     add_lora(model, cfg_b, adapter_name="task_b"); set_adapter(model, "task_b")
     merge_and_unload(model)                                        # a plain model, adapters gone
+
+The layers they act on are ``LoraLinear`` (layer.py, plain LoRA or DoRA) and ``LoraEmbedding``
+(embedding.py, for ``wte``); both are ``AdaptedLayer``s with the same small interface.
 """
 
 import contextlib
 import re
 
-from ..nn import Linear
+from .. import backend
+from ..nn import Embedding, Linear
 from .config import LoraConfig
-from .layer import LoraLinear
+from .embedding import LoraEmbedding
+from .layer import AdaptedLayer, LoraLinear
+
+WRAPPERS = {Linear: LoraLinear, Embedding: LoraEmbedding}
+EMBEDDING_TARGETS = ("wte",)  # the one table the model looks tokens up in; wpe is sliced, not looked up
 
 
 def lora_layers(model):
-    """(name, LoraLinear) for every adapted layer."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLinear)]
+    """(name, layer) for every adapted layer (LoraLinear or LoraEmbedding)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdaptedLayer)]
 
 
 def adapter_names(model):
@@ -50,17 +58,32 @@ def _parent_and_attr(model, name):
     return modules[parent], attr
 
 
-def _target_layers(model, config):
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, (Linear, LoraLinear))]
-    chosen = [(n, m) for n, m in linears if _matches(n, config.target_modules)]
+def _layer_size(m):
+    """(in, out) of a Linear, (num_embeddings, embedding_dim) of an Embedding, wrapped or not."""
+    if isinstance(m, (Linear, LoraLinear)):
+        return m.in_features, m.out_features
+    return m.num_embeddings, m.embedding_dim
+
+
+def _target_layers(model, config, check_rank=True):
+    """The (name, module) pairs ``config.target_modules`` names: Linear layers, and the token embedding."""
+    candidates = [(n, m) for n, m in model.named_modules()
+                  if isinstance(m, (Linear, LoraLinear, Embedding, LoraEmbedding))]
+    chosen = [(n, m) for n, m in candidates if _matches(n, config.target_modules)]
+    linears = [n for n, m in candidates if isinstance(m, (Linear, LoraLinear))]
     if not chosen:
-        suffixes = sorted({n.rsplit(".", 1)[-1] for n, _ in linears})
+        suffixes = sorted({n.rsplit(".", 1)[-1] for n in linears})
         raise ValueError(f"LoRA target_modules {config.target_modules!r} match no Linear layer; this model's "
-                         f"Linear layers end in {suffixes} (e.g. {linears[0][0] if linears else 'none'})")
+                         f"Linear layers end in {suffixes} (e.g. {linears[0] if linears else 'none'}), and the "
+                         f"token embedding {list(EMBEDDING_TARGETS)} may be targeted too")
     for n, m in chosen:
-        if config.r > min(m.in_features, m.out_features):
-            raise ValueError(f"LoRA rank r={config.r} exceeds min(in, out) = {min(m.in_features, m.out_features)} "
-                             f"of {n} ({m.in_features} -> {m.out_features})")
+        if isinstance(m, (Embedding, LoraEmbedding)) and n.rsplit(".", 1)[-1] not in EMBEDDING_TARGETS:
+            raise ValueError(f"LoRA on an Embedding applies to the token embedding {list(EMBEDDING_TARGETS)} only; "
+                             f"{n} is read by slicing its weight, not by a lookup, so an adapter would be ignored")
+        size = _layer_size(m)
+        if check_rank and config.r > min(size):
+            raise ValueError(f"LoRA rank r={config.r} exceeds min(in, out) = {min(size)} "
+                             f"of {n} ({size[0]} -> {size[1]})")
     return chosen
 
 
@@ -70,9 +93,9 @@ def _refresh_trainable(model):
         p.requires_grad = False
     active = active_adapter(model)
     for _, layer in lora_layers(model):
-        if active in layer.lora_A:
-            layer.lora_A[active].weight.requires_grad = True
-            layer.lora_B[active].weight.requires_grad = True
+        if active in layer.adapter_names():
+            for p in layer.adapter_parameters(active):
+                p.requires_grad = True
 
 
 def add_lora(model, config, adapter_name="default"):
@@ -88,20 +111,28 @@ def add_lora(model, config, adapter_name="default"):
     if adapter_name in adapter_names(model):
         raise ValueError(f"adapter {adapter_name!r} already exists on this model; adapters: {adapter_names(model)}")
     _refuse_if_merged(model, "add_lora")
-    chosen = _target_layers(model, config)
+    _add_adapter_layers(model, config, adapter_name, _target_layers(model, config))
+    if model.active_adapter is None:
+        set_adapter(model, adapter_name)
+    _refresh_trainable(model)
+    return model
+
+
+def _add_adapter_layers(model, config, adapter_name, chosen):
+    """Wrap each chosen plain module and give it the adapter; registers ``config`` on the model.
+    Errors that depend on the layer type (DoRA on wte) come from a first pass that changes nothing."""
+    for _, module in chosen:
+        if isinstance(module, (Embedding, LoraEmbedding)):
+            LoraEmbedding.check_config(config)
     for name, module in chosen:
-        if isinstance(module, Linear):
+        if type(module) in WRAPPERS:
             parent, attr = _parent_and_attr(model, name)
-            module = LoraLinear(module)
+            module = WRAPPERS[type(module)](module)
             setattr(parent, attr, module)
         module.add_adapter(adapter_name, config)
     if not hasattr(model, "peft_config"):
         model.peft_config, model.active_adapter = {}, None
     model.peft_config[adapter_name] = config
-    if model.active_adapter is None:
-        set_adapter(model, adapter_name)
-    _refresh_trainable(model)
-    return model
 
 
 def set_adapter(model, adapter_name):
@@ -110,7 +141,7 @@ def set_adapter(model, adapter_name):
     _refuse_if_merged(model, "set_adapter")
     model.active_adapter = adapter_name
     for _, layer in lora_layers(model):
-        layer.active_adapter = adapter_name if adapter_name in layer.lora_A else None
+        layer.active_adapter = adapter_name if adapter_name in layer.adapter_names() else None
     _refresh_trainable(model)
 
 
@@ -120,11 +151,11 @@ def delete_adapter(model, adapter_name):
     if any(layer.merged_adapter == adapter_name for _, layer in lora_layers(model)):
         raise ValueError(f"adapter {adapter_name!r} is merged into the weights; call unmerge_lora(model) first")
     for name, layer in lora_layers(model):
-        if adapter_name in layer.lora_A:
+        if adapter_name in layer.adapter_names():
             layer.delete_adapter(adapter_name)
-        if not layer.lora_A:
+        if not layer.adapter_names():
             parent, attr = _parent_and_attr(model, name)
-            setattr(parent, attr, layer.to_linear())
+            setattr(parent, attr, layer.to_base())
     del model.peft_config[adapter_name]
     remaining = adapter_names(model)
     if model.active_adapter == adapter_name:
@@ -135,8 +166,13 @@ def delete_adapter(model, adapter_name):
 
 
 def merge_lora(model):
-    """W ← W + s·AᵀBᵀ for the active adapter in every layer; forward passes then skip the adapter."""
-    for _, layer in lora_layers(model):
+    """W ← W + s·AᵀBᵀ (DoRA: (W + s·AᵀBᵀ) ⊙ m/n) for the active adapter in every layer; forward
+    passes then skip the adapter. A LoRA on the tied ``wte`` is refused (``embedding.py``)."""
+    layers = lora_layers(model)
+    for _, layer in layers:
+        if isinstance(layer, LoraEmbedding):
+            layer.merge()  # raises before any layer changes
+    for _, layer in layers:
         layer.merge()
     return model
 
@@ -149,11 +185,13 @@ def unmerge_lora(model):
 
 
 def merge_and_unload(model):
-    """Merge the active adapter and replace every LoraLinear by a plain Linear: a plain model again."""
-    for name, layer in lora_layers(model):
+    """Merge the active adapter and replace every adapted layer by its plain one: a plain model again."""
+    layers = lora_layers(model)
+    for _, layer in layers:
         layer.merge()
+    for name, layer in layers:
         parent, attr = _parent_and_attr(model, name)
-        setattr(parent, attr, layer.to_linear())
+        setattr(parent, attr, layer.to_base())
     for attr in ("peft_config", "active_adapter"):
         if hasattr(model, attr):
             delattr(model, attr)
@@ -179,7 +217,9 @@ def lora_state_dict(model, adapter_name=None):
     """name -> host array of one adapter's parameters (the active one by default)."""
     name = adapter_name or active_adapter(model)
     _require_adapter(model, name)
-    return {k: v for k, v in model.state_dict().items() if f".lora_A.{name}." in k or f".lora_B.{name}." in k}
+    ids = {id(p) for _, layer in lora_layers(model) if name in layer.adapter_names()
+           for p in layer.adapter_parameters(name)}
+    return {k: backend.to_numpy(p.data) for k, p in model.named_parameters() if id(p) in ids}
 
 
 def count_parameters(model):

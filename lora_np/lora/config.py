@@ -1,10 +1,12 @@
-"""LoraConfig: which Linear layers get adapters, their rank r and scale α, as in PEFT."""
+"""LoraConfig: which layers get adapters, their rank r and scale α, DoRA and the initialisation, as in PEFT."""
 
 import math
 import re
 from dataclasses import dataclass, field
 
-from ..ops.dropout import check_probability
+from ..checks import check_probability
+
+INIT_CHOICES = (True, "gaussian", "pissa", "olora", False)
 
 
 @dataclass
@@ -12,22 +14,32 @@ class LoraConfig:
     """``r``: rank of the update ΔW = s·AᵀBᵀ; ``lora_alpha``: α, with scaling s = α/r (α/√r with
     rsLoRA); ``target_modules``: module-name suffixes ("c_attn" hits every "...attn.c_attn"), or a
     single string used as a regular expression over full names, as PEFT does;
-    ``lora_dropout``: dropout on the adapter's input."""
+    ``lora_dropout``: dropout on the adapter's input; ``use_dora``: DoRA's magnitude/direction split
+    (``ops/dora_linear.py``); ``init_lora_weights``: True (A Kaiming-uniform, B = 0), "gaussian"
+    (A ~ N(0, 1/r²), B = 0), "pissa" (top-r SVD of W, residual left in W), "olora" (QR of W), or
+    False (A and B random: for tests), as PEFT defines them (``lora/init.py``)."""
 
     r: int = 8
     lora_alpha: float = 16
     target_modules: tuple = field(default=("c_attn",))
     lora_dropout: float = 0.0
     use_rslora: bool = False
+    use_dora: bool = False
+    init_lora_weights: object = True
 
     def __post_init__(self):
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ValueError(f"LoraConfig.r must be a positive integer; got {self.r!r}")
         if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)) or not self.lora_alpha > 0:
             raise ValueError(f"LoraConfig.lora_alpha must be a positive number; got {self.lora_alpha!r}")
-        check_probability(self.lora_dropout, "LoraConfig.lora_dropout")
-        if not isinstance(self.use_rslora, bool):
-            raise ValueError(f"LoraConfig.use_rslora must be True or False; got {self.use_rslora!r}")
+        check_probability("LoraConfig.lora_dropout", self.lora_dropout)
+        for flag in ("use_rslora", "use_dora"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"LoraConfig.{flag} must be True or False; got {getattr(self, flag)!r}")
+        if not any(self.init_lora_weights is c if isinstance(c, bool) else self.init_lora_weights == c
+                   for c in INIT_CHOICES):
+            raise ValueError(f"LoraConfig.init_lora_weights must be one of {list(INIT_CHOICES)}; "
+                             f"got {self.init_lora_weights!r}")
         targets = self.target_modules
         if isinstance(targets, str):
             try:

@@ -3,6 +3,9 @@
     <dir>/adapter_config.json        {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": [...], ...}
     <dir>/adapter_model.safetensors  "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight"  (r, in)
                                      "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight"  (out, r)
+                                     "base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector"  (out,)  DoRA
+                                     "base_model.model.transformer.wte.lora_embedding_A"  (r, vocab)   LoRA on wte
+                                     "base_model.model.transformer.wte.lora_embedding_B"  (n_embd, r)
 
 ``PeftModel.from_pretrained(gpt2, dir)`` reads what ``save_adapter`` writes and ``load_adapter``
 reads what PEFT's ``save_pretrained`` writes. Loading checks every key and shape against the
@@ -14,8 +17,11 @@ from pathlib import Path
 from .. import backend
 from ..io.atomic import atomic_write_json, read_json
 from ..io.safetensors_file import read_safetensors, write_safetensors
+from ..nn import Linear
 from .adapters import _require_adapter, _target_layers, active_adapter, add_lora, adapter_names, lora_layers
-from .config import LoraConfig
+from .config import INIT_CHOICES, LoraConfig
+from .embedding import LoraEmbedding
+from .layer import LoraLinear
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -26,16 +32,16 @@ def _peft_config_dict(config):
     return {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r, "lora_alpha": config.lora_alpha,
         "target_modules": targets, "lora_dropout": config.lora_dropout, "use_rslora": config.use_rslora,
-        "fan_in_fan_out": True, "bias": "none", "init_lora_weights": True, "inference_mode": True,
+        "fan_in_fan_out": True, "bias": "none", "init_lora_weights": config.init_lora_weights, "inference_mode": True,
         "base_model_name_or_path": None, "modules_to_save": None, "layers_to_transform": None,
-        "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "use_dora": False, "revision": None,
+        "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "use_dora": config.use_dora, "revision": None,
     }
 
 
 def _config_from_peft(cfg, path):
     if cfg.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{path}: peft_type {cfg.get('peft_type')!r} is not supported; only 'LORA'")
-    unsupported = {"bias": "none", "use_dora": False, "modules_to_save": None, "layers_to_transform": None,
+    unsupported = {"bias": "none", "modules_to_save": None, "layers_to_transform": None,
                    "rank_pattern": {}, "alpha_pattern": {}}
     for key, plain in unsupported.items():
         if cfg.get(key, plain) not in (plain, None):
@@ -48,9 +54,14 @@ def _config_from_peft(cfg, path):
         raise ValueError(f"{path}: target_modules must be a list of module names or a regular expression; "
                          f"got {targets!r}")
     dropout = cfg.get("lora_dropout", 0.0)
+    init = cfg.get("init_lora_weights", True)
+    if not any(init is c if isinstance(c, bool) else init == c for c in INIT_CHOICES):
+        raise ValueError(f"{path}: init_lora_weights={init!r} is not supported by lora_np; accepted: "
+                         f"{list(INIT_CHOICES)}")
     return LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
                       target_modules=targets if isinstance(targets, str) else tuple(targets),
-                      lora_dropout=0.0 if dropout is None else dropout, use_rslora=cfg.get("use_rslora", False) is True)
+                      lora_dropout=0.0 if dropout is None else dropout, use_rslora=cfg.get("use_rslora", False) is True,
+                      use_dora=cfg.get("use_dora", False) is True, init_lora_weights=init)
 
 
 def save_adapter(model, path, adapter_name=None, metadata=None):
@@ -60,9 +71,9 @@ def save_adapter(model, path, adapter_name=None, metadata=None):
     _require_adapter(model, name, " to save")
     tensors = {}
     for module_name, layer in lora_layers(model):
-        if name in layer.lora_A:
-            tensors[f"{PREFIX}{module_name}.lora_A.weight"] = layer.lora_A[name].weight.data
-            tensors[f"{PREFIX}{module_name}.lora_B.weight"] = layer.lora_B[name].weight.data
+        if name in layer.adapter_names():
+            for suffix, param in layer.file_tensors(name).items():
+                tensors[f"{PREFIX}{module_name}.{suffix}"] = param.data
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / WEIGHTS_FILE, tensors, metadata={**(metadata or {}), "format": "pt"})
@@ -71,19 +82,21 @@ def save_adapter(model, path, adapter_name=None, metadata=None):
 
 
 def _staged_weights(model, config, tensors, path):
-    """Check the file's keys and shapes against the layers ``config`` targets: module -> (A, B)."""
+    """Check the file's keys and shapes against the layers ``config`` targets: module -> {suffix: array}."""
     staged = {}
     for module_name, layer in _target_layers(model, config):
-        pair = []
-        for factor, shape in (("lora_A", (config.r, layer.in_features)), ("lora_B", (layer.out_features, config.r))):
-            key = f"{PREFIX}{module_name}.{factor}.weight"
+        kind = LoraLinear if isinstance(layer, (Linear, LoraLinear)) else LoraEmbedding
+        if kind is LoraEmbedding:
+            LoraEmbedding.check_config(config)
+        staged[module_name] = {}
+        for suffix, shape in kind.file_shapes(layer, config).items():
+            key = f"{PREFIX}{module_name}.{suffix}"
             if key not in tensors:
                 raise ValueError(f"{path}: missing key {key!r} for target module {module_name}")
             if tensors[key].shape != shape:
                 raise ValueError(f"{path}: {key} has shape {tensors[key].shape}, the model needs {shape} "
                                  f"(an adapter for another base model?)")
-            pair.append(tensors.pop(key))
-        staged[module_name] = pair
+            staged[module_name][suffix] = tensors.pop(key)
     if tensors:
         raise ValueError(f"{path}: unexpected keys {sorted(tensors)[:5]}: they name no LoRA target of this model")
     return staged
@@ -104,17 +117,21 @@ def load_adapter(model, path, adapter_name="default"):
     staged = _staged_weights(model, config, tensors, path / WEIGHTS_FILE)
     if adapter_name in adapter_names(model):
         existing = model.peft_config[adapter_name]
-        if (existing.r, existing.target_modules) != (config.r, config.target_modules):
+        if (existing.r, existing.target_modules, existing.use_dora) != (config.r, config.target_modules,
+                                                                         config.use_dora):
             raise ValueError(f"adapter {adapter_name!r} already exists with r={existing.r}, targets "
-                             f"{existing.target_modules!r}; the file has r={config.r}, {config.target_modules!r}")
+                             f"{existing.target_modules!r}, use_dora={existing.use_dora}; the file has r={config.r}, "
+                             f"{config.target_modules!r}, use_dora={config.use_dora}")
         model.peft_config[adapter_name] = config
     else:
         add_lora(model, config, adapter_name)
     layers = dict(lora_layers(model))
-    for module_name, (a, b) in staged.items():
+    for module_name, arrays in staged.items():
         layer = layers[module_name]
-        layer.lora_A[adapter_name].weight.data = backend.xp.array(a, dtype=layer.weight.dtype)
-        layer.lora_B[adapter_name].weight.data = backend.xp.array(b, dtype=layer.weight.dtype)
+        params = layer.file_tensors(adapter_name)
+        for suffix, array in arrays.items():
+            params[suffix].data = backend.xp.array(array, dtype=layer.weight.dtype)
         layer.scaling[adapter_name] = config.scaling
-        layer.lora_dropout[adapter_name] = config.lora_dropout
+        if isinstance(layer, LoraLinear):
+            layer.lora_dropout[adapter_name] = config.lora_dropout
     return model

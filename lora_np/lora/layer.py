@@ -1,13 +1,20 @@
-"""LoraLinear: a frozen Linear plus named low-rank adapters, one of them active.
+"""LoraLinear: a frozen Linear plus named low-rank adapters (plain LoRA or DoRA), one of them active.
 
 The base ``weight`` and ``bias`` keep their Parameters and their names, so the model's GPT-2 state
 dict is unchanged; each adapter adds ``lora_A.<name>.weight`` (r, in) and ``lora_B.<name>.weight``
-(out, r), PEFT's names and layouts. The forward is one fused op (``ops/lora_linear.py``).
+(out, r), PEFT's names and layouts, and a DoRA adapter also ``lora_magnitude_vector.<name>.weight``
+(out,). The forward is one fused op: ``ops/lora_linear.py``, or ``ops/dora_linear.py`` for DoRA.
+
+Every adapted layer (this one and ``LoraEmbedding``) answers the same questions, which the
+model-level functions in ``adapters.py`` ask: ``adapter_names()``, ``adapter_parameters(name)``,
+``file_tensors(name)``, ``forward_with(x, name)``, ``merge()``, ``unmerge()``, ``to_base()``.
 """
 
 from .. import ops
 from ..autograd import Parameter
-from ..nn import Linear, Module, ModuleDict, init
+from ..nn import Linear, Module, ModuleDict
+from ..ops.dora_linear import dora_linear, dora_weight_norm
+from .init import lora_factors
 
 
 class LoraFactor(Module):
@@ -18,46 +25,113 @@ class LoraFactor(Module):
         self.weight = Parameter(weight)
 
 
-class LoraLinear(Module):
+class AdaptedLayer(Module):
+    """What LoraLinear and LoraEmbedding share: the active/merged/disabled state and the dispatch."""
+
+    def _init_state(self, base):
+        self.weight = base.weight
+        self.scaling, self.r = {}, {}
+        self.active_adapter = None
+        self.merged_adapter = None
+        self.disabled = False
+        self.row_groups = None  # set by lora.mixed for a batch with one adapter per row
+
+    def adapter_names(self):
+        return list(self.scaling)
+
+    def forward(self, x):
+        if self.row_groups is not None and not self.disabled:
+            from .mixed import mixed_forward
+            return mixed_forward(self, x, *self.row_groups)
+        name = self.active_adapter
+        if name is None or self.disabled or self.merged_adapter is not None:
+            return self.forward_with(x, None)
+        return self.forward_with(x, name)
+
+
+class LoraLinear(AdaptedLayer):
     def __init__(self, base):
         super().__init__()
         if not isinstance(base, Linear):
             raise TypeError(f"LoraLinear wraps a Linear; got {type(base).__name__}")
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
-        self.lora_A, self.lora_B = ModuleDict(), ModuleDict()
-        self.scaling, self.lora_dropout = {}, {}
-        self.active_adapter = None
-        self.merged_adapter = None
-        self.disabled = False
+        self._init_state(base)
+        self.bias = base.bias
+        self.lora_A, self.lora_B, self.lora_magnitude_vector = ModuleDict(), ModuleDict(), ModuleDict()
+        self.lora_dropout = {}
+        self._merged_norm = None
+
+    @staticmethod
+    def file_shapes(base, config):
+        """PEFT's file keys (after the module name) and shapes for an adapter of ``config`` on ``base``."""
+        shapes = {"lora_A.weight": (config.r, base.in_features), "lora_B.weight": (base.out_features, config.r)}
+        if config.use_dora:
+            shapes["lora_magnitude_vector"] = (base.out_features,)
+        return shapes
 
     def add_adapter(self, name, config):
-        """A = Kaiming-uniform (as nn.Linear, as PEFT), B = 0: the adapted layer equals the base at step 0."""
-        dtype = self.weight.dtype
-        self.lora_A[name] = LoraFactor(init.kaiming_uniform((config.r, self.in_features), self.in_features, dtype))
-        self.lora_B[name] = LoraFactor(init.zeros((self.out_features, config.r), dtype))
-        self.scaling[name] = config.scaling
+        """A and B as ``config.init_lora_weights`` says (``init.py``; PiSSA and OLoRA also rewrite W to the
+        residual); with DoRA, m = ‖W + s·AᵀBᵀ‖ per output, so the adapted layer equals the base at step 0."""
+        a, b, residual = lora_factors(self.weight.data, config.r, config.scaling, config.init_lora_weights)
+        if residual is not None:
+            self.weight.data = residual
+        self.lora_A[name], self.lora_B[name] = LoraFactor(a), LoraFactor(b)
+        self.scaling[name], self.r[name] = config.scaling, config.r
         self.lora_dropout[name] = config.lora_dropout
+        if config.use_dora:
+            self.lora_magnitude_vector[name] = LoraFactor(dora_weight_norm(self.weight.data, a, b, config.scaling)[0])
 
     def delete_adapter(self, name):
         del self.lora_A[name], self.lora_B[name]
-        del self.scaling[name], self.lora_dropout[name]
+        if name in self.lora_magnitude_vector:
+            del self.lora_magnitude_vector[name]
+        del self.scaling[name], self.r[name], self.lora_dropout[name]
+
+    def adapter_parameters(self, name):
+        params = [self.lora_A[name].weight, self.lora_B[name].weight]
+        return params + ([self.lora_magnitude_vector[name].weight] if name in self.lora_magnitude_vector else [])
+
+    def file_tensors(self, name):
+        """PEFT's key suffix -> Parameter, for ``save_adapter`` and ``load_adapter``."""
+        tensors = {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
+        if name in self.lora_magnitude_vector:
+            tensors["lora_magnitude_vector"] = self.lora_magnitude_vector[name].weight
+        return tensors
+
+    def factors(self, name):
+        """(A (r, in), B (out, r), s): ΔW = s·AᵀBᵀ in W's (in, out) layout."""
+        return self.lora_A[name].weight.data, self.lora_B[name].weight.data, self.scaling[name]
 
     def delta_weight(self, name):
         """ΔW = s · Aᵀ Bᵀ in the (in, out) layout of W."""
-        return self.scaling[name] * (self.lora_A[name].weight.data.T @ self.lora_B[name].weight.data.T)
+        a, b, s = self.factors(name)
+        return s * (a.T @ b.T)
 
     def merge(self):
-        if self.merged_adapter is None and self.active_adapter is not None:
-            self.weight.data = self.weight.data + self.delta_weight(self.active_adapter)
-            self.merged_adapter = self.active_adapter
+        """W ← W + ΔW; for DoRA W ← (W + ΔW) ⊙ m/n with n = ‖W + ΔW‖ of the unmerged W, kept for unmerge."""
+        name = self.active_adapter
+        if self.merged_adapter is not None or name is None:
+            return
+        delta = self.delta_weight(name)
+        if name in self.lora_magnitude_vector:
+            norm, adapted = dora_weight_norm(self.weight.data, *self.factors(name))
+            self._merged_norm = norm
+            self.weight.data = adapted * (self.lora_magnitude_vector[name].weight.data / norm)
+        else:
+            self.weight.data = self.weight.data + delta
+        self.merged_adapter = name
 
     def unmerge(self):
-        if self.merged_adapter is not None:
-            self.weight.data = self.weight.data - self.delta_weight(self.merged_adapter)
-            self.merged_adapter = None
+        name = self.merged_adapter
+        if name is None:
+            return
+        if name in self.lora_magnitude_vector:
+            self.weight.data = self.weight.data / (self.lora_magnitude_vector[name].weight.data / self._merged_norm)
+            self._merged_norm = None
+        self.weight.data = self.weight.data - self.delta_weight(name)
+        self.merged_adapter = None
 
-    def to_linear(self):
+    def to_base(self):
         """A plain Linear holding this layer's weight (merged or not) and bias."""
         plain = Linear.__new__(Linear)
         Module.__init__(plain)
@@ -65,14 +139,20 @@ class LoraLinear(Module):
         plain.weight, plain.bias = self.weight, self.bias
         return plain
 
-    def forward(self, x):
-        name = self.active_adapter
-        if name is None or self.disabled or self.merged_adapter is not None:
+    to_linear = to_base
+
+    def forward_with(self, x, name):
+        """The layer with adapter ``name`` (None: the base alone), whatever is active."""
+        if name is None:
             return ops.linear(x, self.weight, self.bias)
-        return ops.lora_linear(x, self.weight, self.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+        a, b = self.lora_A[name].weight, self.lora_B[name].weight
+        if name in self.lora_magnitude_vector:
+            return dora_linear(x, self.weight, self.bias, a, b, self.lora_magnitude_vector[name].weight,
                                self.scaling[name], self.lora_dropout[name], self.training)
+        return ops.lora_linear(x, self.weight, self.bias, a, b, self.scaling[name], self.lora_dropout[name],
+                               self.training)
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, adapters={self.lora_A.keys()}, "
-                f"active={self.active_adapter!r}{', merged' if self.merged_adapter else ''}")
-
+        dora = f", dora={self.lora_magnitude_vector.keys()}" if len(self.lora_magnitude_vector) else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, adapters={self.lora_A.keys()}"
+                f"{dora}, active={self.active_adapter!r}{', merged' if self.merged_adapter else ''}")
