@@ -75,7 +75,7 @@ def _svd_factors(layer, present, weights, rank, clamp, full_matrices):
     """PEFT's _svd_generalized_task_arithmetic_weighted_adapter for combination "svd", in float64."""
     xp = backend.xp
     delta = sum(w * layer.delta_weight(a).T.astype("float64") for a, w in zip(present, weights))  # (out, in)
-    u, s, vh = xp.linalg.svd(delta, full_matrices=full_matrices)
+    u, s, vh = xp.linalg.svd(xp.ascontiguousarray(delta), full_matrices=full_matrices)
     u = u[:, :rank] * s[:rank][None, :]
     vh = vh[:rank, :]
     if clamp is not None:
