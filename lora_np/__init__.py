@@ -9,6 +9,7 @@ from .lora import (LoraConfig, LoraEmbedding, LoraLinear, add_lora, add_weighted
                    delete_adapter, disable_lora, load_adapter, lora_state_dict, merge_and_unload, merge_lora,
                    print_trainable_parameters, save_adapter, set_adapter, unmerge_lora)
 from .model import GPT, GPTConfig
+from .quant import QuantLinear, dequantize_model, is_quantized, quantize_model
 from .tokenizer import BPETokenizer
 
 __version__ = "0.1.0"
@@ -20,4 +21,5 @@ __all__ = [
     "LoraConfig", "LoraLinear", "add_lora", "set_adapter", "delete_adapter", "merge_lora", "unmerge_lora",
     "merge_and_unload", "disable_lora", "lora_state_dict", "print_trainable_parameters", "count_parameters",
     "save_adapter", "load_adapter", "LoraEmbedding", "add_weighted_adapter",
+    "QuantLinear", "quantize_model", "dequantize_model", "is_quantized",
 ]

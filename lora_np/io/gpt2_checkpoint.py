@@ -114,10 +114,19 @@ def _check_config_against_tensors(config, sd, path):
         raise ValueError(f"{path}: config.json says n_layer={config.n_layer}; the weights hold {len(layers)} layers")
 
 
-def load_gpt2(path, dtype=np.float32):
-    """A GPT (in eval mode, like from_pretrained) from a Hugging Face GPT-2 checkpoint directory."""
+def load_gpt2(path, dtype=np.float32, quantize=None, double_quant=True, block_size=64):
+    """A GPT (in eval mode, like from_pretrained) from a Hugging Face GPT-2 checkpoint directory.
+
+    ``quantize="nf4"`` (QLoRA's 4-bit NormalFloat) or ``"int8"``: every Linear becomes a frozen
+    ``QuantLinear`` holding only codes and per-block statistics (``block_size`` weights per absmax;
+    ``double_quant`` quantizes those too), read and quantized tensor by tensor so the float32 model
+    never exists; embeddings and layer norms stay float (``lora_np/quant/checkpoint.py``).
+    """
     path = Path(path)
     dtype = model_dtype(dtype)
+    if quantize is not None:
+        from ..quant.weight import check_scheme
+        quantize = check_scheme(quantize)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
     config = config_from_hf(read_json(path / CONFIG_FILE, "GPT-2 config"), path / CONFIG_FILE)
@@ -126,6 +135,9 @@ def load_gpt2(path, dtype=np.float32):
         hint = (" (only model.safetensors is read: pickle-based pytorch_model.bin files are never loaded)"
                 if (path / "pytorch_model.bin").exists() else "")
         raise FileNotFoundError(f"weights not found: {weights}{hint}")
+    if quantize is not None:
+        from ..quant.checkpoint import load_quantized_gpt2
+        return load_quantized_gpt2(weights, config, dtype, quantize, block_size, double_quant).eval()
     tensors, _ = read_safetensors(weights)
     sd = state_dict_from_checkpoint(tensors, weights)
     _check_config_against_tensors(config, sd, path)
@@ -141,6 +153,9 @@ def save_gpt2(model, path):
     """Write ``model`` as config.json + model.safetensors (each atomically) into directory ``path``."""
     if not isinstance(model, GPT):
         raise TypeError(f"save_gpt2 needs a GPT; got {type(model).__name__}")
+    if any(getattr(getattr(m, "weight", None), "quantized", False) for _, m in model.named_modules()):
+        raise ValueError("save_gpt2: this model's Linear layers are quantized (NF4/int8 codes), and a GPT-2 "
+                         "checkpoint holds float weights; call lora_np.dequantize_model(model) first")
     if any(hasattr(m, "lora_A") for _, m in model.named_modules()):
         raise ValueError("save_gpt2: this model carries LoRA adapters; save them with save_adapter(), "
                          "or call merge_and_unload(model) first to save a merged GPT-2")

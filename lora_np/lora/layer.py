@@ -133,7 +133,8 @@ class LoraLinear(AdaptedLayer):
 
     def to_base(self):
         """A plain Linear holding this layer's weight (merged or not) and bias."""
-        plain = Linear.__new__(Linear)
+        cls = getattr(self.weight, "linear_class", Linear)  # QuantLinear for a quantized base (lora_np.quant)
+        plain = cls.__new__(cls)
         Module.__init__(plain)
         plain.in_features, plain.out_features = self.in_features, self.out_features
         plain.weight, plain.bias = self.weight, self.bias
@@ -143,14 +144,14 @@ class LoraLinear(AdaptedLayer):
 
     def forward_with(self, x, name):
         """The layer with adapter ``name`` (None: the base alone), whatever is active."""
+        linear, lora_linear = getattr(self.weight, "linear_ops", (ops.linear, ops.lora_linear))  # quantized: its own
         if name is None:
-            return ops.linear(x, self.weight, self.bias)
+            return linear(x, self.weight, self.bias)
         a, b = self.lora_A[name].weight, self.lora_B[name].weight
         if name in self.lora_magnitude_vector:
             return dora_linear(x, self.weight, self.bias, a, b, self.lora_magnitude_vector[name].weight,
                                self.scaling[name], self.lora_dropout[name], self.training)
-        return ops.lora_linear(x, self.weight, self.bias, a, b, self.scaling[name], self.lora_dropout[name],
-                               self.training)
+        return lora_linear(x, self.weight, self.bias, a, b, self.scaling[name], self.lora_dropout[name], self.training)
 
     def extra_repr(self):
         dora = f", dora={self.lora_magnitude_vector.keys()}" if len(self.lora_magnitude_vector) else ""

@@ -1,0 +1,39 @@
+"""``QuantLinear``: a frozen Linear whose weight is held as NF4 or int8 codes (a ``QuantWeight``).
+
+It is a ``Linear`` (so ``add_lora`` targets it by name like any other) whose ``weight`` is not a
+Parameter: no gradient, no optimizer state, not in ``state_dict``. The bias stays a float32
+Parameter, as in bitsandbytes' Linear4bit.
+"""
+
+from ..lora.adapters import WRAPPERS
+from ..lora.layer import LoraLinear
+from ..nn import Linear, Module
+from .linear_op import quant_linear, quant_lora_linear
+from .weight import QuantWeight
+
+
+class QuantLinear(Linear):
+    def __init__(self, weight, bias=None):
+        Module.__init__(self)
+        if not isinstance(weight, QuantWeight):
+            raise TypeError(f"QuantLinear needs a QuantWeight; got {type(weight).__name__}")
+        self.in_features, self.out_features = weight.shape
+        self.weight, self.bias = weight, bias
+
+    @classmethod
+    def from_linear(cls, linear, scheme="nf4", block_size=64, double_quant=True):
+        """Quantize a float Linear's weight; its bias Parameter is kept as is."""
+        return cls(QuantWeight.from_float(linear.weight.data, scheme, block_size, double_quant), linear.bias)
+
+    def forward(self, x):
+        return quant_linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        w = self.weight
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"{w.scheme}, block_size={w.block_size}, double_quant={w.double_quant}")
+
+
+QuantWeight.linear_class = QuantLinear
+QuantWeight.linear_ops = (quant_linear, quant_lora_linear)
+WRAPPERS[QuantLinear] = LoraLinear  # add_lora wraps a quantized Linear as it wraps a float one

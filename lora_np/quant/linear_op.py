@@ -1,0 +1,98 @@
+"""The affine map of a quantized frozen weight, dequantized band by band inside the matmul.
+
+With Q the codes of Wᵀ (out, in) and deq(Q) its float values (``QuantWeight.band``):
+
+    Forward:   Y = X W + b = X deq(Q)ᵀ + b         one band of output columns (rows of Q) at a time
+    Backward:  dL/dX = G Wᵀ = G deq(Q)             one band of input columns of Q at a time
+               dL/db = Σₙ G
+               no dL/dW: the codes are a step function of W (zero gradient almost everywhere)
+               and frozen; QLoRA trains only the adapter beside them.
+
+Each band is about ``BAND`` floats (512 KB: it stays in L2 while its GEMM runs) and is dropped
+after its GEMM, so the float32 matrix never exists whole; forward and backward each decode Q
+once. The bands of one call run on all threads (``parallel.for_rows``), each writing its own
+slice of Y or dL/dX.
+
+``quant_lora_linear`` adds the LoRA branch, Y += s·dropout(X) Aᵀ Bᵀ, composed from the library's
+matmul, mul and dropout ops, whose backward passes give dA, dB and the adapter's share of dX.
+"""
+
+import numpy as np
+
+from .. import backend, ops
+from ..autograd import Tensor
+from ..ops.lora_linear import _check_lora_shapes
+
+try:
+    from ..parallel import for_rows
+except ImportError:  # the older tree: backend.parallel_for
+    for_rows = None
+
+BAND = 1 << 17
+
+
+def _over_bands(n, band, fn):
+    """``fn(lo, hi)`` on [0, n) split among the threads, each piece a multiple of ``band``."""
+    def kernel(ids):
+        for lo in range(int(ids[0]), int(ids[-1]) + 1, band):
+            fn(lo, min(lo + band, int(ids[-1]) + 1))
+    if for_rows is not None:
+        for_rows(kernel, (np.arange(n),), grain=band)
+    else:
+        backend.parallel_for(n, lambda lo, hi: kernel(np.arange(lo, hi)), grain=band)
+
+
+def check_quant_shapes(x, qweight, bias, op="quant_linear"):
+    n_in, n_out = qweight.shape
+    if x.shape[-1] != n_in:
+        raise ValueError(f"{op}: input of shape {x.shape} does not fit a quantized weight of shape {qweight.shape} "
+                         f"(the input's last axis must equal in_features)")
+    if bias is not None and bias.shape != (n_out,):
+        raise ValueError(f"{op}: bias has shape {bias.shape}, expected ({n_out},)")
+    if x.dtype != qweight.dtype:
+        raise TypeError(f"{op}: input dtype {x.dtype} differs from the weight's compute dtype {qweight.dtype}")
+
+
+def quant_linear(x, qweight, bias=None):
+    """y = x·deq(Q)ᵀ + b for x (..., in).   Grads: dX = G deq(Q), db = Σ G; none for Q."""
+    check_quant_shapes(x, qweight, bias)
+    xp = backend.xp
+    n_in, n_out = qweight.shape
+    x2 = x.data.reshape(-1, n_in)
+    b = None if bias is None else bias.data
+    y = xp.empty((x2.shape[0], n_out), dtype=x2.dtype)
+
+    def output_band(r0, r1):
+        y_band = y[:, r0:r1]
+        xp.matmul(x2, qweight.band(r0, r1).T, out=y_band)
+        if b is not None:
+            y_band += b[r0:r1]
+
+    _over_bands(n_out, max(1, BAND // n_in), output_band)
+    parents = (x,) if bias is None else (x, bias)
+    need_x, need_b = x.requires_grad, bias is not None and bias.requires_grad
+    x_shape, bs = x.shape, qweight.block_size
+
+    def backward(g):
+        g2 = g.reshape(-1, n_out)
+        dx = None
+        if need_x:
+            dx = xp.empty((g2.shape[0], n_in), dtype=g2.dtype)
+
+            def input_band(j0, j1):
+                xp.matmul(g2, qweight.band(0, n_out, j0 * bs, j1 * bs), out=dx[:, j0 * bs:j1 * bs])
+
+            _over_bands(n_in // bs, max(1, BAND // (bs * n_out)), input_band)
+            dx = dx.reshape(x_shape)
+        db = g2.sum(axis=0) if need_b else None
+        return (dx,) if bias is None else (dx, db)
+
+    return Tensor._from_op(y.reshape(*x.shape[:-1], n_out), parents, backward)
+
+
+def quant_lora_linear(x, qweight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
+    """y = x·deq(Q)ᵀ + b + s·dropout(x)·Aᵀ·Bᵀ (``ops.lora_linear``'s signature, a quantized base)."""
+    _check_lora_shapes(qweight, lora_A, lora_B)
+    y = quant_linear(x, qweight, bias)
+    x_adapter = ops.dropout(x, dropout_p, training) if training and dropout_p > 0 else x
+    return y + ops.matmul(ops.matmul(x_adapter, lora_A.T) * scaling, lora_B.T)
