@@ -83,6 +83,8 @@ def run_ours(case):
     import lora_np
     from lora_np import GPT, GPTConfig, LoraConfig, add_lora, backend
     from lora_np.optim import AdamW
+    from lora_np.parallel import tune_host_allocator
+    tune_host_allocator()  # opt-in, as the CLI does: freed activation buffers are reused, not unmapped
     lora_np.set_backend(case["backend"])
     c, layers, heads, t, b = case["shape"]
     base_rss = _peak_rss_mb()
@@ -154,6 +156,8 @@ def run_generation(case):
     timed in turn, round after round, so that the three see the same machine."""
     import lora_np
     from lora_np import GPT, GPTConfig, LoraConfig, add_lora, merge_and_unload
+    from lora_np.parallel import tune_host_allocator
+    tune_host_allocator()
     lora_np.set_backend(case["backend"])
     c, layers, heads, t, _ = case["shape"]
 

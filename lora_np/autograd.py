@@ -271,8 +271,3 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad=True, dtype=None):
         super().__init__(data, requires_grad=requires_grad, dtype=dtype)
-
-
-def as_tensor(x, dtype=None):
-    """``x`` if it is a Tensor already, else a constant Tensor of it."""
-    return x if isinstance(x, Tensor) else Tensor(x, dtype=dtype)

@@ -35,16 +35,44 @@ def test_cupy_without_gpu_says_what_to_install():
     assert lora_np.get_backend() == "numpy"  # unchanged
 
 
-def test_environment_variable_is_read_at_import():
-    env = dict(os.environ, LORA_NP_BACKEND="cuda")
-    proc = subprocess.run([sys.executable, "-c", "import lora_np"], cwd=ROOT, env=env,
+def _run(code, **env):
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, **env),
                           capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert "ValueError: unknown backend 'cuda'; accepted: 'numpy', 'cupy'" in proc.stderr
-    env["LORA_NP_BACKEND"] = "numpy"
-    proc = subprocess.run([sys.executable, "-c", "import lora_np; print(lora_np.get_backend())"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.stdout.strip() == "numpy"
+
+
+USE_IT = """
+import lora_np
+from lora_np import backend
+print("imported")
+for use in (backend.check_environment, lambda: lora_np.Tensor([1.0, 2.0]), lambda: lora_np.manual_seed(0)):
+    try:
+        use()
+        print("ran")
+    except Exception as exc:
+        print(type(exc).__name__ + ": " + str(exc))
+"""
+
+
+def test_environment_variable_is_read_at_import():
+    proc = _run("import lora_np; print(lora_np.get_backend())", LORA_NP_BACKEND="numpy")
+    assert proc.returncode == 0 and proc.stdout.strip() == "numpy"
+
+
+def test_unknown_backend_in_the_environment_fails_at_first_use_not_at_import():
+    proc = _run(USE_IT, LORA_NP_BACKEND="cuda")
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and proc.stderr == "" and lines[0] == "imported"
+    assert lines[1:] == ["ValueError: LORA_NP_BACKEND=cuda: unknown backend 'cuda'; accepted: 'numpy', 'cupy'"] * 3
+
+
+@pytest.mark.skipif(backend.cupy_available(), reason="CuPy and CUDA are present here")
+def test_cupy_in_the_environment_without_a_gpu_never_falls_back_to_numpy():
+    proc = _run(USE_IT + "\nlora_np.set_backend('numpy'); print(lora_np.get_backend())", LORA_NP_BACKEND="cupy")
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and lines[0] == "imported" and lines[-1] == "numpy"  # an explicit switch clears it
+    for line in lines[1:4]:
+        assert line.startswith("BackendUnavailableError: LORA_NP_BACKEND=cupy: ") and "requirements-gpu.txt" in line
+        assert line.count(". ") <= 1  # one sentence and the install hint
 
 
 def test_manual_seed_repeats_both_generators():
@@ -79,17 +107,6 @@ def test_to_numpy_gives_host_copies():
     host = to_numpy(arr)
     host[0] = 9
     assert to_numpy(arr)[0] == 0
-
-
-def test_scatter_add_rows_sums_duplicates(rng):
-    rows = rng.integers(0, 6, size=40)
-    values = rng.standard_normal((40, 3))
-    expected = np.zeros((6, 3))
-    for r, v in zip(rows, values):  # the definition, one row at a time
-        expected[r] += v
-    target = backend.xp.zeros((6, 3))
-    backend.scatter_add_rows(target, backend.asarray(rows), backend.asarray(values))
-    np.testing.assert_allclose(to_numpy(target), expected, rtol=1e-12)
 
 
 def test_index_add_sums_duplicates():

@@ -128,6 +128,18 @@ def test_embedding_gradcheck_and_torch(rng):
     assert_close(table.grad, tw.grad)
 
 
+def test_embedding_add_rows_sums_duplicates(rng):
+    from lora_np.ops.embedding import add_rows
+    rows = rng.integers(0, 6, size=40)
+    values = rng.standard_normal((40, 3))
+    expected = np.zeros((6, 3))
+    for r, v in zip(rows, values):  # the definition, one row at a time
+        expected[r] += v
+    target = lora_np.backend.xp.zeros((6, 3))
+    add_rows(target, lora_np.backend.asarray(rows), lora_np.backend.asarray(values))
+    np.testing.assert_allclose(to_numpy(target), expected, rtol=1e-12)
+
+
 def test_embedding_rejects_out_of_range_and_float_ids(rng):
     table = leaf(rng, 5, 2)
     with pytest.raises(ValueError, match=r"5 is outside \[0, 5\)"):

@@ -5,16 +5,18 @@ Forward (per batch and head; q, k, v are (T, d)):
     P = softmax(S)  (rows)      Y = P v
 Backward, from G = dL/dY:
     dL/dv = Pᵀ G                dL/dP = G vᵀ
-    dL/dS = P · (dL/dP - rowsum(dL/dP · P))          (the softmax Jacobian-vector product)
+    dL/dS = P ⊙ (dL/dP - rowsum(dL/dP ⊙ P))          (the softmax Jacobian-vector product)
     dL/dq = dL/dS k / √d        dL/dk = (dL/dS)ᵀ q / √d
 Masked entries have P = 0, so their dL/dS is 0 too: the mask needs no backward of its own.
-Written as one op, the only saved activation is P; composed from matmul, mul, add and softmax it
-would save four (T, T) arrays per head and run seven backward closures.
+Written as one op, the only saved (T, T) array is P. Composed from matmul, mul, add and softmax
+(``ops.reference``), the forward makes four (T, T) arrays per head (q kᵀ, its scaled and masked
+copies, P), keeps two of them (q kᵀ, held by the scaling's mul, and P), and the backward walks a
+closure per op. The kernels run on blocks of batch items (``parallel.for_rows``).
 """
 
 import math
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Tensor
 from ..checks import check_probability
 from .dropout import dropout_mask
@@ -39,8 +41,8 @@ QUERY_CHUNK = 64  # causal attention runs in chunks of query rows; each sees onl
 
 
 def _grain(scores_per_item):
-    """Batch items per block, so that each block holds about backend.GRAIN attention scores."""
-    return max(1, backend.GRAIN // max(scores_per_item, 1))
+    """Batch items per block, so that each block holds about parallel.GRAIN attention scores."""
+    return max(1, parallel.GRAIN // max(scores_per_item, 1))
 
 
 def _query_chunks(t_q, t_k, causal):
@@ -53,6 +55,53 @@ def _query_chunks(t_q, t_k, causal):
             for a in range(0, t_q, QUERY_CHUNK)]
 
 
+def attention_kernel(y, p, keep, q, k, v, mask, chunks, keep_scale):
+    """Y = P v with P = softmax(q kᵀ/√d + M), one chunk of query rows [a, b) against its keys [0, e)
+    at a time; P is written into ``p`` for the backward (then dropped out by ``keep``, if given)."""
+    xp = backend.xp
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    for a, b, e in chunks:
+        s = p[..., a:b, :e]
+        xp.matmul(q[..., a:b, :] * scale, k[..., :e, :].swapaxes(-1, -2), out=s)   # S = (q/√d) kᵀ
+        if mask is not None:
+            s += mask[a:b, :e]
+        softmax_array(s, axis=-1, out=s)
+        if keep is not None:
+            s = s * keep[..., a:b, :e] * keep_scale
+        xp.matmul(s, v[..., :e, :], out=y[..., a:b, :])
+
+
+def _product_into(dst, left, right, first):
+    """dst = left right for the first chunk (which sees every key), dst += left right after."""
+    if first:
+        backend.xp.matmul(left, right, out=dst)
+    else:
+        dst += left @ right
+
+
+def attention_backward_kernel(dq, dk, dv, g, q, k, v, p, keep, chunks, keep_scale):
+    """(dq, dk, dv) from g = dL/dY (module docstring), chunk by chunk from the last (which sees
+    every key) to the first, so dk and dv are written by the first chunk and accumulated after.
+    A gradient whose buffer is None is not computed."""
+    xp = backend.xp
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    for i, (a, b, e) in enumerate(reversed(chunks)):
+        probs, gb = p[..., a:b, :e], g[..., a:b, :]
+        dropped = probs if keep is None else probs * keep[..., a:b, :e] * keep_scale
+        if dv is not None:
+            _product_into(dv[..., :e, :], dropped.swapaxes(-1, -2), gb, i == 0)        # dv = Pᵀ G
+        ds = gb @ v[..., :e, :].swapaxes(-1, -2)                                       # dP = G vᵀ
+        if keep is not None:
+            ds *= keep[..., a:b, :e]
+            ds *= keep_scale
+        softmax_backward_array(ds, probs, axis=-1, out=ds)                             # dS = P ⊙ (dP - Σ dP⊙P)
+        ds *= scale
+        if dq is not None:
+            xp.matmul(ds, k[..., :e, :], out=dq[..., a:b, :])                          # dq = dS k / √d
+        if dk is not None:
+            _product_into(dk[..., :e, :], ds.swapaxes(-1, -2), q[..., a:b, :], i == 0)  # dk = dSᵀ q / √d
+
+
 def sdpa_forward(q, k, v, causal=True, dropout_p=0.0, y=None):
     """Plain arrays (B, ..., T, d) -> (Y, P, keep-mask or None), in blocks over the batch axis.
 
@@ -63,76 +112,28 @@ def sdpa_forward(q, k, v, causal=True, dropout_p=0.0, y=None):
     if q.ndim == 2:  # a single (T, d) matrix: give it a batch axis of one
         y2, p2, keep2 = sdpa_forward(q[None], k[None], v[None], causal, dropout_p)
         return y2[0], p2[0], None if keep2 is None else keep2[0]
-    scale = 1.0 / math.sqrt(q.shape[-1])
     t_q, t_k = q.shape[-2], k.shape[-2]
     p = xp.empty(q.shape[:-1] + (t_k,), dtype=q.dtype)
     y = xp.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype) if y is None else y
-    mask = causal_mask(t_q, t_k, q.dtype) if causal else None
     keep = dropout_mask(p.shape, dropout_p) if dropout_p > 0.0 else None
-    chunks = _query_chunks(t_q, t_k, causal)
-
-    def block(lo, hi):
-        qs = q[lo:hi] * scale
-        for a, b, e in chunks:
-            s = p[lo:hi, ..., a:b, :e]
-            xp.matmul(qs[..., a:b, :], k[lo:hi, ..., :e, :].swapaxes(-1, -2), out=s)   # S = (q/√d) kᵀ
-            if mask is not None:
-                s += mask[a:b, :e]
-            softmax_array(s, axis=-1, out=s)
-            if keep is not None:
-                s = s * keep[lo:hi, ..., a:b, :e] * (1.0 / (1.0 - dropout_p))
-            xp.matmul(s, v[lo:hi, ..., :e, :], out=y[lo:hi, ..., a:b, :])
-
-    backend.parallel_for(q.shape[0], block, grain=_grain(p[0].size))
+    mask = causal_mask(t_q, t_k, q.dtype) if causal else None
+    parallel.for_rows(attention_kernel, (y, p, keep, q, k, v),
+                      (mask, _query_chunks(t_q, t_k, causal), 1.0 / (1.0 - dropout_p)), grain=_grain(p[0].size))
     return y, p, keep
 
 
 def sdpa_backward(g, q, k, v, p, keep=None, dropout_p=0.0, need=(True, True, True), out=None, causal=True):
-    """Plain-array backward: (dq, dk, dv) from g = dL/dY (see the module docstring), in blocks.
-
-    ``out``: optional (dq, dk, dv) buffers to write into (e.g. views of one packed gradient).
-    Query chunks run from the last (which sees every key) to the first, so dk and dv are written
-    by the first chunk processed and accumulated by the others.
-    """
+    """Plain-array backward: (dq, dk, dv) from g = dL/dY, in blocks over the batch axis.
+    ``out``: optional (dq, dk, dv) buffers to write into (e.g. views of one packed gradient)."""
     xp = backend.xp
     if q.ndim == 2:
         grads = sdpa_backward(g[None], q[None], k[None], v[None], p[None], None if keep is None else keep[None],
                               dropout_p, need, causal=causal)
         return tuple(None if d is None else d[0] for d in grads)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    dq, dk, dv = out if out is not None else (xp.empty_like(q) if need[0] else None,
-                                               xp.empty_like(k) if need[1] else None,
-                                               xp.empty_like(v) if need[2] else None)
-    inv_keep = 1.0 / (1.0 - dropout_p) if keep is not None else 1.0
-    chunks = _query_chunks(q.shape[-2], k.shape[-2], causal)
-
-    def product_into(dst, left, right, first):
-        """dst = left @ right for the first chunk (which sees every key), dst += left @ right after."""
-        if first:
-            xp.matmul(left, right, out=dst)
-        else:
-            dst += left @ right
-
-    def block(lo, hi):
-        for i, (a, b, e) in enumerate(reversed(chunks)):
-            first = i == 0
-            probs = p[lo:hi, ..., a:b, :e]
-            gb = g[lo:hi, ..., a:b, :]
-            dropped = probs if keep is None else probs * keep[lo:hi, ..., a:b, :e] * inv_keep
-            if need[2]:
-                product_into(dv[lo:hi, ..., :e, :], dropped.swapaxes(-1, -2), gb, first)  # dv = Pᵀ G
-            ds = gb @ v[lo:hi, ..., :e, :].swapaxes(-1, -2)                              # dP = G vᵀ
-            if keep is not None:
-                ds *= keep[lo:hi, ..., a:b, :e]
-                ds *= inv_keep
-            softmax_backward_array(ds, probs, axis=-1, out=ds)                           # dS = P (dP - Σ dP·P)
-            ds *= scale
-            if need[0]:
-                xp.matmul(ds, k[lo:hi, ..., :e, :], out=dq[lo:hi, ..., a:b, :])         # dq = dS k / √d
-            if need[1]:
-                product_into(dk[lo:hi, ..., :e, :], ds.swapaxes(-1, -2), q[lo:hi, ..., a:b, :], first)  # dSᵀq/√d
-
-    backend.parallel_for(q.shape[0], block, grain=_grain(p[0].size))
+    dq, dk, dv = out if out is not None else (xp.empty_like(x) if n else None for x, n in zip((q, k, v), need))
+    parallel.for_rows(attention_backward_kernel, (dq, dk, dv, g, q, k, v, p, keep),
+                      (_query_chunks(q.shape[-2], k.shape[-2], causal), 1.0 / (1.0 - dropout_p)),
+                      grain=_grain(p[0].size))
     return dq, dk, dv
 
 
@@ -165,12 +166,6 @@ def heads_view(y, n_head):
     """(B, T, C) -> a (B, H, T, C/H) view of the same memory, no copy."""
     b, t, c = y.shape
     return y.reshape(b, t, n_head, c // n_head).transpose(0, 2, 1, 3)
-
-
-def merge_heads(y):
-    """(B, H, T, d) -> (B, T, H·d), contiguous."""
-    b, h, t, d = y.shape
-    return y.transpose(0, 2, 1, 3).reshape(b, t, h * d)
 
 
 def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):

@@ -1,13 +1,28 @@
 """Embedding lookup: y[i] = W[idx[i]].
 
 The backward adds each output row's gradient into the row of W it came from. A token that occurs
-k times gets the sum of k rows: a scatter-add, done with a sort and a segmented sum rather than
-``np.add.at`` (see ``backend.scatter_add_rows``).
+k times gets the sum of k rows: a scatter-add. On NumPy it is done with a sort and a segmented sum
+(``add_rows``), a few vectorised passes instead of ``np.add.at``'s per-element loop.
 """
+
+import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
 from .index_arrays import as_index_array
+
+
+def add_rows(target, rows, values):
+    """``target[rows[i]] += values[i]`` for every i, duplicates summed: sort the row ids, sum each
+    run of equal ids with ``add.reduceat``, add the sums once per distinct row."""
+    xp = backend.xp
+    if xp is not np:  # CuPy has no reduceat; its scatter-add is atomic adds on the GPU
+        return backend.index_add(target, rows, values)
+    order = xp.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), sorted_rows[1:] != sorted_rows[:-1]]))
+    target[sorted_rows[starts]] += xp.add.reduceat(values[order], starts, axis=0)
+    return target
 
 
 def embedding(idx, weight):
@@ -19,7 +34,7 @@ def embedding(idx, weight):
 
     def backward(g):
         dw = xp.zeros(shape, dtype=dtype)
-        backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, shape[1]))
+        add_rows(dw, ids.reshape(-1), g.reshape(-1, shape[1]))
         return (dw,)
 
     return Tensor._from_op(y, (weight,), backward)

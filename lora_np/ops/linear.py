@@ -1,15 +1,16 @@
-"""Fused affine map y = x·W + b, with W stored (in, out) as in GPT-2's Conv1D.
+"""Fused affine map y = x W + b, with W stored (in, out) as in GPT-2's Conv1D.
 
 Forward:  Y = X W + b                 (X: (N, in) after flattening the leading axes)
 Backward: dL/dX = G Wᵀ,  dL/dW = Xᵀ G,  dL/db = Σₙ G
 Each of the three is computed only if its input requires grad: a frozen W costs no dW matmul and
 no dW buffer, which is where LoRA's savings start (see ``lora_linear.py``).
 
-The products run in blocks of rows (``backend.parallel_for``): each block's GEMM writes about a
+The kernel runs on blocks of rows (``parallel.for_rows``): each block's GEMM writes about a
 megabyte of output, and the bias is added while that block is still in cache.
+Plain version: ``lora_np.ops.reference.linear``.
 """
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Tensor
 
 
@@ -28,45 +29,33 @@ def row_grain(width):
     return max(8, (1 << 18) // max(width, 1))
 
 
-def linear_forward(x2, w, b, extra=None):
-    """Plain arrays: (N, in) @ (in, out) + b. ``extra(lo, hi, y_block)`` may add more to each
-    block while it is in cache (the LoRA branch does)."""
-    xp = backend.xp
-    y = xp.empty((x2.shape[0], w.shape[1]), dtype=x2.dtype)
+def linear_kernel(y, x, w, b):
+    """y = x w + b on (rows, in) -> (rows, out)."""
+    backend.xp.matmul(x, w, out=y)
+    if b is not None:
+        y += b
 
-    def block(lo, hi):
-        yb = y[lo:hi]
-        xp.matmul(x2[lo:hi], w, out=yb)
-        if b is not None:
-            yb += b
-        if extra is not None:
-            extra(lo, hi, yb)
 
-    backend.parallel_for(x2.shape[0], block, grain=row_grain(w.shape[1]))
+def linear_forward(x2, w, b):
+    """Plain arrays: (N, in) @ (in, out) + b, in row blocks."""
+    y = backend.xp.empty((x2.shape[0], w.shape[1]), dtype=x2.dtype)
+    parallel.for_rows(linear_kernel, (y, x2), (w, b), grain=row_grain(w.shape[1]))
     return y
 
 
-def linear_backward(g2, x2, w, need_x, need_w, need_b, extra_dx=None):
-    """Plain arrays: (dX, dW, db) for flattened g2 = dL/dY (N, out), each only if needed.
-    ``extra_dx(lo, hi, dx_block)`` may add more to each block of dX while it is in cache."""
-    xp = backend.xp
+def linear_backward(g2, x2, w, need_x, need_w, need_b):
+    """Plain arrays: (dX, dW, db) for flattened g2 = dL/dY (N, out), each only if needed."""
     dx = None
     if need_x:
-        dx = xp.empty((g2.shape[0], w.shape[0]), dtype=g2.dtype)
-
-        def block(lo, hi):
-            xp.matmul(g2[lo:hi], w.T, out=dx[lo:hi])
-            if extra_dx is not None:
-                extra_dx(lo, hi, dx[lo:hi])
-
-        backend.parallel_for(g2.shape[0], block, grain=row_grain(w.shape[0]))
-    dw = backend.matmul(x2.T, g2) if need_w else None
+        dx = backend.xp.empty((g2.shape[0], w.shape[0]), dtype=g2.dtype)
+        parallel.for_rows(parallel.matmul_kernel, (dx, g2), (w.T,), grain=row_grain(w.shape[0]))
+    dw = parallel.matmul(x2.T, g2) if need_w else None
     db = g2.sum(axis=0) if need_b else None
     return dx, dw, db
 
 
 def linear(x, weight, bias=None):
-    """y = x·W + b for x of shape (..., in), W (in, out), b (out,).   Grads: G Wᵀ, Xᵀ G, Σ G.
+    """y = x W + b for x of shape (..., in), W (in, out), b (out,).   Grads: G Wᵀ, Xᵀ G, Σₙ G.
 
     Plain version: ``lora_np.ops.reference.linear``."""
     check_linear_shapes(x, weight, bias)

@@ -5,7 +5,7 @@ axes along which its input was broadcast. A stack of rows times one matrix, (...
 computed as a single (N, n) @ (n, m) product, the shape BLAS is fastest at.
 """
 
-from .. import backend
+from .. import parallel
 from ..autograd import Tensor
 from .broadcast import broadcast_shape, unbroadcast
 
@@ -32,15 +32,15 @@ def _check_shapes(a_shape, b_shape):
 def _matmul_nd(a, b):
     """Y = A·B for a (..., k) and b (k, m) or stacks of matrices with broadcast batch axes."""
     if b.ndim == 2 and a.ndim >= 2:
-        return backend.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
-    return a @ b
+        return parallel.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    return parallel.matmul(a, b)
 
 
 def _grad_b(a, g, b_shape):
     """dL/dB = Aᵀ·G summed over broadcast batch axes (one big GEMM when B is a single matrix)."""
     if len(b_shape) == 2 and a.ndim >= 2:
-        return backend.matmul(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]))
-    return unbroadcast(_swap(a) @ g, b_shape)
+        return parallel.matmul(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]))
+    return unbroadcast(parallel.matmul(_swap(a), g), b_shape)
 
 
 def matmul(a, b):
