@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend
 
-CHUNK = 1 << 20  # values quantized per pass: bounds the temporaries of a large tensor
+CHUNK = 1 << 15  # values quantized per pass: bounds the temporaries (int64 indices) of a large tensor
 
 
 def check_block_size(block_size, shape, what="tensor", even=False):

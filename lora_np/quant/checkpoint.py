@@ -22,7 +22,7 @@ from ..autograd import Parameter
 from ..io.gpt2_checkpoint import _check_config_against_tensors, state_dict_from_checkpoint
 from ..io.safetensors_file import _DTYPES, _decode, _tensor_entry
 from ..model import GPT, Block
-from ..nn import Linear, ModuleList
+from ..nn import LayerNorm, Linear, ModuleList
 from .linear import QuantLinear
 from .weight import QuantWeight
 
@@ -100,6 +100,11 @@ def _check_names_and_shapes(sd, config, where):
             raise ValueError(f"{where}: {name} has shape {tuple(sd[name].shape)} in the file, {shape} in the model")
 
 
+def _fill_layer_norm(module, read, name, width):
+    module.weight, module.bias = Parameter(read(name + ".weight")), Parameter(read(name + ".bias"))
+    module.normalized_shape = width
+
+
 def load_quantized_gpt2(weights, config, dtype, scheme, block_size=64, double_quant=True):
     """A GPT whose Linear layers are ``QuantLinear`` (``scheme`` = "nf4" or "int8"), read tensor by tensor."""
     xp = backend.xp
@@ -119,23 +124,25 @@ def load_quantized_gpt2(weights, config, dtype, scheme, block_size=64, double_qu
     def read(name):
         return xp.asarray(tensors.read(key[name]), dtype=dtype)
 
-    model = GPT(dataclasses.replace(config, vocab_size=1, block_size=1, n_layer=1), dtype=dtype)
+    narrow = dataclasses.replace(config, n_embd=config.n_head)
+    model = GPT(dataclasses.replace(narrow, vocab_size=1, block_size=1, n_layer=1), dtype=dtype)
     model.config = config
     tr = model.transformer
     for emb, rows in (("wte", config.vocab_size), ("wpe", config.block_size)):
         tr[emb].weight, tr[emb].num_embeddings = Parameter(read(f"transformer.{emb}.weight")), rows
-    tr.ln_f.weight.data, tr.ln_f.bias.data = read("transformer.ln_f.weight"), read("transformer.ln_f.bias")
+    _fill_layer_norm(tr.ln_f, read, "transformer.ln_f", config.n_embd)
     blocks = []
     for i in range(config.n_layer):
-        block = Block(config, dtype)
+        block = Block(narrow, dtype)  # n_embd = n_head: its random weights are negligible and all replaced
         prefix = f"transformer.h.{i}."
         for name in _linear_names(block):
             parent_name, _, attr = name.rpartition(".")
             parent = dict(block.named_modules())[parent_name]
             w = QuantWeight.from_float(read(prefix + name + ".weight"), scheme, block_size, double_quant, dtype)
-            setattr(parent, attr, QuantLinear(w, getattr(parent, attr).bias))
-        for name, p in block.named_parameters():  # layer norms and biases
-            p.data = read(prefix + name)
+            setattr(parent, attr, QuantLinear(w, Parameter(read(prefix + name + ".bias"))))
+        for name, module in block.named_modules():
+            if isinstance(module, LayerNorm):
+                _fill_layer_norm(module, read, prefix + name, config.n_embd)
         blocks.append(block)
     tr["h"] = ModuleList(blocks)
     if lm_head is not None and not np.array_equal(tensors.read("lm_head.weight"), backend.to_numpy(tr.wte.weight.data)):
