@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import ops
-from .autograd import Tensor
+from .autograd import Tensor, is_grad_enabled
 from .checks import check_int, check_probability
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
 from .ops.index_arrays import check_index_range
@@ -121,8 +121,17 @@ class GPT(Module):
         return tr.ln_f(x)
 
     def forward(self, idx, targets=None):
+        """``(logits, loss)``: logits (B, T, V) and, given targets, the mean cross-entropy.
+
+        To train (targets given, grad mode on) the loss comes from the fused, chunked LM head
+        (``ops.lm_head_loss``), which never forms the (B, T, V) logits, and ``logits`` is None;
+        call ``model(idx)`` for them. Under ``no_grad`` both are returned (evaluation wants both).
+        """
         x = self.hidden_states(idx)
-        logits = ops.matmul(x, self.transformer.wte.weight.T)  # tied LM head: (B, T, V)
+        wte = self.transformer.wte.weight
+        if targets is not None and is_grad_enabled():
+            return None, ops.lm_head_loss(x, wte, targets)
+        logits = ops.matmul(x, wte.T)  # tied LM head: (B, T, V)
         loss = None if targets is None else ops.cross_entropy(logits, targets)
         return logits, loss
 

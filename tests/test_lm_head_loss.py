@@ -142,3 +142,21 @@ def test_bad_input(rng):
         lm_head_loss(h, w, np.array([0, 1]))
     with pytest.raises(ValueError, match="ignore_index"):
         lm_head_loss(h, w, np.array([-1, -1, -1, -1]))
+
+
+def test_gpt_trains_through_the_fused_head_and_lora_leaves_the_embedding_alone(rng):
+    """GPT.forward with targets: the loss equals cross_entropy of ``model(idx)``'s logits; under LoRA
+    the tied embedding (and every frozen weight) gets no gradient."""
+    from lora_np import GPT, GPTConfig, LoraConfig, add_lora
+    model = add_lora(GPT(GPTConfig(vocab_size=37, block_size=8, n_layer=1, n_head=2, n_embd=8), dtype=np.float64),
+                     LoraConfig(r=2, target_modules=["c_attn"]))
+    idx = rng.integers(0, 37, size=(3, 9))
+    logits, loss = model(idx[:, :-1], idx[:, 1:])
+    assert logits is None
+    with no_grad():
+        full_logits, _ = model(idx[:, :-1])
+    assert_close(loss, to_numpy(ops.cross_entropy(full_logits, idx[:, 1:])))
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["transformer.wte.weight"] is None
+    assert all((g is None) == ("lora_" not in n) for n, g in grads.items())

@@ -19,15 +19,16 @@ They are formed only when grad mode is on and H or W requires grad; under LoRA t
 frozen and gets no dW, neither the matmul nor the (V, C) buffer.
 
 A block is R = CHUNK_BYTES / (V · itemsize) rows (≈150 at GPT-2's vocabulary in float32, 30 MB,
-below glibc's mmap threshold as tuned in backend.py, so the buffer is reused step after step
-without page faults). Its matmuls run in vocabulary slices on all cores (``backend.parallel_for``)
-so every GEMM has all R rows: a tall-enough left operand keeps BLAS near its peak.
+below glibc's mmap threshold as ``parallel.tune_host_allocator`` sets it, so the buffer is reused
+step after step without page faults). Its matmuls run in slices of the vocabulary (or of C) on all
+threads (``parallel.for_rows`` on transposed views), so every GEMM keeps all R rows: a tall
+enough left operand keeps BLAS near its peak, where R/2-row halves would not.
 
 Plain version: ``cross_entropy(matmul(h, W.T), targets)``; tests/test_lm_head_loss.py checks that
 both agree in value and gradient.
 """
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Tensor, is_grad_enabled
 from .cross_entropy import _validated_targets
 
@@ -40,43 +41,30 @@ def rows_per_chunk(vocab, itemsize, chunk_bytes=CHUNK_BYTES):
     return max(8, chunk_bytes // (vocab * itemsize))
 
 
-def _logits_into(z, h, w):
-    """z (R, V) = h (R, C) · wᵀ: in vocabulary slices on all cores (rows, for a small vocabulary)."""
+def logits_kernel(z_t, w, h):
+    """One vocabulary slice: zᵀ (Vs, R) = (h wᵀ)ᵀ for w (Vs, C), h (R, C)."""
+    backend.xp.matmul(h, w.T, out=z_t.T)
+
+
+def softmax_kernel(z, lse, scale):
+    """z (R, V) ← scale · softmax(z) row by row; lse (R,) ← log Σ e^z."""
     xp = backend.xp
-    if w.shape[0] < 2 * VOCAB_SLICE:
-        backend.matmul(h, w.T, out=z)
-        return
-    backend.parallel_for(w.shape[0], lambda lo, hi: xp.matmul(h, w[lo:hi].T, out=z[:, lo:hi]), grain=VOCAB_SLICE)
+    m = z.max(axis=1, keepdims=True)
+    z -= m
+    xp.exp(z, out=z)
+    s = z.sum(axis=1, keepdims=True)
+    z *= scale / s
+    lse[:] = (xp.log(s) + m)[:, 0]
 
 
-def _softmax_rows_inplace(z, scale):
-    """z ← scale · softmax(z), row by row; returns log Σ e^z per row (the log-sum-exp)."""
-    xp = backend.xp
-    lse = xp.empty(z.shape[0], dtype=z.dtype)
-
-    def rows(lo, hi):
-        block = z[lo:hi]
-        m = block.max(axis=1, keepdims=True)
-        block -= m
-        xp.exp(block, out=block)
-        s = block.sum(axis=1, keepdims=True)
-        block *= scale / s
-        lse[lo:hi] = (xp.log(s) + m)[:, 0]
-
-    backend.parallel_for(z.shape[0], rows, grain=max(1, (1 << 18) // z.shape[1]))
-    return lse
+def dh_kernel(dh_t, w_t, g):
+    """One slice of dh's columns: dhᵀ (Cs, R) = (g w)ᵀ for g (R, V), wᵀ (Cs, V)."""
+    backend.xp.matmul(g, w_t.T, out=dh_t.T)
 
 
-def _grads_of_chunk(g, h, w, dh, dw):
-    """dh (R, C) = g w if ``dh`` is given (split over W's columns); dw += gᵀ h if ``dw`` is (over its rows)."""
-    xp = backend.xp
-    if dh is not None:
-        backend.parallel_for(w.shape[1], lambda lo, hi: xp.matmul(g, w[:, lo:hi], out=dh[:, lo:hi]),
-                             grain=max(1, w.shape[1] // 2))
-    if dw is not None:
-        def rows(lo, hi):
-            dw[lo:hi] += g[:, lo:hi].T @ h
-        backend.parallel_for(w.shape[0], rows, grain=VOCAB_SLICE)
+def dw_kernel(dw, g_t, h):
+    """One vocabulary slice: dw (Vs, C) += gᵀ h for gᵀ (Vs, R), h (R, C)."""
+    dw += g_t @ h
 
 
 def lm_head_loss(h, weight, targets, ignore_index=-1, chunk_bytes=CHUNK_BYTES):
@@ -105,19 +93,23 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, chunk_bytes=CHUNK_BYTES):
 
     rows = rows_per_chunk(vocab, w.dtype.itemsize, chunk_bytes)
     buffer = xp.empty((min(rows, h2.shape[0]), vocab), dtype=w.dtype)
+    lse = xp.empty(buffer.shape[0], dtype=w.dtype)
     total = xp.zeros((), dtype=xp.float64)
     for lo in range(0, h2.shape[0], rows):
         hi = min(lo + rows, h2.shape[0])
         z, hc, tc, kc = buffer[:hi - lo], h2[lo:hi], t[lo:hi], keep[lo:hi]
-        _logits_into(z, hc, w)
+        parallel.for_rows(logits_kernel, (z.T, w), (hc,), grain=VOCAB_SLICE)  # Z = H_c Wᵀ
         picked = z[xp.arange(hi - lo), tc]
-        lse = _softmax_rows_inplace(z, scale)  # z now holds softmax / n
-        total += ((lse - picked) * kc).sum(dtype=xp.float64)
+        parallel.for_rows(softmax_kernel, (z, lse[:hi - lo]), (scale,))  # z now holds softmax / n
+        total += ((lse[:hi - lo] - picked) * kc).sum(dtype=xp.float64)
         if need_h or need_w:
             z[xp.arange(hi - lo), tc] -= scale  # G = (softmax - onehot) / n
             if not bool(kc.all()):
                 z[~kc] = 0
-            _grads_of_chunk(z, hc, w, None if dh is None else dh[lo:hi], dw)
+        if need_h:  # dH_c = G W, in slices of W's columns (each GEMM keeps all R rows)
+            parallel.for_rows(dh_kernel, (dh[lo:hi].T, w.T), (z,), grain=max(1, w.shape[1] // parallel.thread_count()))
+        if need_w:  # dW += Gᵀ H_c, in vocabulary slices
+            parallel.for_rows(dw_kernel, (dw, z.T), (hc,), grain=VOCAB_SLICE)
     loss = (total / n).astype(w.dtype)
     h_shape = h.shape
 
