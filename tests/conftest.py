@@ -5,6 +5,7 @@ CuPy or CUDA is missing, as the library does).
 """
 
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -39,3 +40,17 @@ def backend_name(request):
 def rng():
     """A host NumPy generator for test data (moved to the backend by Tensor())."""
     return np.random.default_rng(1234)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per skip reason with its count ("404 skipped: cupy backend unavailable: ..."), so
+    a run that skips the CuPy copies of every test says why, once."""
+    reasons = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.section("skip reasons", sep="-")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count} skipped: {reason}")

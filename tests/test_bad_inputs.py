@@ -184,25 +184,113 @@ def test_bad_input(case, env):
         assert _files(d) == before, f"{d} changed"
 
 
+# Command-line cases: (id, argv, text the one stderr line must hold[, environment]). Each must exit 2
+# with exactly one line on stderr, write nothing to --out and leave the checkpoint as it was.
+# {ckpt}: a char model (vocabulary "abcdefgh>\n", block_size 8); {out}: a path that must stay absent;
+# {file}: an existing file; {accents}: text with characters outside the vocabulary.
 CLI_CASES = [
-    ("cli-lora-r-zero", ["finetune", "--base", "{ckpt}", "--out", "{out}", "--lora-r", "0"], "r must be a positive"),
+    ("cli-lora-r-zero", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--lora-r", "0"],
+     "--lora-r must be a positive integer; got 0"),
     ("cli-missing-data", ["pretrain", "--data", "{tmp}/missing.txt", "--out", "{out}"], "data file not found"),
-    ("cli-corrupt-base", ["finetune", "--base", "{damaged}", "--out", "{out}"], "truncated"),
-    ("cli-unknown-target", ["finetune", "--base", "{ckpt}", "--out", "{out}", "--targets", "q_proj"], "q_proj"),
-    ("cli-negative-steps", ["pretrain", "--out", "{out}", "--steps", "-5"], "steps must be a positive integer"),
-    ("cli-bad-backend", ["pretrain", "--out", "{out}", "--backend", "tpu"], "'numpy', 'cupy'"),
+    ("cli-corrupt-base", ["finetune", "--base", "{damaged}", "--task", "shift", "--out", "{out}"], "truncated"),
+    ("cli-unknown-target", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--targets", "q_proj"],
+     "q_proj"),
+    ("cli-negative-steps", ["pretrain", "--task", "copy", "--out", "{out}", "--steps", "-5"],
+     "--steps must be a positive integer; got -5"),
+    ("cli-bad-backend", ["pretrain", "--task", "copy", "--out", "{out}", "--backend", "tpu"], "'numpy', 'cupy'"),
+    # issue 16, item 1: a bad LORA_NP_BACKEND is one line, not an import traceback
+    ("cli-env-backend-unknown", ["generate", "--model", "{ckpt}", "--prompt", "ab"], "'numpy', 'cupy'",
+     {"LORA_NP_BACKEND": "cuda"}),
+    ("cli-env-backend-cupy-unusable", ["generate", "--model", "{ckpt}", "--prompt", "ab"], "cupy",
+     {"LORA_NP_BACKEND": "cupy"}),
+    # item 2: every numeric flag is checked, 0 never means "the default"
+    ("cli-steps-zero", ["pretrain", "--task", "copy", "--out", "{out}", "--steps", "0"],
+     "--steps must be a positive integer; got 0"),
+    ("cli-batch-size-zero", ["pretrain", "--task", "copy", "--out", "{out}", "--batch-size", "0"], "--batch-size must be"),
+    ("cli-lr-zero", ["pretrain", "--task", "copy", "--out", "{out}", "--lr", "0"], "--lr must be a positive number"),
+    ("cli-lr-nan", ["pretrain", "--task", "copy", "--out", "{out}", "--lr", "nan"], "--lr must be a positive number"),
+    ("cli-warmup-negative", ["pretrain", "--task", "copy", "--out", "{out}", "--warmup-steps", "-1"],
+     "--warmup-steps must be a non-negative integer"),
+    ("cli-grad-clip-zero", ["pretrain", "--task", "copy", "--out", "{out}", "--grad-clip", "0"], "--grad-clip must be"),
+    ("cli-eval-every-zero", ["pretrain", "--task", "copy", "--out", "{out}", "--eval-every", "0"], "--eval-every must be"),
+    ("cli-seed-negative", ["pretrain", "--task", "copy", "--out", "{out}", "--seed", "-1"], "--seed must be a non-negative"),
+    ("cli-n-layer-zero", ["pretrain", "--task", "copy", "--out", "{out}", "--n-layer", "0"], "--n-layer must be"),
+    ("cli-block-size-zero", ["pretrain", "--task", "copy", "--out", "{out}", "--block-size", "0"], "--block-size must be"),
+    ("cli-dropout-one", ["pretrain", "--task", "copy", "--out", "{out}", "--dropout", "1"], "--dropout must be a number in [0, 1)"),
+    ("cli-lora-alpha-zero", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--lora-alpha", "0"],
+     "--lora-alpha must be a positive number"),
+    ("cli-max-new-tokens-zero", ["generate", "--model", "{ckpt}", "--prompt", "ab", "--max-new-tokens", "0"],
+     "--max-new-tokens must be"),
+    ("cli-top-k-zero", ["generate", "--model", "{ckpt}", "--prompt", "ab", "--top-k", "0"], "--top-k must be"),
+    ("cli-temperature-negative", ["generate", "--model", "{ckpt}", "--prompt", "ab", "--temperature", "-1"],
+     "--temperature must be"),
+    ("cli-eval-batches-zero", ["eval", "--model", "{ckpt}", "--task", "copy", "--eval-batches", "0"], "--eval-batches must be"),
+    ("cli-window-beyond-context", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--block-size", "9"],
+     "exceeds the model's context of 8"),
+    # item 3: sizes that cannot fit are refused with the estimate, before anything is allocated or written
+    ("cli-huge-width", ["pretrain", "--task", "copy", "--out", "{out}", "--n-embd", "100000"], "this run needs about"),
+    ("cli-huge-block", ["pretrain", "--task", "copy", "--out", "{out}", "--block-size", "5000"], "this run needs about"),
+    # items 4-6: --out is a file, an earlier run, or a run to resume that is not there
+    ("cli-out-is-a-file", ["pretrain", "--task", "copy", "--out", "{file}"], "is a file"),
+    ("cli-out-holds-a-run", ["pretrain", "--task", "copy", "--out", "{ckpt}"], "already holds files; add --resume"),
+    ("cli-resume-and-overwrite", ["pretrain", "--out", "{ckpt}", "--resume", "--overwrite"], "give one of them"),
+    ("cli-resume-without-run", ["finetune", "--out", "{out}", "--resume"], "no run to continue"),
+    ("cli-finetune-without-base", ["finetune", "--task", "shift", "--out", "{out}"], "finetune needs --base"),
+    # item 9: characters the base's vocabulary lacks, and the policy option
+    ("cli-unknown-characters", ["finetune", "--base", "{ckpt}", "--data", "{accents}", "--out", "{out}"],
+     "characters 'éü' are not in the vocabulary"),
+    ("cli-unknown-chars-policy", ["finetune", "--base", "{ckpt}", "--data", "{accents}", "--out", "{out}",
+                                  "--unknown-chars", "skip"], "--unknown-chars must be error, drop or map:X"),
+    ("cli-unknown-chars-map-target", ["finetune", "--base", "{ckpt}", "--data", "{accents}", "--out", "{out}",
+                                      "--unknown-chars", "map:z"], "'z' is not in the vocabulary"),
+    # item 10: no silent defaults
+    ("cli-finetune-without-data", ["finetune", "--base", "{ckpt}", "--out", "{out}"], "finetune needs data: --data FILE"),
+    ("cli-eval-without-data", ["eval", "--model", "{ckpt}"], "eval needs data"),
+    ("cli-task-and-data", ["eval", "--model", "{ckpt}", "--task", "copy", "--data", "{accents}"], "not both"),
+    ("cli-disable-adapter-alone", ["eval", "--model", "{ckpt}", "--task", "copy", "--disable-adapter"],
+     "--disable-adapter needs --adapter"),
+    ("cli-bpe-without-vocab-size", ["pretrain", "--data", "{accents}", "--tokenizer", "bpe", "--out", "{out}"],
+     "--tokenizer bpe needs --data FILE"),
+    ("cli-vocab-size-with-char", ["pretrain", "--data", "{accents}", "--vocab-size", "300", "--out", "{out}"],
+     "--vocab-size goes with --tokenizer bpe"),
 ]
 
 
-@pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
-def test_bad_cli_input(case, env):
-    _, args, message = case
+def _cli_env(env):
+    """The files the command-line cases name, made once per case."""
     CharTokenizer("abcdefgh>\n").save(env.ckpt)
-    damaged = _damaged_copy(env, "model.safetensors", lambda b: b[:50])
-    out = env.tmp / "out"
-    args = [a.format(ckpt=env.ckpt, out=out, tmp=env.tmp, damaged=damaged) for a in args]
-    proc = subprocess.run([sys.executable, "-m", "lora_np", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
-    assert not out.exists()
+    (env.tmp / "a_file").write_text("not a directory\n")
+    (env.tmp / "accents.txt").write_text("abc>abc\ncafé>dbgf\nüb>ac\n" * 40)
+    return {"ckpt": env.ckpt, "out": env.tmp / "out", "tmp": env.tmp, "file": env.tmp / "a_file",
+            "damaged": _damaged_copy(env, "model.safetensors", lambda b: b[:50]), "accents": env.tmp / "accents.txt"}
+
+
+def _run_cli(args, environment, capsys):
+    """(exit code, stderr): in this process, or in a fresh one when the case sets environment
+    variables (LORA_NP_BACKEND is read at import)."""
+    if environment:
+        proc = subprocess.run([sys.executable, "-m", "lora_np", *args], cwd=ROOT, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT), **environment), timeout=120)
+        return proc.returncode, proc.stderr
+    from lora_np.app.cli import main
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_cli_input(case, env, capsys):
+    name, args, message, environment = (*case, None)[:4]
+    if name == "cli-env-backend-cupy-unusable" and lora_np.backend.cupy_available():
+        pytest.skip("CuPy and a GPU are present: LORA_NP_BACKEND=cupy is usable here")
+    paths = _cli_env(env)
+    files_before = _files(env.ckpt)
+    file_before = paths["file"].read_bytes()
+    code, err = _run_cli([a.format(**paths) for a in args], environment, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+    assert not paths["out"].exists(), "--out was written"
+    assert _files(env.ckpt) == files_before and paths["file"].read_bytes() == file_before

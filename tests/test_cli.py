@@ -1,9 +1,14 @@
 """The command line: the demo end to end in a subprocess, every subcommand, Ctrl-C and --resume,
-and bad input (one line on stderr, exit code 2, nothing written to --out)."""
+--out guarding, the unknown-character policy, the README's demo numbers against a fresh run, the
+installed entry point, and the README's setup lines. Bad input is catalogued in test_bad_inputs.py
+(CLI_CASES: one line on stderr, exit code 2, nothing written)."""
 
+import io
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,21 +20,33 @@ import pytest
 from lora_np import to_numpy
 from lora_np.app.cli import main
 from lora_np.app.commands import load_model_dir
+from lora_np.app.report import comparable_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8"]
 
 
-def run_cli(*args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, "-m", "lora_np", *map(str, args)], cwd=ROOT, env=env,
+def run_cli(*args, timeout=300, cwd=ROOT, env=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "lora_np", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def cli(capsys, *args):
+    """(exit code, stdout, stderr) of the command line run in this process."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "base"
-    assert main(["pretrain", "--out", str(out), "--steps", "30", "--eval-every", "15", "--quiet", *TINY]) == 0
+    assert main(["pretrain", "--task", "copy", "--out", str(out), "--steps", "30", "--eval-every", "15", "--quiet",
+                 *TINY]) == 0
     return out
 
 
@@ -60,10 +77,32 @@ def test_demo_quick_writes_everything_and_tells_the_lora_story(demo_run, backend
     assert elapsed < 120  # the brief asks for ≤ 60 s on 2 cores; generous here against a loaded CI
 
 
+def _readme_block(kind):
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"<!-- demo:{kind}:begin -->", 1)[1].split(f"<!-- demo:{kind}:end -->", 1)[0]
+
+
+def test_readme_quick_table_is_what_a_fresh_run_prints(demo_run, backend_name):
+    """Issue 16 item 11: the README's numbers come from the code. Same seed, same table (the
+    timing and memory-peak rows aside); refresh with `python tools/update_readme_demo.py --run quick`."""
+    out, proc, _ = demo_run
+    assert proc.returncode == 0, proc.stderr
+    readme_rows = comparable_rows(_readme_block("quick"))
+    assert len(readme_rows) >= 10, "README: no generated quick table between the demo:quick markers"
+    fresh = comparable_rows((out / "results.md").read_text())
+    assert readme_rows == fresh, "README's quick table is stale: run python tools/update_readme_demo.py --run quick"
+
+
+def test_readme_full_section_is_generated():
+    block = _readme_block("full")
+    assert "| trainable parameters |" in block and "What it shows:" in block, \
+        "README: run python tools/update_readme_demo.py --run full"
+
+
 def test_finetune_generate_merge_eval(base_dir, tmp_path, capsys):
     adapter = tmp_path / "adapter"
-    assert main(["finetune", "--base", str(base_dir), "--out", str(adapter), "--steps", "20", "--eval-every", "10",
-                 "--lora-r", "2", "--targets", "c_attn,c_fc", "--batch-size", "8", "--quiet"]) == 0
+    assert main(["finetune", "--base", str(base_dir), "--task", "shift", "--out", str(adapter), "--steps", "20",
+                 "--eval-every", "10", "--lora-r", "2", "--targets", "c_attn,c_fc", "--batch-size", "8", "--quiet"]) == 0
     assert (adapter / "adapter_config.json").is_file() and (adapter / "char_vocab.json").is_file()
     capsys.readouterr()
     assert main(["generate", "--model", str(base_dir), "--adapter", str(adapter), "--prompt", "abc>",
@@ -86,20 +125,34 @@ def test_finetune_generate_merge_eval(base_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["loss"] == off["loss"]
 
 
-def test_full_finetune_on_a_text_file(base_dir, tmp_path):
+def test_free_text_has_no_answer_accuracy_and_unknown_characters_can_be_dropped_or_mapped(base_dir, tmp_path, capsys):
+    """Items 9 and 10: text with characters the base lacks trains with --unknown-chars drop or
+    map:X; free text prints no (meaningless) answer accuracy."""
     text = tmp_path / "text.txt"
-    text.write_text("abc>abc\ncab>cab\n" * 40)
+    text.write_text("abc>abc\ncafé>cafe\n" * 40)
     out = tmp_path / "full"
-    assert main(["finetune", "--base", str(base_dir), "--full", "--data", str(text), "--out", str(out),
-                 "--steps", "10", "--eval-every", "5", "--batch-size", "4", "--quiet"]) == 0
+    code, stdout, err = cli(capsys, "finetune", "--base", base_dir, "--full", "--data", text, "--out", out,
+                            "--steps", "10", "--eval-every", "5", "--batch-size", "4", "--unknown-chars", "drop")
+    assert code == 0, err
     assert (out / "model.safetensors").is_file() and (out / "char_vocab.json").is_file()
+    assert "val_loss" in stdout and "answer_acc" not in stdout
+    code, stdout, err = cli(capsys, "eval", "--model", out, "--data", text, "--unknown-chars", "map:e")
+    assert code == 0, err
+    assert "answer_acc" not in json.loads(stdout) and "loss" in json.loads(stdout)
 
 
-def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+def test_eval_data_help_says_evaluate():
+    proc = run_cli("eval", "--help")
+    assert "for evaluation" in proc.stdout and "train on" not in proc.stdout
+
+
+def test_ctrl_c_saves_and_resume_from_out_alone_finishes(tmp_path, capsys):
+    """Item 6: `--out DIR --resume` alone continues (the base and settings come from the run),
+    and --steps extends the run."""
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "lora_np", "pretrain", "--out", str(out), "--steps", "100000",
-                             "--eval-every", "1000", "--quiet", *TINY], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "lora_np", "pretrain", "--task", "copy", "--out", str(out),
+                             "--steps", "100000", "--eval-every", "1000", "--quiet", *TINY], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "log.jsonl"
     deadline = time.time() + 60
@@ -108,64 +161,151 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted at step" in err and "Traceback" not in err
-    state = json.loads((out / "checkpoints" / "latest.json").read_text())
-    assert state["step"] >= 20
-    run_config = json.loads((out / "run_config.json").read_text())
-    run_config["steps"] = state["step"] + 5  # finish shortly after the interruption
-    (out / "run_config.json").write_text(json.dumps(run_config))
-    assert main(["pretrain", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert "interrupted at step" in err and "Traceback" not in err and f"--out {out} --resume" in err
+    done = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
+    assert done >= 20
+    code, _, err = cli(capsys, "pretrain", "--out", out, "--resume", "--steps", done - 1)
+    assert code == 2 and "below the" in err
+    code, _, err = cli(capsys, "pretrain", "--out", out, "--resume", "--steps", done + 5, "--quiet")
+    assert code == 0, err
     assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == done + 5
 
 
-def _other_base(tmp_path):
-    other = tmp_path / "other"
-    assert main(["pretrain", "--out", str(other), "--steps", "2", "--quiet", "--n-layer", "1", "--n-head", "2",
-                 "--n-embd", "32", "--block-size", "16", "--batch-size", "4"]) == 0
-    adapter = tmp_path / "other_adapter"
-    assert main(["finetune", "--base", str(other), "--out", str(adapter), "--steps", "2", "--quiet",
-                 "--batch-size", "4"]) == 0
-    return adapter
+def test_finetune_resume_keeps_its_base_and_extends_with_steps(base_dir, tmp_path, capsys):
+    out = tmp_path / "adapter"
+    args = ["finetune", "--base", base_dir, "--task", "shift", "--out", out, "--steps", "4", "--eval-every", "2",
+            "--batch-size", "4", "--quiet"]
+    assert cli(capsys, *args)[0] == 0
+    code, _, err = cli(capsys, "finetune", "--out", out, "--resume", "--base", tmp_path, "--quiet")
+    assert code == 2 and "--base" in err and "differs from the saved" in err
+    code, _, err = cli(capsys, "finetune", "--out", out, "--resume", "--lr", "0.1", "--quiet")
+    assert code == 2 and "--lr 0.1 differs" in err
+    code, _, err = cli(capsys, "finetune", "--out", out, "--resume", "--base", base_dir, "--steps", "6", "--quiet")
+    assert code == 0, err
+    assert json.loads((out / "run_config.json").read_text())["steps"] == 6
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 6
 
 
-def _bad_cases(base_dir, tmp_path):
-    (tmp_path / "empty.txt").write_text("")
-    (tmp_path / "short.txt").write_text("abc")
-    corrupt = tmp_path / "corrupt"
-    corrupt.mkdir()
-    for f in ("config.json", "char_vocab.json"):
-        (corrupt / f).write_bytes((base_dir / f).read_bytes())
-    (corrupt / "model.safetensors").write_bytes((base_dir / "model.safetensors").read_bytes()[:100])
-    out = tmp_path / "out"
-    return out, {
-        "missing data file": (["pretrain", "--data", tmp_path / "nope.txt", "--out", out], "data file not found"),
-        "empty data file": (["pretrain", "--data", tmp_path / "empty.txt", "--out", out], "is empty"),
-        "data shorter than block": (["pretrain", "--data", tmp_path / "short.txt", "--out", out], "needs at least"),
-        "missing base": (["finetune", "--base", tmp_path / "nobase", "--out", out], "not found"),
-        "corrupt base": (["finetune", "--base", corrupt, "--out", out], "truncated"),
-        "lora r 0": (["finetune", "--base", base_dir, "--out", out, "--lora-r", "0"], "r must be a positive"),
-        "unknown target": (["finetune", "--base", base_dir, "--out", out, "--targets", "q_proj"], "match no Linear"),
-        "adapter for another base": (["generate", "--model", base_dir, "--adapter", _other_base(tmp_path),
-                                      "--prompt", "ab>"], "another base model"),
-        "unknown backend": (["generate", "--model", base_dir, "--prompt", "a", "--backend", "cuda"], "'numpy', 'cupy'"),
-        "unknown option": (["pretrain", "--out", out, "--layers", "3"], "unrecognized arguments"),
-        "unknown task": (["pretrain", "--out", out, "--task", "sort"], "invalid choice"),
-        "char outside vocab": (["generate", "--model", base_dir, "--prompt", "xyz"], "not in the vocabulary"),
-        "bad ranks": (["demo", "--out", out, "--ranks", "0,2"], "--ranks"),
-    }
+def test_existing_out_needs_resume_or_overwrite(base_dir, tmp_path, capsys):
+    """Item 5: a second run into the same --out is refused; --overwrite replaces it (and its
+    checkpoints, so a later --resume cannot pick up the old run)."""
+    out = tmp_path / "run"
+    args = ["pretrain", "--task", "copy", "--out", out, "--steps", "4", "--eval-every", "4", "--quiet", *TINY]
+    assert cli(capsys, *args)[0] == 0
+    before = (out / "model.safetensors").read_bytes()
+    code, _, err = cli(capsys, *args, "--seed", "1")
+    assert code == 2 and "already holds files" in err and (out / "model.safetensors").read_bytes() == before
+    (out / "checkpoints" / "step_000099").mkdir()
+    code, _, err = cli(capsys, *args, "--seed", "1", "--overwrite")
+    assert code == 0, err
+    assert (out / "model.safetensors").read_bytes() != before
+    assert not (out / "checkpoints" / "step_000099").exists()
 
 
-def test_bad_input_gives_one_line_exit_2_and_writes_nothing(base_dir, tmp_path):
-    out, cases = _bad_cases(base_dir, tmp_path)
-    for name, (args, message) in cases.items():
-        proc = run_cli(*args)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2, (name, proc.stderr)
-        assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, (name, proc.stderr)
-        assert not out.exists(), name
+def test_files_are_written_as_the_umask_says(tmp_path, capsys):
+    """Item 7: 0644 under umask 022 (mkstemp would give 0600), 0600 under 077."""
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "run"
+        assert cli(capsys, "pretrain", "--task", "copy", "--out", out, "--steps", "2", "--eval-every", "2",
+                   "--quiet", *TINY)[0] == 0
+        modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+        assert modes and all(m == 0o644 for m in modes.values()), modes
+        os.umask(0o077)
+        from lora_np.io.atomic import atomic_write_text
+        atomic_write_text(tmp_path / "private.txt", "x")
+        assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_progress_bar_shows_the_loss(monkeypatch, tmp_path, capsys):
+    """Item 10: on a terminal, the tqdm bar's postfix carries the latest loss."""
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["pretrain", "--task", "copy", "--out", str(tmp_path / "run"), "--steps", "3", "--eval-every", "3",
+                 *TINY]) == 0
+    assert re.search(r"loss=\d+\.\d{4}", terminal.getvalue()), terminal.getvalue()[-300:]
+
+
+def test_backend_from_the_environment_is_one_line():
+    """Item 1: a bad LORA_NP_BACKEND never gives an import traceback, and --backend numpy overrides it."""
+    proc = run_cli("generate", "--help", env={"LORA_NP_BACKEND": "cuda"})
+    assert proc.returncode == 0
+    proc = run_cli("pretrain", "--task", "copy", "--out", "/nonexistent/x", env={"LORA_NP_BACKEND": "cuda"})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "'numpy', 'cupy'" in proc.stderr
 
 
 def test_every_subcommand_has_help():
     for cmd in ("demo", "pretrain", "finetune", "generate", "merge", "eval"):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0 and "--backend" in proc.stdout
+
+
+def test_defaults_come_from_the_config_dataclasses():
+    """Issue 14 item 5: the CLI repeats no default of TrainConfig, LoraConfig, DemoSettings."""
+    from lora_np import LoraConfig
+    from lora_np.app.cli import parse
+    from lora_np.app.demo import DemoSettings
+    from lora_np.app.train import TrainConfig
+    pre = parse(["pretrain", "--out", "x"])
+    demo, train = DemoSettings(), TrainConfig()
+    assert (pre.n_layer, pre.n_head, pre.n_embd, pre.block_size) == (demo.n_layer, demo.n_head, demo.n_embd,
+                                                                     demo.block_size)
+    assert (pre.steps, pre.lr, pre.batch_size, pre.warmup_steps) == (demo.pretrain_steps, demo.pretrain_lr,
+                                                                      train.batch_size, train.warmup_steps)
+    ft = parse(["finetune", "--out", "x"])
+    assert (ft.lora_r, ft.lora_alpha, ft.targets, ft.steps) == (LoraConfig().r, LoraConfig().lora_alpha,
+                                                                ",".join(LoraConfig().target_modules),
+                                                                demo.finetune_steps)
+    assert pre.given == {"out"}
+
+
+def test_pip_install_provides_lora_np_from_any_directory(tmp_path):
+    """Item 8: `pip install .` installs the package and the `lora-np` entry point."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^\[project\.scripts\]\nlora-np = "lora_np\.app\.cli:main"$', pyproject, re.M)
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--no-cache-dir", "--target", str(target), str(ROOT)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    if proc.returncode != 0 and "No module named" in proc.stderr:
+        pytest.skip(f"pip/setuptools unavailable here: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "bin" / "lora-np").is_file()
+    for package in ("app", "data", "io", "lora", "nn", "ops", "optim", "tokenizer"):
+        assert (target / "lora_np" / package / "__init__.py").is_file(), package
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    help_run = subprocess.run([sys.executable, "-m", "lora_np", "--help"], cwd=tmp_path, capture_output=True,
+                              text=True, env={**env, "PYTHONPATH": str(target)}, timeout=120)
+    assert help_run.returncode == 0 and "pretrain" in help_run.stdout, help_run.stderr
+
+
+def test_readme_setup_lines_install_what_they_promise():
+    """Item 13: the demo installs the runtime only; the test line is the one .ci/run extracts."""
+    readme = (ROOT / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    assert "pip install -r requirements.txt && python -m lora_np demo" in setup
+    assert "pip install ." in setup
+    test_line = readme.split("<!-- test-command -->", 1)[1].split("\n")[2]
+    assert test_line == "pip install -r requirements.txt -r requirements-dev.txt && python -m pytest -q"
+    runtime = [line.split("=")[0].split(">")[0].split("<")[0].strip().lower()
+               for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert runtime and not set(runtime) & {"pytest", "jupyter", "torch", "transformers", "peft", "nbclient", "ipykernel"}
+
+
+def test_skip_reasons_are_summarised_once(tmp_path):
+    """Item 12: pytest prints each skip reason once, with its count."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_data.py")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    from conftest import CUPY_SKIP_REASON
+    from lora_np import backend
+    if not backend.cupy_available():
+        assert re.search(rf"\d+ skipped: {re.escape(CUPY_SKIP_REASON)}", proc.stdout), proc.stdout[-1500:]

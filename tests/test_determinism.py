@@ -31,8 +31,8 @@ def _losses(out):
 
 def test_same_seed_same_bits_across_processes(tmp_path):
     for name in ("a", "b"):
-        _run("pretrain", "--out", tmp_path / name, "--seed", 7, *TINY)
-        _run("finetune", "--base", tmp_path / name, "--out", tmp_path / f"{name}_lora", "--seed", 7, "--steps", 20,
+        _run("pretrain", "--task", "copy", "--out", tmp_path / name, "--seed", 7, *TINY)
+        _run("finetune", "--base", tmp_path / name, "--task", "shift", "--out", tmp_path / f"{name}_lora", "--seed", 7, "--steps", 20,
              "--eval-every", 10, "--batch-size", 8, "--quiet", "--lora-dropout", "0.1")
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b") and len(_losses(tmp_path / "a")) == 4
     assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
@@ -41,5 +41,5 @@ def test_same_seed_same_bits_across_processes(tmp_path):
     b, meta_b = read_safetensors(tmp_path / "b_lora" / "adapter_model.safetensors")
     assert meta_a["base_model_sha256"] == meta_b["base_model_sha256"]  # (the recorded base paths differ)
     assert a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
-    _run("pretrain", "--out", tmp_path / "c", "--seed", 8, *TINY)
+    _run("pretrain", "--task", "copy", "--out", tmp_path / "c", "--seed", 8, *TINY)
     assert _losses(tmp_path / "c") != _losses(tmp_path / "a")

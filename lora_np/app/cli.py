@@ -1,78 +1,134 @@
 """The command line: ``python -m lora_np {demo,pretrain,finetune,generate,merge,eval} --help``.
 
-Bad input (a missing file, a corrupt checkpoint, --lora-r 0, an unknown target) gives one line on
-stderr and exit code 2, never a traceback. A NaN loss exits 1, Ctrl-C exits 130 (after saving).
+Bad input (a missing file, a corrupt checkpoint, --lora-r 0, an unknown target, a size that would
+not fit in memory) gives one line on stderr and exit code 2, never a traceback, and writes nothing.
+A NaN loss exits 1, Ctrl-C exits 130 (after saving). A bug inside the library is not bad input: it
+keeps its traceback.
+
+Defaults come from the config dataclasses (``TrainConfig``, ``LoraConfig``, ``DemoSettings``,
+``GPTConfig``), so the command line and the library cannot drift apart. An option the user did not
+type stays absent from the parsed namespace until ``parse`` fills in its default, and ``args.given``
+records the ones typed: ``--resume`` needs to tell them apart.
 """
 
 import argparse
 import sys
 
 from .. import backend
+from ..checks import check_int, check_number
+from ..data import TASKS
+from ..lora import LoraConfig
+from ..model import GPTConfig
 from .commands import (TrainingStopped, cmd_demo, cmd_eval, cmd_finetune, cmd_generate, cmd_merge,
                        cmd_pretrain)
-from ..data import TASKS
+from .demo import DemoSettings
+from .train import TrainConfig
+
+TRAIN, LORA, DEMO, GPT_DEFAULTS = TrainConfig(), LoraConfig(), DemoSettings(), GPTConfig()
+POSITIVE, NON_NEGATIVE = {"min": 1}, {"min": 0}
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2); each option's default and range are kept aside
+    (``option_defaults``, ``option_checks``) instead of being written into the namespace."""
+
+    def __init__(self, *args, **kwargs):
+        self.option_defaults, self.option_checks = {}, {}
+        super().__init__(*args, argument_default=argparse.SUPPRESS, **kwargs)
+
+    def add_argument(self, *flags, default=None, check=None, **kwargs):
+        if default is not None and kwargs.get("action") not in ("help", "store_true"):
+            kwargs["help"] = f"{kwargs.get('help', '')} (default: {default})".lstrip()
+        action = super().add_argument(*flags, **kwargs)
+        if action.dest != "help":
+            self.option_defaults[action.dest] = False if kwargs.get("action") == "store_true" else default
+        if check is not None:
+            self.option_checks[action.dest] = (flags[0], check)
+        return action
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _common(p):
-    p.add_argument("--backend", default=None, help="numpy (CPU) or cupy (GPU); default: $LORA_NP_BACKEND or numpy")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order and dropout")
+    p.add_argument("--backend", help="numpy (CPU) or cupy (GPU); default: $LORA_NP_BACKEND or numpy")
+    p.add_argument("--seed", type=int, default=TRAIN.seed, check=NON_NEGATIVE,
+                   help="seed for initialisation, data order and dropout")
     p.add_argument("--quiet", action="store_true", help="no progress bar or evaluation lines")
 
 
-def _data(p, default_task):
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--task", default=default_task, choices=sorted(TASKS), help=f"embedded task (default {default_task})")
-    g.add_argument("--data", metavar="FILE.txt", help="train on your own UTF-8 text file instead")
+def _data(p, required_for):
+    p.add_argument("--task", choices=sorted(TASKS),
+                   help=f"an embedded toy task{'' if required_for is None else ' (this or --data is required)'}")
+    p.add_argument("--data", metavar="FILE", help=f"your own data for {required_for or 'training'}: UTF-8 text "
+                   "(.txt), or .jsonl lines {\"prompt\": ..., \"completion\": ...}")
+    p.add_argument("--unknown-chars", default="error", metavar="{error,drop,map:X}",
+                   help="a character model meeting a character outside its vocabulary in --data: stop "
+                        "and name it (error), drop it, or replace it by the vocabulary's character X")
 
 
-def _training(p):
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (warmup, then cosine decay)")
-    p.add_argument("--warmup-steps", type=int, default=20)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+def _output(p, what):
+    p.add_argument("--out", required=True, help=what)
+    p.add_argument("--overwrite", action="store_true", help="replace what an earlier run left in --out")
+
+
+def _training(p, steps, lr, lr_help=""):
+    p.add_argument("--steps", type=int, default=steps, check=POSITIVE,
+                   help="optimizer steps (with --resume: a new total, to extend the run)")
+    p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE)
+    p.add_argument("--lr", type=float, default=lr, check={"min": 0, "min_open": True},
+                   help=f"peak learning rate (warmup, then cosine decay){lr_help}")
+    p.add_argument("--warmup-steps", type=int, default=TRAIN.warmup_steps, check=NON_NEGATIVE)
+    p.add_argument("--grad-clip", type=float, default=TRAIN.grad_clip, check={"min": 0, "min_open": True})
+    p.add_argument("--eval-every", type=int, default=TRAIN.eval_every, check=POSITIVE)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with the settings it was started with")
 
 
 def build_parser():
+    """The parser; ``parser.commands`` maps each subcommand to its own parser."""
     parser = _Parser(prog="lora_np", description="LoRA fine-tuning from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.commands = sub.choices
 
     p = sub.add_parser("demo", help="pretrain, then LoRA vs full fine-tuning side by side (the main job)")
-    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--out", default="runs/demo", help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace what an earlier demo left in --out")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (under a minute)")
     p.add_argument("--ranks", default="", help="also sweep LoRA ranks, e.g. 1,2,4,8,16")
     _common(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("pretrain", help="train a small GPT from scratch")
-    p.add_argument("--out", required=True, help="model directory to write")
-    _data(p, "copy")
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=32)
-    p.add_argument("--dropout", type=float, default=0.0)
-    _training(p)
+    _output(p, "model directory to write")
+    _data(p, None)
+    p.add_argument("--tokenizer", choices=("char", "bpe"), default="char",
+                   help="char: one token per character; bpe: GPT-2's byte-level BPE trained on --data")
+    p.add_argument("--vocab-size", type=int, check={"min": 257},
+                   help="with --tokenizer bpe: the BPE vocabulary size (256 bytes + merges + <|endoftext|>)")
+    p.add_argument("--n-layer", type=int, default=DEMO.n_layer, check=POSITIVE)
+    p.add_argument("--n-head", type=int, default=DEMO.n_head, check=POSITIVE)
+    p.add_argument("--n-embd", type=int, default=DEMO.n_embd, check=POSITIVE)
+    p.add_argument("--block-size", type=int, default=DEMO.block_size, check=POSITIVE)
+    p.add_argument("--dropout", type=float, default=GPT_DEFAULTS.dropout, check={"min": 0, "max": 1, "max_open": True})
+    _training(p, DEMO.pretrain_steps, DEMO.pretrain_lr)
     _common(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune a model directory with LoRA (default) or fully")
-    p.add_argument("--base", required=True, help="model directory to start from")
-    p.add_argument("--out", required=True, help="adapter directory (LoRA) or model directory (--full) to write")
-    _data(p, "shift")
+    p.add_argument("--base", help="model directory to start from (a char model or a Hugging Face GPT-2 folder); "
+                                  "with --resume, read from the run")
+    _output(p, "adapter directory (LoRA) or model directory (--full) to write")
+    _data(p, "fine-tuning")
+    p.add_argument("--block-size", type=int, check=POSITIVE, help="training window in tokens (default: the model's context)")
     p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank r")
-    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (scaling alpha/r)")
-    p.add_argument("--lora-dropout", type=float, default=0.0)
-    p.add_argument("--targets", default="c_attn", help="comma-separated module-name suffixes (c_attn,c_proj,c_fc)")
-    _training(p)
+    p.add_argument("--lora-r", type=int, default=LORA.r, check=POSITIVE, help="LoRA rank r")
+    p.add_argument("--lora-alpha", type=float, default=LORA.lora_alpha, check={"min": 0, "min_open": True},
+                   help="LoRA alpha (scaling alpha/r)")
+    p.add_argument("--lora-dropout", type=float, default=LORA.lora_dropout, check={"min": 0, "max": 1, "max_open": True})
+    p.add_argument("--targets", default=",".join(LORA.target_modules),
+                   help="comma-separated module-name suffixes (c_attn,c_proj,c_fc)")
+    _training(p, DEMO.finetune_steps, None, f" (default: {DEMO.lora_lr:g} with LoRA, {DEMO.full_lr:g} with --full)")
     _common(p)
     p.set_defaults(func=cmd_finetune)
 
@@ -80,45 +136,84 @@ def build_parser():
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--adapter", help="LoRA adapter directory to apply")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--stop", default=None, help="cut the output after this string, e.g. a newline")
+    p.add_argument("--max-new-tokens", type=int, default=32, check=POSITIVE)
+    p.add_argument("--temperature", type=float, default=0.0, check=NON_NEGATIVE, help="0 = greedy")
+    p.add_argument("--top-k", type=int, check=POSITIVE)
+    p.add_argument("--stop", help="cut the output after this string, e.g. a newline")
+    p.add_argument("--unknown-chars", default="error", metavar="{error,drop,map:X}",
+                   help="a character model meeting a prompt character outside its vocabulary")
     _common(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("merge", help="fold an adapter into its base: a plain GPT-2 checkpoint")
-    p.add_argument("--base", required=True)
+    p.add_argument("--base", required=True, help="the model directory the adapter was trained on")
     p.add_argument("--adapter", required=True)
-    p.add_argument("--out", required=True)
+    _output(p, "model directory to write (loads with transformers' GPT2LMHeadModel.from_pretrained)")
     _common(p)
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("eval", help="validation loss and accuracy of a model (and adapter)")
     p.add_argument("--model", required=True)
     p.add_argument("--adapter")
-    p.add_argument("--disable-adapter", action="store_true", help="evaluate the base inside the adapted model")
-    _data(p, "shift")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--eval-batches", type=int, default=8)
+    p.add_argument("--disable-adapter", action="store_true",
+                   help="evaluate the base inside the adapted model (needs --adapter)")
+    _data(p, "evaluation")
+    p.add_argument("--block-size", type=int, check=POSITIVE, help="evaluation window in tokens (default: the model's context)")
+    p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE)
+    p.add_argument("--eval-batches", type=int, default=TRAIN.eval_batches, check=POSITIVE)
     _common(p)
     p.set_defaults(func=cmd_eval)
     return parser
 
 
+def parse(argv=None):
+    """Parse ``argv``: ``args.given`` holds the options typed, every other one gets its default."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = parser.commands[args.command]
+    args.given = set(vars(args)) - {"command", "func"}
+    for dest, default in sub.option_defaults.items():
+        if not hasattr(args, dest):
+            setattr(args, dest, default)
+    args.checks = sub.option_checks
+    return args
+
+
+def check_options(args):
+    """Every numeric option typed is checked against its range (a ValueError naming the flag)."""
+    for dest, (flag, bounds) in args.checks.items():
+        value = getattr(args, dest)
+        if dest in args.given:
+            (check_int if isinstance(value, int) else check_number)(flag, value, **bounds)
+
+
+def _error(command, exc):
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"lora_np {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _select_backend(name):
+    """``--backend`` if given; otherwise $LORA_NP_BACKEND must name a usable backend."""
+    if name:
+        backend.set_backend(name)
+    else:
+        backend.check_environment()
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
-        if args.backend:
-            backend.set_backend(args.backend)
+        check_options(args)
+        _select_backend(args.backend)
         return args.func(args)
     except TrainingStopped as exc:
         print(f"lora_np: {exc}", file=sys.stderr)
         return exc.code
-    except (ValueError, TypeError, FileNotFoundError, backend.BackendUnavailableError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"lora_np {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, backend.BackendUnavailableError) as exc:
+        return _error(args.command, exc)
+    except MemoryError:
+        return _error(args.command, "out of memory; try a smaller --batch-size, --block-size or model")
     except KeyboardInterrupt:
         print("lora_np: interrupted", file=sys.stderr)
         return 130

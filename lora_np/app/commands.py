@@ -1,28 +1,28 @@
 """What each CLI subcommand does (the parser lives in cli.py).
 
-A model directory is a GPT-2 checkpoint (config.json + model.safetensors) plus char_vocab.json;
-a LoRA fine-tune writes a PEFT adapter directory instead, whose safetensors metadata records the
-SHA-256 of the base weights it was trained on, so it is never applied to another base by mistake.
-Everything that can be checked (files, data, hyper-parameters) is checked before --out is created.
+Model directories (a Hugging Face GPT-2 folder or a character model) are read and written by
+model_dir.py; --out is guarded by run_dir.py. Everything that can be checked (files, data, sizes,
+hyper-parameters, memory) is checked before --out is created.
 """
 
-import hashlib
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from .. import backend
-from ..io.atomic import atomic_write_json, read_json
-from ..data import CharTokenizer, task_dataset, text_dataset
-from .evaluate import evaluate
-from ..io.gpt2_checkpoint import WEIGHTS_FILE, load_gpt2, save_gpt2
-from ..lora import LoraConfig, add_lora, disable_lora, load_adapter, merge_and_unload, save_adapter
-from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
+from ..data import TASKS, encode_text, file_dataset, task_dataset
+from ..data.text_files import read_jsonl_examples, read_text_file
+from ..io.gpt2_checkpoint import save_gpt2
+from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, merge_and_unload, save_adapter
 from ..model import GPT, GPTConfig
-from ..io.safetensors_file import read_safetensors
+from ..tokenizer import BPETokenizer, CharTokenizer
+from .demo import DemoSettings
+from .evaluate import evaluate
+from .memory import check_fits, gpt_parameter_count
+from .model_dir import adapter_metadata, load_model_dir, save_tokenizer
+from .run_dir import check_output_dir, output_dir, restore_run_args, save_run_config
 from .train import TrainConfig, train
-
-RUN_CONFIG = "run_config.json"
 
 
 class TrainingStopped(Exception):
@@ -33,61 +33,56 @@ class TrainingStopped(Exception):
         self.code = code
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_model_dir(model_dir, adapter_dir=None):
-    """(model, tokenizer) from a model directory, with a LoRA adapter applied if given."""
-    model = load_gpt2(model_dir)
-    tokenizer = CharTokenizer.load(model_dir)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(f"{model_dir}: char_vocab.json has {tokenizer.vocab_size} characters but the model's "
-                         f"vocab_size is {model.config.vocab_size}")
-    if adapter_dir is not None:
-        _, meta = read_safetensors(Path(adapter_dir) / ADAPTER_WEIGHTS)
-        expected = meta.get("base_model_sha256")
-        if expected and expected != file_sha256(Path(model_dir) / WEIGHTS_FILE):
-            raise ValueError(f"adapter {adapter_dir} was trained on another base model (SHA-256 of the base "
-                             f"weights differs from {Path(model_dir) / WEIGHTS_FILE})")
-        load_adapter(model, adapter_dir)
-    return model, tokenizer
+def _check_unknown_policy(policy):
+    if policy not in ("error", "drop") and not (policy.startswith("map:") and len(policy) == 5):
+        raise ValueError(f"--unknown-chars must be error, drop or map:X (X one character); got {policy!r}")
 
 
 def make_dataset(args, block_size, tokenizer=None):
+    """The data named by --data or --task (one of them is required)."""
+    if args.task and args.data:
+        raise ValueError("give --task or --data, not both")
+    _check_unknown_policy(args.unknown_chars)
     if args.data:
-        return text_dataset(args.data, block_size, tokenizer)
+        return file_dataset(args.data, block_size, tokenizer, unknown=args.unknown_chars)
+    if not args.task:
+        raise ValueError(f"{args.command} needs data: --data FILE (.txt text or .jsonl prompt/completion lines) "
+                         f"or --task {{{','.join(sorted(TASKS))}}} (an embedded toy task)")
+    if tokenizer is not None and not isinstance(tokenizer, CharTokenizer):
+        raise ValueError(f"--task {args.task} is a character-level toy task; this model has a BPE tokenizer: "
+                         f"give --data FILE instead")
     return task_dataset(args.task, block_size, seed=args.seed, tokenizer=tokenizer)
 
 
-def train_config(args, steps_default):
-    return TrainConfig(steps=args.steps or steps_default, batch_size=args.batch_size, lr=args.lr,
-                       warmup_steps=min(args.warmup_steps, args.steps or steps_default),
-                       eval_every=args.eval_every, seed=args.seed, grad_clip=args.grad_clip)
+def _window(args, model):
+    """The training/evaluation window: --block-size, at most the model's context (its default)."""
+    if args.block_size is None:
+        return model.config.block_size
+    if args.block_size > model.config.block_size:
+        raise ValueError(f"--block-size {args.block_size} exceeds the model's context of {model.config.block_size} tokens")
+    return args.block_size
 
 
-def _restore_run_args(args):
-    """With --resume, the run continues with the settings it was started with."""
-    saved = read_json(Path(args.out) / RUN_CONFIG, "run configuration (needed by --resume)")
-    for key, value in saved.items():
-        if key not in ("resume", "quiet", "backend", "command"):
-            setattr(args, key, value)
-    return args
+def train_config(args):
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       warmup_steps=min(args.warmup_steps, args.steps), eval_every=args.eval_every,
+                       seed=args.seed, grad_clip=args.grad_clip)
+
+
+def _prepare_run(args):
+    """--out checked (and, with --resume, the saved settings restored) before anything is loaded."""
+    check_output_dir(args.out, args.resume, args.overwrite)
+    if args.resume:
+        restore_run_args(args)
 
 
 def _run_training(model, data, tcfg, args):
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / RUN_CONFIG, {k: v for k, v in vars(args).items() if k != "func"})
-    result = train(model, data, tcfg, out_dir=out, resume=args.resume, quiet=args.quiet)
+    save_run_config(args)
+    result = train(model, data, tcfg, out_dir=args.out, resume=args.resume, quiet=args.quiet)
     if result.status == "nan":
         raise TrainingStopped(result.message, 1)
     if result.status == "interrupted":
-        raise TrainingStopped(result.message + f"; continue with --resume --out {out}", 130)
+        raise TrainingStopped(result.message + f"; continue with: lora_np {args.command} --out {args.out} --resume", 130)
     if not args.quiet:
         last = result.history[-1] if result.history else {}
         print(f"done: {result.step} steps, {result.ms_per_step:.1f} ms/step, "
@@ -95,27 +90,46 @@ def _run_training(model, data, tcfg, args):
     return result
 
 
+def _new_tokenizer(args):
+    """pretrain's tokenizer: None (a task's, or characters of --data) or a BPE trained on --data."""
+    if args.tokenizer == "char":
+        if args.vocab_size is not None:
+            raise ValueError("--vocab-size goes with --tokenizer bpe (a character vocabulary is the text's characters)")
+        return None
+    if not args.data or args.vocab_size is None:
+        raise ValueError("--tokenizer bpe needs --data FILE (the text it learns from) and --vocab-size N")
+    path = Path(args.data)
+    text = ("".join(p + c for p, c in read_jsonl_examples(path)) if path.suffix.lower() == ".jsonl"
+            else read_text_file(path))
+    return BPETokenizer.train(text, args.vocab_size)
+
+
 def cmd_pretrain(args):
-    if args.resume:
-        _restore_run_args(args)
-    data = make_dataset(args, args.block_size)
+    _prepare_run(args)
+    data = make_dataset(args, args.block_size, _new_tokenizer(args))
     config = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                        n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
-    tcfg = train_config(args, 1000)
+    check_fits(config, args.batch_size, args.block_size, gpt_parameter_count(config))
+    tcfg = train_config(args)
     backend.manual_seed(args.seed)
     model = GPT(config)
-    _run_training(model, data, tcfg, args)
-    save_gpt2(model, args.out)
-    data.tokenizer.save(args.out)
+    with output_dir(args.out, args.overwrite):
+        _run_training(model, data, tcfg, args)
+        save_gpt2(model, args.out)
+        save_tokenizer(data.tokenizer, None, args.out)
     return 0
 
 
 def cmd_finetune(args):
-    if args.resume:
-        _restore_run_args(args)
+    _prepare_run(args)
+    if not args.base:
+        raise ValueError("finetune needs --base DIR, the model directory to start from")
     model, tokenizer = load_model_dir(args.base)
-    data = make_dataset(args, model.config.block_size, tokenizer)
-    tcfg = train_config(args, 300)
+    block_size = _window(args, model)
+    data = make_dataset(args, block_size, tokenizer)
+    if args.lr is None:
+        args.lr = DemoSettings().full_lr if args.full else DemoSettings().lora_lr
+    tcfg = train_config(args)
     backend.manual_seed(args.seed)
     if args.full:
         model.requires_grad_(True)
@@ -123,24 +137,43 @@ def cmd_finetune(args):
         targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
         add_lora(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=targets,
                                    lora_dropout=args.lora_dropout))
-    _run_training(model, data, tcfg, args)
-    if args.full:
-        save_gpt2(model, args.out)
-    else:
-        save_adapter(model, args.out, metadata={"base_model_sha256": file_sha256(Path(args.base) / WEIGHTS_FILE),
-                                                 "base_model_path": str(Path(args.base).resolve())})
-    tokenizer.save(args.out)
+    check_fits(model.config, args.batch_size, block_size, count_parameters(model)[0], model.dtype.itemsize)
+    with output_dir(args.out, args.overwrite):
+        _run_training(model, data, tcfg, args)
+        if args.full:
+            save_gpt2(model, args.out)
+        else:
+            save_adapter(model, args.out, metadata=adapter_metadata(args.base))
+        save_tokenizer(tokenizer, args.base, args.out)
     return 0
+
+
+def _prompt_ids(tokenizer, prompt, block_size, unknown):
+    """The prompt's ids, cut to the model's context from the left; what was cut is said on stderr."""
+    if not prompt:
+        raise ValueError("--prompt must not be empty")
+    _check_unknown_policy(unknown)
+    ids = encode_text(tokenizer, prompt, unknown)
+    if len(ids) == 0:
+        raise ValueError(f"--prompt {prompt!r} tokenizes to nothing")
+    if len(ids) > block_size:
+        cut = tokenizer.decode(ids[:-block_size])
+        print(f"lora_np generate: the prompt is {len(ids)} tokens, longer than the model's context of {block_size}; "
+              f"its first {len(ids) - block_size} tokens were cut: {cut!r:.80}", file=sys.stderr)
+        ids = ids[-block_size:]
+    return ids
 
 
 def cmd_generate(args):
     model, tokenizer = load_model_dir(args.model, args.adapter)
-    if not args.prompt:
-        raise ValueError("--prompt must not be empty")
-    ids = tokenizer.encode(args.prompt)[-model.config.block_size:]
+    ids = _prompt_ids(tokenizer, args.prompt, model.config.block_size, args.unknown_chars)
     backend.manual_seed(args.seed)
     out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
-    text = tokenizer.decode(out[0, len(ids):])
+    new = [int(i) for i in out[0, len(ids):]]
+    eot = getattr(tokenizer, "eot_token_id", None)
+    if eot in new:
+        new = new[:new.index(eot)]
+    text = tokenizer.decode(new)
     if args.stop and args.stop in text:
         text = text[:text.index(args.stop) + len(args.stop)]
     sys.stdout.write(args.prompt + text + ("" if text.endswith("\n") else "\n"))
@@ -148,32 +181,42 @@ def cmd_generate(args):
 
 
 def cmd_merge(args):
+    check_output_dir(args.out, overwrite=args.overwrite)
     model, tokenizer = load_model_dir(args.base, args.adapter)
     merge_and_unload(model)
-    save_gpt2(model, args.out)
-    tokenizer.save(args.out)
+    with output_dir(args.out, args.overwrite):
+        save_gpt2(model, args.out)
+        save_tokenizer(tokenizer, args.base, args.out)
     print(f"merged {args.adapter} into {args.base}: {args.out}")
     return 0
 
 
 def cmd_eval(args):
+    if args.disable_adapter and not args.adapter:
+        raise ValueError("--disable-adapter needs --adapter (it evaluates the base inside the adapted model)")
     model, tokenizer = load_model_dir(args.model, args.adapter)
-    data = make_dataset(args, model.config.block_size, tokenizer)
-    if args.disable_adapter and args.adapter:
-        with disable_lora(model):
-            metrics = evaluate(model, data, "val", args.batch_size, args.eval_batches)
-    else:
+    block_size = _window(args, model)
+    data = make_dataset(args, block_size, tokenizer)
+    check_fits(model.config, args.batch_size, block_size, 0, model.dtype.itemsize, training=False)
+    with disable_lora(model) if args.disable_adapter else contextlib.nullcontext():
         metrics = evaluate(model, data, "val", args.batch_size, args.eval_batches)
-    print(json.dumps({"model": str(args.model), "adapter": args.adapter, "data": data.name, **metrics}))
+    print(json.dumps({"model": str(args.model), "adapter": args.adapter, "adapter_disabled": args.disable_adapter,
+                      "data": data.name, **metrics}))
     return 0
 
 
 def cmd_demo(args):
-    from .demo import DemoSettings, run_demo
+    from .demo import run_demo
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    ranks = [int(r) for r in args.ranks.split(",")] if args.ranks else []
+    try:
+        ranks = [int(r) for r in args.ranks.split(",")] if args.ranks else []
+    except ValueError:
+        ranks = [0]
     if any(r <= 0 for r in ranks):
-        raise ValueError(f"--ranks must be positive integers; got {args.ranks!r}")
-    run_demo(Path(args.out), settings, ranks=ranks, seed=args.seed, quiet=args.quiet)
+        raise ValueError(f"--ranks must be positive integers, e.g. 1,2,4,8; got {args.ranks!r}")
+    if any(r > settings.n_embd for r in ranks):
+        raise ValueError(f"--ranks: a rank above the model width n_embd={settings.n_embd} is not low rank; got {args.ranks!r}")
+    check_output_dir(args.out, overwrite=args.overwrite)
+    with output_dir(args.out, args.overwrite):
+        run_demo(Path(args.out), settings, ranks=ranks, seed=args.seed, quiet=args.quiet)
     return 0
-

@@ -10,6 +10,7 @@
 Writes results.json, results.md, plots, the base checkpoint, the full fine-tune and the adapter.
 """
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +52,10 @@ class DemoSettings:
                    eval_every=25)
 
 
+def _usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def _dir_bytes(path):
     return sum(p.stat().st_size for p in Path(path).iterdir() if p.suffix == ".safetensors")
 
@@ -89,7 +94,8 @@ def run_demo(out, settings, ranks=(), seed=0, quiet=False):
     base_state = base.state_dict()
     save_gpt2(base, out / "base")
     task_a.tokenizer.save(out / "base")
-    results = {"settings": asdict(s), "backend": backend.get_backend(), "seed": seed,
+    results = {"settings": asdict(s), "quick": s == DemoSettings.quick(), "backend": backend.get_backend(),
+               "seed": seed, "machine": {"cpu_count": _usable_cores()},
                "base": {"params": n_params, "pretrain_ms_per_step": pre.ms_per_step, "history": pre.history,
                         "A": evaluate(base, task_a), "B": evaluate(base, task_b),
                         "checkpoint_bytes": _dir_bytes(out / "base")}}

@@ -1,4 +1,5 @@
-"""Evaluation on fixed validation windows: mean loss, token accuracy, and answer accuracy.
+"""Evaluation on fixed validation windows: mean loss, token accuracy, and (where the data has
+answers: a task, JSONL completions) answer accuracy.
 
 Answer accuracy counts a run of consecutive scored targets (one answer and its newline) as right
 only if every token in it is the model's top choice; with teacher forcing that is exactly the case
@@ -24,7 +25,8 @@ def _answer_runs_correct(correct, scored):
 
 @no_grad()
 def evaluate(model, dataset, split="val", batch_size=32, n_batches=8):
-    """{"loss", "token_acc", "answer_acc"} over the same windows every call (model left in its mode)."""
+    """{"loss", "token_acc"[, "answer_acc"]} over the same windows every call (model left in its mode).
+    Free text has no answers, so no answer accuracy either."""
     was_training = model.training
     model.eval()
     losses, n_scored, n_correct, good, runs = [], 0, 0, 0, 0
@@ -42,5 +44,7 @@ def evaluate(model, dataset, split="val", batch_size=32, n_batches=8):
     finally:
         model.train(was_training)
     weight = sum(n for _, n in losses)
-    return {"loss": sum(l * n for l, n in losses) / weight, "token_acc": n_correct / max(n_scored, 1),
-            "answer_acc": good / max(runs, 1)}
+    metrics = {"loss": sum(l * n for l, n in losses) / weight, "token_acc": n_correct / max(n_scored, 1)}
+    if getattr(dataset, "has_answers", False):
+        metrics["answer_acc"] = good / max(runs, 1)
+    return metrics

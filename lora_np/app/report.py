@@ -1,4 +1,10 @@
-"""The demo's table (Markdown, printed and saved) and its plots (PNG, via matplotlib's Agg backend)."""
+"""The demo's table (Markdown, printed and saved), the README's demo section made from it, and
+the plots (PNG, via matplotlib's Agg backend).
+
+The README's demo numbers are never typed by hand: ``tools/update_readme_demo.py`` writes
+``readme_demo_section(results)`` between the README's markers, and a test checks the --quick one
+against a fresh run.
+"""
 
 from pathlib import Path
 
@@ -44,6 +50,60 @@ def format_table(results):
         lines += [f"| {x['r']} | {x['trainable']:,} | {x['ms_per_step']:.1f} | {100 * x['B']['answer_acc']:.1f}% |"
                   for x in results["ranks"]]
     return "\n".join(lines)
+
+
+# Rows whose values depend on the machine's load (timings, allocator peaks), not on the seed.
+MACHINE_DEPENDENT_ROWS = ("peak training memory", "time per step")
+
+
+def _pct(a, b):
+    return f"{100 * a / b:.1f}%"
+
+
+def _intro(results):
+    kind = "quick" if results.get("quick") else "full"
+    machine = results.get("machine", {})
+    cores = f" on {machine['cpu_count']} CPU cores" if machine.get("cpu_count") else ""
+    command = "python -m lora_np demo" + (" --quick" if kind == "quick" else "")
+    return (f"`{command}` (seed {results['seed']}, {results['backend']} backend; one run, "
+            f"{results['elapsed_s']:.0f} s{cores}) prints this table and writes it to `results.md`:")
+
+
+def _full_prose(results):
+    full, lora, base, s = results["full"], results["lora"], results["base"], results["settings"]
+    a_off = lora["A_after_adapter_off"]["loss"]
+    same = ("exactly the base's" if a_off == base["A"]["loss"] else f"the base's was {base['A']['loss']:.3f}")
+    return f"""What it shows:
+- **LoRA trains {_pct(lora['trainable'], full['trainable'])} of the parameters** and keeps \
+{_pct(lora['optimizer_state_bytes'], full['optimizer_state_bytes'])} of the optimizer state (AdamW's two moments
+  exist only for `lora_A`/`lora_B`); the frozen weights get no gradient buffer at all, so peak
+  training memory drops too ({_pct(lora['peak_memory_bytes'], full['peak_memory_bytes'])} of full fine-tuning's), \
+and a step takes {_pct(lora['ms_per_step'], full['ms_per_step'])} of the time (the base weights' `dW` matmuls are
+  skipped; attention, GELU and layer norm still cost the same).
+- **The base model is intact**: switch the adapter off (`ln.disable_lora`) and the old skill is
+  back (loss on A {a_off:.3f}, {same}); full fine-tuning overwrote every weight and forgot A
+  (answer accuracy {100 * full['A_after']['answer_acc']:.1f}%).
+- **One base, many tasks**: the adapter file is {_bytes(lora['adapter_bytes'])} against a \
+{_bytes(full['checkpoint_bytes'])} checkpoint.
+- **The price of rank {s['lora_r']} on `{', '.join(s['targets'])}` alone** is accuracy in {s['finetune_steps']} steps: \
+{100 * lora['B']['answer_acc']:.1f}% against {100 * full['B']['answer_acc']:.1f}%.
+  Shifting letters is a per-token mapping, likely better served by the MLP than by attention; to
+  give LoRA more room, adapt every linear layer: `python -m lora_np finetune --base runs/demo/base --out runs/all --task shift --targets c_attn,c_proj,c_fc`."""
+
+
+def readme_demo_section(results):
+    """The README's text for one demo run: a sentence on how it was made, the table, and for the
+    full run the headline figures in prose."""
+    parts = [_intro(results), "", format_table(results)]
+    if not results.get("quick"):
+        parts += ["", _full_prose(results)]
+    return "\n".join(parts)
+
+
+def comparable_rows(markdown):
+    """The table rows of ``markdown`` that a re-run with the same seed must reproduce exactly."""
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") or line.startswith("Base:")]
+    return [r for r in rows if not any(r.startswith(f"| {name} |") for name in MACHINE_DEPENDENT_ROWS)]
 
 
 def plot_results(results, out):

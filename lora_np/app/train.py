@@ -91,6 +91,7 @@ class _Log:
 
 
 def _progress(total, initial, quiet):
+    """A tqdm bar on stderr (only on a terminal) whose postfix shows the latest loss."""
     from tqdm import tqdm
     return tqdm(total=total, initial=initial, disable=quiet or not sys.stderr.isatty(), leave=False,
                 dynamic_ncols=True, file=sys.stderr)
@@ -117,109 +118,152 @@ def _deferred_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
+@dataclass
+class _Optimization:
+    """What a step updates besides the weights: the trainable parameters, AdamW, the schedule and
+    the data-order generator. Saved in every checkpoint and restored on resume."""
+    params: list
+    optimizer: AdamW
+    schedule: WarmupCosine
+    data_rng: np.random.Generator
+
+    @classmethod
+    def create(cls, model, config):
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("train: the model has no parameter with requires_grad=True")
+        optimizer = AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        schedule = WarmupCosine(optimizer, min(config.warmup_steps, config.steps), config.steps, config.min_lr_ratio)
+        backend.manual_seed(config.seed)
+        return cls(params, optimizer, schedule, np.random.default_rng(config.seed))
+
+
+def _training_step(model, dataset, opt, config):
+    """One optimizer step; returns (loss, lr). A non-finite loss returns before anything is applied."""
+    x, y = dataset.batch("train", config.batch_size, opt.data_rng)
+    _, loss = model(x, y)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        return loss_value, None
+    loss.backward()
+    clip_grad_norm_(opt.params, config.grad_clip)
+    opt.optimizer.step()
+    opt.optimizer.zero_grad()
+    lr = opt.schedule.step()
+    backend.synchronize()
+    return loss_value, lr
+
+
+def _save_checkpoint(out_dir, step, model, opt, history, config):
+    if out_dir:
+        save_checkpoint(out_dir, step, model, opt.optimizer, {
+            "schedule": opt.schedule.state_dict(), "data_rng": opt.data_rng.bit_generator.state,
+            "backend_rng": backend.get_rng_state(), "history": history, "config": asdict(config)})
+
+
+def _resume(out_dir, model, opt):
+    """Weights, AdamW moments, schedule and both RNGs from the newest checkpoint: (step, history)."""
+    ckpt = latest_checkpoint(out_dir) if out_dir else None
+    if ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint found under {Path(out_dir or '.') / 'checkpoints'}")
+
+    def restore(state):
+        try:
+            opt.schedule.load_state_dict(state["schedule"])
+            opt.data_rng.bit_generator.state = state["data_rng"]
+            backend.set_rng_state(state["backend_rng"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{ckpt}: damaged schedule or RNG state in state.json ({exc!r})") from None
+
+    state = load_checkpoint(ckpt, model, opt.optimizer, restore)
+    return state["step"], state["history"]
+
+
+class _StepClock:
+    """Wall time per step, except for the first ``memory_steps``, whose peak memory tracemalloc
+    measures instead (tracing slows a step down, so those steps are not timed)."""
+
+    def __init__(self, memory_steps):
+        self.memory_steps, self.times, self.peak, self.last = memory_steps, [], 0, float("nan")
+
+    @contextlib.contextmanager
+    def measure(self, steps_done):
+        measuring = steps_done < self.memory_steps and backend.get_backend() == "numpy"
+        if measuring and not tracemalloc.is_tracing():
+            tracemalloc.start()
+        t0 = time.perf_counter()
+        yield
+        self.last = time.perf_counter() - t0
+        if measuring:
+            self.peak = max(self.peak, tracemalloc.get_traced_memory()[1])
+            if steps_done + 1 == self.memory_steps:
+                tracemalloc.stop()
+        else:
+            self.times.append(self.last)
+
+    def close(self):
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+
+    def ms_per_step(self):
+        return 1000 * float(np.median(self.times)) if self.times else float("nan")
+
+
+def _nan_message(loss_value, step, out_dir):
+    kept = latest_checkpoint(out_dir) if out_dir else None
+    return (f"loss became {loss_value} at step {step + 1}; training stopped. "
+            + (f"The last good checkpoint is kept in {kept}" if kept else "No checkpoint had been saved yet"))
+
+
 def train(model, dataset, config, out_dir=None, resume=False, extra_eval=None, quiet=False):
     """Train ``model``'s trainable parameters on ``dataset`` (see the module docstring).
 
     ``extra_eval(model) -> dict`` adds metrics to every evaluation (the demo measures task A there).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("train: the model has no parameter with requires_grad=True")
-    optimizer = AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    schedule = WarmupCosine(optimizer, min(config.warmup_steps, config.steps), config.steps, config.min_lr_ratio)
-    data_rng = np.random.default_rng(config.seed)
-    backend.manual_seed(config.seed)
-    history, start = [], 0
-    if resume:
-        ckpt = latest_checkpoint(out_dir) if out_dir else None
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint found under {Path(out_dir or '.') / 'checkpoints'}")
-
-        def restore(state):
-            try:
-                schedule.load_state_dict(state["schedule"])
-                data_rng.bit_generator.state = state["data_rng"]
-                backend.set_rng_state(state["backend_rng"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{ckpt}: damaged schedule or RNG state in state.json ({exc!r})") from None
-
-        state = load_checkpoint(ckpt, model, optimizer, restore)
-        start, history = state["step"], state["history"]
+    opt = _Optimization.create(model, config)
+    step, history = _resume(out_dir, model, opt) if resume else (0, [])
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    log = _Log(out_dir, start, quiet)
+    log, clock, start = _Log(out_dir, step, quiet), _StepClock(config.memory_steps), step
+    result = TrainResult(status="done", step=step, history=history)
 
-    def checkpoint(step):
-        if out_dir:
-            save_checkpoint(out_dir, step, model, optimizer, {
-                "schedule": schedule.state_dict(), "data_rng": data_rng.bit_generator.state,
-                "backend_rng": backend.get_rng_state(), "history": history, "config": asdict(config)})
-
-    def run_eval(step):
+    def evaluate_and_log(step):
         metrics = {f"val_{k}": v for k, v in evaluate(model, dataset, "val", config.batch_size,
                                                       config.eval_batches).items()}
         metrics.update(extra_eval(model) if extra_eval else {})
-        record = {"step": step, **metrics}
-        history.append(record)
-        log.write(record, f"step {step:5d} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        history.append({"step": step, **metrics})
+        log.write(history[-1], f"step {step:5d} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
-    result = TrainResult(status="done", step=start, history=history)
-    step_times, peak = [], 0
-    bar = _progress(config.steps, start, quiet)
+    bar = _progress(config.steps, step, quiet)
     model.train()
-    step = start
     try:
         with _deferred_interrupt() as interrupt:
             while step < config.steps:
                 if interrupt["stop"]:
-                    result.status, result.message = "interrupted", f"interrupted at step {step}" + (
-                        "; checkpoint saved" if out_dir else "")
-                    checkpoint(step)
+                    _save_checkpoint(out_dir, step, model, opt, history, config)
+                    result.status = "interrupted"
+                    result.message = f"interrupted at step {step}" + ("; checkpoint saved" if out_dir else "")
                     break
-                measuring = step - start < config.memory_steps and backend.get_backend() == "numpy"
-                if measuring and not tracemalloc.is_tracing():
-                    tracemalloc.start()
-                t0 = time.perf_counter()
-                x, y = dataset.batch("train", config.batch_size, data_rng)
-                _, loss = model(x, y)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    kept = latest_checkpoint(out_dir) if out_dir else None
-                    result.status = "nan"
-                    result.message = (f"loss became {loss_value} at step {step + 1}; training stopped. "
-                                      + (f"The last good checkpoint is kept in {kept}" if kept else
-                                         "No checkpoint had been saved yet"))
+                with clock.measure(step - start):
+                    loss, lr = _training_step(model, dataset, opt, config)
+                if lr is None:
+                    result.status, result.message = "nan", _nan_message(loss, step, out_dir)
+                    log.write({"step": step + 1, "error": result.message}, result.message)
                     break
-                loss.backward()
-                clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad()
-                lr = schedule.step()
-                backend.synchronize()
-                elapsed = time.perf_counter() - t0
-                if measuring:
-                    peak = max(peak, tracemalloc.get_traced_memory()[1])
-                    if step - start + 1 == config.memory_steps:
-                        tracemalloc.stop()
-                else:
-                    step_times.append(elapsed)
                 step += 1
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 bar.update(1)
                 if step % config.log_every == 0:
-                    log.write({"step": step, "loss": loss_value, "lr": lr, "ms": 1000 * elapsed})
+                    log.write({"step": step, "loss": loss, "lr": lr, "ms": 1000 * clock.last})
                 if step % config.eval_every == 0 or step == config.steps:
-                    run_eval(step)
-                    checkpoint(step)
+                    evaluate_and_log(step)
+                    _save_checkpoint(out_dir, step, model, opt, history, config)
     except KeyboardInterrupt:  # a second Ctrl-C, mid-step: the last complete checkpoint stands
         result.status, result.message = "interrupted", f"interrupted during step {step + 1}; the last checkpoint is kept"
     finally:
         bar.close()
-        if tracemalloc.is_tracing():
-            tracemalloc.stop()
-    if result.status == "nan":
-        log.write({"step": step + 1, "error": result.message}, result.message)
-    result.step = step
-    result.ms_per_step = 1000 * float(np.median(step_times)) if step_times else float("nan")
-    result.optimizer_state_bytes = optimizer.state_bytes()
-    result.peak_memory_bytes = peak or backend.device_memory_in_use()
+        clock.close()
+    result.step, result.ms_per_step = step, clock.ms_per_step()
+    result.optimizer_state_bytes = opt.optimizer.state_bytes()
+    result.peak_memory_bytes = clock.peak or backend.device_memory_in_use()
     return result

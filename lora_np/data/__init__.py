@@ -1,7 +1,9 @@
-"""Embedded tasks, user text files, the character tokenizer and batching."""
+"""Embedded tasks, user text and JSONL files, the character tokenizer and batching."""
 
-from .dataset import TokenDataset, task_dataset, text_dataset
+from .dataset import TokenDataset, task_dataset
 from .tasks import TASKS, VOCAB, make_lines
+from .text_files import encode_text, file_dataset, jsonl_dataset, text_dataset
 from ..tokenizer import CharTokenizer
 
-__all__ = ["TokenDataset", "task_dataset", "text_dataset", "TASKS", "VOCAB", "make_lines", "CharTokenizer"]
+__all__ = ["TokenDataset", "task_dataset", "text_dataset", "jsonl_dataset", "file_dataset", "encode_text",
+           "TASKS", "VOCAB", "make_lines", "CharTokenizer"]

@@ -2,10 +2,8 @@
 
 A window of block_size + 1 tokens gives inputs x = w[:-1] and targets y = w[1:]; a target is set
 to -1 (ignored by the loss) where the mask says its token cannot be predicted. Windows of a task
-start at line boundaries, so each answer comes with its prompt.
+start at line boundaries, so each answer comes with its prompt. User files: text_files.py.
 """
-
-from pathlib import Path
 
 import numpy as np
 
@@ -14,10 +12,15 @@ from ..tokenizer import CharTokenizer
 
 
 class TokenDataset:
-    """``tokens`` (int array), ``counts`` (bool: target counts in the loss), ``starts`` (window starts)."""
+    """``tokens`` (int array), ``counts`` (bool: target counts in the loss), ``starts`` (window starts).
 
-    def __init__(self, tokenizer, splits, block_size, name):
+    ``has_answers``: the counted targets come in runs that are answers (a task's answer, a JSONL
+    completion), so answer accuracy means something; in free text every token counts and it does not.
+    """
+
+    def __init__(self, tokenizer, splits, block_size, name, has_answers=False):
         self.tokenizer, self.block_size, self.name = tokenizer, block_size, name
+        self.has_answers = has_answers
         self.splits = splits  # split -> (tokens, counts, starts)
         for split, (tokens, _, starts) in splits.items():
             if len(tokens) < block_size + 1 or len(starts) == 0:
@@ -54,27 +57,4 @@ def task_dataset(task, block_size, n_train=6000, n_val=600, seed=0, tokenizer=No
         line_starts = np.cumsum([0] + [len(line) for line in lines[:-1]])
         starts = line_starts[line_starts + block_size + 1 <= len(text)]
         splits[split] = (tokenizer.encode(text), counts, starts)
-    return TokenDataset(tokenizer, splits, block_size, f"task {task!r}")
-
-
-def text_dataset(path, block_size, tokenizer=None, val_fraction=0.1):
-    """A user's text file: every character is a target; the last ``val_fraction`` is validation."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"data file {path} is not UTF-8 text ({exc})") from None
-    if not text:
-        raise ValueError(f"data file {path} is empty")
-    tokenizer = tokenizer or CharTokenizer.from_text(text)
-    tokens = tokenizer.encode(text)
-    n_val = max(block_size + 1, int(len(tokens) * val_fraction))
-    if len(tokens) < n_val + block_size + 1:
-        raise ValueError(f"data file {path} has {len(tokens)} characters; with block_size={block_size} it needs "
-                         f"at least {n_val + block_size + 1} (train and validation windows)")
-    splits = {}
-    for split, part in (("train", tokens[:-n_val]), ("val", tokens[-n_val:])):
-        splits[split] = (part, np.ones(len(part), dtype=bool), np.arange(len(part) - block_size))
-    return TokenDataset(tokenizer, splits, block_size, f"text file {path.name}")
+    return TokenDataset(tokenizer, splits, block_size, f"task {task!r}", has_answers=True)

@@ -2,11 +2,16 @@
 
 ``os.replace`` is atomic on POSIX and Windows, so a reader (or a crash) sees either the old file
 or the new one, never half of the new one.
+
+The temporary file is opened with mode 0o666, like ``open(path, "w")``, so the process's umask
+decides who may read the result (0644 under the usual 022); a file that already exists keeps its
+mode. (``tempfile.mkstemp`` would make every file 0600, unreadable to other users.)
 """
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -18,17 +23,30 @@ def _write_chunks(f, data):
         f.write(view[start:start + _CHUNK])
 
 
+def _create_temp_beside(path):
+    """A new, uniquely named file in ``path``'s directory: (file descriptor, name)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path, data):
     """Replace ``path`` with ``data`` atomically; on any failure the old file is left untouched."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             _write_chunks(f, data)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

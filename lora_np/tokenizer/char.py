@@ -1,4 +1,9 @@
-"""A character-level tokenizer: one token per distinct character, saved as JSON beside a checkpoint."""
+"""A character-level tokenizer: one token per distinct character, saved as JSON beside a checkpoint.
+
+A character outside the vocabulary has no id. ``encode(text, unknown=...)`` says what happens to
+it: ``"error"`` (the default) names the characters; ``"drop"`` removes them; ``"map:X"`` replaces
+each by the vocabulary's character X.
+"""
 
 from pathlib import Path
 
@@ -25,11 +30,26 @@ class CharTokenizer:
     def vocab_size(self):
         return len(self.chars)
 
-    def encode(self, text):
-        unknown = sorted(set(text) - set(self.index))
-        if unknown:
-            raise ValueError(f"characters {''.join(unknown)!r} are not in the vocabulary {''.join(self.chars)!r}")
-        return np.array([self.index[c] for c in text], dtype=np.int64)
+    def encode(self, text, unknown="error"):
+        """Ids of ``text``'s characters; ``unknown`` is the policy for characters not in the vocabulary."""
+        replacement = self._check_policy(unknown)
+        missing = sorted(set(text) - set(self.index))
+        if missing and unknown == "error":
+            raise ValueError(f"characters {''.join(missing)!r} are not in the vocabulary {''.join(self.chars)!r}")
+        ids = [self.index.get(c, replacement) for c in text]
+        return np.array([i for i in ids if i is not None], dtype=np.int64)
+
+    def _check_policy(self, unknown):
+        """The id that replaces an unknown character (None: drop it, or raise)."""
+        if unknown in ("error", "drop"):
+            return None
+        if isinstance(unknown, str) and unknown.startswith("map:") and len(unknown) == 5:
+            if unknown[4] not in self.index:
+                raise ValueError(f"unknown-character policy {unknown!r}: {unknown[4]!r} is not in the vocabulary "
+                                 f"{''.join(self.chars)!r}")
+            return self.index[unknown[4]]
+        raise ValueError(f"unknown-character policy must be 'error', 'drop' or 'map:X' (X one character of the "
+                         f"vocabulary); got {unknown!r}")
 
     def decode(self, ids):
         return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))

@@ -1,0 +1,72 @@
+"""Will a run fit in memory? An estimate made before anything is allocated, so that a size that
+cannot fit is refused with one line instead of a MemoryError halfway (and a half-made --out).
+
+    weights          P = V·C + T·C + L·(12C² + 13C) + 2C          parameters of a GPT-2
+    training state   3·P_trainable                                  gradient + AdamW's two moments
+    activations      L·(ACT·B·T·C + ATT·B·H·T²) + 3·B·T·V           kept for the backward pass
+
+``ACT`` counts the (B, T, C)-sized arrays a block keeps for its backward pass (ln_1, q/k/v,
+attention output, projections, residuals, ln_2, the 4C-wide MLP input and GELU output, and their
+gradients in flight); ``ATT`` the (B, H, T, T) ones (the attention probabilities and their
+gradient); the last term is the logits, their softmax and gradient. All in bytes of the dtype.
+It is an estimate, meant to be within a factor of about two of the peak: it refuses what is far
+out of reach (224 GiB for --n-embd 100000), not what is close.
+"""
+
+import os
+
+from .. import backend
+
+ACT, ATT = 24, 3
+
+
+def gpt_parameter_count(config):
+    V, T, C, L = config.vocab_size, config.block_size, config.n_embd, config.n_layer
+    return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
+
+
+def run_bytes(config, batch_size, block_size, n_trainable, itemsize=4, training=True):
+    """(total, parts): the estimated peak bytes of a training step (or a no-grad forward)."""
+    B, T, C, L, H, V = batch_size, block_size, config.n_embd, config.n_layer, config.n_head, config.vocab_size
+    layers_kept = L if training else 1
+    parts = {"weights": gpt_parameter_count(config) * itemsize,
+             "gradients and AdamW state": 3 * n_trainable * itemsize if training else 0,
+             "activations": itemsize * (layers_kept * (ACT * B * T * C + ATT * B * H * T * T) + 3 * B * T * V)}
+    return sum(parts.values()), parts
+
+
+def available_bytes():
+    """Memory this process can still take: the GPU's free memory on cupy, else the host's
+    MemAvailable (Linux), else its physical memory; None where neither can be read."""
+    if backend.get_backend() == "cupy":
+        return int(backend.xp.cuda.runtime.memGetInfo()[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def check_fits(config, batch_size, block_size, n_trainable, itemsize=4, training=True):
+    """A ValueError with the estimate when the run would not fit in the memory available."""
+    total, parts = run_bytes(config, batch_size, block_size, n_trainable, itemsize, training)
+    free = available_bytes()
+    if free is not None and total > free:
+        detail = ", ".join(f"{name} {format_bytes(b)}" for name, b in parts.items() if b)
+        raise ValueError(f"this run needs about {format_bytes(total)} ({detail}; batch {batch_size} × "
+                         f"{block_size} tokens, {config.n_layer} layers × {config.n_embd} wide) but only "
+                         f"{format_bytes(free)} is available; use a smaller --batch-size, --block-size or model")
+    return total

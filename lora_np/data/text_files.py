@@ -1,0 +1,135 @@
+"""A user's data file as a TokenDataset, tokenized with the model's own tokenizer.
+
+    FILE.txt     plain UTF-8 text: every token is a target; the last tenth is validation.
+    FILE.jsonl   one {"prompt": ..., "completion": ...} object per line (instruction tuning).
+
+JSONL examples are tokenized as ``prompt ids + completion ids + end`` (the prompt and the
+completion separately, so the boundary never merges into one token), where ``end`` is
+<|endoftext|> for a BPE model and a newline for a character model. Only the completion and its
+end token count in the loss: the prompt is given, never predicted. Examples are *packed*: laid
+back to back into one stream, each window starting at an example's first token (and every
+block_size tokens inside an example longer than a window), so a window may run on into the next
+examples; attention is not reset at the end token, as in GPT-2's own training. The end of each
+split is *padded* with end tokens that the loss ignores, so the last example gets a whole window.
+The last tenth of the examples (at least one) is validation.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..tokenizer import CharTokenizer
+from .dataset import TokenDataset
+
+
+def encode_text(tokenizer, text, unknown="error"):
+    """Token ids (int64) of ``text``. ``unknown`` is a character model's policy for characters it
+    lacks ('error', 'drop', 'map:X'); a byte-level BPE has no unknown characters."""
+    if isinstance(tokenizer, CharTokenizer):
+        return tokenizer.encode(text, unknown)
+    return np.asarray(tokenizer.encode(text), dtype=np.int64)
+
+
+def read_text_file(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"data file {path} is not UTF-8 text ({exc})") from None
+    if not text:
+        raise ValueError(f"data file {path} is empty")
+    return text
+
+
+def _encode_file_text(tokenizer, text, path, unknown):
+    try:
+        tokens = encode_text(tokenizer, text, unknown)
+    except ValueError as exc:
+        raise ValueError(f"data file {path}: {exc}; drop or replace them (unknown='drop' or 'map:X', "
+                         f"on the command line --unknown-chars drop or --unknown-chars map:X)") from None
+    if len(tokens) == 0:
+        raise ValueError(f"data file {path} tokenizes to nothing (no token the model knows is left)")
+    return tokens
+
+
+def text_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="error"):
+    """A user's text file: every token is a target; the last ``val_fraction`` is validation.
+    Without a ``tokenizer``, a character vocabulary is built from the text."""
+    path = Path(path)
+    text = read_text_file(path)
+    tokenizer = tokenizer or CharTokenizer.from_text(text)
+    tokens = _encode_file_text(tokenizer, text, path, unknown)
+    unit = "characters" if isinstance(tokenizer, CharTokenizer) else "tokens"
+    n_val = max(block_size + 1, int(len(tokens) * val_fraction))
+    if len(tokens) < n_val + block_size + 1:
+        raise ValueError(f"data file {path} has {len(tokens)} {unit}; with block_size={block_size} it needs "
+                         f"at least {n_val + block_size + 1} (train and validation windows)")
+    splits = {}
+    for split, part in (("train", tokens[:-n_val]), ("val", tokens[-n_val:])):
+        splits[split] = (part, np.ones(len(part), dtype=bool), np.arange(len(part) - block_size))
+    return TokenDataset(tokenizer, splits, block_size, f"text file {path.name}")
+
+
+def read_jsonl_examples(path):
+    """[(prompt, completion), ...] from a JSONL file; a bad line is reported with its number."""
+    examples = []
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+        if not (isinstance(obj, dict) and isinstance(obj.get("prompt"), str)
+                and isinstance(obj.get("completion"), str)):
+            found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+            raise ValueError(f"{path}, line {number}: each line needs string fields 'prompt' and 'completion'; "
+                             f"got {found}")
+        examples.append((obj["prompt"], obj["completion"]))
+    if len(examples) < 2:
+        raise ValueError(f"{path} holds {len(examples)} example(s); it needs at least 2 (training and validation)")
+    return examples
+
+
+def _end_of_example(tokenizer):
+    if isinstance(tokenizer, CharTokenizer):
+        if "\n" not in tokenizer.index:
+            raise ValueError("a JSONL file needs a newline in the character vocabulary to close each example")
+        return tokenizer.index["\n"]
+    return tokenizer.eot_token_id
+
+
+def _pack(examples, tokenizer, block_size, end, path, unknown):
+    """One split: (tokens, counts, starts), examples back to back, padded at the end."""
+    tokens, counts, starts = [], [], []
+    for prompt, completion in examples:
+        p = _encode_file_text(tokenizer, prompt, path, unknown) if prompt else np.zeros(0, np.int64)
+        c = _encode_file_text(tokenizer, completion, path, unknown) if completion else np.zeros(0, np.int64)
+        starts.extend(range(len(tokens), len(tokens) + len(p) + len(c) + 1, block_size))
+        tokens += [*p, *c, end]
+        counts += [False] * len(p) + [True] * (len(c) + 1)
+    tokens += [end] * block_size
+    counts += [False] * block_size
+    return np.array(tokens, np.int64), np.array(counts, bool), np.array(starts, np.int64)
+
+
+def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="error"):
+    """Prompt/completion pairs (see the module docstring); the loss counts completion tokens only."""
+    path = Path(path)
+    examples = read_jsonl_examples(path)
+    if tokenizer is None:
+        tokenizer = CharTokenizer.from_text("".join(p + c for p, c in examples) + "\n")
+    end = _end_of_example(tokenizer)
+    n_val = max(1, int(len(examples) * val_fraction))
+    splits = {"train": _pack(examples[:-n_val], tokenizer, block_size, end, path, unknown),
+              "val": _pack(examples[-n_val:], tokenizer, block_size, end, path, unknown)}
+    return TokenDataset(tokenizer, splits, block_size, f"JSONL file {path.name}", has_answers=True)
+
+
+def file_dataset(path, block_size, tokenizer=None, unknown="error"):
+    """``jsonl_dataset`` for a .jsonl file, ``text_dataset`` for anything else."""
+    make = jsonl_dataset if Path(path).suffix.lower() == ".jsonl" else text_dataset
+    return make(path, block_size, tokenizer, unknown=unknown)
