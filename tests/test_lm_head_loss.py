@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lora_np import Tensor, gradcheck, no_grad, ops, to_numpy
-from lora_np.ops.lm_head_loss import VOCAB_SLICE, lm_head_loss, rows_per_chunk
+from lora_np.ops.lm_head_loss import lm_head_loss, vocab_block
 
 from helpers import assert_close, leaf, torch_leaf
 
@@ -24,30 +24,27 @@ def _targets(rng, shape, vocab, n_ignored=2):
     return t
 
 
-def _small_chunks(vocab, rows):
-    """chunk_bytes that gives ``rows`` rows per block (float64)."""
-    return rows * vocab * 8
-
-
-def test_rows_per_chunk():
-    assert rows_per_chunk(50257, 4) == (30 << 20) // (50257 * 4) == 156
-    assert rows_per_chunk(50257, 4, chunk_bytes=1) == 8
+def test_vocab_block():
+    assert vocab_block(512, 4) == (4 << 20) // (512 * 4) == 2048
+    assert vocab_block(1024, 8, tile_bytes=1) == 64
 
 
 @pytest.mark.parametrize("shape", [(20, 6), (3, 7, 6)], ids=["rows", "batch-time"])
-def test_gradcheck_float64_over_several_chunks(shape, rng):
+def test_gradcheck_float64_over_several_chunks_and_blocks(shape, rng):
+    """8 rows per chunk (three chunks, the last one short), 3 vocabulary columns per block (the
+    running max rescales the sums from block to block), large logits so that it matters."""
     vocab = 11
     h, w = leaf(rng, *shape), leaf(rng, vocab, shape[-1])
+    w.data *= 3
     targets = _targets(rng, shape[:-1], vocab)
-    chunk = _small_chunks(vocab, 8)  # 8 rows per block: three blocks, the last one short
-    assert gradcheck(lambda a, b: lm_head_loss(a, b, targets, chunk_bytes=chunk), [h, w])
+    assert gradcheck(lambda a, b: lm_head_loss(a, b, targets, rows_per_chunk=8, block=3), [h, w])
 
 
-@pytest.mark.parametrize("vocab", [13, 2 * VOCAB_SLICE + 5], ids=["small-vocab", "vocab-slices"])
+@pytest.mark.parametrize("vocab", [13, 9000], ids=["small-vocab", "several-blocks"])
 def test_equals_unfused_path_and_torch(vocab, rng):
     h, w = leaf(rng, 2, 23, 8), leaf(rng, vocab, 8)
     targets = _targets(rng, (2, 23), vocab)
-    loss = lm_head_loss(h, w, targets, chunk_bytes=_small_chunks(vocab, 10))
+    loss = lm_head_loss(h, w, targets, rows_per_chunk=10, block=None if vocab < 100 else 1000)
     (3.0 * loss).backward()
 
     h2, w2 = Tensor(to_numpy(h), requires_grad=True), Tensor(to_numpy(w), requires_grad=True)
@@ -66,7 +63,7 @@ def test_equals_unfused_path_and_torch(vocab, rng):
 
 
 def test_float32_matches_torch(rng):
-    vocab = 2 * VOCAB_SLICE + 100
+    vocab = 9000
     h = Tensor(rng.standard_normal((64, 32)).astype(np.float32), requires_grad=True)
     w = Tensor((0.3 * rng.standard_normal((vocab, 32))).astype(np.float32), requires_grad=True)
     targets = _targets(rng, (64,), vocab)
@@ -112,14 +109,14 @@ def test_never_holds_the_whole_logits(backend_name, rng):
     """Peak traced memory of forward + backward stays far below one (N, V) array of logits."""
     if backend_name != "numpy":
         pytest.skip("tracemalloc sees host (NumPy) allocations only")
-    n, vocab, width = 512, 8192, 16
+    n, vocab, width = 256, 16384, 16
     h = Tensor(rng.standard_normal((n, width)).astype(np.float32), requires_grad=True)
     w = Tensor(rng.standard_normal((vocab, width)).astype(np.float32))
     targets = rng.integers(0, vocab, size=n)
     full_logits = n * vocab * 4  # 16 MiB
     tracemalloc.start()
     try:
-        lm_head_loss(h, w, targets, chunk_bytes=1 << 20).backward()
+        lm_head_loss(h, w, targets, block=512).backward()
         _, fused_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         ops.cross_entropy(ops.matmul(h, w.T), targets).backward()

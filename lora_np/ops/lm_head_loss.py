@@ -1,78 +1,100 @@
-"""The tied LM head and the cross-entropy in one op, chunk by chunk: the (N, V) logits never exist whole.
+"""The tied LM head and the cross-entropy in one op: the (N, V) logits never exist whole.
 
-Unfused, a language model's last two steps are ``logits = H Wᵀ`` (N, V) and ``cross_entropy``; at
-GPT-2's vocabulary (V = 50,257) with N = 512 rows that is 103 MB of logits, as much again for
-their gradient, and the biggest matmuls of the step. Here, for each block of R rows of H:
+Unfused, a language model ends with ``Z = H Wᵀ`` (N, V) and ``cross_entropy(Z)``. At GPT-2's
+vocabulary (V = 50,257) and N = 512 rows that is 103 MB of logits, as much again for their
+gradient, and the biggest matmuls of the step. The math of the fused op, per row (target t, n rows
+that count, P = softmax(z), Y = onehot(t)):
 
-    Z = H_c Wᵀ                         (R, V)   the block's logits, in one reused buffer
-    lse = log Σⱼ e^Zⱼ                  (R,)     per row, after subtracting the row max
-    loss += Σ_rows (lse - Z[t])                 over rows whose target is not ignore_index
-    G = (softmax(Z) - onehot(t)) / n   (R, V)   (zero for ignored rows; n = rows that count)
-    dL/dH_c = G W                      (R, C)
-    dL/dW  += Gᵀ H_c                   (V, C)   only if W requires grad (full fine-tuning)
+    L = (1/n) Σ_rows (lse - z_t),          lse = log Σⱼ e^zⱼ
+    dL/dZ = (P - Y) / n                     (cross_entropy.py)
+    dL/dH = dZ W = (Σⱼ Pⱼ Wⱼ - W_t) / n      dL/dW = dZᵀ H      (Z = H Wᵀ)
 
-which is the chain rule through L = (1/n) Σ (lse - z_t) with dL/dZ = (softmax(Z) - Y)/n (see
-cross_entropy.py) and Z = H Wᵀ (so dH = dZ W, dW = dZᵀ H). The loss is a scalar, so its backward
-only multiplies these by the incoming g: the gradients are formed here, in the forward pass, while
-each block's softmax is in hand, instead of recomputing Z in the backward pass (a third matmul).
-They are formed only when grad mode is on and H or W requires grad; under LoRA the embedding is
-frozen and gets no dW, neither the matmul nor the (V, C) buffer.
+The vocabulary is walked in blocks b of a few thousand columns, flash-attention style: with the
+block's running max m, the exponentials e^(zⱼ - m) never overflow, and
 
-A block is R = CHUNK_BYTES / (V · itemsize) rows (≈150 at GPT-2's vocabulary in float32, 30 MB,
-below glibc's mmap threshold as ``parallel.tune_host_allocator`` sets it, so the buffer is reused
-step after step without page faults). Its matmuls run in slices of the vocabulary (or of C) on all
-threads (``parallel.for_rows`` on transposed views), so every GEMM keeps all R rows: a tall
-enough left operand keeps BLAS near its peak, where R/2-row halves would not.
+    Σⱼ Pⱼ Wⱼ = Σ_b e^(m_b - lse) U_b,       U_b = Σ_{j∈b} e^(zⱼ - m_b) Wⱼ  = E_b W_b   (R, C)
+    lse = log Σ_b e^(m_b) S_b,              S_b = Σ_{j∈b} e^(zⱼ - m_b)
+
+so one pass over W gives the loss and dL/dH: for each block, Z_b = H W_bᵀ, E_b = exp(Z_b - m),
+U += E_b W_b, both GEMMs with all R rows and W_b still in cache. Moving from block to block, a new
+running max m' rescales what was summed: U ← e^(m - m') U, S ← e^(m - m') S. Each thread walks its
+own slice of the vocabulary (``parallel.for_rows`` over slices) and the slices are combined at the
+end with the same rescaling. z_t is a row-wise dot product H·W_t.
+
+dL/dW is needed only when the embedding trains (full fine-tuning; under LoRA it is frozen and gets
+neither the matmul nor the (V, C) buffer): a second pass recomputes each Z_b, forms
+G_b = (e^(Z_b - lse) - Y_b) / n and adds G_bᵀ H into its rows of dW.
+
+The loss is a scalar, so backward only scales these by the incoming g: they are formed here, in the
+forward pass, when grad mode is on and H or W requires grad. Rows go in chunks of at most
+ROWS_PER_CHUNK, so memory stays bounded for any batch: one (R, block) tile and one (R, C) sum per
+thread.
 
 Plain version: ``cross_entropy(matmul(h, W.T), targets)``; tests/test_lm_head_loss.py checks that
 both agree in value and gradient.
 """
 
+import numpy as np
+
 from .. import backend, parallel
 from ..autograd import Tensor, is_grad_enabled
 from .cross_entropy import _validated_targets
 
-CHUNK_BYTES = 30 << 20
-VOCAB_SLICE = 4096  # columns of Z per task: W's slice (VOCAB_SLICE, C) stays in cache for the GEMM
+ROWS_PER_CHUNK = 1024
+TILE_BYTES = 4 << 20  # one (R, block) tile of logits per thread
 
 
-def rows_per_chunk(vocab, itemsize, chunk_bytes=CHUNK_BYTES):
-    """How many rows of logits fit in ``chunk_bytes`` (at least 8)."""
-    return max(8, chunk_bytes // (vocab * itemsize))
+def vocab_block(rows, itemsize, tile_bytes=TILE_BYTES):
+    """Columns of the vocabulary per block, so that a (rows, block) tile is about ``tile_bytes``."""
+    return max(64, tile_bytes // (rows * itemsize))
 
 
-def logits_kernel(z_t, w, h):
-    """One vocabulary slice: zᵀ (Vs, R) = (h wᵀ)ᵀ for w (Vs, C), h (R, C)."""
-    backend.xp.matmul(h, w.T, out=z_t.T)
-
-
-def softmax_kernel(z, lse, scale):
-    """z (R, V) ← scale · softmax(z) row by row; lse (R,) ← log Σ e^z."""
+def logsumexp_pass_kernel(m, s, u, bounds, h, w, block):
+    """For each vocabulary slice [lo, hi) of ``bounds`` (P, 2), block by block:
+    m (P, R) the running row max of Z = h wᵀ, s (P, R) = Σ e^(Z - m), u (P, R, C) = Σ e^(Z - m) w (if not None)."""
     xp = backend.xp
-    m = z.max(axis=1, keepdims=True)
-    z -= m
-    xp.exp(z, out=z)
-    s = z.sum(axis=1, keepdims=True)
-    z *= scale / s
-    lse[:] = (xp.log(s) + m)[:, 0]
+    for p, (lo, hi) in enumerate(bounds.tolist()):
+        m[p] = -xp.inf
+        s[p] = 0
+        if u is not None:
+            u[p] = 0
+        for b in range(lo, hi, block):
+            w_b = w[b:min(b + block, hi)]
+            z = h @ w_b.T                                    # (R, block)
+            m_new = xp.maximum(m[p], z.max(axis=1))
+            rescale = xp.exp(m[p] - m_new)
+            z -= m_new[:, None]
+            xp.exp(z, out=z)
+            s[p] = s[p] * rescale + z.sum(axis=1)
+            if u is not None:
+                u[p] *= rescale[:, None]
+                u[p] += z @ w_b
+            m[p] = m_new
 
 
-def dh_kernel(dh_t, w_t, g):
-    """One slice of dh's columns: dhᵀ (Cs, R) = (g w)ᵀ for g (R, V), wᵀ (Cs, V)."""
-    backend.xp.matmul(g, w_t.T, out=dh_t.T)
+def dw_pass_kernel(bounds, dw, h, w, lse, t, keep, scale, block):
+    """dw[j] = Σ_rows G[row, j] h[row] for the vocabulary slices of ``bounds``: G = (e^(Z - lse) - Y)·scale."""
+    xp = backend.xp
+    rows = xp.arange(h.shape[0])
+    for lo, hi in bounds.tolist():
+        for b in range(lo, hi, block):
+            e = min(b + block, hi)
+            g = h @ w[b:e].T
+            g -= lse[:, None]
+            xp.exp(g, out=g)
+            hit = keep & (t >= b) & (t < e)
+            g[rows[hit], t[hit] - b] -= 1
+            g *= (scale * keep)[:, None]
+            dw[b:e] += g.T @ h
 
 
-def dw_kernel(dw, g_t, h):
-    """One vocabulary slice: dw (Vs, C) += gᵀ h for gᵀ (Vs, R), h (R, C)."""
-    dw += g_t @ h
-
-
-def lm_head_loss(h, weight, targets, ignore_index=-1, chunk_bytes=CHUNK_BYTES):
-    """Mean cross-entropy of the logits h·Wᵀ, computed in row blocks.   dL/dH = G W, dL/dW = Gᵀ H.
+def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CHUNK, block=None):
+    """Mean cross-entropy of the logits h·Wᵀ, never formed whole.   dL/dH = (P - Y) W / n, dL/dW = (P - Y)ᵀ H / n.
 
     ``h``: (..., C) hidden states; ``weight``: (V, C), the token embedding the head is tied to;
-    ``targets``: ints of shape h.shape[:-1], ``ignore_index`` rows count for nothing.
-    Returns the scalar loss; G = (softmax(h Wᵀ) - onehot) / n is formed block by block.
+    ``targets``: ints of shape h.shape[:-1]; rows whose target is ``ignore_index`` count for nothing.
+    ``rows_per_chunk`` and ``block`` (vocabulary columns per tile; default: a TILE_BYTES tile) set the
+    tiling: they change the memory and the speed, not the result.
     """
     xp = backend.xp
     if weight.ndim != 2 or h.shape[-1] != weight.shape[1]:
@@ -81,35 +103,40 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, chunk_bytes=CHUNK_BYTES):
     if h.dtype != weight.dtype:
         raise TypeError(f"lm_head_loss: hidden states are {h.dtype}, the embedding is {weight.dtype}")
     h2, w = h.data.reshape(-1, h.shape[-1]), weight.data
-    vocab = w.shape[0]
-    t, n = _validated_targets(targets, h2.shape[0], vocab, ignore_index)
+    (n_rows, width), vocab = h2.shape, w.shape[0]
+    t, n = _validated_targets(targets, n_rows, vocab, ignore_index)
     keep = t != ignore_index
     t = xp.where(keep, t, 0)
     need_h = is_grad_enabled() and h.requires_grad
     need_w = is_grad_enabled() and weight.requires_grad
     dh = xp.empty_like(h2) if need_h else None
     dw = xp.zeros_like(w) if need_w else None
-    scale = w.dtype.type(1.0 / n) if need_h or need_w else w.dtype.type(1.0)
+    scale = w.dtype.type(1.0 / n)
 
-    rows = rows_per_chunk(vocab, w.dtype.itemsize, chunk_bytes)
-    buffer = xp.empty((min(rows, h2.shape[0]), vocab), dtype=w.dtype)
-    lse = xp.empty(buffer.shape[0], dtype=w.dtype)
+    n_slices = min(parallel.thread_count(), vocab)
+    edges = np.linspace(0, vocab, n_slices + 1).astype(np.int64)
+    bounds = np.stack([edges[:-1], edges[1:]], axis=1)  # (P, 2) on the host: one vocabulary slice per thread
     total = xp.zeros((), dtype=xp.float64)
-    for lo in range(0, h2.shape[0], rows):
-        hi = min(lo + rows, h2.shape[0])
-        z, hc, tc, kc = buffer[:hi - lo], h2[lo:hi], t[lo:hi], keep[lo:hi]
-        parallel.for_rows(logits_kernel, (z.T, w), (hc,), grain=VOCAB_SLICE)  # Z = H_c Wᵀ
-        picked = z[xp.arange(hi - lo), tc]
-        parallel.for_rows(softmax_kernel, (z, lse[:hi - lo]), (scale,))  # z now holds softmax / n
-        total += ((lse[:hi - lo] - picked) * kc).sum(dtype=xp.float64)
-        if need_h or need_w:
-            z[xp.arange(hi - lo), tc] -= scale  # G = (softmax - onehot) / n
-            if not bool(kc.all()):
-                z[~kc] = 0
-        if need_h:  # dH_c = G W, in slices of W's columns (each GEMM keeps all R rows)
-            parallel.for_rows(dh_kernel, (dh[lo:hi].T, w.T), (z,), grain=max(1, w.shape[1] // parallel.thread_count()))
-        if need_w:  # dW += Gᵀ H_c, in vocabulary slices
-            parallel.for_rows(dw_kernel, (dw, z.T), (hc,), grain=VOCAB_SLICE)
+    for lo in range(0, n_rows, rows_per_chunk):
+        hi = min(lo + rows_per_chunk, n_rows)
+        hc, tc, kc = h2[lo:hi], t[lo:hi], keep[lo:hi]
+        cols = block or vocab_block(hi - lo, w.dtype.itemsize)
+        m = xp.empty((n_slices, hi - lo), dtype=w.dtype)
+        s = xp.empty_like(m)
+        u = xp.empty((n_slices, hi - lo, width), dtype=w.dtype) if need_h else None
+        parallel.for_rows(logsumexp_pass_kernel, (m, s, u, bounds), (hc, w, cols), grain=1)
+        m_all = m.max(axis=0)
+        weights = xp.exp(m - m_all)                     # e^(m_p - max): each slice's share, rescaled
+        lse = m_all + xp.log((weights * s).sum(axis=0))
+        w_t = w[tc]                                     # (R, C) the targets' embedding rows
+        z_t = (hc * w_t).sum(axis=1)
+        total += ((lse - z_t) * kc).sum(dtype=xp.float64)
+        if need_h:                                      # (Σ_p e^(m_p - lse) U_p - W_t) / n
+            mix = weights * xp.exp(m_all - lse)         # (P, R)
+            dh[lo:hi] = (mix[:, :, None] * u).sum(axis=0) - w_t
+            dh[lo:hi] *= (scale * kc)[:, None]
+        if need_w:
+            parallel.for_rows(dw_pass_kernel, (bounds,), (dw, hc, w, lse, tc, kc, scale, cols), grain=1)
     loss = (total / n).astype(w.dtype)
     h_shape = h.shape
 
