@@ -143,11 +143,7 @@ def to_numpy(x):
 
 def index_add(target, index, values):
     """``target[index] += values`` with repeated indices summed (CuPy: atomic adds on the GPU)."""
-    if _name == "cupy":
-        import cupyx
-        cupyx.scatter_add(target, index, values)
-    else:
-        xp.add.at(target, index, values)
+    xp.add.at(target, index, values)
     return target
 
 

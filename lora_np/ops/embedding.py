@@ -14,9 +14,12 @@ from .index_arrays import as_index_array
 
 def add_rows(target, rows, values):
     """``target[rows[i]] += values[i]`` for every i, duplicates summed: sort the row ids, sum each
-    run of equal ids with ``add.reduceat``, add the sums once per distinct row."""
+    run of equal ids with ``add.reduceat``, add the sums once per distinct row.
+
+    The sums run in a fixed order, so the result is bit-identical from run to run on the GPU too,
+    where a scatter of atomic adds would sum in whatever order the threads arrive."""
     xp = backend.xp
-    if xp is not np:  # CuPy has no reduceat; its scatter-add is atomic adds on the GPU
+    if not hasattr(xp.add, "reduceat"):  # an array module without reduceat (CuPy before 14)
         return backend.index_add(target, rows, values)
     order = xp.argsort(rows, kind="stable")
     sorted_rows = rows[order]
