@@ -22,11 +22,7 @@ import numpy as np
 from .. import backend, ops
 from ..autograd import Tensor
 from ..ops.lora_linear import _check_lora_shapes
-
-try:
-    from ..parallel import for_rows
-except ImportError:  # the older tree: backend.parallel_for
-    for_rows = None
+from ..parallel import for_rows
 
 BAND = 1 << 17
 
@@ -36,10 +32,7 @@ def _over_bands(n, band, fn):
     def kernel(ids):
         for lo in range(int(ids[0]), int(ids[-1]) + 1, band):
             fn(lo, min(lo + band, int(ids[-1]) + 1))
-    if for_rows is not None:
-        for_rows(kernel, (np.arange(n),), grain=band)
-    else:
-        backend.parallel_for(n, lambda lo, hi: kernel(np.arange(lo, hi)), grain=band)
+    for_rows(kernel, (np.arange(n),), grain=band)
 
 
 def check_quant_shapes(x, qweight, bias, op="quant_linear"):
