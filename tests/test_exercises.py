@@ -54,6 +54,10 @@ def _define(source, name):
     return namespace[name]
 
 
+def test_every_check_module_imports():
+    assert not course.IMPORT_ERRORS
+
+
 def test_at_least_twelve_exercises_two_in_each_of_01_to_04():
     per_notebook = {}
     for notebook, name, _, _ in EXERCISES:
