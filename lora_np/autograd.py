@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 
-from . import backend
+from . import backend, parallel
 
 DEFAULT_DTYPE = np.float32
 _grad_enabled = True
@@ -190,7 +190,8 @@ class Tensor:
             grad = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, the tensor has shape {self.shape}")
-        _run_backward(self._grad_node(), grad)
+        with parallel.single_threaded_blas():  # once for the whole pass, not per op
+            _run_backward(self._grad_node(), grad)
 
 
 def _run_backward(root, grad):

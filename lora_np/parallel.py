@@ -44,23 +44,44 @@ def thread_count():
     return _threads
 
 
-def single_threaded_blas():
-    """A context in which BLAS runs on one thread (when lora_np runs threads of its own); on exit
-    BLAS gets back the threads it had.
+class _SingleThreadedBlas:
+    """Reentrant: the outermost ``with`` sets BLAS to one thread, its exit restores what was there."""
 
-    The threadpoolctl controller is made once (scanning the loaded libraries takes a while); its
-    ``limit`` then costs a few microseconds. Without threadpoolctl, BLAS is left alone.
-    """
-    global _blas
+    depth, saved = 0, ()
+
+    def __enter__(self):
+        global _blas
+        if self.depth == 0:
+            if _blas is None:  # threadpoolctl scans the loaded libraries once (it takes a while)
+                try:
+                    from threadpoolctl import ThreadpoolController
+                    _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+                except ImportError:  # without threadpoolctl, BLAS is left alone
+                    _blas = []
+            self.saved = [(lib, lib.num_threads) for lib in _blas]
+            for lib, n in self.saved:
+                if n != 1:
+                    lib.set_num_threads(1)
+        self.depth += 1
+
+    def __exit__(self, *exc):
+        self.depth -= 1
+        if self.depth == 0:
+            for lib, n in self.saved:
+                if n != 1:
+                    lib.set_num_threads(n)
+
+
+_single_threaded_blas = _SingleThreadedBlas()
+
+
+def single_threaded_blas():
+    """A context in which BLAS runs on one thread (when lora_np runs threads of its own), so that
+    BLAS's threads do not fight ours; on exit BLAS gets back the threads it had. Nested uses cost
+    nothing: autograd enters it once around a whole backward pass."""
     if backend.xp is not np or thread_count() == 1:
         return contextlib.nullcontext()
-    if _blas is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _blas = ThreadpoolController()
-        except ImportError:
-            _blas = False
-    return _blas.limit(limits=1, user_api="blas") if _blas else contextlib.nullcontext()
+    return _single_threaded_blas
 
 
 def _runs_threaded(n_rows, grain):
