@@ -14,6 +14,7 @@ import pytest
 import lora_np
 from lora_np import (GPT, GPTConfig, LoraConfig, Tensor, add_lora, gradcheck, load_adapter, load_gpt2, ops,
                      save_adapter, save_gpt2, set_adapter)
+from lora_np import BPETokenizer
 from lora_np.data import CharTokenizer, task_dataset, text_dataset
 from lora_np.optim import SGD, AdamW, clip_grad_norm_
 from lora_np.io.safetensors_file import read_safetensors
@@ -119,7 +120,7 @@ CASES = [
     ("adapter-dora", lambda e: load_adapter(e.model, _damaged_adapter(
         e, "adapter_config.json", json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
                                               "target_modules": ["c_attn"], "use_dora": True}).encode())),
-     ValueError, "use_dora=True is not supported"),
+     ValueError, "use_dora=True is not supported|missing key .*lora_magnitude_vector"),  # DoRA without its magnitudes
     ("adamw-zero-lr", lambda e: AdamW(e.model.parameters(), lr=0), ValueError, "lr must be a positive number; got 0"),
     ("adamw-beta-one", lambda e: AdamW(e.model.parameters(), betas=(1.0, 0.9)), ValueError, r"betas.*\[0, 1\)"),
     ("sgd-no-parameters", lambda e: SGD([], lr=0.1), ValueError, "empty parameter list"),
@@ -253,16 +254,61 @@ CLI_CASES = [
      "--tokenizer bpe needs --data FILE"),
     ("cli-vocab-size-with-char", ["pretrain", "--data", "{accents}", "--vocab-size", "300", "--out", "{out}"],
      "--vocab-size goes with --tokenizer bpe"),
+    # issue 15: model folders with a BPE tokenizer, JSONL data. {bpe}: a BPE model folder
+    # (vocab.json + merges.txt); {bpe_*}: damaged copies of it.
+    ("cli-tokenizer-missing", ["generate", "--model", "{bpe_no_tokenizer}", "--prompt", "the"], "no tokenizer in"),
+    ("cli-tokenizer-merges-missing", ["generate", "--model", "{bpe_no_merges}", "--prompt", "the"],
+     "merges.txt"),
+    ("cli-tokenizer-malformed", ["generate", "--model", "{bpe_bad_vocab}", "--prompt", "the"], "not valid JSON"),
+    ("cli-tokenizer-vocab-disagrees", ["generate", "--model", "{bpe_small_model}", "--prompt", "the"],
+     "config.json says vocab_size=10"),
+    ("cli-jsonl-missing-completion", ["finetune", "--base", "{bpe}", "--data", "{jsonl_no_completion}", "--out", "{out}"],
+     "line 2: each line needs string fields 'prompt' and 'completion'"),
+    ("cli-jsonl-not-json", ["finetune", "--base", "{bpe}", "--data", "{jsonl_broken}", "--out", "{out}"],
+     "line 3: not valid JSON"),
+    ("cli-text-tokenizes-to-nothing", ["finetune", "--base", "{ckpt}", "--data", "{only_unknown}", "--out", "{out}",
+                                       "--unknown-chars", "drop"], "tokenizes to nothing"),
+    ("cli-task-on-a-bpe-model", ["finetune", "--base", "{bpe}", "--task", "shift", "--out", "{out}"],
+     "character-level toy task"),
+    ("cli-bpe-vocab-too-small", ["pretrain", "--data", "{accents}", "--tokenizer", "bpe", "--vocab-size", "100",
+                                 "--out", "{out}"], "--vocab-size must be an integer ≥ 257"),
 ]
+
+
+def _bpe_model_dirs(env):
+    """A small BPE model folder (weights + vocab.json + merges.txt) and damaged variants of it."""
+    tokenizer = BPETokenizer.train("the cat sat on the mat. the dog sat on the log. " * 20, 300)
+    lora_np.manual_seed(0)
+    good = save_gpt2(GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8)),
+                     env.tmp / "bpe")
+    tokenizer.save(good)
+    dirs = {"bpe": good}
+    for name, drop, edit in (("no_tokenizer", ("vocab.json", "merges.txt"), None), ("no_merges", ("merges.txt",), None),
+                             ("bad_vocab", (), ("vocab.json", b'{"a": ')), ("small_model", (), None)):
+        d = env.tmp / f"bpe_{name}"
+        d.mkdir()
+        source = env.ckpt if name == "small_model" else good
+        for f in source.iterdir():
+            if f.name not in drop and f.name != "char_vocab.json":
+                (d / f.name).write_bytes(edit[1] if edit and f.name == edit[0] else f.read_bytes())
+        if name == "small_model":
+            tokenizer.save(d)
+        dirs[f"bpe_{name}"] = d
+    return dirs
 
 
 def _cli_env(env):
     """The files the command-line cases name, made once per case."""
     CharTokenizer("abcdefgh>\n").save(env.ckpt)
-    (env.tmp / "a_file").write_text("not a directory\n")
-    (env.tmp / "accents.txt").write_text("abc>abc\ncafé>dbgf\nüb>ac\n" * 40)
-    return {"ckpt": env.ckpt, "out": env.tmp / "out", "tmp": env.tmp, "file": env.tmp / "a_file",
-            "damaged": _damaged_copy(env, "model.safetensors", lambda b: b[:50]), "accents": env.tmp / "accents.txt"}
+    files = {"a_file": "not a directory\n", "accents.txt": "abc>abc\ncafé>dbgf\nüb>ac\n" * 40,
+             "only_unknown.txt": "xyz éü " * 40,
+             "jsonl_no_completion.jsonl": '{"prompt": "the", "completion": " cat"}\n{"prompt": "the"}\n',
+             "jsonl_broken.jsonl": '{"prompt": "a", "completion": "b"}\n\n{"prompt": "a", "completion": \n'}
+    for name, text in files.items():
+        (env.tmp / name).write_text(text)
+    paths = {name.split(".")[0]: env.tmp / name for name in files}
+    return {**paths, **_bpe_model_dirs(env), "ckpt": env.ckpt, "out": env.tmp / "out", "tmp": env.tmp,
+            "file": paths["a_file"], "damaged": _damaged_copy(env, "model.safetensors", lambda b: b[:50])}
 
 
 def _run_cli(args, environment, capsys):

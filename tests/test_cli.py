@@ -141,6 +141,17 @@ def test_free_text_has_no_answer_accuracy_and_unknown_characters_can_be_dropped_
     assert "answer_acc" not in json.loads(stdout) and "loss" in json.loads(stdout)
 
 
+def test_jsonl_on_a_character_model(base_dir, tmp_path, capsys):
+    """prompt/completion lines on a char model: a newline closes each example; the loss counts the
+    completion, so answer accuracy is reported."""
+    rows = [{"prompt": f"{w}>", "completion": w} for w in ("abc", "bad", "cafe", "dead", "face", "bead") * 8]
+    data = tmp_path / "copy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = cli(capsys, "eval", "--model", base_dir, "--data", data)
+    assert code == 0, err
+    assert set(json.loads(out)) >= {"loss", "token_acc", "answer_acc"}
+
+
 def test_eval_data_help_says_evaluate():
     proc = run_cli("eval", "--help")
     assert "for evaluation" in proc.stdout and "train on" not in proc.stdout

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from ..checks import check_int, check_number
 from .evaluate import evaluate
 from ..optim import AdamW, WarmupCosine, clip_grad_norm_
 from ..io.train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -44,19 +45,13 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            check_int(name, getattr(self, name), min=1)
         for name in ("warmup_steps", "seed", "memory_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
-        if not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive; got {self.grad_clip!r}")
+            check_int(name, getattr(self, name), min=0)
+        if not math.isfinite(check_number("lr", self.lr, min=0, min_open=True)):
+            raise ValueError(f"lr must be a finite positive number; got {self.lr!r}")
+        check_number("min_lr_ratio", self.min_lr_ratio, min=0, max=1)
+        check_number("grad_clip", self.grad_clip, min=0, min_open=True)
 
 
 @dataclass
