@@ -173,7 +173,7 @@ class Tensor:
 
     # --- backward ----------------------------------------------------------------------------
     def backward(self, grad=None):
-        """Accumulate d(self)/d(leaf) · grad into every leaf's ``.grad``; free the graph on the way.
+        """Accumulate the gradient of Σ grad ⊙ self into every leaf's ``.grad``; free the graph on the way.
 
         ``grad`` defaults to 1 for a one-element tensor; other shapes must pass it explicitly.
         """

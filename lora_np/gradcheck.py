@@ -1,6 +1,6 @@
 """Numerical gradient check: do the hand-derived backward passes agree with central differences?
 
-For inputs x and an output y = f(x), take a fixed random r and L = Σ r · y, a scalar whose
+For inputs x and an output y = f(x), take a fixed random r and L = Σ r ⊙ y, a scalar whose
 gradient is the vector-Jacobian product rᵀ ∂y/∂x that backward() computes. Each input element is
 then nudged by ±eps and
 

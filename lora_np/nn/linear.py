@@ -1,4 +1,4 @@
-"""Linear layer in GPT-2's Conv1D layout: ``weight`` is (in_features, out_features), y = x·W + b."""
+"""Linear layer in GPT-2's Conv1D layout: ``weight`` is (in_features, out_features), y = x W + b."""
 
 import numpy as np
 

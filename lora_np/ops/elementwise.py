@@ -1,6 +1,6 @@
 """Elementwise ops. Each returns ``y`` and a closure mapping g = dL/dy to dL/d(input).
 
-The chain rule for an elementwise y = f(a) is dL/da = g · f'(a); for two inputs each gets its
+The chain rule for an elementwise y = f(a) is dL/da = g ⊙ f'(a); for two inputs each gets its
 own partial derivative, summed over the axes it was broadcast along (``unbroadcast``). Closures
 capture arrays, never Tensors, so nothing else is kept alive for the backward pass.
 """
@@ -37,14 +37,14 @@ def sub(a, b):
 
 
 def mul(a, b):
-    """y = a · b.   dL/da = g · b,  dL/db = g · a."""
+    """y = a ⊙ b.   dL/da = g ⊙ b,  dL/db = g ⊙ a."""
     a, b = binary_operands(a, b, "mul")
     x, z = a.data, b.data
     return _binary(x * z, a, b, lambda g: g * z, lambda g: g * x)
 
 
 def div(a, b):
-    """y = a / b.   dL/da = g / b,  dL/db = -g · a / b² = -g · y / b."""
+    """y = a / b.   dL/da = g / b,  dL/db = -g ⊙ a / b² = -g ⊙ y / b."""
     a, b = binary_operands(a, b, "div")
     if a.dtype.kind != "f":  # int / int is a float division: compute it in the default float dtype
         a, b = Tensor(a.data.astype(np.float32)), Tensor(b.data.astype(np.float32))
@@ -59,7 +59,7 @@ def neg(a):
 
 
 def pow(a, exponent):
-    """y = a ** p for a scalar p.   dL/da = g · p · a^(p-1)."""
+    """y = a ** p for a scalar p.   dL/da = p g ⊙ a^(p-1)."""
     if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float, np.number)) or isinstance(exponent, bool):
         raise TypeError(f"pow: the exponent must be a Python or NumPy real scalar; got {type(exponent).__name__}")
     p = exponent.item() if isinstance(exponent, np.number) else exponent  # a NumPy float64 would upcast
@@ -68,7 +68,7 @@ def pow(a, exponent):
 
 
 def exp(a):
-    """y = eᵃ.   dL/da = g · y."""
+    """y = eᵃ.   dL/da = g ⊙ y."""
     y = backend.xp.exp(a.data)
     return Tensor._from_op(y, (a,), lambda g: (g * y,))
 
@@ -80,7 +80,7 @@ def log(a):
 
 
 def tanh(a):
-    """y = tanh a.   dL/da = g · (1 - y²)."""
+    """y = tanh a.   dL/da = g ⊙ (1 - y²)."""
     y = backend.xp.tanh(a.data)
     return Tensor._from_op(y, (a,), lambda g: (g * (1 - y * y),))
 

@@ -5,7 +5,7 @@
 Since 1 + tanh u = 1 + (eᵘ - e⁻ᵘ)/(eᵘ + e⁻ᵘ) = 2eᵘ/(eᵘ + e⁻ᵘ) = 2/(1 + e⁻²ᵘ) = 2σ(2u), the gate
 s = ½(1 + tanh u) is σ(2u), the logistic sigmoid, and y = x s. With σ' = σ(1 - σ):
 
-    dy/dx = s + x σ'(2u) · 2 du/dx = s + x s (1 - s) · 2√(2/π) (1 + 3 · 0.044715 x²)
+    dy/dx = s + x σ'(2u) 2 du/dx = s + x s (1 - s) 2√(2/π) (1 + 3 · 0.044715 x²)     (all elementwise)
 
 The forward keeps s, so the backward needs neither tanh nor exp. Both kernels are elementwise:
 ``parallel.for_rows`` runs them on cache-sized blocks of the flattened arrays.
@@ -44,7 +44,7 @@ def _flat(a):
 
 
 def gelu(x):
-    """y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))) = x·σ(2u).   dL/dx = g · dy/dx (module docstring).
+    """y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))) = x σ(2u).   dL/dx = g ⊙ dy/dx (module docstring).
 
     Plain version: ``lora_np.ops.reference.gelu``."""
     xp = backend.xp

@@ -3,12 +3,12 @@
 With W (in, out) frozen, A (r, in), B (out, r) (PEFT's layouts), scaling s = α/r and an optional
 dropout mask M on the adapter's input:
 
-    X̃ = X ⊙ M/(1-p)          H = X̃ Aᵀ   (N, r)          Y = X W + b + s · H Bᵀ
+    X̃ = X ⊙ M/(1-p)          H = X̃ Aᵀ   (N, r)          Y = X W + b + s H Bᵀ
 
 so the update to the weight is ΔW = s AᵀBᵀ (in, out). Backward, from G = dL/dY (N, out):
 
-    dL/dB = s · Gᵀ H                       (out, r)
-    dL/dH = s · G B                        (N, r)
+    dL/dB = s Gᵀ H                         (out, r)
+    dL/dH = s G B                          (N, r)
     dL/dA = (dL/dH)ᵀ X̃                      (r, in)
     dL/dX = G Wᵀ + ((dL/dH) A) ⊙ M/(1-p)    (N, in)
     dL/dW = Xᵀ G,  dL/db = Σₙ G            only if W, b require grad
@@ -40,7 +40,7 @@ def _check_lora_shapes(weight, lora_A, lora_B):
 
 
 def lora_kernel(y, hs, x, xd, w, b, a, bb, scaling):
-    """y = x W + b + s·(x̃ Aᵀ) Bᵀ on a block of rows; s·H = s·x̃ Aᵀ is kept (hs) for dL/dB."""
+    """y = x W + b + s (x̃ Aᵀ) Bᵀ on a block of rows; s H = s x̃ Aᵀ is kept (hs) for dL/dB."""
     linear_kernel(y, x, w, b)
     backend.xp.matmul(xd, a.T, out=hs)
     hs *= scaling
@@ -58,7 +58,7 @@ def lora_dx_kernel(dx, g, dh, keep, w, a, inv_keep):
 
 
 def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
-    """y = x W + b + s·(dropout(x) Aᵀ) Bᵀ, with the hand-derived backward of the module docstring.
+    """y = x W + b + s (dropout(x) Aᵀ) Bᵀ, with the hand-derived backward of the module docstring.
 
     Plain version: ``lora_np.ops.reference.lora_linear``.
     """
@@ -73,7 +73,7 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
     inv_keep = 1.0 / (1.0 - p)
     xd = x2 if keep is None else x2 * keep * inv_keep   # X̃, the adapter's input
     y = xp.empty((x2.shape[0], n_out), dtype=x2.dtype)
-    hs = xp.empty((x2.shape[0], r), dtype=x2.dtype)      # s·H, saved for dL/dB
+    hs = xp.empty((x2.shape[0], r), dtype=x2.dtype)      # s H, saved for dL/dB
     parallel.for_rows(lora_kernel, (y, hs, x2, xd), (w, None if bias is None else bias.data, a, bb, scaling),
                       grain=row_grain(n_out))
     parents = (x, weight) + (() if bias is None else (bias,)) + (lora_A, lora_B)
@@ -85,14 +85,14 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
 
     def backward(g):
         g2 = g.reshape(-1, n_out)
-        dh = parallel.matmul(g2, bb)                              # dL/dH = s·G B (scaled next)
+        dh = parallel.matmul(g2, bb)                              # dL/dH = s G B (scaled next)
         dh *= scaling
         dx = None
         if need_x:
             dx = xp.empty((g2.shape[0], x_shape[-1]), dtype=g2.dtype)
             parallel.for_rows(lora_dx_kernel, (dx, g2, dh, keep), (w, a, inv_keep), grain=row_grain(x_shape[-1]))
         _, dw, db = linear_backward(g2, x_saved, w, False, need_w, need_b)
-        dB = parallel.matmul(g2.T, hs) if need_bb else None      # s·Gᵀ H
+        dB = parallel.matmul(g2.T, hs) if need_bb else None      # s Gᵀ H
         dA = parallel.matmul(dh.T, xd_saved) if need_a else None  # (dL/dH)ᵀ X̃
         return ((None if dx is None else dx.reshape(x_shape)), dw) + ((db,) if has_bias else ()) + (dA, dB)
 

@@ -1,6 +1,6 @@
 """Matrix product, batched, with NumPy's broadcasting of the batch axes.
 
-For Y = A·B (last two axes), dL/dA = G·Bᵀ and dL/dB = Aᵀ·G; each is then summed over the batch
+For Y = A B (last two axes), dL/dA = G Bᵀ and dL/dB = Aᵀ G; each is then summed over the batch
 axes along which its input was broadcast. A stack of rows times one matrix, (..., n) @ (n, m), is
 computed as a single (N, n) @ (n, m) product, the shape BLAS is fastest at.
 """
@@ -30,21 +30,21 @@ def _check_shapes(a_shape, b_shape):
 
 
 def _matmul_nd(a, b):
-    """Y = A·B for a (..., k) and b (k, m) or stacks of matrices with broadcast batch axes."""
+    """Y = A B for a (..., k) and b (k, m) or stacks of matrices with broadcast batch axes."""
     if b.ndim == 2 and a.ndim >= 2:
         return parallel.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
     return parallel.matmul(a, b)
 
 
 def _grad_b(a, g, b_shape):
-    """dL/dB = Aᵀ·G summed over broadcast batch axes (one big GEMM when B is a single matrix)."""
+    """dL/dB = Aᵀ G summed over broadcast batch axes (one big GEMM when B is a single matrix)."""
     if len(b_shape) == 2 and a.ndim >= 2:
         return parallel.matmul(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]))
     return unbroadcast(parallel.matmul(_swap(a), g), b_shape)
 
 
 def matmul(a, b):
-    """Y = A @ B.   dL/dA = G·Bᵀ,  dL/dB = Aᵀ·G  (over the last two axes; batch axes summed back)."""
+    """Y = A @ B.   dL/dA = G Bᵀ,  dL/dB = Aᵀ G  (over the last two axes; batch axes summed back)."""
     a, b = _operands(a, b)
     a_data = a.data[None, :] if a.ndim == 1 else a.data  # a vector is a 1-row matrix
     b_data = b.data[:, None] if b.ndim == 1 else b.data  # ... or a 1-column matrix

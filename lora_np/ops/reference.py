@@ -24,7 +24,7 @@ def linear(x, weight, bias=None):
 
 
 def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
-    """y = x W + b + s · (dropout(x) Aᵀ) Bᵀ: the frozen map plus the low-rank update ΔW = s AᵀBᵀ."""
+    """y = x W + b + s (dropout(x) Aᵀ) Bᵀ: the frozen map plus the low-rank update ΔW = s AᵀBᵀ."""
     h = dropout(x, dropout_p, training) @ lora_A.T   # (N, r)
     return linear(x, weight, bias) + scaling * (h @ lora_B.T)
 

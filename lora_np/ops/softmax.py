@@ -1,7 +1,7 @@
 """softmax and log_softmax along an axis, computed stably (the row maximum is subtracted first).
 
-softmax:      y = eˣ / Σ eˣ.       dL/dx = y · (g - Σ g·y)      (the Jacobian is diag(y) - y yᵀ)
-log_softmax:  y = x - log Σ eˣ.    dL/dx = g - softmax(x) · Σ g
+softmax:      y = eˣ / Σ eˣ.       dL/dx = y ⊙ (g - Σ g ⊙ y)    (the Jacobian is diag(y) - y yᵀ)
+log_softmax:  y = x - log Σ eˣ.    dL/dx = g - softmax(x) Σ g
 """
 
 from .. import backend
@@ -18,7 +18,7 @@ def softmax_array(x, axis=-1, out=None):
 
 
 def softmax_backward_array(g, y, axis=-1, out=None):
-    """dL/dx = y · (g - Σ g·y): the softmax Jacobian-vector product without forming the Jacobian.
+    """dL/dx = y ⊙ (g - Σ g ⊙ y): the softmax Jacobian-vector product without forming the Jacobian.
     ``out=g`` computes it in place."""
     xp = backend.xp
     out = xp.subtract(g, (g * y).sum(axis=axis, keepdims=True), out=out)
@@ -27,13 +27,13 @@ def softmax_backward_array(g, y, axis=-1, out=None):
 
 
 def softmax(x, axis=-1):
-    """y = eˣ / Σ eˣ along ``axis``.   dL/dx = y · (g - Σ g·y)."""
+    """y = eˣ / Σ eˣ along ``axis``.   dL/dx = y ⊙ (g - Σ g ⊙ y)."""
     y = softmax_array(x.data, axis)
     return Tensor._from_op(y, (x,), lambda g: (softmax_backward_array(g, y, axis),))
 
 
 def log_softmax(x, axis=-1):
-    """y = x - log Σ eˣ along ``axis``.   dL/dx = g - eʸ · Σ g."""
+    """y = x - log Σ eˣ along ``axis``.   dL/dx = g - eʸ Σ g."""
     xp = backend.xp
     shifted = x.data - x.data.max(axis=axis, keepdims=True)
     y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
