@@ -2,7 +2,7 @@
 
     x = wte[idx] + wpe[pos]
     for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
-    logits = ln_f(x) · wteᵀ                      (the LM head is tied to the token embedding)
+    logits = ln_f(x) wteᵀ                        (the LM head is tied to the token embedding)
 
 Every ``Linear`` stores its weight as (in, out) like GPT-2's Conv1D, so
 ``transformer.h.0.attn.c_attn.weight`` has shape (n_embd, 3·n_embd) here and in a checkpoint.
