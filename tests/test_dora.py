@@ -69,8 +69,9 @@ def test_fused_op_equals_its_composition_from_primitive_ops(rng):
 def test_closed_form_and_the_norm_per_output_column(rng):
     """W' = (W + s·AᵀBᵀ) ⊙ m/‖·‖ with the norm over the input axis of the (in, out) weight."""
     x, w, bias, a, b, m = _op_inputs(rng)
-    v = w.data + 0.5 * a.data.T @ b.data.T
-    want = x.data @ (v * (m.data / np.linalg.norm(v, axis=0))) + bias.data
+    xn, wn, bn, an, bbn, mn = (to_numpy(t) for t in (x, w, bias, a, b, m))
+    v = wn + 0.5 * an.T @ bbn.T
+    want = xn @ (v * (mn / np.linalg.norm(v, axis=0))) + bn
     np.testing.assert_allclose(to_numpy(dora_linear(x, w, bias, a, b, m, 0.5)), want, rtol=1e-12)
 
 
@@ -107,7 +108,8 @@ def test_our_dora_adapter_loads_in_peft_with_peft_s_key_names(tmp_path, rng):
                     LoraConfig(r=3, lora_alpha=6, target_modules=["c_attn", "c_fc"], use_dora=True))
     for name, p in ours.named_parameters():
         if ".lora_" in name:
-            p.data = p.data * rng.uniform(0.5, 1.5, p.shape) + (0.1 * rng.standard_normal(p.shape) if ".lora_B." in name else 0)
+            noise = 0.1 * rng.standard_normal(p.shape) if ".lora_B." in name else 0
+            p.data = lora_np.backend.asarray(to_numpy(p) * rng.uniform(0.5, 1.5, p.shape) + noise)
     save_adapter(ours, tmp_path / "ours")
     keys = set(load_file(tmp_path / "ours" / "adapter_model.safetensors"))
     assert "base_model.model.transformer.h.0.mlp.c_fc.lora_magnitude_vector" in keys and len(keys) == 2 * 2 * 3
