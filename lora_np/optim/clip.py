@@ -1,7 +1,7 @@
 """Gradient clipping by global norm: if ‖g‖ = √(Σ over all parameters of Σ g²) exceeds max_norm,
 scale every gradient by max_norm / (‖g‖ + 1e-6), as torch.nn.utils.clip_grad_norm_."""
 
-from .. import backend
+from .. import backend, parallel
 from ..checks import check_number
 
 
@@ -15,7 +15,8 @@ def clip_grad_norm_(params, max_norm):
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return xp.asarray(0.0)
-    total = xp.sqrt(sum(xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads))
+    with parallel.single_threaded_blas():  # BLAS's threads would spin on while the next step's pool runs
+        total = xp.sqrt(sum(xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads))
     coef = xp.minimum(max_norm / (total + 1e-6), 1.0).astype(grads[0].dtype)
     for g in grads:
         g *= coef
