@@ -66,12 +66,11 @@ def double_quantize(absmax, block_size=STATS_BLOCK, offset=None):
     absmax = xp.asarray(absmax, dtype=np.float32).reshape(-1)
     n = absmax.size
     if offset is None:
-        offset = absmax.astype(np.float64).sum() / n
+        offset = float(absmax.astype(np.float64).sum()) / n
     offset = np.float32(offset)
     centred = absmax - offset
-    starts = xp.arange(0, n, block_size)
-    scales = xp.maximum.reduceat(xp.abs(centred), starts) if n else xp.zeros(0, np.float32)
-    scales = scales.astype(np.float32)
+    padded = xp.concatenate([xp.abs(centred), xp.zeros((-n) % block_size, np.float32)])
+    scales = padded.reshape(-1, block_size).max(axis=1).astype(np.float32)
     inverse = np.float32(1) / xp.where(scales > 0, scales, np.float32(1))
     codes = dynamic_codes((centred * inverse[_block_ids(n, block_size)]).astype(np.float32))
     codes[(scales == 0)[_block_ids(n, block_size)]] = 0

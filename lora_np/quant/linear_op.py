@@ -56,10 +56,9 @@ def quant_linear(x, qweight, bias=None):
     y = xp.empty((x2.shape[0], n_out), dtype=x2.dtype)
 
     def output_band(r0, r1):
-        y_band = y[:, r0:r1]
-        xp.matmul(x2, qweight.band(r0, r1).T, out=y_band)
+        y[:, r0:r1] = x2 @ qweight.band(r0, r1).T
         if b is not None:
-            y_band += b[r0:r1]
+            y[:, r0:r1] += b[r0:r1]
 
     _over_bands(n_out, max(1, BAND // n_in), output_band)
     parents = (x,) if bias is None else (x, bias)
@@ -73,7 +72,7 @@ def quant_linear(x, qweight, bias=None):
             dx = xp.empty((g2.shape[0], n_in), dtype=g2.dtype)
 
             def input_band(j0, j1):
-                xp.matmul(g2, qweight.band(0, n_out, j0 * bs, j1 * bs), out=dx[:, j0 * bs:j1 * bs])
+                dx[:, j0 * bs:j1 * bs] = g2 @ qweight.band(0, n_out, j0 * bs, j1 * bs)
 
             _over_bands(n_in // bs, max(1, BAND // (bs * n_out)), input_band)
             dx = dx.reshape(x_shape)
