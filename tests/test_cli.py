@@ -152,6 +152,23 @@ def test_jsonl_on_a_character_model(base_dir, tmp_path, capsys):
     assert set(json.loads(out)) >= {"loss", "token_acc", "answer_acc"}
 
 
+def test_finetune_quantize_trains_lora_on_a_quantized_base(tmp_path, capsys):
+    """--quantize nf4|int8 loads the base's Linear weights quantized (QLoRA): the run trains, and
+    its losses differ from the float base's (the weights it computes with are not the same)."""
+    base = tmp_path / "base64"
+    assert cli(capsys, "pretrain", "--task", "copy", "--out", base, "--steps", 2, "--eval-every", 2, "--quiet",
+               "--n-layer", 1, "--n-head", 2, "--n-embd", 64, "--block-size", 16, "--batch-size", 4)[0] == 0
+    losses = {}
+    for scheme in ("float", "nf4", "int8"):
+        out = tmp_path / scheme
+        extra = [] if scheme == "float" else ["--quantize", scheme]
+        code, _, err = cli(capsys, "finetune", "--base", base, "--task", "shift", "--out", out, "--steps", 3,
+                           "--eval-every", 3, "--batch-size", 4, "--quiet", *extra)
+        assert code == 0, err
+        losses[scheme] = [json.loads(line).get("val_loss") for line in (out / "log.jsonl").read_text().splitlines()]
+    assert losses["nf4"] != losses["float"] and losses["int8"] != losses["float"]
+
+
 def test_eval_data_help_says_evaluate():
     proc = run_cli("eval", "--help")
     assert "for evaluation" in proc.stdout and "train on" not in proc.stdout

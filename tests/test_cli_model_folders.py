@@ -151,3 +151,80 @@ def test_a_prompt_longer_than_the_context_says_what_was_cut(hf_dir, capsys):
     lines = err.strip().splitlines()
     assert code == 0 and out.startswith(prompt)
     assert len(lines) == 1 and "longer than the model's context of 64" in lines[0] and "'one two three" in lines[0]
+
+
+def _trained_factors(run_dir):
+    """The trainable tensors of a run's last checkpoint."""
+    from lora_np.io.safetensors_file import read_safetensors
+    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["dir"]
+    return read_safetensors(run_dir / "checkpoints" / latest / "trainable.safetensors")[0]
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_pissa_and_olora_adapters_apply_to_the_original_base(hf_dir, hf_tokenizer, data_files, tmp_path, capsys,
+                                                             init, backend_name):
+    """--init pissa/olora trains on a residual base; the saved adapter (rank 2r) must give, on the
+    original base, what was trained. Oracle for the trained model: PEFT's own PiSSA/OLoRA init (its
+    residual W - s·A₀ᵀB₀ᵀ) with the trained factors put in; then PEFT applies our saved adapter."""
+    text, _ = data_files
+    out = tmp_path / init
+    code, _, err = cli(capsys, "finetune", "--base", hf_dir, "--data", text, "--out", out, "--init", init,
+                       "--lora-r", 4, "--steps", 4, "--eval-every", 4, "--batch-size", 2, "--block-size", 32,
+                       "--lr", "1e-2", "--quiet")
+    assert code == 0, err
+    ids = torch.tensor([hf_tokenizer.encode("Principal singular values and vectors.").ids])
+    if init == "olora":  # PEFT's olora_init does not transpose GPT-2's Conv1D (see lora_np/lora/init.py)
+        trained_logits = None
+    else:
+        trained = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(hf_dir),
+                                      peft.LoraConfig(r=4, lora_alpha=16, target_modules=["c_attn"],
+                                                      init_lora_weights="pissa", fan_in_fan_out=True))
+        state = {f"base_model.model.{k}": torch.from_numpy(v) for k, v in _trained_factors(out).items()}
+        missing = trained.load_state_dict(state, strict=False)
+        assert not missing.unexpected_keys
+        with torch.no_grad():
+            trained_logits = trained.eval()(ids).logits
+    with torch.no_grad():
+        applied = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(hf_dir), out)
+        applied_logits = applied.eval()(ids).logits
+        base_logits = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()(ids).logits
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
+    assert (applied_logits - base_logits).abs().max() > 1e-4
+    if trained_logits is not None:
+        torch.testing.assert_close(applied_logits, trained_logits, rtol=1e-4, atol=1e-4)
+    code, _, err = cli(capsys, "merge", "--base", hf_dir, "--adapter", out, "--out", tmp_path / f"{init}_merged")
+    assert code == 0, err
+    with torch.no_grad():
+        merged = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / f"{init}_merged").eval()(ids).logits
+    torch.testing.assert_close(merged, applied_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_dora_loraplus_and_wte_flags_reach_the_library(hf_dir, hf_tokenizer, data_files, tmp_path, capsys,
+                                                       backend_name):
+    """--dora writes a DoRA adapter that PEFT applies as merge does; --loraplus-ratio R gives B R
+    times A's learning rate; --targets ...,wte adapts the token embedding."""
+    text, _ = data_files
+    out = tmp_path / "dora"
+    code, _, err = cli(capsys, "finetune", "--base", hf_dir, "--data", text, "--out", out, "--dora",
+                       "--loraplus-ratio", 16, "--lora-r", 4, "--steps", 4, "--eval-every", 4, "--batch-size", 2,
+                       "--block-size", 32, "--lr", "1e-2", "--quiet")
+    assert code == 0, err
+    assert json.loads((out / "adapter_config.json").read_text())["use_dora"] is True
+    state = json.loads((out / "checkpoints" / "step_000004" / "state.json").read_text())
+    (slow, n_slow), (fast, n_fast) = [(g["lr"], len(g["params"])) for g in state["param_groups"]]
+    assert fast == pytest.approx(16 * slow) and n_slow == 2 and n_fast == 4  # A | B and DoRA's magnitudes
+    code, _, err = cli(capsys, "merge", "--base", hf_dir, "--adapter", out, "--out", tmp_path / "dora_merged")
+    assert code == 0, err
+    ids = torch.tensor([hf_tokenizer.encode("Weight-decomposed low-rank adaptation.").ids])
+    with torch.no_grad():
+        expected = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(hf_dir), out).eval()(ids).logits
+        got = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "dora_merged").eval()(ids).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+    wte = tmp_path / "wte"
+    code, _, err = cli(capsys, "finetune", "--base", hf_dir, "--data", text, "--out", wte, "--targets", "c_attn,wte",
+                       "--lora-r", 4, "--steps", 2, "--eval-every", 2, "--batch-size", 2, "--block-size", 32, "--quiet")
+    assert code == 0, err
+    from lora_np.io.safetensors_file import read_safetensors
+    keys = read_safetensors(wte / "adapter_model.safetensors")[0]
+    assert any("wte.lora_embedding_A" in k for k in keys)

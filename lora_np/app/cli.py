@@ -26,6 +26,7 @@ from .train import TrainConfig
 
 TRAIN, LORA, DEMO, GPT_DEFAULTS = TrainConfig(), LoraConfig(), DemoSettings(), GPTConfig()
 POSITIVE, NON_NEGATIVE = {"min": 1}, {"min": 0}
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,7 +128,15 @@ def build_parser():
                    help="LoRA alpha (scaling alpha/r)")
     p.add_argument("--lora-dropout", type=float, default=LORA.lora_dropout, check={"min": 0, "max": 1, "max_open": True})
     p.add_argument("--targets", default=",".join(LORA.target_modules),
-                   help="comma-separated module-name suffixes (c_attn,c_proj,c_fc)")
+                   help="comma-separated module-name suffixes: c_attn, c_proj, c_fc, and wte (the token embedding)")
+    p.add_argument("--dora", action="store_true", help="DoRA: train a magnitude per output and a LoRA direction")
+    p.add_argument("--init", choices=LORA_INITS, default="default",
+                   help="how the adapter starts: default (A Kaiming-uniform, B = 0), gaussian, pissa or olora "
+                        "(from the base weight's SVD / QR, as in PEFT)")
+    p.add_argument("--loraplus-ratio", type=float, check={"min": 0, "min_open": True},
+                   help="LoRA+: B's learning rate is this times --lr (the paper uses 16)")
+    p.add_argument("--quantize", choices=("nf4", "int8"),
+                   help="QLoRA: load the base's Linear weights quantized (frozen, 4-bit NF4 or 8-bit)")
     _training(p, DEMO.finetune_steps, None, f" (default: {DEMO.lora_lr:g} with LoRA, {DEMO.full_lr:g} with --full)")
     _common(p)
     p.set_defaults(func=cmd_finetune)

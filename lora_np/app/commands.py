@@ -16,7 +16,9 @@ from ..data.text_files import read_jsonl_examples, read_text_file
 from ..io.gpt2_checkpoint import save_gpt2
 from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, merge_and_unload, save_adapter
 from ..model import GPT, GPTConfig
+from ..optim import loraplus_param_groups
 from ..tokenizer import BPETokenizer, CharTokenizer
+from .adapter_conversion import CONVERTED_INITS, as_plain_lora, initial_factors
 from .demo import DemoSettings
 from .evaluate import evaluate
 from .memory import check_fits, gpt_parameter_count
@@ -76,9 +78,10 @@ def _prepare_run(args):
         restore_run_args(args)
 
 
-def _run_training(model, data, tcfg, args):
+def _run_training(model, data, tcfg, args, param_groups=None):
     save_run_config(args)
-    result = train(model, data, tcfg, out_dir=args.out, resume=args.resume, quiet=args.quiet)
+    result = train(model, data, tcfg, out_dir=args.out, resume=args.resume, quiet=args.quiet,
+                   param_groups=param_groups)
     if result.status == "nan":
         raise TrainingStopped(result.message, 1)
     if result.status == "interrupted":
@@ -120,11 +123,31 @@ def cmd_pretrain(args):
     return 0
 
 
+LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "targets", "dora", "init", "loraplus_ratio", "quantize")
+
+
+def _lora_config(args):
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=targets,
+                      lora_dropout=args.lora_dropout, use_dora=args.dora,
+                      init_lora_weights=True if args.init == "default" else args.init)
+
+
 def cmd_finetune(args):
     _prepare_run(args)
     if not args.base:
         raise ValueError("finetune needs --base DIR, the model directory to start from")
-    model, tokenizer = load_model_dir(args.base)
+    lora_only = sorted("--" + k.replace("_", "-") for k in args.given & set(LORA_OPTIONS))
+    if args.full and lora_only:
+        raise ValueError(f"{', '.join(lora_only)} configure LoRA; --full trains every weight instead")
+    converted = not args.full and args.init in CONVERTED_INITS
+    if converted and args.dora:
+        raise ValueError(f"--init {args.init} with --dora: such an adapter cannot be saved for the original base; "
+                         f"choose one of them")
+    model, tokenizer = load_model_dir(args.base, quantize=args.quantize)
+    if converted and 2 * args.lora_r > model.config.n_embd:
+        raise ValueError(f"--init {args.init} saves a rank-2r adapter (2 × --lora-r {args.lora_r}), which must not "
+                         f"exceed the model width n_embd={model.config.n_embd}")
     block_size = _window(args, model)
     data = make_dataset(args, block_size, tokenizer)
     if args.lr is None:
@@ -134,15 +157,17 @@ def cmd_finetune(args):
     if args.full:
         model.requires_grad_(True)
     else:
-        targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-        add_lora(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=targets,
-                                   lora_dropout=args.lora_dropout))
+        add_lora(model, _lora_config(args))
+    initial = initial_factors(model) if converted else None
+    groups = loraplus_param_groups(model, args.lr, args.loraplus_ratio) if args.loraplus_ratio else None
     check_fits(model.config, args.batch_size, block_size, count_parameters(model)[0], model.dtype.itemsize)
     with output_dir(args.out, args.overwrite):
-        _run_training(model, data, tcfg, args)
+        _run_training(model, data, tcfg, args, groups)
         if args.full:
             save_gpt2(model, args.out)
         else:
+            if converted:  # PiSSA/OLoRA trained on a residual base: save a LoRA for the original one
+                model = as_plain_lora(model, initial, load_model_dir(args.base)[0], model.peft_config["default"])
             save_adapter(model, args.out, metadata=adapter_metadata(args.base))
         save_tokenizer(tokenizer, args.base, args.out)
     return 0

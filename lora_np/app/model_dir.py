@@ -74,10 +74,11 @@ def check_adapter_base(adapter_dir, model_dir):
                          f"weights differs from {Path(model_dir) / WEIGHTS_FILE})")
 
 
-def load_model_dir(model_dir, adapter_dir=None):
-    """(model, tokenizer) from a model directory, with a LoRA adapter applied if given."""
+def load_model_dir(model_dir, adapter_dir=None, quantize=None):
+    """(model, tokenizer) from a model directory, with a LoRA adapter applied if given;
+    ``quantize`` ("nf4", "int8") loads the Linear weights quantized (QLoRA's frozen base)."""
     tokenizer = load_tokenizer(model_dir)
-    model = load_gpt2(model_dir)
+    model = load_gpt2(model_dir, quantize=quantize)
     check_vocab_sizes(tokenizer, model.config, model_dir)
     if adapter_dir is not None:
         check_adapter_base(adapter_dir, model_dir)

@@ -123,11 +123,11 @@ class _Optimization:
     data_rng: np.random.Generator
 
     @classmethod
-    def create(cls, model, config):
+    def create(cls, model, config, param_groups=None):
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("train: the model has no parameter with requires_grad=True")
-        optimizer = AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        optimizer = AdamW(param_groups or params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
         schedule = WarmupCosine(optimizer, min(config.warmup_steps, config.steps), config.steps, config.min_lr_ratio)
         backend.manual_seed(config.seed)
         return cls(params, optimizer, schedule, np.random.default_rng(config.seed))
@@ -210,12 +210,14 @@ def _nan_message(loss_value, step, out_dir):
             + (f"The last good checkpoint is kept in {kept}" if kept else "No checkpoint had been saved yet"))
 
 
-def train(model, dataset, config, out_dir=None, resume=False, extra_eval=None, quiet=False):
+def train(model, dataset, config, out_dir=None, resume=False, extra_eval=None, quiet=False, param_groups=None):
     """Train ``model``'s trainable parameters on ``dataset`` (see the module docstring).
 
     ``extra_eval(model) -> dict`` adds metrics to every evaluation (the demo measures task A there).
+    ``param_groups``: AdamW's parameter groups when they differ (LoRA+'s ``loraplus_param_groups``);
+    by default every trainable parameter at ``config.lr``.
     """
-    opt = _Optimization.create(model, config)
+    opt = _Optimization.create(model, config, param_groups)
     step, history = _resume(out_dir, model, opt) if resume else (0, [])
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
