@@ -174,3 +174,9 @@ def test_bad_inputs(checkpoint, tmp_path):
     packed, _ = nf4_quantize(np.ones((128, 512), np.float32))
     with pytest.raises(ValueError, match="corrupt quantized data: absmax holds 3"):
         QuantWeight("nf4", packed, np.ones(3, np.float32), (128, 512))
+
+
+def test_parameter_count_includes_the_quantized_base(checkpoint):
+    float_model, model = ln.load_gpt2(checkpoint), ln.load_gpt2(checkpoint, quantize="nf4")
+    config = ln.LoraConfig(r=4, target_modules=["c_attn"])
+    assert ln.count_parameters(ln.add_lora(model, config)) == ln.count_parameters(ln.add_lora(float_model, config))

@@ -223,9 +223,12 @@ def lora_state_dict(model, adapter_name=None):
 
 
 def count_parameters(model):
-    """(trainable, total) parameter counts, each tied weight counted once."""
+    """(trainable, total) parameter counts, each tied weight counted once; a quantized (frozen)
+    weight counts its in·out values, as PEFT counts a 4-bit base."""
     params = model.parameters()
-    return sum(p.size for p in params if p.requires_grad), sum(p.size for p in params)
+    quantized = sum(m.in_features * m.out_features for _, m in model.named_modules()
+                    if getattr(getattr(m, "weight", None), "quantized", False))
+    return sum(p.size for p in params if p.requires_grad), sum(p.size for p in params) + quantized
 
 
 def print_trainable_parameters(model):
