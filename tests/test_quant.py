@@ -104,8 +104,9 @@ def test_dynamic_8bit_codes_match_bitsandbytes_lookup_near_midpoints():
 @pytest.mark.parametrize("shape", [(16, 64), (300, 768)])
 def test_int8_matches_bitsandbytes_rowwise_when_one_block_per_row(rng, shape):
     w = _weights(rng, shape)
-    w[0, :4] = [0.5, 1.5, 2.5, -127.0]  # ties: round half to even, decided by the last bit of the scale
+    w[0, :4] = [0.5, 1.5, 2.5, -127.0]  # absmax 127: scale (1/127)·127 is exactly 1, so these are ties
     q, absmax = int8_quantize(w, block_size=shape[1])
+    assert list(to_numpy(q)[:4]) == [0, 2, 2, -127]  # round half to even
     ref_q, ref_stats, _ = bnb.int8_vectorwise_quant(torch.from_numpy(w.copy()))
     assert np.array_equal(to_numpy(q).reshape(shape), ref_q.numpy())
     assert np.array_equal(to_numpy(absmax), ref_stats.numpy())
