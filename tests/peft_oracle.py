@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from hf_oracle import tiny_hf_gpt2
-from lora_np import load_adapter, load_gpt2
+from hf_oracle import hf_loss, max_rel_err, tiny_hf_gpt2
+from lora_np import load_adapter, load_gpt2, to_numpy
 
 NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32}
 
@@ -60,3 +60,16 @@ def peft_grads(peft):
     """PEFT's parameter name -> grad, under lora_np's names (no base_model.model. prefix, no .base_layer)."""
     return {n.removeprefix("base_model.model.").replace(".base_layer", ""): p.grad
             for n, p in peft.named_parameters() if p.grad is not None}
+
+
+def logit_and_grad_errors(ours, peft, idx):
+    """Max relative errors of lora_np against PEFT on next-token prediction over ``idx``: the logits,
+    and {parameter name: error} for the gradient of the mean cross-entropy of every trainable parameter."""
+    logits, _ = ours(idx[:, :-1])
+    _, loss = ours(idx[:, :-1], idx[:, 1:])   # training: the fused LM head, no logits
+    ref_logits, ref_loss = hf_loss(peft, idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    ref_loss.backward()
+    ref = peft_grads(peft)
+    grads = {n: max_rel_err(to_numpy(p.grad), ref[n]) for n, p in ours.named_parameters() if p.requires_grad}
+    return max_rel_err(to_numpy(logits), ref_logits), grads
