@@ -186,6 +186,9 @@ def test_missing_files(tmp_path):
     (tmp_path / "vocab.json").write_text(json.dumps(_byte_vocab()), encoding="utf-8")
     with pytest.raises(FileNotFoundError, match="merges.txt"):
         BPETokenizer.from_dir(tmp_path)
+    (tmp_path / "encoder.json").write_text(json.dumps(_byte_vocab()), encoding="utf-8")
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\n", encoding="utf-8")
+    assert BPETokenizer.from_dir(tmp_path).vocab_size == 257  # the complete pair is used
 
 
 def test_bad_arguments(gpt2):

@@ -166,16 +166,16 @@ class BPETokenizer:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"tokenizer directory not found: {path}")
-        for vocab_name, merges_name in FILE_NAMES:
-            if (path / vocab_name).is_file() or (path / merges_name).is_file():
-                break
-        else:
+        present = [(path / v, path / m) for v, m in FILE_NAMES if (path / v).is_file() or (path / m).is_file()]
+        complete = [(v, m) for v, m in present if v.is_file() and m.is_file()]
+        if not complete:
+            if present:
+                v, m = present[0]
+                missing, other = (m, v) if v.is_file() else (v, m)
+                raise FileNotFoundError(f"tokenizer file not found: {missing} ({other.name} needs it)")
             raise FileNotFoundError(f"no BPE tokenizer files in {path}: expected vocab.json + merges.txt "
                                     f"(Hugging Face) or encoder.json + vocab.bpe (OpenAI)")
-        vocab_file, merges_file = path / vocab_name, path / merges_name
-        for f in (vocab_file, merges_file):
-            if not f.is_file():
-                raise FileNotFoundError(f"tokenizer file not found: {f} ({vocab_name} and {merges_name} go together)")
+        vocab_file, merges_file = complete[0]
         return cls(read_json(vocab_file, "tokenizer vocabulary"), _read_merges(merges_file), source=str(vocab_file))
 
     def save(self, directory):
