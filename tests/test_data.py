@@ -65,3 +65,15 @@ def test_text_dataset_validation(tmp_path):
     data = text_dataset(tmp_path / "ok.txt", 8)
     x, y = data.batch("train", 3, np.random.default_rng(0))
     assert (y != -1).all() and np.array_equal(x[:, 1:], y[:, :-1])
+
+
+def test_unknown_character_policies():
+    tok = CharTokenizer("abc>\n")
+    assert tok.decode(tok.encode("abzc", unknown="drop")) == "abc"
+    assert tok.decode(tok.encode("abzéc", unknown="map:>")) == "ab>>c"
+    with pytest.raises(ValueError, match="'zé'|'éz'"):
+        tok.encode("abzéc")
+    with pytest.raises(ValueError, match="'error', 'drop' or 'map:X'.*'skip'"):
+        tok.encode("abc", unknown="skip")
+    with pytest.raises(ValueError, match="'q' is not in the vocabulary"):
+        tok.encode("abc", unknown="map:q")

@@ -140,6 +140,29 @@ def test_tokenizer_file(originals, tmp_path, data):
     _only_clean_errors(lambda: CharTokenizer.load(d))
 
 
+@FUZZ
+@given(data=st.data())
+def test_jsonl_data_file(tmp_path, data):
+    """A mutated prompt/completion file: examples, or a ValueError that names the line."""
+    good = b'{"prompt": "ab>", "completion": "ba"}\n{"prompt": "c>", "completion": "c"}\n{"prompt": "", "completion": "a"}\n'
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(data.draw(mutated(good)))
+    from lora_np.data import jsonl_dataset
+    _only_clean_errors(lambda: jsonl_dataset(path, 4, CharTokenizer("abc>\n")))
+
+
+@FUZZ
+@given(data=st.data(), name=st.sampled_from(["vocab.json", "merges.txt"]))
+def test_bpe_model_folder_tokenizer(originals, tmp_path, data, name):
+    """A model folder's BPE files, mutated: loaded (with a vocabulary that fits the model) or refused."""
+    from lora_np import BPETokenizer
+    from lora_np.app.model_dir import load_model_dir
+    d = _fresh_copy(originals / "ckpt", tmp_path / "bpe_ckpt")
+    BPETokenizer.train("abab cdcd abab", 258).save(d)
+    (d / name).write_bytes(data.draw(mutated((d / name).read_bytes())))
+    _only_clean_errors(lambda: load_model_dir(d))
+
+
 @pytest.fixture(scope="module")
 def trainer_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
