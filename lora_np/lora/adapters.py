@@ -186,10 +186,8 @@ def unmerge_lora(model):
 
 def merge_and_unload(model):
     """Merge the active adapter and replace every adapted layer by its plain one: a plain model again."""
-    layers = lora_layers(model)
-    for _, layer in layers:
-        layer.merge()
-    for name, layer in layers:
+    merge_lora(model)
+    for name, layer in lora_layers(model):
         parent, attr = _parent_and_attr(model, name)
         setattr(parent, attr, layer.to_base())
     for attr in ("peft_config", "active_adapter"):
