@@ -4,7 +4,8 @@ Those inits move the principal part of W into the factors and train on the resid
 W_res = W - s·A₀ᵀB₀ᵀ, so the trained model is W_res + s·AᵀBᵀ. An adapter file is applied to the
 original W, so it must hold
 
-    ΔW = W_res + s·AᵀBᵀ - W = s·(AᵀBᵀ - A₀ᵀB₀ᵀ) = A'ᵀB'ᵀ,   A' = [s·A; -s·A₀] (2r, in),  B' = [B, B₀] (out, 2r)
+    ΔW = W_res + s·AᵀBᵀ - W = s·(AᵀBᵀ - A₀ᵀB₀ᵀ) = A'ᵀB'ᵀ,
+    A' = [s·A; -s·A₀]  (2r, in),    B' = [B, B₀]  (out, 2r)
 
 a plain LoRA of rank 2r and scaling 1: what PEFT's ``path_initial_model_for_weight_conversion``
 writes. Any tool that applies a LoRA to the base (``generate --adapter``, ``merge``, PEFT) then

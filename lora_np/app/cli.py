@@ -167,7 +167,8 @@ def build_parser():
     p.add_argument("--disable-adapter", action="store_true",
                    help="evaluate the base inside the adapted model (needs --adapter)")
     _data(p, "evaluation")
-    p.add_argument("--block-size", type=int, check=POSITIVE, help="evaluation window in tokens (default: the model's context)")
+    p.add_argument("--block-size", type=int, check=POSITIVE,
+                   help="evaluation window in tokens (default: the model's context)")
     p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE)
     p.add_argument("--eval-batches", type=int, default=TRAIN.eval_batches, check=POSITIVE)
     _common(p)

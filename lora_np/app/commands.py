@@ -85,7 +85,8 @@ def _run_training(model, data, tcfg, args, param_groups=None):
     if result.status == "nan":
         raise TrainingStopped(result.message, 1)
     if result.status == "interrupted":
-        raise TrainingStopped(result.message + f"; continue with: lora_np {args.command} --out {args.out} --resume", 130)
+        resume = f"python -m lora_np {args.command} --out {args.out} --resume"
+        raise TrainingStopped(f"{result.message}; continue with: {resume}", 130)
     if not args.quiet:
         last = result.history[-1] if result.history else {}
         print(f"done: {result.step} steps, {result.ms_per_step:.1f} ms/step, "
@@ -240,7 +241,8 @@ def cmd_demo(args):
     if any(r <= 0 for r in ranks):
         raise ValueError(f"--ranks must be positive integers, e.g. 1,2,4,8; got {args.ranks!r}")
     if any(r > settings.n_embd for r in ranks):
-        raise ValueError(f"--ranks: a rank above the model width n_embd={settings.n_embd} is not low rank; got {args.ranks!r}")
+        raise ValueError(f"--ranks: a rank above the model width n_embd={settings.n_embd} is not low rank; "
+                         f"got {args.ranks!r}")
     check_output_dir(args.out, overwrite=args.overwrite)
     with output_dir(args.out, args.overwrite):
         run_demo(Path(args.out), settings, ranks=ranks, seed=args.seed, quiet=args.quiet)
