@@ -1,7 +1,7 @@
 """Blockwise absmax scaling, shared by NF4, int8 and double quantization.
 
 A tensor is flattened row-major and cut into blocks of ``block_size`` consecutive values; block b
-is divided by its absmax mₐ = max|w| so that it lies in [-1, 1], each value is replaced by the
+is divided by its absmax m_b = max|w| so that it lies in [-1, 1], each value is replaced by the
 index of a level of a codebook, and mₐ is kept (float32) to undo the scaling:
 
     w ≈ code[q] · m_b
