@@ -30,20 +30,23 @@ from .train import TrainConfig, train
 
 @dataclass
 class DemoSettings:
+    """The demo's model and schedule (the CLI's pretrain/finetune defaults too); the LoRA and batch
+    settings are LoraConfig's and TrainConfig's own defaults."""
+
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 32
-    batch_size: int = 32
+    batch_size: int = TrainConfig.batch_size
     pretrain_steps: int = 1200
     pretrain_lr: float = 3e-3
     pretrain_warmup: int = 50
     finetune_steps: int = 300
     full_lr: float = 1e-3
     lora_lr: float = 5e-3
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    targets: tuple = ("c_attn",)
+    lora_r: int = LoraConfig.r
+    lora_alpha: float = LoraConfig.lora_alpha
+    targets: tuple = LoraConfig.target_modules
     eval_every: int = 25
 
     @classmethod
@@ -80,7 +83,7 @@ def run_demo(out, settings, ranks=(), seed=0, quiet=False):
     task_b = task_dataset("shift", s.block_size, seed=seed + 1)
     out.mkdir(parents=True, exist_ok=True)
 
-    def steps_config(steps, lr, warmup=20, **kw):
+    def steps_config(steps, lr, warmup=TrainConfig.warmup_steps, **kw):
         return TrainConfig(steps=steps, lr=lr, batch_size=s.batch_size, warmup_steps=min(warmup, steps),
                            eval_every=s.eval_every, seed=seed, **kw)
 
