@@ -232,6 +232,21 @@ def test_existing_out_needs_resume_or_overwrite(base_dir, tmp_path, capsys):
     assert not (out / "checkpoints" / "step_000099").exists()
 
 
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_out(monkeypatch, tmp_path, capsys):
+    """Item 3: memory that runs out anyway (the estimate is an estimate) is one line, and the --out
+    the command had made is removed, not left holding only run_config.json."""
+    import lora_np.app.commands as commands
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(commands, "train", out_of_memory)
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "pretrain", "--task", "copy", "--out", out, "--steps", 2, *TINY)
+    assert code == 2 and "out of memory" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_files_are_written_as_the_umask_says(tmp_path, capsys):
     """Item 7: 0644 under umask 022 (mkstemp would give 0600), 0600 under 077."""
     old = os.umask(0o022)
