@@ -158,8 +158,11 @@ def test_dequantize_then_save_loads_in_transformers(checkpoint, tmp_path, rng):
 def test_bad_inputs(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="unknown quantization 'fp4'.*'nf4'.*'int8'"):
         ln.load_gpt2(checkpoint, quantize="fp4")
-    with pytest.raises(ValueError, match="block_size=96 does not divide"):
+    with pytest.raises(ValueError, match="block_size=96 does not divide the 128 values of the rows of "
+                                         "transformer.h.0.attn.c_attn.weightᵀ"):
         ln.load_gpt2(checkpoint, quantize="nf4", block_size=96)
+    with pytest.raises(ValueError, match="block_size must be a positive integer; got 0"):
+        ln.load_gpt2(checkpoint, quantize="int8", block_size=0)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((checkpoint / "config.json").read_text())

@@ -23,6 +23,7 @@ from ..io.gpt2_checkpoint import _check_config_against_tensors, state_dict_from_
 from ..io.safetensors_file import _DTYPES, _decode, _tensor_entry
 from ..model import GPT, Block
 from ..nn import LayerNorm, Linear, ModuleList
+from .blocks import check_block_size
 from .linear import QuantLinear
 from .weight import QuantWeight
 
@@ -115,9 +116,8 @@ def load_quantized_gpt2(weights, config, dtype, scheme, block_size=64, double_qu
     _check_config_against_tensors(config, sd, weights.parent)
     _check_names_and_shapes(sd, config, weights)
     for name, entry in sd.items():
-        if name.endswith(".weight") and len(entry.shape) == 2 and ".h." in name and entry.shape[0] % block_size:
-            raise ValueError(f"{weights}: block_size={block_size} does not divide in_features={entry.shape[0]} of "
-                             f"{name}; choose a block size that divides every layer's input width (64 for GPT-2)")
+        if name.endswith(".weight") and len(entry.shape) == 2 and ".h." in name:
+            check_block_size(block_size, entry.shape[:1], f"rows of {name}ᵀ (in_features)", even=scheme == "nf4")
     file_name = {id(entry): name for name, entry in names.items()}
     key = {ours: file_name[id(entry)] for ours, entry in sd.items()}
 
