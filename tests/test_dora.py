@@ -151,3 +151,22 @@ def test_a_new_dora_adapter_is_the_base_at_step_0_and_trains(rng):
     assert losses[-1] < losses[0] and layer.lora_magnitude_vector["default"].weight.grad is not None
     with disable_lora(model):
         np.testing.assert_array_equal(to_numpy(model(idx)[0]), base)
+
+
+def test_old_peft_magnitude_key_loads_too(tmp_path, rng):
+    """PEFT before 0.12 saved "...lora_magnitude_vector.weight"; PEFT still reads those files."""
+    from lora_np.io.safetensors_file import read_safetensors, write_safetensors
+    cfg = lora_np.GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    model = add_lora(lora_np.GPT(cfg, dtype=np.float64), LoraConfig(r=2, use_dora=True))
+    for name, p in model.named_parameters():
+        if ".lora_" in name:
+            p.data = lora_np.backend.asarray(to_numpy(p) + 0.1 * rng.standard_normal(p.shape))
+    save_adapter(model, tmp_path)
+    tensors, _ = read_safetensors(tmp_path / "adapter_model.safetensors")
+    write_safetensors(tmp_path / "adapter_model.safetensors",
+                      {k + ".weight" if k.endswith("lora_magnitude_vector") else k: v for k, v in tensors.items()})
+    fresh = lora_np.GPT(cfg, dtype=np.float64)
+    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if ".lora_" not in k})
+    lora_np.load_adapter(fresh, tmp_path)
+    idx = rng.integers(0, 20, size=(2, 8))
+    np.testing.assert_array_equal(to_numpy(fresh(idx)[0]), to_numpy(model(idx)[0]))

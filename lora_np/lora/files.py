@@ -114,6 +114,9 @@ def load_adapter(model, path, adapter_name="default"):
         if value.dtype.kind != "f":
             raise ValueError(f"{path / WEIGHTS_FILE}: {key} has dtype {value.dtype}; LoRA weights must be floating point")
     tensors = {(k if k.startswith(PREFIX) else PREFIX + k): v for k, v in tensors.items()}
+    # PEFT < 0.12 wrote DoRA's magnitude as "...lora_magnitude_vector.weight"; PEFT reads both, so do we
+    tensors = {k.removesuffix(".weight") if k.endswith(".lora_magnitude_vector.weight") else k: v
+               for k, v in tensors.items()}
     staged = _staged_weights(model, config, tensors, path / WEIGHTS_FILE)
     if adapter_name in adapter_names(model):
         existing = model.peft_config[adapter_name]
