@@ -170,3 +170,14 @@ def test_old_peft_magnitude_key_loads_too(tmp_path, rng):
     lora_np.load_adapter(fresh, tmp_path)
     idx = rng.integers(0, 20, size=(2, 8))
     np.testing.assert_array_equal(to_numpy(fresh(idx)[0]), to_numpy(model(idx)[0]))
+
+
+@pytest.mark.parametrize("kwargs", [dict(targets=("c_attn", "c_fc"), use_dora=True), dict(targets=("wte", "c_proj"))],
+                         ids=["dora", "wte"])
+def test_trainable_parameter_line_equals_peft_s(tmp_path, capsys, kwargs):
+    peft = peft_gpt2(tmp_path, torch.float32, **kwargs)
+    ours = add_lora(load_gpt2(tmp_path / "base"), LoraConfig(r=4, lora_alpha=8, target_modules=kwargs["targets"],
+                                                              use_dora=kwargs.get("use_dora", False)))
+    capsys.readouterr()
+    peft.print_trainable_parameters()
+    assert lora_np.print_trainable_parameters(ours) == capsys.readouterr().out.strip().splitlines()[-1]
