@@ -181,3 +181,14 @@ def test_trainable_parameter_line_equals_peft_s(tmp_path, capsys, kwargs):
     capsys.readouterr()
     peft.print_trainable_parameters()
     assert lora_np.print_trainable_parameters(ours) == capsys.readouterr().out.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("kwargs", [dict(use_dora=True), dict(init_lora_weights="pissa"), dict(init_lora_weights="olora")],
+                         ids=["dora", "pissa", "olora"])
+def test_dora_pissa_olora_refuse_a_quantized_base_before_changing_it(kwargs):
+    from lora_np.quant import quantize_model
+    model = lora_np.GPT(lora_np.GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=64))
+    quantize_model(model, "nf4")
+    with pytest.raises(ValueError, match=r"needs the float weight of transformer.h.0.attn.c_attn, which is quantized"):
+        add_lora(model, LoraConfig(r=2, **kwargs))
+    assert not hasattr(model, "peft_config") and not lora_np.lora.lora_layers(model)

@@ -121,9 +121,15 @@ def add_lora(model, config, adapter_name="default"):
 def _add_adapter_layers(model, config, adapter_name, chosen):
     """Wrap each chosen plain module and give it the adapter; registers ``config`` on the model.
     Errors that depend on the layer type (DoRA on wte) come from a first pass that changes nothing."""
-    for _, module in chosen:
+    for name, module in chosen:
         if isinstance(module, (Embedding, LoraEmbedding)):
             LoraEmbedding.check_config(config)
+        elif getattr(module.weight, "quantized", False) and (config.use_dora or config.init_lora_weights in
+                                                             ("pissa", "olora")):
+            what = "use_dora=True" if config.use_dora else f"init_lora_weights={config.init_lora_weights!r}"
+            raise ValueError(f"{what} needs the float weight of {name}, which is quantized; plain LoRA "
+                             f"(init_lora_weights True, 'gaussian' or False) trains on a quantized base, or "
+                             f"load the base without quantize= for DoRA, PiSSA or OLoRA")
     for name, module in chosen:
         if type(module) in WRAPPERS:
             parent, attr = _parent_and_attr(model, name)
