@@ -14,7 +14,7 @@ records the ones typed: ``--resume`` needs to tell them apart.
 import argparse
 import sys
 
-from .. import backend
+from .. import backend, parallel
 from ..checks import check_int, check_number
 from ..data import TASKS
 from ..lora import LoraConfig
@@ -213,6 +213,7 @@ def _select_backend(name):
 
 def main(argv=None):
     args = parse(argv)
+    parallel.tune_host_allocator()  # opt-in for the library, on for the CLI: freed buffers are reused
     try:
         check_options(args)
         _select_backend(args.backend)

@@ -100,7 +100,7 @@ def state_dict_from_checkpoint(tensors, path=WEIGHTS_FILE):
     return sd
 
 
-def _check_config_against_tensors(config, sd, path):
+def check_config_against_tensors(config, sd, path):
     """The config's sizes must match the file's embeddings and layer count, checked before a model of
     that size is built (a damaged config could otherwise ask for an enormous one)."""
     expected = {"transformer.wte.weight": (config.vocab_size, config.n_embd),
@@ -140,7 +140,7 @@ def load_gpt2(path, dtype=np.float32, quantize=None, double_quant=True, block_si
         return load_quantized_gpt2(weights, config, dtype, quantize, block_size, double_quant).eval()
     tensors, _ = read_safetensors(weights)
     sd = state_dict_from_checkpoint(tensors, weights)
-    _check_config_against_tensors(config, sd, path)
+    check_config_against_tensors(config, sd, path)
     model = GPT(config, dtype=dtype)
     try:
         model.load_state_dict(sd, strict=True)

@@ -19,8 +19,8 @@ import numpy as np
 
 from .atomic import atomic_write_bytes
 
-_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
-           "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+          "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -28,27 +28,29 @@ def _fail(path, message):
     raise ValueError(f"{path}: {message}")
 
 
-def _tensor_entry(path, name, info, buffer_len):
+def tensor_entry(path, name, info, buffer_len):
+    """One header entry checked against the data buffer: (dtype, shape, data_offsets), or ValueError."""
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         _fail(path, f"tensor {name!r} needs exactly the fields dtype, shape, data_offsets; got {info!r:.200}")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in _DTYPES:
-        _fail(path, f"tensor {name!r} has dtype {dtype!r}; readable dtypes: {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        _fail(path, f"tensor {name!r} has dtype {dtype!r}; readable dtypes: {', '.join(DTYPES)}")
     if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
         _fail(path, f"tensor {name!r} has shape {shape!r}; a shape is a list of non-negative integers")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(n) is int for n in offsets)
             or not 0 <= offsets[0] <= offsets[1] <= buffer_len):
         _fail(path, f"tensor {name!r} has data_offsets {offsets!r}, outside the {buffer_len}-byte data buffer "
                     f"(the file may be truncated)")
-    expected = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
+    expected = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != expected:
         _fail(path, f"tensor {name!r} of dtype {dtype} and shape {shape} needs {expected} bytes; "
                     f"its data_offsets span {offsets[1] - offsets[0]}")
     return dtype, tuple(shape), offsets
 
 
-def _decode(raw, dtype, shape):
-    arr = np.frombuffer(raw, dtype=_DTYPES[dtype]).reshape(shape)
+def decode_tensor(raw, dtype, shape):
+    """A tensor's raw little-endian bytes as a native-order NumPy array (bfloat16 widened to float32)."""
+    arr = np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape)
     if dtype == "BF16":
         return (arr.astype(np.uint32) << 16).view(np.float32)
     return arr.astype(arr.dtype.newbyteorder("="))  # a native-order, writable copy
@@ -75,12 +77,12 @@ def read_safetensors(path):
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         _fail(path, "__metadata__ must map strings to strings")
     buffer = memoryview(data)[8 + n:]
-    entries = {name: _tensor_entry(path, name, info, len(buffer)) for name, info in header.items()}
+    entries = {name: tensor_entry(path, name, info, len(buffer)) for name, info in header.items()}
     spans = sorted((off[0], off[1], name) for name, (_, _, off) in entries.items() if off[1] > off[0])
     for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
         if begin < end:
             _fail(path, f"tensors {first!r} and {second!r} overlap in the data buffer")
-    tensors = {name: _decode(buffer[off[0]:off[1]], dtype, shape) for name, (dtype, shape, off) in entries.items()}
+    tensors = {name: decode_tensor(buffer[off[0]:off[1]], dtype, shape) for name, (dtype, shape, off) in entries.items()}
     return tensors, metadata
 
 

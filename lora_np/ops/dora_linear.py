@@ -39,7 +39,7 @@ from ..autograd import Tensor
 from ..checks import check_probability
 from .dropout import dropout_mask
 from .linear import check_linear_shapes
-from .lora_linear import _check_lora_shapes
+from .lora_linear import check_lora_shapes
 
 
 def dora_weight_norm(weight, lora_A, lora_B, scaling):
@@ -58,7 +58,7 @@ def dora_linear(x, weight, bias, lora_A, lora_B, magnitude, scaling, dropout_p=0
     """
     xp = backend.xp
     check_linear_shapes(x, weight, bias, "dora_linear")
-    _check_lora_shapes(weight, lora_A, lora_B)
+    check_lora_shapes(weight, lora_A, lora_B)
     n_in, n_out = weight.shape
     if magnitude.shape != (n_out,) or magnitude.dtype != weight.dtype:
         raise ValueError(f"dora_linear: magnitude has shape {magnitude.shape} and dtype {magnitude.dtype}; "

@@ -8,11 +8,6 @@ from .. import backend, checks
 from ..autograd import Tensor
 
 
-def check_probability(p, name="dropout"):
-    """Old argument order, kept for lora/config.py until it calls ``checks.check_probability``."""
-    return checks.check_probability(name, p)
-
-
 def dropout_mask(shape, p):
     """A boolean keep-mask (True with probability 1-p) from the backend's generator."""
     return backend.rng().random(shape, dtype=backend.xp.float32) >= p

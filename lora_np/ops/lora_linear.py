@@ -29,7 +29,7 @@ from .dropout import dropout_mask
 from .linear import check_linear_shapes, linear_backward, linear_kernel, row_grain
 
 
-def _check_lora_shapes(weight, lora_A, lora_B):
+def check_lora_shapes(weight, lora_A, lora_B):
     n_in, n_out = weight.shape
     r = lora_A.shape[0] if lora_A.ndim == 2 else None
     if lora_A.shape != (r, n_in) or lora_B.shape != (n_out, r):
@@ -64,7 +64,7 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
     """
     xp = backend.xp
     check_linear_shapes(x, weight, bias, "lora_linear")
-    _check_lora_shapes(weight, lora_A, lora_B)
+    check_lora_shapes(weight, lora_A, lora_B)
     p = check_probability("lora_dropout", dropout_p) if training else 0.0
     n_out, r = weight.shape[1], lora_A.shape[0]
     x2 = x.data.reshape(-1, x.shape[-1])

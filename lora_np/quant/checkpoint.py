@@ -19,8 +19,8 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Parameter
-from ..io.gpt2_checkpoint import _check_config_against_tensors, state_dict_from_checkpoint
-from ..io.safetensors_file import _DTYPES, _decode, _tensor_entry
+from ..io.gpt2_checkpoint import check_config_against_tensors, state_dict_from_checkpoint
+from ..io.safetensors_file import DTYPES, decode_tensor, tensor_entry
 from ..model import GPT, Block
 from ..nn import LayerNorm, Linear, ModuleList
 from .blocks import check_block_size
@@ -32,7 +32,7 @@ class _Stored:
     """A tensor of the file, known by its header entry until ``read``."""
 
     def __init__(self, dtype, shape, offsets):
-        self.dtype = np.dtype(np.float32) if dtype == "BF16" else np.dtype(_DTYPES[dtype])
+        self.dtype = np.dtype(np.float32) if dtype == "BF16" else np.dtype(DTYPES[dtype])
         self.stored, self.shape, self.offsets = dtype, shape, offsets
 
 
@@ -57,7 +57,7 @@ class TensorFile:
             raise ValueError(f"{path}: header must be a JSON object; got {type(header).__name__}")
         header.pop("__metadata__", None)
         self.start = 8 + n
-        self.entries = {name: _Stored(*_tensor_entry(path, name, info, size - self.start))
+        self.entries = {name: _Stored(*tensor_entry(path, name, info, size - self.start))
                         for name, info in header.items()}
 
     def read(self, name):
@@ -71,7 +71,7 @@ class TensorFile:
                 raise ValueError(f"{self.path}: tensor {name!r} is cut short (the file is truncated)")
         if entry.stored == "F32" and np.little_endian:
             return raw.view(np.float32).reshape(entry.shape)
-        return _decode(raw, entry.stored, entry.shape)
+        return decode_tensor(raw, entry.stored, entry.shape)
 
 
 def _linear_names(block):
@@ -113,7 +113,7 @@ def load_quantized_gpt2(weights, config, dtype, scheme, block_size=64, double_qu
     names = dict(tensors.entries)
     lm_head = names.pop("lm_head.weight", None)
     sd = state_dict_from_checkpoint(names, weights)
-    _check_config_against_tensors(config, sd, weights.parent)
+    check_config_against_tensors(config, sd, weights.parent)
     _check_names_and_shapes(sd, config, weights)
     for name, entry in sd.items():
         if name.endswith(".weight") and len(entry.shape) == 2 and ".h." in name:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import backend, ops
 from ..autograd import Tensor
-from ..ops.lora_linear import _check_lora_shapes
+from ..ops.lora_linear import check_lora_shapes
 from ..parallel import for_rows
 
 BAND = 1 << 17
@@ -84,7 +84,7 @@ def quant_linear(x, qweight, bias=None):
 
 def quant_lora_linear(x, qweight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
     """y = x·deq(Q)ᵀ + b + s·dropout(x)·Aᵀ·Bᵀ (``ops.lora_linear``'s signature, a quantized base)."""
-    _check_lora_shapes(qweight, lora_A, lora_B)
+    check_lora_shapes(qweight, lora_A, lora_B)
     y = quant_linear(x, qweight, bias)
     x_adapter = ops.dropout(x, dropout_p, training) if training and dropout_p > 0 else x
     return y + ops.matmul(ops.matmul(x_adapter, lora_A.T) * scaling, lora_B.T)
