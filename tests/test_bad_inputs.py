@@ -18,6 +18,7 @@ from lora_np import BPETokenizer
 from lora_np.data import CharTokenizer, task_dataset, text_dataset
 from lora_np.optim import SGD, AdamW, clip_grad_norm_
 from lora_np.io.safetensors_file import read_safetensors
+from lora_np.quant import nf4_dequantize, nf4_quantize, quantize_model
 from lora_np.app.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +135,14 @@ CASES = [
      "has 3 characters.*needs at least"),
     ("unknown-character", lambda e: CharTokenizer("ab").encode("abz"), ValueError, "'z'.*'ab'"),
     ("unknown-task", lambda e: task_dataset("sort", 8), ValueError, "'sort'.*copy, reverse, shift"),
+    ("quantize-unknown-scheme", lambda e: load_gpt2(e.ckpt, quantize="nf5"), ValueError,
+     "unknown quantization 'nf5'; accepted: 'nf4'.*'int8'"),
+    ("quantize-block-does-not-divide", lambda e: nf4_quantize(np.ones((3, 5), np.float32), block_size=64),
+     ValueError, r"block_size=64 does not divide the 15 values"),
+    ("quantized-packed-data-corrupt", lambda e: nf4_dequantize(np.zeros(3, np.uint8), np.ones(1, np.float32), (8, 8)),
+     ValueError, "corrupt quantized data.*3 entries.*need 32"),
+    ("save-gpt2-quantized", lambda e: save_gpt2(e.model, e.tmp / "quantized_out"), ValueError,
+     r"quantized.*dequantize_model\(model\) first"),
     ("safetensors-bad-offsets", lambda e: read_safetensors(_write(
         e, "bad.safetensors", _raw_safetensors({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 8))),
      ValueError, r"'a'.*\[0, 16\].*8-byte"),
@@ -161,6 +170,7 @@ def _raw_safetensors(header, n_data):
 
 # Cases that need an adapted model first: prepared before the "unchanged" snapshot is taken.
 PREPARE = {"adapter-name-twice": lambda e: add_lora(e.model, LoraConfig(r=2)),
+           "save-gpt2-quantized": lambda e: quantize_model(e.model, "nf4", block_size=8),
            "set-unknown-adapter": lambda e: add_lora(e.model, LoraConfig(r=2))}
 
 
