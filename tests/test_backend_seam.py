@@ -118,3 +118,38 @@ def test_cpu_and_gpu_give_the_same_losses(dtype, tol, lora, backend_name):
     np.testing.assert_allclose(gpu, cpu, rtol=tol, atol=tol)
     lora_np.set_backend(backend_name)
     assert to_numpy(backend.xp.ones(1))[0] == 1
+
+
+def test_lora_variants_and_qlora_stay_on_the_device(device, tmp_path):
+    """DoRA, PiSSA, LoRA on wte, mixed-adapter batches, weighted adapters and a 4-bit base, each
+    trained one step: every parameter, gradient and output stays a device array."""
+    x = np.random.default_rng(0).integers(0, 10, size=(2, 8))
+    cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16)
+
+    def one_step(model):
+        _, loss = model(x, x)
+        loss.backward()
+        trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        _assert_device([(n, p.grad) for n, p in trained], "gradient")
+        AdamW([p for _, p in trained], lr=1e-2).step()
+        _assert_device([(n, p.data) for n, p in model.named_parameters()], "parameter")
+
+    model = GPT(cfg)
+    add_lora(model, LoraConfig(r=2, target_modules=["c_attn", "wte"]))
+    add_lora(model, LoraConfig(r=2, target_modules=["c_attn", "c_fc"], use_dora=True), adapter_name="dora")
+    add_lora(model, LoraConfig(r=2, target_modules=["c_attn"], init_lora_weights="pissa"), adapter_name="pissa")
+    for name in ("default", "dora", "pissa"):
+        lora_np.set_adapter(model, name)
+        one_step(model)
+    logits, _ = model(x, adapter_names=["default", "__base__"])
+    _assert_device([("mixed-batch logits", logits.data)], "output")
+    lora_np.add_weighted_adapter(model, ["default", "pissa"], [0.5, 0.5], "mix", combination_type="svd")
+    lora_np.set_adapter(model, "dora")
+    lora_np.save_adapter(model, tmp_path / "dora")
+    lora_np.merge_lora(model)
+    _assert_device([(n, p.data) for n, p in model.named_parameters()], "merged parameter")
+
+    quantized = lora_np.quantize_model(GPT(cfg), "nf4", block_size=16)
+    add_lora(quantized, LoraConfig(r=2, target_modules=["c_attn", "c_proj", "c_fc"]))
+    one_step(quantized)
+    assert quantized.generate(x[:1, :3], 4, temperature=0).shape == (1, 7)
