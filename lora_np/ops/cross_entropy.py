@@ -13,7 +13,7 @@ from ..autograd import Tensor
 from .index_arrays import as_index_array
 
 
-def _validated_targets(targets, n_rows, vocab, ignore_index):
+def validated_targets(targets, n_rows, vocab, ignore_index):
     """Targets as a flat int array of the backend, and how many of them count."""
     t = as_index_array(targets, vocab, "cross_entropy targets", ignore=ignore_index)
     if t.size != n_rows:
@@ -39,7 +39,7 @@ def cross_entropy(logits, targets, ignore_index=-1):
         raise ValueError(f"cross_entropy: logits need shape (N, V) or (B, T, V); got {logits.shape}")
     vocab = logits.shape[-1]
     z = logits.data.reshape(-1, vocab)
-    t, n = _validated_targets(targets, z.shape[0], vocab, ignore_index)
+    t, n = validated_targets(targets, z.shape[0], vocab, ignore_index)
     keep = t != ignore_index
     rows = xp.arange(z.shape[0])
     t = xp.where(keep, t, 0)

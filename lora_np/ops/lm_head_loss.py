@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import backend, parallel
 from ..autograd import Tensor, is_grad_enabled
-from .cross_entropy import _validated_targets
+from .cross_entropy import validated_targets
 
 ROWS_PER_CHUNK = 1024
 TILE_BYTES = 4 << 20  # one (R, block) tile of logits per thread
@@ -104,7 +104,7 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CH
         raise TypeError(f"lm_head_loss: hidden states are {h.dtype}, the embedding is {weight.dtype}")
     h2, w = h.data.reshape(-1, h.shape[-1]), weight.data
     (n_rows, width), vocab = h2.shape, w.shape[0]
-    t, n = _validated_targets(targets, n_rows, vocab, ignore_index)
+    t, n = validated_targets(targets, n_rows, vocab, ignore_index)
     keep = t != ignore_index
     t = xp.where(keep, t, 0)
     need_h = is_grad_enabled() and h.requires_grad
