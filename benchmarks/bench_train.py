@@ -194,8 +194,10 @@ class Worker:
     """One case in its own interpreter (so its peak RSS is its own), driven over stdin/stdout."""
 
     def __init__(self, case):
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(case)], env=env, text=True,
+        root = Path(case.get("root", ROOT))  # a baseline case runs an earlier checkout's own worker
+        env = dict(os.environ, PYTHONPATH=str(root))
+        script = root / "benchmarks" / Path(__file__).name
+        self.proc = subprocess.Popen([sys.executable, str(script), "--worker", json.dumps(case)], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.times, self.error = [], None
 
@@ -296,6 +298,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--skip-memory", action="store_true", help="skip the 768-wide memory comparison")
     p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--baseline", metavar="DIR", help="an earlier checkout (e.g. `git worktree add /tmp/before REV`): "
+                   "its full and LoRA steps run interleaved with ours as base_full / base_lora")
     p.add_argument("--out", default=str(HERE / "results"), help="path stem for .json and .md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -318,7 +322,12 @@ def main(argv=None):
         kinds = [("ours_full", "ours", False), ("ours_lora", "ours", True)]
         if args.torch:
             kinds += [("torch_full", "torch", False), ("hf_full", "hf_peft", False), ("hf_peft_lora", "hf_peft", True)]
+        if args.baseline:
+            kinds += [("base_full", "ours", False), ("base_lora", "ours", True)]
         cases = {label: dict(kind=kind, shape=shape, lora=lora, backend=args.backend) for label, kind, lora in kinds}
+        for label in ("base_full", "base_lora"):
+            if label in cases:
+                cases[label]["root"] = str(Path(args.baseline).resolve())
         row = {"shape": dict(n_embd=c, n_layer=layers, n_head=heads, T=t, B=b),
                **run_interleaved(cases, args.warmup, args.steps)}
         for label, _, lora in kinds:
@@ -359,7 +368,7 @@ def report(results):
              f"{results['matmul_peak_gflops']:.0f} GFLOP/s; median of {results['steps']} steps after warm-up.", "",
              "| config | case | ms/step | tokens/s | GFLOP/s | % of peak | peak RSS MB |", "|---|---|---|---|---|---|---|"]
     for name, row in results["configs"].items():
-        for label in ("ours_full", "ours_lora", "torch_full", "hf_full", "hf_peft_lora"):
+        for label in ("ours_full", "ours_lora", "torch_full", "hf_full", "hf_peft_lora", "base_full", "base_lora"):
             r = row.get(label)
             if r is None:
                 continue
@@ -376,6 +385,12 @@ def report(results):
                      f"{_ratio(ms.get('ours_full'), ms.get('torch_full'))} | "
                      f"{_ratio(ms.get('ours_lora'), ms.get('hf_peft_lora'))} | "
                      f"{_ratio(ms.get('hf_peft_lora'), ms.get('hf_full'))} |")
+    if any("base_full" in row for row in results["configs"].values()):
+        lines += ["", "| config | ours full / baseline full | ours LoRA / baseline LoRA |", "|---|---|---|"]
+        for name, row in results["configs"].items():
+            ms = {k: row[k]["ms"] for k in row if isinstance(row[k], dict) and "ms" in row[k]}
+            lines.append(f"| {name} | {_ratio(ms.get('ours_full'), ms.get('base_full'))} | "
+                         f"{_ratio(ms.get('ours_lora'), ms.get('base_lora'))} |")
     mem = results.get("memory_768")
     if mem and all("ms" in m for m in mem.values()):
         f, lo = (mem[k]["peak_rss_mb"] - mem[k]["rss_before_model_mb"] for k in ("full", "lora"))
