@@ -37,16 +37,32 @@ def linear_kernel(y, x, w, b):
         y += b
 
 
+def column_kernel(y_t, w_t, b, x):
+    """A slice of output columns, transposed: yᵀ (cols, N) = (x w_tᵀ)ᵀ + b for w_t (cols, K), b (cols,) or None."""
+    backend.xp.matmul(x, w_t.T, out=y_t.T)
+    if b is not None:
+        y_t += b[:, None]
+
+
+def column_grain(n_columns):
+    return max(1, n_columns // parallel.thread_count())
+
+
 def linear_forward(x2, w, b):
-    """Plain arrays: (N, in) @ (in, out) + b, in row blocks. A few rows (generation: one token per
-    sequence) make too few blocks to share; BLAS's own threads split that product instead."""
+    """Plain arrays: (N, in) @ (in, out) + b. In row blocks; but when W is bigger than X, each thread
+    takes a slice of W's columns instead, so that W is read (and packed by BLAS) once, not once per
+    row block (GPT-2 small at T 128 × B 4: about 1.4x the GEMM rate). A few rows (generation: one
+    token per sequence) make too few blocks to share; BLAS's own threads split that product."""
     if x2.shape[0] < 2 * parallel.thread_count():
         y = backend.xp.matmul(x2, w)
         if b is not None:
             y += b
         return y
     y = backend.xp.empty((x2.shape[0], w.shape[1]), dtype=x2.dtype)
-    parallel.for_rows(linear_kernel, (y, x2), (w, b), grain=row_grain(w.shape[1]))
+    if w.size > x2.size:
+        parallel.for_rows(column_kernel, (y.T, w.T, b), (x2,), grain=column_grain(w.shape[1]))
+    else:
+        parallel.for_rows(linear_kernel, (y, x2), (w, b), grain=row_grain(w.shape[1]))
     return y
 
 
@@ -55,7 +71,10 @@ def linear_backward(g2, x2, w, need_x, need_w, need_b):
     dx = None
     if need_x:
         dx = backend.xp.empty((g2.shape[0], w.shape[0]), dtype=g2.dtype)
-        parallel.for_rows(parallel.matmul_kernel, (dx, g2), (w.T,), grain=row_grain(w.shape[0]))
+        if w.size > g2.size:  # dXᵀ in slices of W's rows: each thread reads its part of W only
+            parallel.for_rows(column_kernel, (dx.T, w, None), (g2,), grain=column_grain(w.shape[0]))
+        else:
+            parallel.for_rows(parallel.matmul_kernel, (dx, g2), (w.T,), grain=row_grain(w.shape[0]))
     dw = parallel.matmul(x2.T, g2) if need_w else None
     db = g2.sum(axis=0) if need_b else None
     return dx, dw, db
