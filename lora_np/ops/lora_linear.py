@@ -26,7 +26,7 @@ from .. import backend, parallel
 from ..autograd import Tensor
 from ..checks import check_probability
 from .dropout import dropout_mask
-from .linear import check_linear_shapes, linear_backward, linear_kernel, row_grain
+from .linear import check_linear_shapes, column_grain, linear_backward, linear_kernel, row_grain
 
 
 def check_lora_shapes(weight, lora_A, lora_B):
@@ -55,6 +55,17 @@ def lora_dx_kernel(dx, g, dh, keep, w, a, inv_keep):
         dx_lora *= keep
         dx_lora *= inv_keep
     dx += dx_lora
+
+
+def lora_dx_columns_kernel(dx_t, w_s, a_t, keep_t, g, dh, inv_keep):
+    """The same for a slice of dX's columns (of W's rows), transposed, so that each thread reads
+    only its part of W: dXᵀ = (G W_sᵀ + ((dL/dH) A_s) ⊙ M/(1-p))ᵀ."""
+    backend.xp.matmul(g, w_s.T, out=dx_t.T)
+    dx_lora = dh @ a_t.T
+    if keep_t is not None:
+        dx_lora *= keep_t.T
+        dx_lora *= inv_keep
+    dx_t += dx_lora.T
 
 
 def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
@@ -90,7 +101,11 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
         dx = None
         if need_x:
             dx = xp.empty((g2.shape[0], x_shape[-1]), dtype=g2.dtype)
-            parallel.for_rows(lora_dx_kernel, (dx, g2, dh, keep), (w, a, inv_keep), grain=row_grain(x_shape[-1]))
+            if w.size > g2.size:  # a weight bigger than the gradient: slices of W's rows (see linear_forward)
+                parallel.for_rows(lora_dx_columns_kernel, (dx.T, w, a.T, None if keep is None else keep.T),
+                                  (g2, dh, inv_keep), grain=column_grain(w.shape[0]))
+            else:
+                parallel.for_rows(lora_dx_kernel, (dx, g2, dh, keep), (w, a, inv_keep), grain=row_grain(x_shape[-1]))
         _, dw, db = linear_backward(g2, x_saved, w, False, need_w, need_b)
         dB = parallel.matmul(g2.T, hs) if need_bb else None      # s Gᵀ H
         dA = parallel.matmul(dh.T, xd_saved) if need_a else None  # (dL/dH)ᵀ X̃
