@@ -75,14 +75,17 @@ def test_quantized_model_holds_codes_not_float_weights(checkpoint):
 
 
 def test_quantized_load_peak_memory_is_a_fraction_of_float(checkpoint):
-    """tracemalloc counts NumPy's buffers: the tensor-by-tensor NF4 load peaks well below the float load."""
-    peaks = {}
+    """tracemalloc counts NumPy's buffers: the NF4 model holds a fraction of the float model's bytes,
+    and its tensor-by-tensor load peaks below what the float model alone holds (it never exists)."""
+    held, peak = {}, {}
     for quantize in (None, "nf4"):
         tracemalloc.start()
-        ln.load_gpt2(checkpoint, quantize=quantize)
-        peaks[quantize] = tracemalloc.get_traced_memory()[1]
+        model = ln.load_gpt2(checkpoint, quantize=quantize)
+        held[quantize], peak[quantize] = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    assert peaks["nf4"] < 0.55 * peaks[None]
+        del model
+    assert held["nf4"] < 0.25 * held[None]
+    assert peak["nf4"] < held[None]
 
 
 def test_qlora_trains_disables_and_saves_a_peft_adapter(checkpoint, tmp_path, rng):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..io.atomic import atomic_write_bytes
 from ..io.gpt2_checkpoint import WEIGHTS_FILE, load_gpt2
-from ..io.safetensors_file import read_safetensors
+from ..io.safetensors_file import open_safetensors
 from ..lora import load_adapter
 from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
 from ..tokenizer import BPETokenizer, CharTokenizer
@@ -67,7 +67,7 @@ def save_tokenizer(tokenizer, source_dir, out):
 
 
 def check_adapter_base(adapter_dir, model_dir):
-    _, meta = read_safetensors(Path(adapter_dir) / ADAPTER_WEIGHTS)
+    _, meta = open_safetensors(Path(adapter_dir) / ADAPTER_WEIGHTS)
     expected = meta.get("base_model_sha256")
     if expected and expected != file_sha256(Path(model_dir) / WEIGHTS_FILE):
         raise ValueError(f"adapter {adapter_dir} was trained on another base model (SHA-256 of the base "

@@ -15,7 +15,8 @@ import numpy as np
 
 from .atomic import atomic_write_json, read_json
 from ..model import GPT, GPTConfig
-from .safetensors_file import read_safetensors, write_safetensors
+from ..backend import to_numpy
+from .safetensors_file import open_safetensors, write_safetensors
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 _TOP_LEVEL = ("wte.", "wpe.", "h.", "ln_f.")
@@ -77,8 +78,10 @@ def config_to_hf(config, dtype):
 
 
 def state_dict_from_checkpoint(tensors, path=WEIGHTS_FILE):
-    """Checkpoint keys -> our parameter names: add the "transformer." prefix where missing, drop the
-    causal-mask buffers, and accept a tied lm_head.weight only if it equals wte."""
+    """(our state dict, the stored lm_head.weight or None): add the "transformer." prefix where
+    missing and drop the causal-mask buffers. The values may be arrays or not-yet-read
+    ``StoredTensor``s: only their dtype and shape are looked at here. A tied lm_head is checked
+    against wte by ``check_tied_lm_head`` once wte is loaded."""
     sd, lm_head = {}, None
     for key, value in tensors.items():
         base = key[len("transformer."):] if key.startswith("transformer.") else key
@@ -93,11 +96,7 @@ def state_dict_from_checkpoint(tensors, path=WEIGHTS_FILE):
         else:
             raise ValueError(f"{path}: unexpected tensor {key!r}; a GPT-2 checkpoint holds wte, wpe, h.*, ln_f "
                              f"(optionally under 'transformer.') and a tied lm_head")
-    wte = sd.get("transformer.wte.weight")
-    if lm_head is not None and (wte is None or lm_head.shape != wte.shape or not np.array_equal(lm_head, wte)):
-        raise ValueError(f"{path}: lm_head.weight differs from transformer.wte.weight; "
-                         f"lora_np's GPT ties the LM head to the token embedding")
-    return sd
+    return sd, lm_head
 
 
 def check_config_against_tensors(config, sd, path):
@@ -138,15 +137,23 @@ def load_gpt2(path, dtype=np.float32, quantize=None, double_quant=True, block_si
     if quantize is not None:
         from ..quant.checkpoint import load_quantized_gpt2
         return load_quantized_gpt2(weights, config, dtype, quantize, block_size, double_quant).eval()
-    tensors, _ = read_safetensors(weights)
-    sd = state_dict_from_checkpoint(tensors, weights)
+    stored, _ = open_safetensors(weights)  # the header, checked; tensors are read one at a time below
+    sd, lm_head = state_dict_from_checkpoint(stored, weights)
     check_config_against_tensors(config, sd, path)
     model = GPT(config, dtype=dtype)
     try:
         model.load_state_dict(sd, strict=True)
     except ValueError as exc:
         raise ValueError(f"{weights} does not match {path / CONFIG_FILE}: {exc}") from None
+    check_tied_lm_head(lm_head, model.transformer.wte.weight, weights)
     return model.eval()
+
+
+def check_tied_lm_head(lm_head, wte, weights):
+    """A stored lm_head.weight is accepted only if it equals the token embedding (GPT-2 ties them)."""
+    if lm_head is not None and (lm_head.shape != wte.shape or not np.array_equal(lm_head.read(), to_numpy(wte))):
+        raise ValueError(f"{weights}: lm_head.weight differs from transformer.wte.weight; "
+                         f"lora_np's GPT ties the LM head to the token embedding")
 
 
 def save_gpt2(model, path):

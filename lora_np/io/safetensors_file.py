@@ -56,34 +56,62 @@ def decode_tensor(raw, dtype, shape):
     return arr.astype(arr.dtype.newbyteorder("="))  # a native-order, writable copy
 
 
-def read_safetensors(path):
-    """(name -> NumPy array, metadata dict). FileNotFoundError if absent; ValueError if damaged."""
+class StoredTensor:
+    """One tensor of a file, known by its checked header entry; ``read()`` loads just its bytes."""
+
+    def __init__(self, path, data_start, dtype, shape, offsets):
+        self.path, self.data_start, self.stored, self.shape, self.offsets = path, data_start, dtype, shape, offsets
+        self.dtype = np.dtype(np.float32) if dtype == "BF16" else np.dtype(DTYPES[dtype]).newbyteorder("=")
+
+    def read(self):
+        """The tensor as a native-order host NumPy array."""
+        begin, end = self.offsets
+        raw = np.empty(end - begin, dtype=np.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(self.data_start + begin)
+            if f.readinto(raw) != raw.size:
+                _fail(self.path, f"a tensor is cut short at byte {self.data_start + begin} (the file is truncated)")
+        if self.stored == "F32" and np.little_endian:
+            return raw.view(np.float32).reshape(self.shape)  # read in place: no second copy
+        return decode_tensor(raw, self.stored, self.shape)
+
+
+def open_safetensors(path):
+    """(name -> StoredTensor, metadata dict), with the whole header checked and no tensor read yet:
+    a loader can then read one tensor at a time, so it never holds the file and its copy at once.
+    FileNotFoundError if absent; ValueError if damaged."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"safetensors file not found: {path}")
-    data = path.read_bytes()
-    if len(data) < 8:
-        _fail(path, f"truncated: {len(data)} bytes, but a safetensors file starts with an 8-byte header length")
-    n = int.from_bytes(data[:8], "little")
-    if n > len(data) - 8 or n > _MAX_HEADER:
-        _fail(path, f"header length {n} does not fit in the file's {len(data)} bytes (truncated or not safetensors)")
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        _fail(path, f"header is not valid UTF-8 JSON ({type(exc).__name__}: {exc})")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            _fail(path, f"truncated: {size} bytes, but a safetensors file starts with an 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > size - 8 or n > _MAX_HEADER:
+            _fail(path, f"header length {n} does not fit in the file's {size} bytes (truncated or not safetensors)")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            _fail(path, f"header is not valid UTF-8 JSON ({type(exc).__name__}: {exc})")
     if not isinstance(header, dict):
         _fail(path, f"header must be a JSON object; got {type(header).__name__}")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         _fail(path, "__metadata__ must map strings to strings")
-    buffer = memoryview(data)[8 + n:]
-    entries = {name: tensor_entry(path, name, info, len(buffer)) for name, info in header.items()}
+    entries = {name: tensor_entry(path, name, info, size - 8 - n) for name, info in header.items()}
     spans = sorted((off[0], off[1], name) for name, (_, _, off) in entries.items() if off[1] > off[0])
     for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
         if begin < end:
             _fail(path, f"tensors {first!r} and {second!r} overlap in the data buffer")
-    tensors = {name: decode_tensor(buffer[off[0]:off[1]], dtype, shape) for name, (dtype, shape, off) in entries.items()}
-    return tensors, metadata
+    return {name: StoredTensor(path, 8 + n, *entry) for name, entry in entries.items()}, metadata
+
+
+def read_safetensors(path):
+    """(name -> NumPy array, metadata dict). FileNotFoundError if absent; ValueError if damaged."""
+    stored, metadata = open_safetensors(path)
+    return {name: t.read() for name, t in stored.items()}, metadata
 
 
 def write_safetensors(path, tensors, metadata=None):

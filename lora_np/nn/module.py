@@ -106,7 +106,8 @@ class Module:
         """Copy arrays into the parameters of the same names, casting to each parameter's dtype.
 
         Every name and shape is checked before anything is written, so a failed load changes
-        nothing. ``strict``: missing or unexpected names are errors. Returns (missing, unexpected).
+        nothing. A value may also be a file's ``StoredTensor`` (``io.safetensors_file``), read only
+        when its turn comes, so a checkpoint is never held whole beside the model. ``strict``: missing or unexpected names are errors. Returns (missing, unexpected).
         """
         params = dict(self.named_parameters())
         missing = sorted(set(params) - set(state_dict))
@@ -126,9 +127,9 @@ class Module:
             if np.dtype(getattr(array, "dtype", np.float64)).kind not in "fiu":
                 raise TypeError(f"load_state_dict: {name} has non-numeric dtype {array.dtype}")
             staged[name] = array
-        for name, array in staged.items():
+        for name, array in staged.items():  # a StoredTensor is read here, one at a time
             p = params[name]
-            p.data = backend.xp.array(array, dtype=p.dtype)
+            p.data = backend.xp.array(array.read() if hasattr(array, "read") else array, dtype=p.dtype)
             p.grad = None
         return missing, unexpected
 

@@ -13,65 +13,18 @@ transformers' ``BitsAndBytesConfig(load_in_4bit=True)``.
 """
 
 import dataclasses
-import json
 
 import numpy as np
 
 from .. import backend
 from ..autograd import Parameter
-from ..io.gpt2_checkpoint import check_config_against_tensors, state_dict_from_checkpoint
-from ..io.safetensors_file import DTYPES, decode_tensor, tensor_entry
+from ..io.gpt2_checkpoint import check_config_against_tensors, check_tied_lm_head, state_dict_from_checkpoint
+from ..io.safetensors_file import open_safetensors
 from ..model import GPT, Block
 from ..nn import LayerNorm, Linear, ModuleList
 from .blocks import check_block_size
 from .linear import QuantLinear
 from .weight import QuantWeight
-
-
-class _Stored:
-    """A tensor of the file, known by its header entry until ``read``."""
-
-    def __init__(self, dtype, shape, offsets):
-        self.dtype = np.dtype(np.float32) if dtype == "BF16" else np.dtype(DTYPES[dtype])
-        self.stored, self.shape, self.offsets = dtype, shape, offsets
-
-
-class TensorFile:
-    """The tensors of one .safetensors file, read one at a time; the header is validated on open
-    with the same checks as ``read_safetensors`` (each entry's dtype, shape and byte span)."""
-
-    def __init__(self, path):
-        self.path = path
-        with open(path, "rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            size = path.stat().st_size
-            if n < 0 or n > size - 8:
-                raise ValueError(f"{path}: header length does not fit in the file's {size} bytes "
-                                 f"(truncated or not safetensors)")
-            try:
-                header = json.loads(f.read(n).decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-                raise ValueError(f"{path}: header is not valid UTF-8 JSON ({type(exc).__name__}: {exc})") from None
-        if not isinstance(header, dict):
-            raise ValueError(f"{path}: header must be a JSON object; got {type(header).__name__}")
-        header.pop("__metadata__", None)
-        self.start = 8 + n
-        self.entries = {name: _Stored(*tensor_entry(path, name, info, size - self.start))
-                        for name, info in header.items()}
-
-    def read(self, name):
-        """The tensor ``name`` as a host NumPy array (little-endian F32 read in place, others decoded)."""
-        entry = self.entries[name]
-        begin, end = entry.offsets
-        raw = np.empty(end - begin, dtype=np.uint8)
-        with open(self.path, "rb") as f:
-            f.seek(self.start + begin)
-            if f.readinto(raw) != raw.size:
-                raise ValueError(f"{self.path}: tensor {name!r} is cut short (the file is truncated)")
-        if entry.stored == "F32" and np.little_endian:
-            return raw.view(np.float32).reshape(entry.shape)
-        return decode_tensor(raw, entry.stored, entry.shape)
 
 
 def _linear_names(block):
@@ -109,20 +62,15 @@ def _fill_layer_norm(module, read, name, width):
 def load_quantized_gpt2(weights, config, dtype, scheme, block_size=64, double_quant=True):
     """A GPT whose Linear layers are ``QuantLinear`` (``scheme`` = "nf4" or "int8"), read tensor by tensor."""
     xp = backend.xp
-    tensors = TensorFile(weights)
-    names = dict(tensors.entries)
-    lm_head = names.pop("lm_head.weight", None)
-    sd = state_dict_from_checkpoint(names, weights)
+    names, _ = open_safetensors(weights)
+    sd, lm_head = state_dict_from_checkpoint(names, weights)
     check_config_against_tensors(config, sd, weights.parent)
     _check_names_and_shapes(sd, config, weights)
     for name, entry in sd.items():
         if name.endswith(".weight") and len(entry.shape) == 2 and ".h." in name:
             check_block_size(block_size, entry.shape[:1], f"rows of {name}ᵀ (in_features)", even=scheme == "nf4")
-    file_name = {id(entry): name for name, entry in names.items()}
-    key = {ours: file_name[id(entry)] for ours, entry in sd.items()}
-
     def read(name):
-        return xp.asarray(tensors.read(key[name]), dtype=dtype)
+        return xp.asarray(sd[name].read(), dtype=dtype)
 
     narrow = dataclasses.replace(config, n_embd=config.n_head)
     model = GPT(dataclasses.replace(narrow, vocab_size=1, block_size=1, n_layer=1), dtype=dtype)
@@ -145,7 +93,5 @@ def load_quantized_gpt2(weights, config, dtype, scheme, block_size=64, double_qu
                 _fill_layer_norm(module, read, prefix + name, config.n_embd)
         blocks.append(block)
     tr["h"] = ModuleList(blocks)
-    if lm_head is not None and not np.array_equal(tensors.read("lm_head.weight"), backend.to_numpy(tr.wte.weight.data)):
-        raise ValueError(f"{weights}: lm_head.weight differs from transformer.wte.weight; "
-                         f"lora_np's GPT ties the LM head to the token embedding")
+    check_tied_lm_head(lm_head, tr.wte.weight, weights)
     return model
