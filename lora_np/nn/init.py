@@ -15,13 +15,8 @@ def _check_shape(shape):
 
 
 def normal(shape, std, dtype=np.float32):
-    """N(0, std²), drawn directly in ``dtype``: no float64 copy of GPT-2's 50,257 × 768 embedding
-    (309 MB) passes through memory while a model is built."""
     _check_shape(shape)
-    draw = np.float64 if np.dtype(dtype) == np.float64 else np.float32  # the dtypes the generator draws
-    z = backend.host_rng().standard_normal(size=shape, dtype=draw)
-    z *= std
-    return backend.asarray(z.astype(dtype, copy=False))
+    return backend.asarray(backend.host_rng().normal(0.0, std, size=shape).astype(dtype))
 
 
 def kaiming_uniform(shape, fan_in, dtype=np.float32):
