@@ -49,7 +49,12 @@ def tokens(t, b, seed=0):
 
 # ---- memory ------------------------------------------------------------------------------------
 def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS. Linux: VmHWM, which starts afresh at exec; ru_maxrss would carry over
+    the peak of the driver that spawned us (it holds torch and wrote the checkpoint)."""
+    try:
+        return window_peak_mb()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def reset_window_peak():
@@ -73,8 +78,9 @@ def serve(step, info):
     reset_window_peak()
     for line in sys.stdin:
         if line.strip() == "done":
-            print(json.dumps({"peak_rss_mb": peak_rss_mb(), "train_peak_rss_mb": window_peak_mb(), **info}),
-                  flush=True)
+            window = window_peak_mb()  # since reset_window_peak; the load's peak is in info
+            print(json.dumps({"peak_rss_mb": max(window, info.get("rss_after_load_mb", 0.0)),
+                              "train_peak_rss_mb": window, **info}), flush=True)
             return
         times = []
         for _ in range(int(line)):
