@@ -19,31 +19,9 @@ instead of doing that silently.
 
 from .. import ops
 from ..autograd import Parameter
-from ..nn import Embedding, Module
+from ..nn import Embedding, Module, ParameterDict
 from .init import check_embedding_init, embedding_factors
 from .layer import AdaptedLayer
-
-
-class ParameterDict(Module):
-    """name -> Parameter registered under that name, so keys read ``lora_embedding_A.default`` as in PEFT."""
-
-    def __getitem__(self, name):
-        return self._parameters[name]
-
-    def __setitem__(self, name, value):
-        setattr(self, name, value)
-
-    def __delitem__(self, name):
-        delattr(self, name)
-
-    def __contains__(self, name):
-        return name in self._parameters
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def keys(self):
-        return list(self._parameters)
 
 
 class LoraEmbedding(AdaptedLayer):

@@ -1,6 +1,6 @@
 """Neural-network building blocks: Module and the layers GPT-2 is made of."""
 
-from .containers import ModuleDict, ModuleList
+from .containers import ModuleDict, ModuleList, ParameterDict
 from .dropout import Dropout
 from .embedding import Embedding
 from .layer_norm import LayerNorm
@@ -8,4 +8,4 @@ from .linear import Linear
 from .module import Module
 from ..autograd import Parameter
 
-__all__ = ["Module", "ModuleList", "ModuleDict", "Linear", "Embedding", "LayerNorm", "Dropout", "Parameter"]
+__all__ = ["Module", "ModuleList", "ModuleDict", "ParameterDict", "Linear", "Embedding", "LayerNorm", "Dropout", "Parameter"]

@@ -1,4 +1,4 @@
-"""Containers that register their members as children: ModuleList ("h.0", "h.1", ...) and ModuleDict."""
+"""Containers that register their members as children: ModuleList ("h.0", "h.1", ...), ModuleDict, ParameterDict."""
 
 from .module import Module
 
@@ -22,35 +22,54 @@ class ModuleList(Module):
         return iter(list(self._modules.values()))
 
 
-class ModuleDict(Module):
-    def __init__(self, modules=None):
+class _NamedDict(Module):
+    """A dict whose values are registered under their keys (``setattr``), so that parameter names read
+    ``lora_A.default.weight`` or ``lora_embedding_A.default`` as in PEFT. ``_registry`` names the
+    Module table the values land in: ``_modules`` or ``_parameters``."""
+
+    _registry = "_modules"
+
+    def __init__(self, members=None):
         super().__init__()
-        for name, m in (modules or {}).items():
+        for name, m in (members or {}).items():
             setattr(self, name, m)
 
-    def __getitem__(self, name):
-        return self._modules[name]
+    def _members(self):
+        return getattr(self, self._registry)
 
-    def __setitem__(self, name, module):
-        setattr(self, name, module)
+    def __getitem__(self, name):
+        return self._members()[name]
+
+    def __setitem__(self, name, value):
+        setattr(self, name, value)
 
     def __delitem__(self, name):
         delattr(self, name)
 
     def __contains__(self, name):
-        return name in self._modules
+        return name in self._members()
 
     def __len__(self):
-        return len(self._modules)
+        return len(self._members())
 
     def __iter__(self):
-        return iter(list(self._modules))
+        return iter(list(self._members()))
 
     def keys(self):
-        return list(self._modules)
+        return list(self._members())
 
     def items(self):
-        return list(self._modules.items())
+        return list(self._members().items())
 
     def values(self):
-        return list(self._modules.values())
+        return list(self._members().values())
+
+
+class ModuleDict(_NamedDict):
+    """name -> Module."""
+
+
+class ParameterDict(_NamedDict):
+    """name -> Parameter."""
+
+    _registry = "_parameters"
