@@ -8,10 +8,16 @@ Backward, from G = dL/dY:
     dL/dS = P ⊙ (dL/dP - rowsum(dL/dP ⊙ P))          (the softmax Jacobian-vector product)
     dL/dq = dL/dS k / √d        dL/dk = (dL/dS)ᵀ q / √d
 Masked entries have P = 0, so their dL/dS is 0 too: the mask needs no backward of its own.
-Written as one op, the only saved (T, T) array is P. Composed from matmul, mul, add and softmax
-(``ops.reference``), the forward makes four (T, T) arrays per head (q kᵀ, its scaled and masked
-copies, P), keeps two of them (q kᵀ, held by the scaling's mul, and P), and the backward walks a
-closure per op. The kernels run on blocks of batch items (``parallel.for_rows``).
+Written as one op, the only saved (T, T) array is P. Composed from matmul, mul, add, exp, sum and
+div (``ops.reference``, which writes the softmax out as e^(S - max) / Σ e^(S - max)), the forward
+makes several (T, T) arrays per head and keeps most of them for the backward, and the backward
+walks a closure per op. The kernels run on blocks of batch items (``parallel.for_rows``).
+
+Grouped-query attention (Llama 3, Qwen3): q has H heads, k and v have H_kv = H / G heads, and
+query head h reads key/value head h // G. The K/V heads are never repeated G times in memory:
+q is viewed as (B, H_kv, G, T, d) and k, v as (B, H_kv, 1, T_k, d), so every matmul broadcasts
+over the group axis; since a K/V head is shared by G query heads, its gradient is the sum of their
+contributions: dL/dk = Σ_g dS_gᵀ q_g / √d, dL/dv = Σ_g P_gᵀ G_g.
 """
 
 import math
@@ -71,9 +77,25 @@ def attention_kernel(y, p, keep, q, k, v, mask, chunks, keep_scale):
         xp.matmul(s, v[..., :e, :], out=y[..., a:b, :])
 
 
+def group_product(left, right):
+    """Σ_g left_g right_g over the group axis (-3): (…, G, m, n), (…, G, n, p) -> (…, 1, m, p), as one
+    product (…, 1, m, G·n) @ (…, 1, G·n, p) (a K/V head's gradient from its G query heads)."""
+    xp = backend.xp
+    m, p = left.shape[-2], right.shape[-1]
+    left_rows = xp.moveaxis(left, -3, -2).reshape(left.shape[:-3] + (1, m, -1))
+    return left_rows @ right.reshape(right.shape[:-3] + (1, -1, p))
+
+
 def _product_into(dst, left, right, first):
-    """dst = left right for the first chunk (which sees every key), dst += left right after."""
-    if first:
+    """dst = left right for the first chunk (which sees every key), dst += left right after; summed
+    over the query group when ``dst`` is a K/V gradient shared by G query heads."""
+    if left.shape[-3] != dst.shape[-3]:
+        product = group_product(left, right)
+        if first:
+            dst[...] = product
+        else:
+            dst += product
+    elif first:
         backend.xp.matmul(left, right, out=dst)
     else:
         dst += left @ right
@@ -137,21 +159,50 @@ def sdpa_backward(g, q, k, v, p, keep=None, dropout_p=0.0, need=(True, True, Tru
     return dq, dk, dv
 
 
+def check_attention_shapes(q, k, v):
+    """q (..., H, T_q, d), k (..., H_kv, T_k, d), v (..., H_kv, T_k, d_v) with H a multiple of H_kv
+    and T_q ≤ T_k when causal (the queries are the last T_q positions); anything else is refused."""
+    heads_fit = q.ndim == k.ndim == v.ndim >= 2 and k.shape[:-1] == v.shape[:-1] and q.shape[-1] == k.shape[-1]
+    if heads_fit and q.ndim > 2:
+        heads_fit = q.shape[:-3] == k.shape[:-3] and q.shape[-3] % k.shape[-3] == 0
+    if not heads_fit:
+        raise ValueError(f"attention: q, k, v shapes {q.shape}, {k.shape}, {v.shape} do not fit (need "
+                         f"(..., H, Tq, d), (..., Hkv, Tk, d), (..., Hkv, Tk, dv) with H a multiple of Hkv)")
+
+
+def grouped_views(q, k, v):
+    """Plain arrays as (…, H_kv, G, T_q, d) and (…, H_kv, 1, T_k, d) views when H = G·H_kv with
+    G > 1 (grouped-query attention, no copy of K/V); unchanged otherwise."""
+    if q.ndim < 3 or q.shape[-3] == k.shape[-3]:
+        return q, k, v
+    h_kv = k.shape[-3]
+    q5 = q.reshape(q.shape[:-3] + (h_kv, q.shape[-3] // h_kv) + q.shape[-2:])
+    return q5, k[..., None, :, :], v[..., None, :, :]
+
+
 def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=True):
-    """Y = softmax(q kᵀ/√d + M) v over the last two axes of (..., T, d) tensors; backward fused."""
-    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.shape[-1] == k.shape[-1]
-            and k.shape[-2] == v.shape[-2]):
-        raise ValueError(f"attention: q, k, v shapes {q.shape}, {k.shape}, {v.shape} do not fit "
-                         f"(need (..., Tq, d), (..., Tk, d), (..., Tk, dv))")
+    """Y = softmax(q kᵀ/√d + M) v over the last two axes; backward fused.
+
+    q (..., H, T_q, d), k (..., H_kv, T_k, d), v (..., H_kv, T_k, d_v): H a multiple of H_kv
+    (grouped-query attention; H_kv = 1 is multi-query attention), any head size, and with
+    ``causal`` the T_q queries are the last T_q of the T_k positions (a KV cache).
+    Plain version: ``lora_np.ops.reference.scaled_dot_product_attention``.
+    """
+    check_attention_shapes(q, k, v)
+    if causal and q.shape[-2] > k.shape[-2]:
+        raise ValueError(f"attention: causal attention needs T_q ≤ T_k (queries are the last positions); "
+                         f"got T_q={q.shape[-2]}, T_k={k.shape[-2]}")
     dropout_p = check_probability("attention dropout_p", dropout_p) if training else 0.0
-    qd, kd, vd = q.data, k.data, v.data
+    qd, kd, vd = grouped_views(q.data, k.data, v.data)
     y, p, keep = sdpa_forward(qd, kd, vd, causal, dropout_p)
     need = (q.requires_grad, k.requires_grad, v.requires_grad)
+    shapes = (q.shape, k.shape, v.shape)
 
     def backward(g):
-        return sdpa_backward(g, qd, kd, vd, p, keep, dropout_p, need, causal=causal)
+        grads = sdpa_backward(g.reshape(y.shape), qd, kd, vd, p, keep, dropout_p, need, causal=causal)
+        return tuple(None if d is None else d.reshape(shape) for d, shape in zip(grads, shapes))
 
-    return Tensor._from_op(y, (q, k, v), backward)
+    return Tensor._from_op(y.reshape(q.shape[:-1] + v.shape[-1:]), (q, k, v), backward)
 
 
 def split_heads(qkv, n_head):

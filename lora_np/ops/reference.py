@@ -14,6 +14,7 @@ import math
 from .. import backend
 from ..autograd import Tensor
 from .dropout import dropout
+from .join import concatenate
 from .index_arrays import as_index_array
 
 
@@ -44,17 +45,32 @@ def gelu(x):
     return 0.5 * x * (1.0 + (math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)).tanh())
 
 
+def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=True):
+    """softmax(q kᵀ/√d + M) v, M = -∞ where key j is after query i (queries are the last T_q of T_k).
+
+    Grouped-query attention: H query heads over H_kv = H / G key/value heads, query head h reads
+    K/V head h // G: q is viewed (…, H_kv, G, T_q, d) and k, v (…, H_kv, 1, T_k, d), and matmul broadcasts.
+    """
+    y_shape = q.shape[:-1] + v.shape[-1:]
+    if q.ndim > 2 and q.shape[-3] != k.shape[-3]:
+        lead, h_kv = q.shape[:-3], k.shape[-3]
+        q = q.reshape(*lead, h_kv, q.shape[-3] // h_kv, *q.shape[-2:])
+        k, v = (x.reshape(*lead, h_kv, 1, *x.shape[-2:]) for x in (k, v))
+    xp, (t_q, t_k) = backend.xp, (q.shape[-2], k.shape[-2])
+    scores = q @ k.swapaxes(-1, -2) * (1.0 / math.sqrt(q.shape[-1]))                # (…, T_q, T_k)
+    if causal:
+        scores = scores + Tensor(xp.triu(xp.full((t_q, t_k), -xp.inf, dtype=q.dtype), k=1 + t_k - t_q))
+    e = (scores - Tensor(scores.data.max(axis=-1, keepdims=True))).exp()   # a constant shift, no overflow
+    att = e / e.sum(axis=-1, keepdims=True)
+    return (dropout(att, dropout_p, training) @ v).reshape(y_shape)
+
+
 def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):
-    """(B, T, 3C) packed q|k|v -> (B, T, C): softmax(q kᵀ/√d + M) v per head, M = -∞ above the diagonal."""
+    """(B, T, 3C) packed q|k|v -> (B, T, C): causal attention per head, heads split and merged."""
     b, t, c3 = qkv.shape
     c = c3 // 3
     heads = qkv.reshape(b, t, 3, n_head, c // n_head).permute(2, 0, 3, 1, 4)   # (3, B, H, T, d)
-    q, k, v = heads[0], heads[1], heads[2]
-    mask = backend.xp.triu(backend.xp.full((t, t), -backend.xp.inf, dtype=qkv.dtype), k=1)
-    scores = q @ k.swapaxes(-1, -2) * (1.0 / math.sqrt(c // n_head)) + Tensor(mask)   # (B, H, T, T)
-    e = (scores - Tensor(scores.data.max(axis=-1, keepdims=True))).exp()   # a constant shift, no overflow
-    att = e / e.sum(axis=-1, keepdims=True)
-    y = dropout(att, dropout_p, training) @ v                                  # (B, H, T, d)
+    y = scaled_dot_product_attention(heads[0], heads[1], heads[2], True, dropout_p, training)  # (B, H, T, d)
     return y.permute(0, 2, 1, 3).reshape(b, t, c)
 
 
@@ -67,3 +83,21 @@ def cross_entropy(logits, targets, ignore_index=-1):
     log_probs = shifted - shifted.exp().sum(axis=-1, keepdims=True).log()
     picked = log_probs[backend.xp.arange(t.size), backend.xp.where(keep, t, 0)]
     return -(picked * Tensor(keep.astype(z.dtype))).sum() / int(keep.sum())
+
+
+def rms_norm(x, weight, eps=1e-6):
+    """y = x / √(mean(x²) + eps) ⊙ w over the last axis (Llama's RMSNorm: layer norm without μ or b)."""
+    return x / ((x * x).mean(axis=-1, keepdims=True) + eps).sqrt() * weight
+
+
+def rope(x, cos, sin):
+    """y = x ⊙ [cos, cos] + rotate_half(x) ⊙ [sin, sin], rotate_half(x) = [-x₂, x₁] (halves of the last axis)."""
+    h = x.shape[-1] // 2
+    rotated = concatenate([-x[..., h:], x[..., :h]], axis=-1)
+    both = backend.xp.concatenate
+    return x * Tensor(both([cos, cos], axis=-1)) + rotated * Tensor(both([sin, sin], axis=-1))
+
+
+def swiglu(a, b):
+    """h = silu(a) ⊙ b with silu(a) = a σ(a) = a / (1 + e⁻ᵃ)."""
+    return a / ((-a).exp() + 1.0) * b
