@@ -89,7 +89,7 @@ def serve_step(path, quantize, quick):
 
 def case_quality(quantize, quick):
     import lora_np as ln
-    from lora_np.app.evaluate import evaluate
+    from lora_np import evaluate
     from lora_np.data import task_dataset
     from lora_np.optim import AdamW
 

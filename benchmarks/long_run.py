@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE.parent))
 import lora_np  # noqa: E402
 from lora_np import GPT, GPTConfig, LoraConfig, add_lora  # noqa: E402
 from lora_np.data import task_dataset  # noqa: E402
-from lora_np.app.train import TrainConfig, train  # noqa: E402
+from lora_np import TrainConfig, train  # noqa: E402
 
 
 def rss_mb():

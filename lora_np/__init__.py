@@ -11,6 +11,7 @@ from .lora import (LoraConfig, LoraEmbedding, LoraLinear, add_lora, add_weighted
 from .model import GPT, GPTConfig
 from .quant import QuantLinear, dequantize_model, is_quantized, quantize_model
 from .tokenizer import BPETokenizer
+from .training import TrainConfig, TrainResult, evaluate, train
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "merge_and_unload", "disable_lora", "lora_state_dict", "print_trainable_parameters", "count_parameters",
     "save_adapter", "load_adapter", "LoraEmbedding", "add_weighted_adapter",
     "QuantLinear", "quantize_model", "dequantize_model", "is_quantized",
+    "TrainConfig", "TrainResult", "train", "evaluate",
 ]

@@ -10,7 +10,7 @@ import lora_np
 from lora_np import GPT, GPTConfig, LoraConfig, add_lora, backend, gradcheck, ops, to_numpy
 from lora_np.data import task_dataset
 from lora_np.optim import AdamW, clip_grad_norm_
-from lora_np.app.train import TrainConfig, train
+from lora_np import TrainConfig, train
 from device_standin import DeviceArray, standin
 
 

@@ -19,7 +19,7 @@ from lora_np.data import CharTokenizer, task_dataset, text_dataset
 from lora_np.optim import SGD, AdamW, clip_grad_norm_
 from lora_np.io.safetensors_file import read_safetensors
 from lora_np.quant import nf4_dequantize, nf4_quantize, quantize_model
-from lora_np.app.train import TrainConfig, train
+from lora_np import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

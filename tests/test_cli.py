@@ -296,7 +296,7 @@ def test_defaults_come_from_the_config_dataclasses():
     from lora_np import LoraConfig
     from lora_np.app.cli import parse
     from lora_np.app.demo import DemoSettings
-    from lora_np.app.train import TrainConfig
+    from lora_np import TrainConfig
     pre = parse(["pretrain", "--out", "x"])
     demo, train = DemoSettings(), TrainConfig()
     assert (pre.n_layer, pre.n_head, pre.n_embd, pre.block_size) == (demo.n_layer, demo.n_head, demo.n_embd,

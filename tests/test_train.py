@@ -9,7 +9,7 @@ import pytest
 import lora_np
 from lora_np import GPT, GPTConfig, LoraConfig, add_lora
 from lora_np.data import task_dataset
-from lora_np.app.train import TrainConfig, train
+from lora_np import TrainConfig, train
 from lora_np.io.train_checkpoint import latest_checkpoint, load_checkpoint
 from lora_np.optim import AdamW
 

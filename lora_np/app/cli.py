@@ -19,10 +19,10 @@ from ..checks import check_int, check_number
 from ..data import TASKS
 from ..lora import LoraConfig
 from ..model import GPTConfig
+from ..training import TrainConfig
 from .commands import (TrainingStopped, cmd_demo, cmd_eval, cmd_finetune, cmd_generate, cmd_merge,
                        cmd_pretrain)
 from .demo import DemoSettings
-from .train import TrainConfig
 
 TRAIN, LORA, DEMO, GPT_DEFAULTS = TrainConfig(), LoraConfig(), DemoSettings(), GPTConfig()
 POSITIVE, NON_NEGATIVE = {"min": 1}, {"min": 0}

@@ -18,13 +18,12 @@ from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, merge_a
 from ..model import GPT, GPTConfig
 from ..optim import loraplus_param_groups
 from ..tokenizer import BPETokenizer, CharTokenizer
+from ..training import TrainConfig, evaluate, train
 from .adapter_conversion import CONVERTED_INITS, as_plain_lora, initial_factors
 from .demo import DemoSettings
-from .evaluate import evaluate
 from .memory import check_fits, gpt_parameter_count
 from .model_dir import adapter_metadata, load_model_dir, save_tokenizer
 from .run_dir import check_output_dir, output_dir, restore_run_args, save_run_config
-from .train import TrainConfig, train
 
 
 class TrainingStopped(Exception):

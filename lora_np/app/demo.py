@@ -20,12 +20,11 @@ import numpy as np
 from .. import backend
 from ..data import task_dataset
 from .report import format_table, plot_results
-from .evaluate import evaluate
 from ..io.atomic import atomic_write_json, atomic_write_text
 from ..io.gpt2_checkpoint import save_gpt2
 from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, save_adapter
 from ..model import GPT, GPTConfig
-from .train import TrainConfig, train
+from ..training import TrainConfig, evaluate, train
 
 
 @dataclass

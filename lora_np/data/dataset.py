@@ -27,6 +27,12 @@ class TokenDataset:
                 raise ValueError(f"{name}: the {split} split has {len(tokens)} tokens; it needs at least "
                                  f"block_size + 1 = {block_size + 1}")
 
+    def describe(self):
+        """One line: the data's name, and tokens and windows per split."""
+        parts = [f"{len(tokens):,} {split} tokens in {len(starts):,} windows"
+                 for split, (tokens, _, starts) in self.splits.items()]
+        return f"{self.name} ({', '.join(parts)})"
+
     def _windows(self, split, starts):
         tokens, counts, _ = self.splits[split]
         offsets = np.asarray(starts)[:, None] + np.arange(self.block_size + 1)

@@ -1,0 +1,228 @@
+"""The training loop: AdamW, warmup + cosine, gradient clipping, evaluation, logs, checkpoints.
+
+    result = train(model, dataset, TrainConfig(steps=500, lr=1e-3), out_dir="runs/x")
+
+It trains whatever requires grad (everything for full fine-tuning, only A and B after add_lora),
+stops cleanly on a NaN/inf loss (keeping the last good checkpoint) and on Ctrl-C (saving first),
+and resumes a run bit for bit: weights, optimizer moments, schedule and both RNGs come back.
+One step is: a batch, the forward and its loss, the backward, then ``_apply_gradients`` (clip,
+AdamW, the schedule).
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+from ..checks import check_int, check_number
+from ..io.train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..lora import count_parameters
+from ..optim import AdamW, WarmupCosine, clip_grad_norm_
+from .evaluate import evaluate
+from .progress import Progress, RunLog, StepClock, deferred_interrupt, say
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    log_every: int = 10
+    seed: int = 0
+    memory_steps: int = 0  # measure peak training memory over this many first steps (tracemalloc)
+    progress_seconds: float = 30.0  # off a terminal: a progress line at most this often
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every"):
+            check_int(name, getattr(self, name), min=1)
+        for name in ("warmup_steps", "seed", "memory_steps"):
+            check_int(name, getattr(self, name), min=0)
+        if not math.isfinite(check_number("lr", self.lr, min=0, min_open=True)):
+            raise ValueError(f"lr must be a finite positive number; got {self.lr!r}")
+        check_number("min_lr_ratio", self.min_lr_ratio, min=0, max=1)
+        check_number("grad_clip", self.grad_clip, min=0, min_open=True)
+        check_number("progress_seconds", self.progress_seconds, min=0)
+
+
+@dataclass
+class TrainResult:
+    status: str                       # "done", "nan" or "interrupted"
+    step: int                         # optimizer steps completed
+    history: list = field(default_factory=list)
+    ms_per_step: float = float("nan")  # median over timed steps
+    optimizer_state_bytes: int = 0
+    peak_memory_bytes: int = 0
+    message: str = ""
+
+
+@dataclass
+class _Optimization:
+    """What a step updates besides the weights: the trainable parameters, AdamW, the schedule and
+    the data-order generator. Saved in every checkpoint and restored on resume."""
+    params: list
+    optimizer: AdamW
+    schedule: WarmupCosine
+    data_rng: np.random.Generator
+
+    @classmethod
+    def create(cls, model, config, param_groups=None):
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("train: the model has no parameter with requires_grad=True")
+        optimizer = AdamW(param_groups or params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        schedule = WarmupCosine(optimizer, min(config.warmup_steps, config.steps), config.steps, config.min_lr_ratio)
+        backend.manual_seed(config.seed)
+        return cls(params, optimizer, schedule, np.random.default_rng(config.seed))
+
+
+def _training_step(model, dataset, opt, config):
+    """One optimizer step; returns (loss, lr). A non-finite loss returns before anything is applied."""
+    x, y = dataset.batch("train", config.batch_size, opt.data_rng)
+    _, loss = model(x, y)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        return loss_value, None
+    loss.backward()
+    return loss_value, _apply_gradients(opt, config)
+
+
+def _apply_gradients(opt, config):
+    """Clip the gradients, step AdamW, clear the gradients, advance the schedule: the new lr."""
+    clip_grad_norm_(opt.params, config.grad_clip)
+    opt.optimizer.step()
+    opt.optimizer.zero_grad()
+    lr = opt.schedule.step()
+    backend.synchronize()
+    return lr
+
+
+def _save_checkpoint(out_dir, step, model, opt, history, config):
+    if out_dir:
+        save_checkpoint(out_dir, step, model, opt.optimizer, {
+            "schedule": opt.schedule.state_dict(), "data_rng": opt.data_rng.bit_generator.state,
+            "backend_rng": backend.get_rng_state(), "history": history, "config": asdict(config)})
+
+
+def _resume(out_dir, model, opt):
+    """Weights, AdamW moments, schedule and both RNGs from the newest checkpoint: (step, history)."""
+    ckpt = latest_checkpoint(out_dir) if out_dir else None
+    if ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint found under {Path(out_dir or '.') / 'checkpoints'}")
+
+    def restore(state):
+        try:
+            opt.schedule.load_state_dict(state["schedule"])
+            opt.data_rng.bit_generator.state = state["data_rng"]
+            backend.set_rng_state(state["backend_rng"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{ckpt}: damaged schedule or RNG state in state.json ({exc!r})") from None
+
+    state = load_checkpoint(ckpt, model, opt.optimizer, restore)
+    return state["step"], state["history"]
+
+
+def _kept_checkpoint(out_dir):
+    kept = latest_checkpoint(out_dir) if out_dir else None
+    return f"the last checkpoint is kept in {kept}" if kept else "no checkpoint had been saved yet"
+
+
+def describe_run(model, dataset, config, step=0):
+    """The start-up line: what trains, on what, for how long."""
+    trainable, total = count_parameters(model)
+    data = dataset.describe() if hasattr(dataset, "describe") else getattr(dataset, "name", "the data")
+    start = f"resuming at step {step} of {config.steps}" if step else f"{config.steps} steps"
+    return (f"training {trainable:,} of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%) on {data}; "
+            f"{start}, batch {config.batch_size} × {dataset.block_size} tokens")
+
+
+class _Run:
+    """One call of ``train``: the state that lives for the run, and the steps in order."""
+
+    def __init__(self, model, dataset, config, opt, out_dir, step, history, extra_eval, quiet):
+        self.model, self.dataset, self.config, self.opt, self.out_dir = model, dataset, config, opt, out_dir
+        self.extra_eval, self.start = extra_eval, step
+        self.log, self.clock = RunLog(out_dir, step, quiet), StepClock(config.memory_steps)
+        self.progress = Progress(config.steps, step, quiet, config.progress_seconds)
+        self.result = TrainResult(status="done", step=step, history=history)
+
+    def evaluate_and_log(self):
+        c, step = self.config, self.result.step
+        metrics = {f"val_{k}": v for k, v in evaluate(self.model, self.dataset, "val", c.batch_size,
+                                                      c.eval_batches).items()}
+        metrics.update(self.extra_eval(self.model) if self.extra_eval else {})
+        self.result.history.append({"step": step, **metrics})
+        self.log.write(self.result.history[-1],
+                       f"step {step:5d} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    def checkpoint(self):
+        _save_checkpoint(self.out_dir, self.result.step, self.model, self.opt, self.result.history, self.config)
+
+    def stop(self, status, message):
+        self.result.status, self.result.message = status, message
+
+    def advance(self):
+        """One step, its log line, and at ``eval_every`` an evaluation and a checkpoint; False on a NaN loss."""
+        r, c = self.result, self.config
+        with self.clock.measure(r.step - self.start):
+            loss, lr = _training_step(self.model, self.dataset, self.opt, c)
+        if lr is None:
+            self.stop("nan", f"loss became {loss} at step {r.step + 1}; training stopped; "
+                             + _kept_checkpoint(self.out_dir))
+            self.log.write({"step": r.step + 1, "error": r.message}, r.message)
+            return False
+        r.step += 1
+        self.progress.update(r.step, loss, self.clock.recent_ms_per_step())
+        if r.step % c.log_every == 0:
+            self.log.write({"step": r.step, "loss": loss, "lr": lr, "ms": 1000 * self.clock.last})
+        if r.step % c.eval_every == 0 or r.step == c.steps:
+            self.evaluate_and_log()
+            self.checkpoint()
+        return True
+
+    def run(self):
+        self.model.train()
+        try:
+            with deferred_interrupt() as interrupt:
+                while self.result.step < self.config.steps and self.advance():
+                    if interrupt["stop"] and self.result.step < self.config.steps:
+                        self.checkpoint()
+                        self.stop("interrupted", f"interrupted at step {self.result.step}"
+                                  + ("; checkpoint saved" if self.out_dir else ""))
+                        break
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step: the last complete checkpoint stands
+            self.stop("interrupted", f"interrupted during step {self.result.step + 1}; "
+                      + _kept_checkpoint(self.out_dir))
+        finally:
+            self.progress.close()
+            self.clock.close()
+        r = self.result
+        r.ms_per_step, r.optimizer_state_bytes = self.clock.ms_per_step(), self.opt.optimizer.state_bytes()
+        r.peak_memory_bytes = self.clock.peak or backend.device_memory_in_use()
+        return r
+
+
+def train(model, dataset, config, out_dir=None, resume=False, extra_eval=None, quiet=False, param_groups=None):
+    """Train ``model``'s trainable parameters on ``dataset`` for ``config.steps`` optimizer steps.
+
+    ``dataset``: a TokenDataset (``lora_np.data``). ``out_dir``: where log.jsonl and the checkpoints
+    go (none: nothing is written); ``resume=True`` continues from its newest checkpoint.
+    ``extra_eval(model) -> dict`` adds metrics to every evaluation (the demo measures task A there).
+    ``param_groups``: AdamW's parameter groups when they differ (LoRA+'s ``loraplus_param_groups``);
+    by default every trainable parameter at ``config.lr``. ``quiet``: print nothing.
+    Returns a TrainResult: status "done", "nan" or "interrupted", steps done, evaluation history.
+    """
+    opt = _Optimization.create(model, config, param_groups)
+    step, history = _resume(out_dir, model, opt) if resume else (0, [])
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    say(describe_run(model, dataset, config, step), quiet)
+    return _Run(model, dataset, config, opt, out_dir, step, history, extra_eval, quiet).run()

@@ -1,0 +1,134 @@
+"""What a training run says while it works, and how it stops.
+
+On a terminal: a tqdm bar on stderr (the latest loss in its postfix). Anywhere else (a log file,
+nohup, CI): a line on stderr after the first step, every ``every_s`` seconds and at the end, with
+the loss, the time per step and the time left. Evaluation lines go to stdout, JSON records to
+``<out>/log.jsonl``. Ctrl-C is deferred to the end of the step in progress.
+"""
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import backend
+
+
+class RunLog:
+    """JSON lines in <out>/log.jsonl (lines after a resumed step are dropped) and console lines."""
+
+    def __init__(self, out_dir, resume_step, quiet):
+        self.path = Path(out_dir) / "log.jsonl" if out_dir else None
+        self.quiet = quiet
+        if self.path and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record, console=None):
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if console and not self.quiet:
+            tqdm.write(console, file=sys.stdout)
+
+
+def say(message, quiet=False):
+    """One status line on stderr (what is being loaded, what a run will do)."""
+    if not quiet:
+        tqdm.write(message, file=sys.stderr)
+
+
+def format_seconds(seconds):
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """The bar on a terminal, a line every ``every_s`` seconds elsewhere, nothing when quiet."""
+
+    def __init__(self, total, initial, quiet, every_s, stream=None):
+        self.stream = stream or sys.stderr
+        on_terminal = self.stream.isatty()
+        self.total, self.every_s, self.last_line = total, every_s, None
+        self.lines = not quiet and not on_terminal
+        self.bar = tqdm(total=total, initial=initial, disable=quiet or not on_terminal, leave=False,
+                        dynamic_ncols=True, file=self.stream)
+
+    def update(self, step, loss, ms_per_step):
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(1)
+        now = time.monotonic()
+        due = self.last_line is None or now - self.last_line >= self.every_s or step == self.total
+        if self.lines and due:
+            self.last_line = now
+            eta = format_seconds((self.total - step) * ms_per_step / 1000) if np.isfinite(ms_per_step) else "?"
+            print(f"step {step}/{self.total} | loss {loss:.4f} | {ms_per_step:.1f} ms/step | ETA {eta}",
+                  file=self.stream, flush=True)
+
+    def close(self):
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Ctrl-C sets a flag that the loop checks between steps, so a step is never half applied.
+    A second Ctrl-C interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class StepClock:
+    """Wall time per step, except for the first ``memory_steps``, whose peak memory tracemalloc
+    measures instead (tracing slows a step down, so those steps are not timed)."""
+
+    def __init__(self, memory_steps):
+        self.memory_steps, self.times, self.peak, self.last = memory_steps, [], 0, float("nan")
+
+    @contextlib.contextmanager
+    def measure(self, steps_done):
+        measuring = steps_done < self.memory_steps and backend.get_backend() == "numpy"
+        if measuring and not tracemalloc.is_tracing():
+            tracemalloc.start()
+        t0 = time.perf_counter()
+        yield
+        self.last = time.perf_counter() - t0
+        if measuring:
+            self.peak = max(self.peak, tracemalloc.get_traced_memory()[1])
+            if steps_done + 1 == self.memory_steps:
+                tracemalloc.stop()
+        else:
+            self.times.append(self.last)
+
+    def close(self):
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+
+    def ms_per_step(self):
+        """The median over every timed step (NaN if none was timed)."""
+        return 1000 * float(np.median(self.times)) if self.times else float("nan")
+
+    def recent_ms_per_step(self):
+        """The median over the last 50 timed steps (the last step's while none was timed): for the ETA."""
+        return 1000 * float(np.median(self.times[-50:])) if self.times else 1000 * self.last
