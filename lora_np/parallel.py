@@ -1,17 +1,24 @@
-"""CPU parallelism, applied from outside the kernels: one thread pool and one helper, ``for_rows``.
+"""CPU parallelism, applied from outside the kernels: the only place lora_np splits work.
 
 A kernel is written once, on whole arrays, outputs first and then inputs, the way llm.c writes
-``layernorm_forward(out, mean, rstd, inp, weight, bias, ...)``. When rows are independent (a row
-of a GEMM's output, a token's layer norm, a batch item's attention), ``for_rows`` runs the same
-kernel on blocks of rows in all threads: llm.c's one ``#pragma omp parallel for`` line. NumPy
-releases the GIL inside its loops and BLAS calls, so the blocks really run in parallel; a block
-small enough to stay in cache makes a chain of passes over it cheap; and each row is computed
-exactly as without threads, so the result is bit-identical. On CuPy (or with one thread) the
-kernel runs once on the whole arrays: the GPU is already parallel.
+``layernorm_forward(out, mean, rstd, inp, weight, bias, ...)``. This module runs it on blocks:
+
+- ``parallel_for(n, body, grain)``: ``body(lo, hi)`` on blocks [lo, hi) of range(n), on all
+  threads: llm.c's one ``#pragma omp parallel for`` line. ``for_rows`` is its common case, a kernel
+  on blocks of rows of its arrays; ``map_blocks`` gives one block per thread and returns each
+  block's result (partial sums to be combined).
+- ``gemm(y, products, bias)``: y = Σₖ Aₖ Bₖ + b into an output. ``gemm_split`` (one rule) picks,
+  by the GEMM's size, one BLAS call or one block per thread, along the rows of A or the columns
+  of B: each thread reads its part of the bigger operand and packs the smaller one whole.
+
+NumPy releases the GIL inside its loops and BLAS calls, so the blocks really run in parallel;
+each row (or column) of an output is computed exactly as without threads. On CuPy (or with one
+thread) the kernel runs once on the whole arrays: the GPU is already parallel.
 
 While the pool runs, BLAS is limited to one thread (threadpoolctl, as a context), so that BLAS's
 own threads do not fight ours for the cores, and the limit is given back when lora_np's call
 returns: the user's process keeps its BLAS settings. Nothing here runs at import.
+``forced_threads(n)`` (for tests) runs every op on n threads, split into blocks however small.
 """
 
 import contextlib
@@ -26,9 +33,11 @@ from . import backend
 from .checks import check_int
 
 GRAIN = 1 << 16  # elements per block: big enough to amortise a task, small enough to stay in cache
+SMALL_GEMM = 1 << 22  # multiply-adds below which a GEMM is one BLAS call: a hand-off costs more than it saves
 
 _threads = None
-_pool = None
+_forced = False
+_pools = {}
 _blas = None
 
 
@@ -42,6 +51,20 @@ def thread_count():
         else:
             _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return _threads
+
+
+@contextlib.contextmanager
+def forced_threads(n):
+    """For tests: inside, lora_np runs on ``n`` threads and splits every op it can into blocks,
+    however small (several rows each, every GEMM split), so that the threaded paths meet the
+    references at test sizes. The thread count and the thresholds come back on exit."""
+    global _threads, _forced
+    saved = _threads, _forced
+    _threads, _forced = check_int("threads", n, min=1), True
+    try:
+        yield
+    finally:
+        _threads, _forced = saved
 
 
 class _SingleThreadedBlas:
@@ -84,8 +107,62 @@ def single_threaded_blas():
     return _single_threaded_blas
 
 
-def _runs_threaded(n_rows, grain):
-    return backend.xp is np and thread_count() > 1 and n_rows >= 2 * grain
+def _threaded():
+    return backend.xp is np and thread_count() > 1
+
+
+def _edges(n, n_blocks):
+    return [n * i // n_blocks for i in range(n_blocks + 1)]
+
+
+def _run_blocks(edges, body):
+    """``body(i, lo, hi)`` for every block i = [edges[i], edges[i+1]), on all threads, BLAS on one."""
+    n_blocks = len(edges) - 1
+    blocks = itertools.count()
+
+    def drain():  # every thread, the caller included, takes the next block until none is left
+        for i in iter(blocks.__next__, None):
+            if i >= n_blocks:
+                return
+            body(i, edges[i], edges[i + 1])
+
+    with single_threaded_blas():
+        if n_blocks == 1:
+            return drain()
+        workers = min(thread_count(), n_blocks) - 1
+        futures = [_thread_pool().submit(drain) for _ in range(workers)]
+        try:
+            drain()
+        finally:
+            for f in futures:
+                f.result()
+
+
+def parallel_for(n, body, grain=1):
+    """``body(lo, hi)`` on blocks [lo, hi) that cover range(n), each about ``grain`` long (at least
+    one block per thread), run on all threads; one call ``body(0, n)`` when n < 2·grain."""
+    if not _threaded() or n < 2 or (n < 2 * grain and not _forced):
+        return _run_blocks([0, n], lambda i, lo, hi: body(lo, hi))
+    threads = thread_count()
+    n_blocks = min(n, 2 * threads + 1) if _forced else max(threads, -(-n // grain))
+    _run_blocks(_edges(n, n_blocks), lambda i, lo, hi: body(lo, hi))
+
+
+def map_blocks(n, fn, grain=1):
+    """[fn(lo, hi) for one block [lo, hi) of range(n) per thread], the blocks run in parallel: partial
+    results (sums, maxima) for the caller to combine. One block when n < 2·grain."""
+    threads = thread_count()
+    if not _threaded() or n < 2 or (n < 2 * grain and not _forced):
+        n_blocks = 1
+    else:
+        n_blocks = min(n, threads + 1) if _forced else min(threads, n // grain)
+    results = [None] * n_blocks
+
+    def body(i, lo, hi):
+        results[i] = fn(lo, hi)
+
+    _run_blocks(_edges(n, n_blocks), body)
+    return results
 
 
 def for_rows(kernel, rows, shared=(), grain=None):
@@ -99,54 +176,69 @@ def for_rows(kernel, rows, shared=(), grain=None):
     n = rows[0].shape[0]
     if grain is None:
         grain = max(1, GRAIN * n // max(rows[0].size, 1))
-    if not _runs_threaded(n, grain):
-        with single_threaded_blas():
-            kernel(*rows, *shared)
-        return
-    n_blocks = max(thread_count(), -(-n // grain))
-    edges = [n * i // n_blocks for i in range(n_blocks + 1)]
-    blocks = itertools.count()
-
-    def drain():  # every thread, the caller included, takes the next block until none is left
-        for i in iter(blocks.__next__, None):
-            if i >= n_blocks:
-                return
-            lo, hi = edges[i], edges[i + 1]
-            kernel(*(None if a is None else a[lo:hi] for a in rows), *shared)
-
-    with single_threaded_blas():
-        futures = [_thread_pool().submit(drain) for _ in range(thread_count() - 1)]
-        try:
-            drain()
-        finally:
-            for f in futures:
-                f.result()
+    parallel_for(n, lambda lo, hi: kernel(*(None if a is None else a[lo:hi] for a in rows), *shared), grain)
 
 
-def _thread_pool():
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=thread_count() - 1, thread_name_prefix="lora_np")
-    return _pool
+def gemm_split(n, k, m):
+    """The one rule for how a GEMM (n, k) @ (k, m) runs: None (one BLAS call, on one thread), or
+    "rows" / "columns" of the (n, m) output, one block per thread.
+
+    Below SMALL_GEMM multiply-adds a hand-off to another thread costs more than it saves. Above
+    it, the longer side of the output is split: each thread then reads its part of the bigger
+    operand and packs the smaller one whole (a weight bigger than the activations is split by
+    its columns, so it is read, and packed by BLAS, once in all, not once per block of rows).
+    """
+    if not _threaded():
+        return None
+    if not _forced and (n * k * m < SMALL_GEMM or max(n, m) < 2 * thread_count()):
+        return None
+    return "rows" if n >= m else "columns"
 
 
-def matmul_kernel(y, a, b):
-    """y = a b (BLAS)."""
+def gemm_kernel(y, products, bias):
+    """y = Σₖ Aₖ Bₖ + b (BLAS), on whole arrays or on one block of them."""
+    (a, b), *more = products
     backend.xp.matmul(a, b, out=y)
+    for a, b in more:
+        y += a @ b
+    if bias is not None:
+        y += bias
+
+
+def gemm(y, products, bias=None):
+    """y = Σₖ Aₖ Bₖ + b into the (n, m) array y, for ``products`` ((A₁, B₁), ...) with Aₖ (n, kₖ),
+    Bₖ (kₖ, m), and b (m,) or None; split as ``gemm_split`` says. Returns y."""
+    (n, m), split = y.shape, gemm_split(y.shape[0], products[0][0].shape[1], y.shape[1])
+    if split is None:
+        with single_threaded_blas():
+            gemm_kernel(y, products, bias)
+    elif split == "rows":
+        _run_blocks(_edges(n, _gemm_blocks(n)), lambda i, lo, hi: gemm_kernel(
+            y[lo:hi], [(a[lo:hi], b) for a, b in products], bias))
+    else:
+        _run_blocks(_edges(m, _gemm_blocks(m)), lambda i, lo, hi: gemm_kernel(
+            y[:, lo:hi], [(a, b[:, lo:hi]) for a, b in products], None if bias is None else bias[lo:hi]))
+    return y
+
+
+def _gemm_blocks(n):
+    return min(n, thread_count() + 1) if _forced else thread_count()
 
 
 def matmul(a, b):
-    """``a @ b``; for big 2-D operands, computed in row blocks of the output, one BLAS call per block
-    (a thin product, like LoRA's rank-r ones, is faster as one call)."""
+    """``a @ b`` into a new array; a 2-D product through ``gemm``, a batched one as one NumPy call."""
     if a.ndim != 2 or b.ndim != 2:
         with single_threaded_blas():
             return a @ b
-    rows = a.shape[0]
-    small = min(rows, b.shape[1]) < 32 or rows * a.shape[1] * b.shape[1] < (1 << 21)
-    y = backend.xp.empty((rows, b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
-    for_rows(matmul_kernel, (y, a), (b,), grain=rows if small else rows // thread_count())
-    return y
+    return gemm(backend.xp.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype)), ((a, b),))
+
+
+def _thread_pool():
+    workers = thread_count() - 1
+    if workers not in _pools:
+        from concurrent.futures import ThreadPoolExecutor
+        _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora_np")
+    return _pools[workers]
 
 
 def tune_host_allocator():
