@@ -120,17 +120,13 @@ class GPT(Module):
             x = block(x)
         return tr.ln_f(x)
 
-    def forward(self, idx, targets=None, adapter_names=None):
+    def forward(self, idx, targets=None):
         """``(logits, loss)``: logits (B, T, V) and, given targets, the mean cross-entropy.
 
         To train (targets given, grad mode on) the loss comes from the fused, chunked LM head
         (``ops.lm_head_loss``), which never forms the (B, T, V) logits, and ``logits`` is None;
         call ``model(idx)`` for them. Under ``no_grad`` both are returned (evaluation wants both).
         """
-        if adapter_names is not None:  # one LoRA adapter name per row, as PEFT's adapter_names (lora/mixed.py)
-            from .lora.mixed import adapter_names_per_row
-            with adapter_names_per_row(self, idx, adapter_names):
-                return self.forward(idx, targets)
         x = self.hidden_states(idx)
         wte = self.transformer.wte.weight
         if targets is not None and is_grad_enabled():

@@ -141,7 +141,8 @@ def test_lora_variants_and_qlora_stay_on_the_device(device, tmp_path):
     for name in ("default", "dora", "pissa"):
         lora_np.set_adapter(model, name)
         one_step(model)
-    logits, _ = model(x, adapter_names=["default", "__base__"])
+    with lora_np.lora.adapter_names_per_row(model, ["default", "__base__"]):
+        logits, _ = model(x)
     _assert_device([("mixed-batch logits", logits.data)], "output")
     lora_np.add_weighted_adapter(model, ["default", "pissa"], [0.5, 0.5], "mix", combination_type="svd")
     lora_np.set_adapter(model, "dora")

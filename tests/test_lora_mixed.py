@@ -1,12 +1,16 @@
 """Mixed-adapter batches: row i with adapter_names[i] equals row i alone with that adapter active
-(oracle 1: our own single-adapter forward, itself checked against PEFT; oracle 2: PEFT's adapter_names)."""
+(oracle 1: our own single-adapter forward, itself checked against PEFT; oracle 2: PEFT's adapter_names).
+The model knows nothing of them: ``adapter_names_per_row`` works on the adapted layers alone."""
 
 import numpy as np
 import pytest
 import torch
 
 import lora_np
-from lora_np import GPT, GPTConfig, LoraConfig, add_lora, disable_lora, merge_lora, set_adapter, to_numpy
+from lora_np import ops
+from lora_np import (GPT, GPTConfig, LoraConfig, add_lora, adapter_names_per_row, disable_lora, merge_lora, set_adapter,
+                     to_numpy)
+from lora_np.nn import Embedding, Linear, Module
 from hf_oracle import max_rel_err
 from peft_oracle import add_peft_adapter, ours_from_peft_files, peft_gpt2
 
@@ -14,7 +18,8 @@ NAMES = ["task_b", "__base__", "default", "task_b", "default"]
 
 
 def _forward(model, idx, names=None, targets=None):
-    return model(idx, targets, adapter_names=names)
+    with adapter_names_per_row(model, names):
+        return model(idx, targets)
 
 
 def _model_with_two_adapters(rng):
@@ -88,3 +93,43 @@ def test_bad_adapter_names(rng):
     merge_lora(model)
     with pytest.raises(ValueError, match="unmerge_lora"):
         _forward(model, idx, ["default", "task_b"])
+
+
+class _TinyModel(Module):
+    """A model of its own (not GPT-2), with no LoRA code: an embedding and two Linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.up, self.down = Embedding(11, 8, dtype=np.float64), Linear(8, 16, dtype=np.float64), Linear(16, 5, dtype=np.float64)
+
+    def forward(self, idx):
+        return self.down(ops.tanh(self.up(self.wte(idx))))
+
+
+def test_any_model_gets_mixed_batches(rng):
+    model = _TinyModel()
+    add_lora(model, LoraConfig(r=2, target_modules=["up", "down"], init_lora_weights=False))
+    add_lora(model, LoraConfig(r=3, target_modules=["wte", "up"], init_lora_weights=False), adapter_name="b")
+    idx = rng.integers(0, 11, size=(4, 6))
+    names = ["b", "default", "__base__", "b"]
+    with adapter_names_per_row(model, names):
+        mixed = to_numpy(model(idx))
+    for i, name in enumerate(names):
+        if name == "__base__":
+            with disable_lora(model):
+                alone = to_numpy(model(idx[i:i + 1]))
+        else:
+            set_adapter(model, name)
+            alone = to_numpy(model(idx[i:i + 1]))
+        np.testing.assert_allclose(mixed[i:i + 1], alone, rtol=1e-12, atol=1e-13)
+    assert not np.allclose(mixed[0], mixed[1])  # the adapters do differ
+
+
+def test_mixed_generation_keeps_each_row_on_its_adapter(rng):
+    model = _model_with_two_adapters(rng)
+    idx = rng.integers(0, 23, size=(2, 3))
+    with adapter_names_per_row(model, ["task_b", "default"]):
+        both = to_numpy(model.generate(idx, 4, temperature=0))
+    for i, name in enumerate(["task_b", "default"]):
+        set_adapter(model, name)
+        np.testing.assert_array_equal(both[i:i + 1], to_numpy(model.generate(idx[i:i + 1], 4, temperature=0)))

@@ -19,7 +19,7 @@ from ..model import GPT, GPTConfig
 from ..optim import loraplus_param_groups
 from ..tokenizer import BPETokenizer, CharTokenizer
 from ..training import TrainConfig, evaluate, train
-from .adapter_conversion import CONVERTED_INITS, as_plain_lora, initial_factors
+from ..lora.conversion import CONVERTED_INITS, as_plain_lora, initial_factors
 from .demo import DemoSettings
 from .memory import check_fits, gpt_parameter_count
 from .model_dir import adapter_metadata, load_model_dir, save_tokenizer

@@ -15,11 +15,11 @@ import re
 
 from .. import backend
 from ..nn import Embedding, Linear
+from ..quant.weight import QuantWeight
 from .config import LoraConfig
 from .embedding import LoraEmbedding
 from .layer import AdaptedLayer, LoraLinear
 
-WRAPPERS = {Linear: LoraLinear, Embedding: LoraEmbedding}
 EMBEDDING_TARGETS = ("wte",)  # the one table the model looks tokens up in; wpe is sliced, not looked up
 
 
@@ -124,16 +124,16 @@ def _add_adapter_layers(model, config, adapter_name, chosen):
     for name, module in chosen:
         if isinstance(module, (Embedding, LoraEmbedding)):
             LoraEmbedding.check_config(config)
-        elif getattr(module.weight, "quantized", False) and (config.use_dora or config.init_lora_weights in
-                                                             ("pissa", "olora")):
+        elif isinstance(module.weight, QuantWeight) and (config.use_dora or config.init_lora_weights in
+                                                         ("pissa", "olora")):
             what = "use_dora=True" if config.use_dora else f"init_lora_weights={config.init_lora_weights!r}"
             raise ValueError(f"{what} needs the float weight of {name}, which is quantized; plain LoRA "
                              f"(init_lora_weights True, 'gaussian' or False) trains on a quantized base, or "
                              f"load the base without quantize= for DoRA, PiSSA or OLoRA")
     for name, module in chosen:
-        if type(module) in WRAPPERS:
+        if not isinstance(module, AdaptedLayer):  # a Linear (QuantLinear too) or the token Embedding
             parent, attr = _parent_and_attr(model, name)
-            module = WRAPPERS[type(module)](module)
+            module = (LoraLinear if isinstance(module, Linear) else LoraEmbedding)(module)
             setattr(parent, attr, module)
         module.add_adapter(adapter_name, config)
     if not hasattr(model, "peft_config"):
@@ -231,7 +231,7 @@ def count_parameters(model):
     weight counts its in·out values, as PEFT counts a 4-bit base."""
     params = model.parameters()
     quantized = sum(m.in_features * m.out_features for _, m in model.named_modules()
-                    if getattr(getattr(m, "weight", None), "quantized", False))
+                    if isinstance(getattr(m, "weight", None), QuantWeight))
     return sum(p.size for p in params if p.requires_grad), sum(p.size for p in params) + quantized
 
 

@@ -66,10 +66,6 @@ class LoraEmbedding(AdaptedLayer):
         """(A (r, V), B (C, r), s): ΔE = s·AᵀBᵀ in E's (V, C) layout."""
         return self.lora_embedding_A[name].data, self.lora_embedding_B[name].data, self.scaling[name]
 
-    def delta_weight(self, name):
-        a, b, s = self.factors(name)
-        return s * (a.T @ b.T)
-
     def merge(self):
         if self.active_adapter is not None and self.merged_adapter is None:
             raise ValueError("merging a LoRA on 'wte' would also change GPT-2's tied LM head (it reads the same "

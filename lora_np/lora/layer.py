@@ -3,7 +3,11 @@
 The base ``weight`` and ``bias`` keep their Parameters and their names, so the model's GPT-2 state
 dict is unchanged; each adapter adds ``lora_A.<name>.weight`` (r, in) and ``lora_B.<name>.weight``
 (out, r), PEFT's names and layouts, and a DoRA adapter also ``lora_magnitude_vector.<name>.weight``
-(out,). The forward is one fused op: ``ops/lora_linear.py``, or ``ops/dora_linear.py`` for DoRA.
+(out,). The forward (``forward_with``) is one fused op chosen by the adapter and the base weight:
+``ops/lora_linear.py`` (plain LoRA), ``ops/dora_linear.py`` (DoRA), ``quant/linear_op.py``'s
+``quant_lora_linear`` (plain LoRA on a 4-bit ``QuantWeight`` base: QLoRA), and the bare base matmul
+(``ops.linear`` or ``quant_linear``) with no adapter. A mixed batch (one adapter per row,
+``mixed.py``) runs each group of rows through ``forward_with`` and puts the rows back in order.
 
 Every adapted layer (this one and ``LoraEmbedding``) answers the same questions, which the
 model-level functions in ``adapters.py`` ask: ``adapter_names()``, ``adapter_parameters(name)``,
@@ -11,10 +15,17 @@ model-level functions in ``adapters.py`` ask: ``adapter_names()``, ``adapter_par
 """
 
 from .. import ops
-from ..autograd import Parameter
+from ..autograd import Parameter, Tensor
 from ..nn import Linear, Module, ModuleDict
 from ..ops.dora_linear import dora_linear, dora_weight_norm
+from ..quant.linear import QuantLinear
+from ..quant.linear_op import quant_linear, quant_lora_linear
+from ..quant.weight import QuantWeight
 from .init import lora_factors
+
+
+def _take_rows(x, rows):
+    return ops.getitem(x, rows) if isinstance(x, Tensor) else x[rows]
 
 
 class LoraFactor(Module):
@@ -34,19 +45,36 @@ class AdaptedLayer(Module):
         self.active_adapter = None
         self.merged_adapter = None
         self.disabled = False
-        self.row_groups = None  # set by lora.mixed for a batch with one adapter per row
+        self.row_groups = None  # (groups, inverse) while mixed.adapter_names_per_row is active
 
     def adapter_names(self):
         return list(self.scaling)
 
+    def delta_weight(self, name):
+        """ΔW = s · Aᵀ Bᵀ in the layout of the base weight ((in, out) for a Linear, (V, C) for wte)."""
+        a, b, s = self.factors(name)
+        return s * (a.T @ b.T)
+
     def forward(self, x):
         if self.row_groups is not None and not self.disabled:
-            from .mixed import mixed_forward
-            return mixed_forward(self, x, *self.row_groups)
+            return self.forward_rows(x, *self.row_groups)
         name = self.active_adapter
         if name is None or self.disabled or self.merged_adapter is not None:
             return self.forward_with(x, None)
         return self.forward_with(x, name)
+
+    def forward_rows(self, x, groups, inverse):
+        """Each group ``(name, rows)`` of rows through its own adapter (one this layer lacks, or None:
+        the base), the rows put back in their order: a gather per group, a concatenate and the
+        permutation ``inverse``, whose backward passes are those of ``getitem`` and ``concatenate``."""
+        if len(x) != len(inverse):
+            raise ValueError(f"adapter_names has {len(inverse)} entries for a batch of {len(x)} rows; "
+                             f"give one per row")
+        own = self.adapter_names()
+        if len(groups) == 1:
+            return self.forward_with(x, groups[0][0] if groups[0][0] in own else None)
+        parts = [self.forward_with(_take_rows(x, rows), name if name in own else None) for name, rows in groups]
+        return ops.getitem(ops.concatenate(parts, axis=0), inverse)
 
 
 class LoraLinear(AdaptedLayer):
@@ -102,11 +130,6 @@ class LoraLinear(AdaptedLayer):
         """(A (r, in), B (out, r), s): ΔW = s·AᵀBᵀ in W's (in, out) layout."""
         return self.lora_A[name].weight.data, self.lora_B[name].weight.data, self.scaling[name]
 
-    def delta_weight(self, name):
-        """ΔW = s · Aᵀ Bᵀ in the (in, out) layout of W."""
-        a, b, s = self.factors(name)
-        return s * (a.T @ b.T)
-
     def merge(self):
         """W ← W + ΔW; for DoRA W ← (W + ΔW) ⊙ m/n with n = ‖W + ΔW‖ of the unmerged W, kept for unmerge."""
         name = self.active_adapter
@@ -132,25 +155,27 @@ class LoraLinear(AdaptedLayer):
         self.merged_adapter = None
 
     def to_base(self):
-        """A plain Linear holding this layer's weight (merged or not) and bias."""
-        cls = getattr(self.weight, "linear_class", Linear)  # QuantLinear for a quantized base (lora_np.quant)
-        plain = cls.__new__(cls)
+        """The plain layer holding this one's weight (merged or not) and bias: a QuantLinear for a
+        quantized base, a Linear otherwise."""
+        if isinstance(self.weight, QuantWeight):
+            return QuantLinear(self.weight, self.bias)
+        plain = Linear.__new__(Linear)
         Module.__init__(plain)
         plain.in_features, plain.out_features = self.in_features, self.out_features
         plain.weight, plain.bias = self.weight, self.bias
         return plain
 
-    to_linear = to_base
-
     def forward_with(self, x, name):
-        """The layer with adapter ``name`` (None: the base alone), whatever is active."""
-        linear, lora_linear = getattr(self.weight, "linear_ops", (ops.linear, ops.lora_linear))  # quantized: its own
+        """The layer with adapter ``name`` (None: the base alone), whatever is active. A quantized base
+        (``QuantWeight``: QLoRA) has its own matmuls, which decode the 4-bit codes band by band."""
+        quantized = isinstance(self.weight, QuantWeight)
         if name is None:
-            return linear(x, self.weight, self.bias)
+            return (quant_linear if quantized else ops.linear)(x, self.weight, self.bias)
         a, b = self.lora_A[name].weight, self.lora_B[name].weight
-        if name in self.lora_magnitude_vector:
+        if name in self.lora_magnitude_vector:  # DoRA needs the float W (add_lora refuses it on a quantized base)
             return dora_linear(x, self.weight, self.bias, a, b, self.lora_magnitude_vector[name].weight,
                                self.scaling[name], self.lora_dropout[name], self.training)
+        lora_linear = quant_lora_linear if quantized else ops.lora_linear
         return lora_linear(x, self.weight, self.bias, a, b, self.scaling[name], self.lora_dropout[name], self.training)
 
     def extra_repr(self):

@@ -2,11 +2,10 @@
 
 It is a ``Linear`` (so ``add_lora`` targets it by name like any other) whose ``weight`` is not a
 Parameter: no gradient, no optimizer state, not in ``state_dict``. The bias stays a float32
-Parameter, as in bitsandbytes' Linear4bit.
+Parameter, as in bitsandbytes' Linear4bit. ``add_lora`` wraps it in a ``LoraLinear`` as it wraps a
+float Linear; that layer sees the ``QuantWeight`` and calls ``quant_lora_linear`` (lora/layer.py).
 """
 
-from ..lora.adapters import WRAPPERS
-from ..lora.layer import LoraLinear
 from ..nn import Linear, Module
 from .linear_op import quant_linear, quant_lora_linear
 from .weight import QuantWeight
@@ -33,7 +32,3 @@ class QuantLinear(Linear):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"{w.scheme}, block_size={w.block_size}, double_quant={w.double_quant}")
 
-
-QuantWeight.linear_class = QuantLinear
-QuantWeight.linear_ops = (quant_linear, quant_lora_linear)
-WRAPPERS[QuantLinear] = LoraLinear  # add_lora wraps a quantized Linear as it wraps a float one

@@ -20,16 +20,22 @@ function exactly: ``dequantize_model(model)`` first, then merge in float
 """
 
 from ..autograd import Parameter
-from ..lora.adapters import lora_layers
 from ..nn import Linear, Module
-from .linear import QuantLinear
 from .blocks import check_block_size
+from .linear import QuantLinear
 from .weight import QuantWeight, check_scheme
 
 
 def _parent_and_attr(model, name):
     parent_name, _, attr = name.rpartition(".")
     return dict(model.named_modules())[parent_name], attr
+
+
+def _wrapped_linears(model):
+    """(name, layer) of every layer that holds a Linear's float ``weight`` without being a Linear: LoRA's
+    ``LoraLinear`` (found by what it holds, so that quant needs nothing from lora)."""
+    return [(n, m) for n, m in model.named_modules() if not isinstance(m, Linear) and hasattr(m, "in_features")
+            and isinstance(getattr(m, "weight", None), Parameter)]
 
 
 def is_quantized(model):
@@ -41,11 +47,10 @@ def quantize_model(model, scheme="nf4", block_size=64, double_quant=True):
     """Quantize every float Linear weight of ``model`` in place (biases, embeddings, norms stay float).
     All block sizes are checked before anything changes. Returns the model."""
     scheme = check_scheme(scheme)
-    if any(layer.merged_adapter for _, layer in lora_layers(model)):
+    if any(getattr(m, "merged_adapter", None) for _, m in model.named_modules()):
         raise ValueError("quantize_model: an adapter is merged into the weights; call unmerge_lora(model) first")
     plain = [(n, m) for n, m in model.named_modules() if type(m) is Linear]
-    adapted = [(n, m) for n, m in lora_layers(model) if isinstance(getattr(m, "weight", None), Parameter)
-               and hasattr(m, "in_features")]
+    adapted = _wrapped_linears(model)
     for name, m in plain + adapted:
         check_block_size(block_size, (m.in_features,), f"rows of {name}'s Wᵀ (in_features)", even=scheme == "nf4")
     for name, m in plain:

@@ -37,8 +37,6 @@ class QuantWeight:
     ``state_dict`` leaves it out, so ``save_gpt2`` refuses a quantized model (dequantize first).
     """
 
-    quantized = True
-
     def __init__(self, scheme, codes, absmax, shape, block_size=64, dtype=np.float32, stats=None):
         """``codes``: NF4 bytes (out·in/2,) or int8 codes (out·in,) of Wᵀ; ``absmax``: float32 per
         block, or None with ``stats = (codes8, scales, offset)`` when double-quantized."""
@@ -112,7 +110,7 @@ class QuantWeight:
     @property
     def data(self):
         """W dequantized (read), or requantized from a new W (write: how ``merge_lora`` merges into a
-        4-bit base, as PEFT does: W' = deq(Q) + ΔW, then quantized again, see ``quant/merge.py``)."""
+        4-bit base, as PEFT does: W' = deq(Q) + ΔW, then quantized again, see ``quant/model.py``)."""
         return self.dequantize()
 
     @data.setter

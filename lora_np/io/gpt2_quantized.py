@@ -18,13 +18,13 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Parameter
-from ..io.gpt2_checkpoint import check_config_against_tensors, check_tied_lm_head, state_dict_from_checkpoint
-from ..io.safetensors_file import open_safetensors
 from ..model import GPT, Block
 from ..nn import LayerNorm, Linear, ModuleList
-from .blocks import check_block_size
-from .linear import QuantLinear
-from .weight import QuantWeight
+from ..quant.blocks import check_block_size
+from ..quant.linear import QuantLinear
+from ..quant.weight import QuantWeight
+from .gpt2_layout import check_config_against_tensors, check_tied_lm_head, state_dict_from_checkpoint
+from .safetensors_file import open_safetensors
 
 
 def _linear_names(block):

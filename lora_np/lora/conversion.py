@@ -9,11 +9,12 @@ original W, so it must hold
 
 a plain LoRA of rank 2r and scaling 1: what PEFT's ``path_initial_model_for_weight_conversion``
 writes. Any tool that applies a LoRA to the base (``generate --adapter``, ``merge``, PEFT) then
-gives the trained model.
+gives the trained model. ``lora_np train --init pissa`` (app/commands.py) saves its adapter this way.
 """
 
 from .. import backend
-from ..lora import LoraConfig, add_lora, lora_layers
+from .adapters import add_lora, lora_layers
+from .config import LoraConfig
 
 CONVERTED_INITS = ("pissa", "olora")
 
