@@ -14,8 +14,14 @@ THE PATTERN (notebooks 01-05 follow it; copy it for a new notebook):
    "Run All" carries on); for a wrong answer it raises ``ExerciseFailed`` saying what differs.
 4. The solution cell, right after, collapsed: cell metadata
    ``{"jupyter": {"source_hidden": true}, "tags": ["solution"]}``. It redefines the function
-   (self-contained: only ``np``, ``lora_np``, ``ops``, ``Tensor`` and what it imports itself) and
-   ends with ``assert check(softmax_backward)``. CI runs the notebooks with the solutions in.
+   (self-contained: only ``np``, ``lora_np``, ``ops``, ``Tensor``, what it imports itself and the
+   functions of the notebook's earlier solutions) and ends with ``assert check(softmax_backward)``.
+   CI runs the notebooks with the solutions in.
+
+EXERCISE FIRST. No visible cell before a stub gives its answer away: the derivation comes *after*
+the check (or in a collapsed "Hint/derivation (expand)" cell, metadata
+``{"jupyter": {"source_hidden": true}}``). ``tests/test_exercises.py`` searches the visible cells
+before each stub for the key expressions of its solution and fails if it finds one.
 
 A check lives in ``course/exNN_<topic>.py`` (one module per notebook, owned by that notebook's
 author; this package imports every ``ex*.py`` module it finds). It is a function decorated with
@@ -23,15 +29,17 @@ author; this package imports every ``ex*.py`` module it finds). It is a function
 returns a one-line summary, raising ``ExerciseFailed`` (use ``compare``) or ``GradcheckError``
 when something is wrong. It compares the answer with the engine (lora_np's own op) AND with
 central differences (``lora_np.gradcheck`` on ``as_op(forward, backward)``, an op built from the
-learner's backward). ``@exercise(mutate=...)`` names a plausible wrong answer built from a right
-one (default: every returned array times 1.1); ``tests/test_exercises.py`` execs each stub and
-asserts that its check fails on it, fails on the mutant and passes on the solution.
+learner's backward). Its inputs are chosen so that the mistakes learners make show: shapes that are
+not square (a transpose cannot pass), logits large enough to overflow an unshifted ``exp``,
+multi-character symbols, a float64 parameter. ``tests/test_exercises.py`` lists, for every
+exercise, at least three plausible wrong answers (a transpose, a wrong axis, a missing term or
+scale, an unstable form, a wrong dtype assumption, a string shortcut) and asserts that the check
+rejects each of them and the stub, and accepts the solution.
 
 Checks run on the NumPy backend (``backend.using``) whatever the notebook's backend, so the
 learner writes plain ``np`` code on host arrays.
 """
 
-import functools
 import importlib
 import pkgutil
 
@@ -48,20 +56,8 @@ class ExerciseFailed(AssertionError):
     """The learner's answer is wrong; the message says where."""
 
 
-def scale_arrays(solution, factor=1.1):
-    """The default mutant: the solution with every returned array multiplied by ``factor``."""
-    @functools.wraps(solution)
-    def wrong(*args, **kwargs):
-        out = solution(*args, **kwargs)
-        return tuple(o * factor for o in out) if isinstance(out, tuple) else out * factor
-    return wrong
-
-
-def exercise(fn=None, *, mutate=scale_arrays):
+def exercise(fn):
     """Register ``fn`` as the check for the learner's function of the same name."""
-    if fn is None:
-        return lambda f: exercise(f, mutate=mutate)
-    fn.mutate = mutate
     CHECKS[fn.__name__] = fn
     return fn
 
@@ -81,6 +77,9 @@ def check(fn):
             return False
         except GradcheckError as exc:
             raise ExerciseFailed(f"{name} disagrees with central differences: {exc}") from None
+        except (ValueError, IndexError) as exc:  # numpy's shape errors, in the learner's code
+            raise ExerciseFailed(f"{name} raised {type(exc).__name__}: {exc} (check the shapes: a transpose "
+                                 f"or a wrong axis?)") from None
         finally:
             backend.host_rng().bit_generator.state = host_state
     print(f"✓ {name}: {summary}")
@@ -97,6 +96,20 @@ def compare(what, got, expected, atol=1e-8, rtol=1e-6):
         worst = np.unravel_index(np.argmax(np.abs(got - expected)), got.shape) if got.ndim else ()
         raise ExerciseFailed(f"{what} differs from the engine's: at index {tuple(int(i) for i in worst)} "
                              f"yours is {got[worst]:.6g}, the engine's {expected[worst]:.6g}")
+
+
+def cmp(what, got, expected, atol=1e-9):
+    """makemore's ``cmp``: one line per intermediate gradient, exact or close or wrong. Returns
+    whether it is close; ``compare`` raises instead."""
+    got = np.asarray(got, dtype=np.float64) if not isinstance(got, Tensor) else backend.to_numpy(got)
+    expected = backend.to_numpy(expected)
+    same_shape = got.shape == expected.shape
+    exact = same_shape and bool(np.array_equal(got, expected))
+    close = same_shape and bool(np.allclose(got, expected, atol=atol, rtol=1e-6))
+    diff = float(np.abs(got - expected).max()) if same_shape else float("nan")
+    shape = "" if same_shape else f" (shape {got.shape}, expected {expected.shape})"
+    print(f"{what:18s} | exact: {str(exact):5s} | close: {str(close):5s} | max diff: {diff:.1e}{shape}")
+    return close
 
 
 def as_op(forward, backward):

@@ -1,12 +1,14 @@
-"""Checks for notebook 02 (the transformer): layer norm, GELU and causal attention backward."""
+"""Checks for notebook 02 (the transformer): layer norm, GELU and causal attention backward, and a
+whole block's backward assembled from them, compared intermediate by intermediate with the engine."""
 
 import math
 
 import numpy as np
 
 from lora_np import gradcheck, ops
+from lora_np.autograd import Tensor
 
-from . import as_op, compare, exercise, leaf, random
+from . import ExerciseFailed, as_op, cmp, compare, exercise, leaf, random
 from .ex01_autograd import engine_grads
 
 EPS = 1e-5
@@ -56,3 +58,94 @@ def attention_backward(fn):
         compare(name, got, expected)
     gradcheck(as_op(attention_forward, fn), [leaf(q), leaf(k), leaf(v)])
     return "matches the engine's fused attention and central differences"
+
+
+# A whole block, backward by hand ("becoming a backprop ninja"): the learner assembles it from the
+# three backward passes above, and the check compares every intermediate gradient with the engine's.
+
+N_HEAD = 2
+
+
+def block_parameters(C=8, seed=0):
+    """One GPT-2 block's parameters in float64, GPT-2's names and (in, out) layouts."""
+    rng = np.random.default_rng(seed)
+    p = {"ln_1.weight": 1 + 0.1 * rng.standard_normal(C), "ln_1.bias": 0.1 * rng.standard_normal(C),
+         "ln_2.weight": 1 + 0.1 * rng.standard_normal(C), "ln_2.bias": 0.1 * rng.standard_normal(C)}
+    for name, (d_in, d_out) in (("attn.c_attn", (C, 3 * C)), ("attn.c_proj", (C, C)),
+                                ("mlp.c_fc", (C, 4 * C)), ("mlp.c_proj", (4 * C, C))):
+        p[f"{name}.weight"] = rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)
+        p[f"{name}.bias"] = 0.1 * rng.standard_normal(d_out)
+    return p
+
+
+def heads(t, n_head=N_HEAD):
+    """(T, C) -> a list of n_head (T, C/n_head) slices: head i owns channels i·d ... (i+1)·d - 1."""
+    d = t.shape[1] // n_head
+    return [t[:, i * d:(i + 1) * d] for i in range(n_head)]
+
+
+def block_forward(x, p):
+    """out = x1 + mlp(ln_2(x1)), x1 = x + attn(ln_1(x)), for one sequence x (T, C); returns
+    (out, cache) with every intermediate the backward needs."""
+    c = {"x": x}
+    c["h1"] = layer_norm_forward(x, p["ln_1.weight"], p["ln_1.bias"])
+    c["qkv"] = c["h1"] @ p["attn.c_attn.weight"] + p["attn.c_attn.bias"]            # (T, 3C)
+    q, k, v = np.split(c["qkv"], 3, axis=1)
+    c["att"] = np.concatenate([attention_forward(*qkv) for qkv in zip(heads(q), heads(k), heads(v))], axis=1)
+    c["x1"] = x + c["att"] @ p["attn.c_proj.weight"] + p["attn.c_proj.bias"]
+    c["h2"] = layer_norm_forward(c["x1"], p["ln_2.weight"], p["ln_2.bias"])
+    c["f"] = c["h2"] @ p["mlp.c_fc.weight"] + p["mlp.c_fc.bias"]                    # (T, 4C)
+    c["u"] = gelu_forward(c["f"])
+    out = c["x1"] + c["u"] @ p["mlp.c_proj.weight"] + p["mlp.c_proj.bias"]
+    return out, c
+
+
+INTERMEDIATES = ("u", "f", "h2", "x1", "att", "qkv", "h1", "x")
+
+
+def _tap(name, t, grads):
+    """The identity, whose backward records the gradient flowing through it (what makemore's
+    ``retain_grad`` does): the engine's intermediate gradients, for ``cmp``."""
+    def backward(g):
+        grads[name] = g.copy()
+        return (g,)
+    return Tensor._from_op(t.data, (t,), backward)
+
+
+def engine_block_grads(x, p, g):
+    """The engine's gradient of every intermediate and parameter, for upstream gradient ``g``."""
+    grads, params = {}, {k: leaf(v) for k, v in p.items()}
+    tx = _tap("x", leaf(x), grads)
+    h1 = _tap("h1", ops.layer_norm(tx, params["ln_1.weight"], params["ln_1.bias"]), grads)
+    qkv = _tap("qkv", h1 @ params["attn.c_attn.weight"] + params["attn.c_attn.bias"], grads)
+    T, C3 = qkv.shape
+    C, d = C3 // 3, C3 // 3 // N_HEAD
+    q, k, v = (t.reshape(T, N_HEAD, d).transpose((1, 0, 2)) for t in ops.split(qkv, 3, axis=1))  # (H, T, d)
+    att = ops.scaled_dot_product_attention(q, k, v).transpose((1, 0, 2)).reshape(T, C)
+    att = _tap("att", att, grads)
+    x1 = _tap("x1", tx + att @ params["attn.c_proj.weight"] + params["attn.c_proj.bias"], grads)
+    h2 = _tap("h2", ops.layer_norm(x1, params["ln_2.weight"], params["ln_2.bias"]), grads)
+    f = _tap("f", h2 @ params["mlp.c_fc.weight"] + params["mlp.c_fc.bias"], grads)
+    u = _tap("u", ops.gelu(f), grads)
+    out = x1 + u @ params["mlp.c_proj.weight"] + params["mlp.c_proj.bias"]
+    out.backward(g)
+    grads.update((k, t.grad) for k, t in params.items())
+    return out.data, grads
+
+
+@exercise
+def block_backward(fn):
+    p = block_parameters()
+    x, g = random(5, 8, seed=11), random(5, 8, seed=12)
+    out, cache = block_forward(x, p)
+    engine_out, want = engine_block_grads(x, p, g)
+    compare("block_forward's output against the engine's", out, engine_out)
+    mine = fn(g, cache, p)
+    missing = [k for k in (*INTERMEDIATES, *p) if k not in mine]
+    if missing:
+        raise ExerciseFailed(f"your dict has no gradient for {missing}; it needs {list(INTERMEDIATES)} and every parameter")
+    wrong = [k for k in (*INTERMEDIATES, *p) if not cmp(f"d{k}" if k in INTERMEDIATES else k, mine[k], want[k])]
+    if wrong:
+        raise ExerciseFailed(f"wrong: {wrong} (the first, in backward order, is where the mistake is)")
+    gradcheck(as_op(lambda x: block_forward(x, p)[0], lambda g, x: fn(g, block_forward(x, p)[1], p)["x"]), [leaf(x)])
+    return f"all {len(INTERMEDIATES)} intermediates and {len(p)} parameters equal the engine's; dx equals central differences"

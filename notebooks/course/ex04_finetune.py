@@ -1,7 +1,5 @@
 """Checks for notebook 04 (LoRA vs full fine-tuning): freezing the base, and AdamW's memory."""
 
-import functools
-
 import numpy as np
 
 from lora_np import GPT, GPTConfig, LoraConfig, add_lora, count_parameters
@@ -10,22 +8,13 @@ from lora_np.optim import AdamW
 from . import ExerciseFailed, exercise
 
 
-def tiny_lora_model():
-    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8))
+def tiny_lora_model(dtype=np.float32):
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8), dtype=dtype)
     add_lora(model, LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn", "c_fc"]))
     return model
 
 
-def _freeze_everything(solution):
-    @functools.wraps(solution)
-    def wrong(model):
-        solution(model)
-        for p in model.parameters():
-            p.requires_grad = False
-    return wrong
-
-
-@exercise(mutate=_freeze_everything)
+@exercise
 def mark_only_lora_as_trainable(fn):
     engine = {name for name, p in tiny_lora_model().named_parameters() if p.requires_grad}
     model = tiny_lora_model()
@@ -43,22 +32,20 @@ def mark_only_lora_as_trainable(fn):
     return f"the same {len(mine)} tensors as add_lora, {closed_form} numbers = Σ r·(d_in + d_out)"
 
 
-def _one_moment(solution):
-    @functools.wraps(solution)
-    def wrong(model):
-        return solution(model) // 2
-    return wrong
-
-
-@exercise(mutate=_one_moment)
+@exercise
 def adamw_state_bytes(fn):
-    model = tiny_lora_model()
-    mine = fn(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = AdamW(trainable, lr=1e-3)
-    for p in trainable:
-        p.grad = np.ones_like(p.data)
-    opt.step()
-    if mine != opt.state_bytes():
-        raise ExerciseFailed(f"you say {mine} bytes; AdamW holds {opt.state_bytes()} after one step")
-    return f"{mine} bytes, what AdamW allocates after its first step"
+    answers = []
+    for dtype in (np.float32, np.float64):          # a float64 model: 8 bytes per number, not 4
+        model = tiny_lora_model(dtype)
+        model.transformer.h[0].attn.c_attn.bias.requires_grad = True   # a trained bias: any trainable tensor counts
+        mine = fn(model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = AdamW(trainable, lr=1e-3)
+        for p in trainable:
+            p.grad = np.ones_like(p.data)
+        opt.step()
+        if mine != opt.state_bytes():
+            raise ExerciseFailed(f"for a {np.dtype(dtype).name} model you say {mine} bytes; AdamW holds "
+                                 f"{opt.state_bytes()} after one step")
+        answers.append(mine)
+    return f"{answers[0]} bytes (float32) and {answers[1]} (float64), what AdamW allocates after its first step"

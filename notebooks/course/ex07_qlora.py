@@ -1,7 +1,10 @@
-"""Checks for notebook 07 (memory and QLoRA): quantizing one block of 64 weights to NF4."""
+"""Checks for notebook 07 (memory and QLoRA): quantizing one block of 64 weights to NF4, and merging an
+adapter trained on a 4-bit base."""
 
 import numpy as np
 
+import lora_np
+from lora_np import GPT, GPTConfig, LoraConfig, Tensor, add_lora, quantize_model, to_numpy
 from lora_np.quant import NF4_CODE, nf4_quantize
 from lora_np.quant.nf4 import NF4_MIDPOINTS
 
@@ -31,3 +34,28 @@ def nf4_quantize_block(fn):
             raise ExerciseFailed(f"codes of block {i} differ from nf4_quantize's{where}; a value exactly between two "
                                  f"levels takes the lower one")
     return "the same codes and absmax as nf4_quantize (and bitsandbytes), midpoint ties included"
+
+
+@exercise
+def merge_qlora(fn):
+    """After QLoRA the adapter was trained against the *dequantized* 4-bit base: merging must give a
+    float layer whose output is the QLoRA layer's."""
+    lora_np.manual_seed(2)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=64))
+    W_float = to_numpy(model.transformer.h[0].attn.c_attn.weight.data).copy()
+    quantize_model(model, "nf4")
+    add_lora(model, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"]))
+    layer = model.transformer.h[0].attn.c_attn
+    layer.lora_B["default"].weight.data = np.random.default_rng(3).standard_normal((192, 4)).astype(np.float32) * 0.02
+    A, B, s = (to_numpy(a) if hasattr(a, "shape") else a for a in layer.factors("default"))
+    merged = np.asarray(fn(W_float, layer.weight, A, B, s))
+    if merged.shape != W_float.shape:
+        raise ExerciseFailed(f"the merged weight has shape {merged.shape}; W is {W_float.shape} (in, out)")
+    if merged.dtype != np.float32:
+        raise ExerciseFailed(f"the merged weight is {merged.dtype}: a float layer, float32 like the model")
+    x = np.random.default_rng(4).standard_normal((6, 64)).astype(np.float32)
+    with lora_np.no_grad():
+        qlora_out = to_numpy(layer(Tensor(x)).data)
+    compare("x @ merged + bias against the QLoRA layer's output", x @ merged + to_numpy(layer.bias.data), qlora_out,
+            atol=2e-5, rtol=1e-5)
+    return "a float32 weight whose outputs equal the QLoRA layer's (dequantized base + s·AᵀBᵀ)"
