@@ -2,9 +2,11 @@
 model, each check against the oracle of one process on the whole global batch (which every rank
 can compute for itself, since it holds the whole batch before it takes its shard).
 
-    mpiexec -n 2 python tests/distributed_checks.py {gradients,device,settings,stop}
+    mpiexec -n 2 python tests/distributed_checks.py gradients device settings stop
+    mpiexec -n 2 python tests/distributed_checks.py train OUT    (and without mpiexec: the oracle)
+    mpiexec -n 2 python tests/distributed_checks.py die OUT      (rank 1 fails in step 5)
 
-Prints one line "rank R ok ..." per rank when every check passed; an AssertionError otherwise.
+Prints one line "rank R ok ..." per check and rank when it passed; an AssertionError otherwise.
 """
 
 import os
@@ -104,9 +106,73 @@ def check_stop():
     return "stop seen by every rank; no gradient where no rank had one"
 
 
+def record_writes(out):
+    """Every file or directory this process creates, replaces or removes under ``out`` (audit hooks
+    see the library's writes however they are made)."""
+    out, seen = os.path.abspath(out), []
+
+    def hook(event, args):
+        if event == "open" and args[0] is not None and (isinstance(args[0], str) or hasattr(args[0], "__fspath__")):
+            mode, flags = args[1], args[2]
+            writing = any(c in (mode or "") for c in "wax+") or (mode is None and flags & (os.O_WRONLY | os.O_RDWR))
+            paths = [args[0]] if writing else []
+        elif event in ("os.mkdir", "os.remove", "os.rmdir", "os.rename", "shutil.rmtree"):
+            paths = [a for a in args[:2] if isinstance(a, (str, os.PathLike))]
+        else:
+            return
+        seen.extend(f"{event} {p}" for p in paths if os.path.abspath(os.fspath(p)).startswith(out))
+
+    sys.addaudithook(hook)
+    return seen
+
+
+def check_train(out):
+    """lora_np.train on N ranks: rank 0 alone writes log, checkpoints and the adapter; the adapter
+    is compared with the one-process run's by the test."""
+    from lora_np import TrainConfig, save_adapter, train
+    writes = record_writes(out)
+    model = tiny_lora_model()
+    data = task_dataset("copy", block_size=12, n_train=200, n_val=20)
+    config = TrainConfig(steps=4, batch_size=6, lr=1e-2, warmup_steps=1, eval_every=2, eval_batches=2, log_every=1)
+    result = train(model, data, config, out_dir=out, quiet=True)
+    assert result.status == "done" and result.step == 4, result
+    if distributed.is_main():
+        save_adapter(model, out)
+    return f"{len(writes)} writes: {sorted(set(w.split()[0] for w in writes))}"
+
+
+class FailsOnRank1:
+    """A dataset whose batches fail on rank 1 in the 5th step (a rank dying mid-run)."""
+
+    def __init__(self, data):
+        self.data, self.splits, self.block_size, self.drawn = data, data.splits, data.block_size, 0
+
+    def batch(self, split, batch_size, rng):
+        self.drawn += split == "train"
+        if distributed.rank() == 1 and self.drawn == 5:
+            raise OSError("rank 1 lost its data file")
+        return self.data.batch(split, batch_size, rng)
+
+    def fixed_batches(self, *args):
+        return self.data.fixed_batches(*args)
+
+
+def check_a_rank_dies(out):
+    """Rank 1 fails in step 5: every rank must stop (not hang); the step-2 checkpoint, which rank 0
+    finished before it joined step 3, is kept (step 4's may be cut short by the abort)."""
+    from lora_np import TrainConfig, train
+    data = FailsOnRank1(task_dataset("copy", block_size=12, n_train=200, n_val=20))
+    config = TrainConfig(steps=6, batch_size=6, eval_every=2, eval_batches=1)
+    train(tiny_lora_model(), data, config, out_dir=out, quiet=True)
+    raise AssertionError("a rank failed, yet training finished")
+
+
 if __name__ == "__main__":
-    assert distributed.init() == 2, "run under mpiexec -n 2"
-    check = {"gradients": check_gradients, "device": check_device, "settings": check_settings,
-             "stop": check_stop}[sys.argv[1]]
+    distributed.init()
+    checks = {"gradients": check_gradients, "device": check_device, "settings": check_settings,
+              "stop": check_stop, "train": lambda: check_train(sys.argv[2]),
+              "die": lambda: check_a_rank_dies(sys.argv[2])}
     with distributed.stop_every_rank_on_error():  # a failed check on one rank must not hang the other
-        print(f"rank {distributed.rank()} ok {sys.argv[1]}: {check()}", flush=True)
+        for name in sys.argv[1:2] if sys.argv[1] in ("train", "die") else sys.argv[1:]:
+            assert name == "train" or distributed.world_size() == 2, "run under mpiexec -n 2"
+            print(f"rank {distributed.rank()} ok {name}: {checks[name]()}", flush=True)

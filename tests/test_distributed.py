@@ -1,0 +1,137 @@
+"""Data-parallel training over MPI (lora_np.distributed).
+
+Oracles: one process on the whole global batch. Gradients (tests/distributed_checks.py, run under
+``mpiexec -n 2``): each rank computes the whole batch's gradient itself and compares it with the
+sharded, allreduced one. Training: the adapter a 2-rank run saves equals the one a single process
+saves on the same global batches, to float32 rounding (dropout off). Files: audit hooks record
+every write each rank makes under --out. The MPI tests skip, saying why, where mpiexec or mpi4py
+is missing.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from lora_np import distributed
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKS = ROOT / "tests" / "distributed_checks.py"
+MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+MPI_MISSING = ("mpiexec not found" if MPIEXEC is None else
+               "mpi4py not installed" if importlib.util.find_spec("mpi4py") is None else None)
+needs_mpi = pytest.mark.skipif(MPI_MISSING is not None,
+                               reason=f"{MPI_MISSING}: pip install -r requirements-distributed.txt")
+HIDE_MPI4PY = "import sys; sys.modules['mpi4py'] = None; "  # any `import mpi4py` now raises ImportError
+
+
+@pytest.fixture(autouse=True)
+def numpy_only(backend_name):
+    if backend_name != "numpy":
+        pytest.skip("the ranks run in subprocesses on the numpy backend (the device path: the stand-in check)")
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_SIZE_VARIABLES}
+    return dict(env, PYTHONPATH=str(ROOT), LORA_NP_NUM_THREADS="1", MPLBACKEND="Agg", **extra)
+
+
+def run(*command, ranks=None, timeout=120, env=None):
+    prefix = [MPIEXEC, "-n", str(ranks)] if ranks else []
+    return subprocess.run([*prefix, *map(str, command)], cwd=ROOT, env=env or _env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_launched_ranks_read_from_the_launchers_variables():
+    assert distributed.launched_ranks({}) == 1
+    assert distributed.launched_ranks({"PMI_SIZE": "2", "MPI_LOCALNRANKS": "2"}) == 2
+    assert distributed.launched_ranks({"OMPI_COMM_WORLD_SIZE": "4"}) == 4
+    assert distributed.launched_ranks({"PMI_SIZE": " ", "MV2_COMM_WORLD_SIZE": "x"}) == 1
+
+
+def test_one_process_is_world_of_one():
+    """Without init (or outside mpiexec): rank 0 of 1, the whole batch, gradients left as they are."""
+    assert (distributed.world_size(), distributed.rank(), distributed.is_main()) == (1, 0, True)
+    x, y = np.arange(10).reshape(5, 2), np.arange(5)
+    shard_x, shard_y = distributed.shard_batch(x, y)
+    np.testing.assert_array_equal(shard_x, x)
+    np.testing.assert_array_equal(shard_y, y)
+    assert distributed.local_batch_size(5) == 5
+
+    class P:
+        data, grad = np.ones(3, np.float32), np.full(3, 0.1, np.float32)
+    p = P()
+    g = p.grad
+    assert distributed.allreduce_gradients([p], weight=7, values=[2.5]) == (7.0, [2.5])
+    assert p.grad is g and np.array_equal(g, np.full(3, 0.1, np.float32))
+
+
+def test_import_lora_np_does_not_import_mpi4py():
+    proc = run(sys.executable, "-c", "import sys, lora_np, lora_np.distributed; "
+                                     "print('mpi4py' in sys.modules, lora_np.distributed.init())")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "1"]
+
+
+def test_without_mpi4py_a_data_parallel_run_names_the_install():
+    """Asked for (required=True), or launched with several ranks: one error naming the install."""
+    script = HIDE_MPI4PY + ("from lora_np import distributed\n"
+                            "for kwargs in ({'required': True}, {}):\n"
+                            "    try:\n"
+                            "        distributed.init(**kwargs)\n"
+                            "    except distributed.MPIUnavailableError as exc:\n"
+                            "        print(exc)\n")
+    proc = run(sys.executable, "-c", script, env=_env(PMI_SIZE="2"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all("needs mpi4py" in l and distributed.INSTALL_HINT in l for l in lines), lines
+
+
+@needs_mpi
+def test_sharded_gradients_equal_the_whole_batch_on_two_ranks():
+    """gradients: weighted by counted targets = one process (and the plain mean is shown wrong);
+    device: the same on the stand-in device module, host-staged and CUDA-aware; settings: a rank
+    with other arguments or weights is named; stop: a stop request on one rank reaches both."""
+    proc = run(sys.executable, CHECKS, "gradients", "device", "settings", "stop", ranks=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    oks = [line for line in proc.stdout.splitlines() if " ok " in line]
+    assert len(oks) == 8, proc.stdout
+    assert "arguments of rank 1; weights of rank 1 differ from rank 0's" in proc.stdout
+
+
+@needs_mpi
+def test_train_on_two_ranks_equals_one_process_and_only_rank_0_writes(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = run(sys.executable, CHECKS, "train", one)
+    assert single.returncode == 0, single.stderr
+    proc = run(sys.executable, CHECKS, "train", two, ranks=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = sorted(line for line in proc.stdout.splitlines() if " ok train" in line)
+    assert lines[0].startswith("rank 0 ok train") and "0 writes" not in lines[0], lines
+    assert lines[1] == "rank 1 ok train: 0 writes: []", lines
+    want, got = load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors")
+    assert sorted(want) == sorted(got)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    logs = [[json.loads(l) for l in (d / "log.jsonl").read_text().splitlines()] for d in (one, two)]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]  # each line once, not once per rank
+    for a, b in zip(*logs):
+        for key in set(a) & {"loss", "val_loss"}:
+            assert abs(a[key] - b[key]) < 1e-5 * abs(a[key]), (a, b)
+
+
+@needs_mpi
+def test_a_rank_that_fails_stops_every_rank_and_the_last_checkpoint_stays(tmp_path):
+    out = tmp_path / "run"
+    proc = run(sys.executable, CHECKS, "die", out, ranks=2, timeout=60)
+    assert proc.returncode != 0
+    assert "rank 1 of 2 failed; stopping every rank" in proc.stderr and "rank 1 lost its data file" in proc.stderr
+    latest = json.loads((out / "checkpoints" / "latest.json").read_text())
+    assert latest["step"] >= 2 and (out / "checkpoints" / latest["dir"] / "state.json").is_file()
