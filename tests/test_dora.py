@@ -10,7 +10,8 @@ import torch
 import lora_np
 from lora_np import (LoraConfig, Tensor, add_lora, disable_lora, gradcheck, load_gpt2, merge_and_unload, merge_lora,
                      save_adapter, to_numpy, unmerge_lora)
-from lora_np.ops.dora_linear import dora_linear, dora_linear_reference, dora_weight_norm
+from lora_np.ops import reference
+from lora_np.ops.dora_linear import dora_linear, dora_weight_norm
 from helpers import leaf
 from hf_oracle import max_rel_err, tiny_hf_gpt2
 from peft_oracle import logit_and_grad_errors, ours_from_peft_files, peft_gpt2
@@ -57,7 +58,7 @@ def test_fused_op_equals_its_composition_from_primitive_ops(rng):
     x, w, bias, a, b, m = _op_inputs(rng, (2, 3, 6))
     x2, a2, b2, m2 = (Tensor(t.data.copy(), requires_grad=True) for t in (x, a, b, m))
     y = dora_linear(x, w, bias, a, b, m, 0.9)
-    ref = dora_linear_reference(x2, w, bias, a2, b2, m2, 0.9)
+    ref = reference.dora_linear(x2, w, bias, a2, b2, m2, 0.9)
     np.testing.assert_allclose(to_numpy(y), to_numpy(ref), rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(y.shape)
     y.backward(g)

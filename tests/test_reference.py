@@ -4,29 +4,46 @@ Oracle: the reference is composed of primitive ops whose backward passes are gra
 one (test_ops_elementwise, test_ops_matmul_reductions, test_ops_shape_indexing), so its gradient
 is the chain rule's; the fused op's backward is hand-derived. float64 throughout. Dropout cases
 reseed before each call so both draw the same mask (the same count of numbers from one generator).
+Every test runs twice: as the sizes say, and under ``parallel.forced_threads(2)``, which splits the
+fused ops into blocks (and every GEMM into row or column blocks) at these small sizes, so that
+the threaded paths are compared with the references too.
 """
 
 import numpy as np
 import pytest
 
 import lora_np
-from lora_np import Tensor, ops
+from lora_np import Tensor, ops, parallel
 from lora_np.ops import reference
+from lora_np.ops.dora_linear import dora_linear
 from helpers import assert_close, leaf
+
+FUSED = {"dora_linear": dora_linear}  # fused ops that lora_np.ops does not export
+
+
+@pytest.fixture(autouse=True, params=["as-sized", "forced-threads"])
+def threading_mode(request):
+    if request.param == "as-sized":
+        yield
+    else:
+        with parallel.forced_threads(2):
+            yield
 
 
 def _value_and_grads(fn, inputs, weights, seed=7):
-    """fn(*inputs), and the gradient of Σ fn(*inputs) ⊙ weights with respect to each input."""
+    """fn(*inputs), and the gradient of Σ fn(*inputs) ⊙ weights with respect to each input (None: skipped)."""
+    args = inputs
+    inputs = [t for t in inputs if t is not None]
     for t in inputs:
         t.zero_grad()
     lora_np.manual_seed(seed)
-    y = fn(*inputs)
+    y = fn(*args)
     (y * Tensor(weights)).sum().backward()
     return y.numpy(), [None if t.grad is None else lora_np.to_numpy(t.grad) for t in inputs]
 
 
 def assert_same_as_reference(name, inputs, rng, rtol=1e-10, atol=1e-12, **kwargs):
-    fused, plain = getattr(ops, name), getattr(reference, name)
+    fused, plain = FUSED.get(name) or getattr(ops, name), getattr(reference, name)
     with lora_np.no_grad():
         weights = rng.standard_normal(fused(*inputs, **kwargs).shape)
     y_fused, g_fused = _value_and_grads(lambda *t: fused(*t, **kwargs), inputs, weights)
@@ -82,8 +99,47 @@ def test_cross_entropy(shape, rng):
     assert_same_as_reference("cross_entropy", [logits], rng, targets=targets)
 
 
+@pytest.mark.parametrize("x_shape", [(2, 70, 6), (2, 6)], ids=["rows-split", "columns-split"])
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+@pytest.mark.parametrize("trained_w", [False, True])
+def test_linear_and_lora_linear_on_both_gemm_splits(x_shape, dropout_p, trained_w, rng):
+    """Few rows (a weight bigger than the input) split a GEMM by columns, many rows by rows."""
+    x, w, b, a, bb = leaf(rng, *x_shape), leaf(rng, 6, 9), leaf(rng, 9), leaf(rng, 3, 6), leaf(rng, 9, 3)
+    w.requires_grad = b.requires_grad = trained_w
+    assert_same_as_reference("linear", [x, w, b], rng)
+    assert_same_as_reference("lora_linear", [x, w, b, a, bb], rng, scaling=0.75, dropout_p=dropout_p)
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+@pytest.mark.parametrize("detach_norm", [True, False])
+@pytest.mark.parametrize("x_shape", [(2, 70, 6), (3, 6)], ids=["rows-split", "columns-split"])
+def test_dora_linear(dropout_p, detach_norm, x_shape, rng):
+    x, w, b, a, bb = leaf(rng, *x_shape), leaf(rng, 6, 5), leaf(rng, 5), leaf(rng, 3, 6), leaf(rng, 5, 3)
+    m = leaf(rng, 5, positive=True)
+    assert_same_as_reference("dora_linear", [x, w, b, a, bb, m], rng, scaling=0.8, dropout_p=dropout_p,
+                             detach_norm=detach_norm)
+
+
+def test_dora_linear_with_a_given_norm(rng):
+    x, w, a, bb, m = leaf(rng, 4, 6), leaf(rng, 6, 5), leaf(rng, 3, 6), leaf(rng, 5, 3), leaf(rng, 5, positive=True)
+    norm = Tensor(rng.uniform(0.5, 2.0, 5))
+    assert_same_as_reference("dora_linear", [x, w, None, a, bb, m], rng, scaling=0.8, weight_norm=norm)
+
+
+@pytest.mark.parametrize("vocab", [7, 300])
+@pytest.mark.parametrize("frozen_embedding", [False, True])
+def test_lm_head_loss(vocab, frozen_embedding, rng):
+    h, w = leaf(rng, 3, 5, 8), leaf(rng, vocab, 8)
+    w.requires_grad = not frozen_embedding
+    targets = rng.integers(0, vocab, size=(3, 5))
+    targets[1, 2] = -1  # one ignored row
+    assert_same_as_reference("lm_head_loss", [h, w], rng, targets=targets, rows_per_chunk=4, block=16)
+
+
 def test_references_have_the_fused_signatures():
     import inspect
-    for name in ("linear", "lora_linear", "layer_norm", "gelu", "causal_self_attention", "cross_entropy"):
-        assert inspect.signature(getattr(reference, name)) == inspect.signature(getattr(ops, name)), name
-        assert f"ops.reference.{name}" in getattr(ops, name).__doc__, name
+    for name in ("linear", "lora_linear", "dora_linear", "layer_norm", "gelu", "causal_self_attention",
+                 "cross_entropy", "lm_head_loss"):
+        fused = FUSED.get(name) or getattr(ops, name)
+        assert inspect.signature(getattr(reference, name)) == inspect.signature(fused), name
+        assert f"ops.reference.{name}" in fused.__doc__, name

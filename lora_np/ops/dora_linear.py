@@ -31,10 +31,10 @@ The exact gradient adds the path through n. With q = Σₙ G ⊙ (Z + U) (= dL/d
 ``detach_norm=False`` computes that exact gradient (gradchecked against central differences);
 the default, like PEFT, drops it. Passing ``weight_norm`` (a precomputed n) makes n an outside
 constant, which is how the detached gradient is gradchecked: central differences then hold n fixed.
-Plain version, composed of primitive ops: ``dora_linear_reference`` at the end of this file.
+Plain version, composed of primitive ops: ``lora_np.ops.reference.dora_linear``.
 """
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Tensor
 from ..checks import check_probability
 from .dropout import dropout_mask
@@ -42,11 +42,66 @@ from .linear import check_linear_shapes
 from .lora_linear import check_lora_shapes
 
 
-def dora_weight_norm(weight, lora_A, lora_B, scaling):
-    """n = ‖W + s·AᵀBᵀ‖ over the input axis: one norm per output feature (out,), as plain arrays."""
-    xp = backend.xp
-    v = weight + scaling * (lora_A.T @ lora_B.T)
-    return xp.sqrt((v * v).sum(axis=0)), v
+def dora_weight_norm(W, A, B, s):
+    """(n, V): V = W + s·AᵀBᵀ (in, out) and n = ‖V‖ over the input axis, one norm per output feature (out,)."""
+    V = W + s * (A.T @ B.T)
+    return backend.xp.sqrt((V * V).sum(axis=0)), V
+
+
+def check_dora_inputs(x, weight, bias, lora_A, lora_B, magnitude, weight_norm):
+    """The shapes and dtypes dora_linear needs; returns n as an array if it is given, else None."""
+    check_linear_shapes(x, weight, bias, "dora_linear")
+    check_lora_shapes(weight, lora_A, lora_B)
+    n_out = weight.shape[1]
+    if magnitude.shape != (n_out,) or magnitude.dtype != weight.dtype:
+        raise ValueError(f"dora_linear: magnitude has shape {magnitude.shape} and dtype {magnitude.dtype}; "
+                         f"it needs shape ({n_out},) (one value per output feature) and dtype {weight.dtype}")
+    if weight_norm is None:
+        return None
+    n = weight_norm.data if isinstance(weight_norm, Tensor) else backend.xp.asarray(weight_norm, dtype=weight.dtype)
+    if n.shape != (n_out,):
+        raise ValueError(f"dora_linear: weight_norm has shape {n.shape}; it needs ({n_out},)")
+    return n
+
+
+def dora_forward(X, X_tilde, W, b, A, B, s, c):
+    """Plain arrays: (Y, H, Z + U) with H = X̃ Aᵀ, Z + U = X̃ W + s·H Bᵀ and
+    Y = X W + b + (c - 1) ⊙ Z + c ⊙ U = (Z + U) ⊙ c + (X - X̃) W + b."""
+    H = parallel.matmul(X_tilde, A.T)
+    ZU = parallel.gemm(backend.xp.empty((X.shape[0], W.shape[1]), dtype=X.dtype), ((X_tilde, W), (s * H, B.T)))
+    Y = ZU * c
+    if X_tilde is not X:
+        Y += parallel.matmul(X - X_tilde, W)              # the base sees the undropped input
+    if b is not None:
+        Y += b
+    return Y, H, ZU
+
+
+def dora_backward(G, saved, s, need):
+    """Plain arrays: the gradients of the module docstring, for G = dL/dY (N, out), each only if
+    ``need`` says so; ``saved`` holds X, X̃, W, A, B, m, n, c, M, p, H, Z + U and V (exact only)."""
+    X, X_tilde, W, A, B, m, n, c, M, p, H, ZU, V = saved
+    Gc = G * c                                                            # G ⊙ c
+    dH = parallel.matmul(Gc, B)
+    dH *= s                                                               # dL/dH (N, r)
+    q = (G * ZU).sum(axis=0) if ZU is not None else None                  # dL/dc
+    grads = {"m": q / n if need["m"] else None,
+             "A": parallel.matmul(dH.T, X_tilde) if need["A"] else None,
+             "B": s * parallel.matmul(Gc.T, H) if need["B"] else None,
+             "b": G.sum(axis=0) if need["b"] else None, "X": None, "W": None}
+    if need["X"] and M is None:
+        grads["X"] = parallel.gemm(backend.xp.empty_like(X), ((Gc, W.T), (dH, A)))
+    elif need["X"]:
+        adapter = parallel.gemm(backend.xp.empty_like(X), ((G * (c - 1), W.T), (dH, A)))
+        grads["X"] = parallel.matmul(G, W.T) + adapter * M * (1.0 / (1.0 - p))
+    if need["W"]:
+        grads["W"] = parallel.gemm(backend.xp.empty_like(W), ((X.T, G), (X_tilde.T, G * (c - 1))))
+    if V is not None:                                                     # the exact gradient, through n
+        dV = V * (-q * m / n ** 3)                                        # dL/dV, (in, out)
+        for name, extra in (("A", s * (dV @ B).T), ("B", s * (dV.T @ A.T)), ("W", dV)):
+            if need[name]:
+                grads[name] += extra
+    return grads
 
 
 def dora_linear(x, weight, bias, lora_A, lora_B, magnitude, scaling, dropout_p=0.0, training=True,
@@ -55,78 +110,29 @@ def dora_linear(x, weight, bias, lora_A, lora_B, magnitude, scaling, dropout_p=0
 
     ``weight_norm``: n given from outside (a constant); None computes it from W, A, B now.
     ``detach_norm``: True (DoRA §4.3, PEFT) sends no gradient through n; False gives the exact one.
+    Plain version: ``lora_np.ops.reference.dora_linear``.
     """
-    xp = backend.xp
-    check_linear_shapes(x, weight, bias, "dora_linear")
-    check_lora_shapes(weight, lora_A, lora_B)
-    n_in, n_out = weight.shape
-    if magnitude.shape != (n_out,) or magnitude.dtype != weight.dtype:
-        raise ValueError(f"dora_linear: magnitude has shape {magnitude.shape} and dtype {magnitude.dtype}; "
-                         f"it needs shape ({n_out},) (one value per output feature) and dtype {weight.dtype}")
+    n = check_dora_inputs(x, weight, bias, lora_A, lora_B, magnitude, weight_norm)
     p = check_probability("lora_dropout", dropout_p) if training else 0.0
-    w, a, bb, m = weight.data, lora_A.data, lora_B.data, magnitude.data
+    s, W, A, B, m = scaling, weight.data, lora_A.data, lora_B.data, magnitude.data
     exact = not detach_norm and weight_norm is None
-    if weight_norm is None:
-        norm, v = dora_weight_norm(w, a, bb, scaling)
-    else:
-        norm = weight_norm.data if isinstance(weight_norm, Tensor) else xp.asarray(weight_norm, dtype=w.dtype)
-        if norm.shape != (n_out,):
-            raise ValueError(f"dora_linear: weight_norm has shape {norm.shape}; it needs ({n_out},)")
-        v = None
-    c = m / norm                                                  # (out,)
-    x2 = x.data.reshape(-1, n_in)
-    keep = dropout_mask(x2.shape, p) if p > 0.0 else None
-    inv_keep = 1.0 / (1.0 - p) if p > 0.0 else 1.0
-    xd = x2 if keep is None else x2 * keep * inv_keep              # X̃
-    h = xd @ a.T                                                  # H (N, r)
-    zu = xd @ w                                                   # Z, then Z + U
-    zu += scaling * (h @ bb.T)
-    y = zu * c
-    if keep is not None:
-        y += x2 @ w - xd @ w                                      # X W - Z: the base sees the undropped input
-    if bias is not None:
-        y += bias.data
+    V = None
+    if n is None:
+        n, V = dora_weight_norm(W, A, B, s)
+    c = m / n                                                             # (out,)
+    X = x.data.reshape(-1, W.shape[0])
+    M = dropout_mask(X.shape, p) if p > 0.0 else None
+    X_tilde = X if M is None else X * M * (1.0 / (1.0 - p))                # X̃
+    Y, H, ZU = dora_forward(X, X_tilde, W, None if bias is None else bias.data, A, B, s, c)
     parents = (x, weight) + (() if bias is None else (bias,)) + (lora_A, lora_B, magnitude)
-    need_x, need_w, need_b = x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad
-    need_a, need_bb, need_m = lora_A.requires_grad, lora_B.requires_grad, magnitude.requires_grad
+    need = {"X": x.requires_grad, "W": weight.requires_grad, "b": bias is not None and bias.requires_grad,
+            "A": lora_A.requires_grad, "B": lora_B.requires_grad, "m": magnitude.requires_grad}
+    saved = (X, X_tilde, W, A, B, m, n, c, M, p, H, ZU if (need["m"] or exact) else None, V if exact else None)
     x_shape, has_bias = x.shape, bias is not None
-    zu_saved = zu if (need_m or exact) else None
 
     def backward(g):
-        g2 = g.reshape(-1, n_out)
-        gc = g2 * c                                               # G ⊙ c
-        dh = scaling * (gc @ bb)                                  # dL/dH (N, r)
-        q = (g2 * zu_saved).sum(axis=0) if zu_saved is not None else None   # dL/dc
-        dm = q / norm if need_m else None
-        dA = dh.T @ xd if need_a else None
-        dB = scaling * (gc.T @ h) if need_bb else None
-        dx = dw = None
-        if need_x:
-            if keep is None:
-                dx = gc @ w.T + dh @ a
-            else:
-                dx = g2 @ w.T + ((g2 * (c - 1)) @ w.T + dh @ a) * keep * inv_keep
-        if need_w:
-            dw = x2.T @ g2 + xd.T @ (g2 * (c - 1))
-        if exact:
-            dv = v * (-q * m / norm ** 3)                         # dL/dV, (in, out)
-            if need_a:
-                dA = dA + scaling * (dv @ bb).T
-            if need_bb:
-                dB = dB + scaling * (dv.T @ a.T)
-            if need_w:
-                dw = dw + dv
-        db = g2.sum(axis=0) if need_b else None
-        return ((None if dx is None else dx.reshape(x_shape)), dw) + ((db,) if has_bias else ()) + (dA, dB, dm)
+        d = dora_backward(g.reshape(-1, W.shape[1]), saved, s, need)
+        dX = None if d["X"] is None else d["X"].reshape(x_shape)
+        return (dX, d["W"]) + ((d["b"],) if has_bias else ()) + (d["A"], d["B"], d["m"])
 
-    return Tensor._from_op(y.reshape(*x.shape[:-1], n_out), parents, backward)
-
-
-def dora_linear_reference(x, weight, bias, lora_A, lora_B, magnitude, scaling):
-    """The plain math without dropout, from primitive ops: Y = (X W + s·(X Aᵀ) Bᵀ) ⊙ (m / n) + b, with n
-    computed from the current values and wrapped as a constant Tensor (the detached norm)."""
-    from . import add, matmul, mul, transpose
-    norm = Tensor(dora_weight_norm(weight.data, lora_A.data, lora_B.data, scaling)[0])
-    adapted = add(matmul(x, weight), mul(matmul(matmul(x, transpose(lora_A)), transpose(lora_B)), scaling))
-    y = mul(adapted, magnitude / norm)
-    return y if bias is None else add(y, bias)
+    return Tensor._from_op(Y.reshape(*x.shape[:-1], W.shape[1]), parents, backward)

@@ -18,8 +18,8 @@ block's running max m, the exponentials e^(zⱼ - m) never overflow, and
 so one pass over W gives the loss and dL/dH: for each block, Z_b = H W_bᵀ, E_b = exp(Z_b - m),
 U += E_b W_b, both GEMMs with all R rows and W_b still in cache. Moving from block to block, a new
 running max m' rescales what was summed: U ← e^(m - m') U, S ← e^(m - m') S. Each thread walks its
-own slice of the vocabulary (``parallel.for_rows`` over slices) and the slices are combined at the
-end with the same rescaling. z_t is a row-wise dot product H·W_t.
+own slice of the vocabulary (``parallel.map_blocks``: one slice per thread) and the slices are
+combined at the end with the same rescaling. z_t is a row-wise dot product H·W_t.
 
 dL/dW is needed only when the embedding trains (full fine-tuning; under LoRA it is frozen and gets
 neither the matmul nor the (V, C) buffer): a second pass recomputes each Z_b, forms
@@ -30,11 +30,9 @@ forward pass, when grad mode is on and H or W requires grad. Rows go in chunks o
 ROWS_PER_CHUNK, so memory stays bounded for any batch: one (R, block) tile and one (R, C) sum per
 thread.
 
-Plain version: ``cross_entropy(matmul(h, W.T), targets)``; tests/test_lm_head_loss.py checks that
-both agree in value and gradient.
+Plain version: ``lora_np.ops.reference.lm_head_loss``, i.e. ``cross_entropy(h @ Wᵀ, targets)``;
+tests/test_reference.py and tests/test_lm_head_loss.py check that both agree in value and gradient.
 """
-
-import numpy as np
 
 from .. import backend, parallel
 from ..autograd import Tensor, is_grad_enabled
@@ -49,43 +47,68 @@ def vocab_block(rows, itemsize, tile_bytes=TILE_BYTES):
     return max(64, tile_bytes // (rows * itemsize))
 
 
-def logsumexp_pass_kernel(m, s, u, bounds, h, w, block):
-    """For each vocabulary slice [lo, hi) of ``bounds`` (P, 2), block by block:
-    m (P, R) the running row max of Z = h wᵀ, s (P, R) = Σ e^(Z - m), u (P, R, C) = Σ e^(Z - m) w (if not None)."""
+SLICE_GRAIN = 64  # vocabulary columns: a thread's slice is at least this wide
+
+
+def logsumexp_pass(h, w, block, with_u):
+    """For one vocabulary slice w (V_p, C), block by block: (m, s, u) with m (R,) the row max of
+    Z = h wᵀ, s (R,) = Σ e^(Z - m) and u (R, C) = Σ e^(Z - m) w (None unless ``with_u``)."""
     xp = backend.xp
-    for p, (lo, hi) in enumerate(bounds.tolist()):
-        m[p] = -xp.inf
-        s[p] = 0
+    m = xp.full(h.shape[0], -xp.inf, dtype=h.dtype)
+    s = xp.zeros_like(m)
+    u = xp.zeros_like(h) if with_u else None
+    for b in range(0, w.shape[0], block):
+        w_b = w[b:b + block]
+        z = h @ w_b.T                                    # (R, block)
+        m_new = xp.maximum(m, z.max(axis=1))
+        rescale = xp.exp(m - m_new)
+        z -= m_new[:, None]
+        xp.exp(z, out=z)
+        s = s * rescale + z.sum(axis=1)
         if u is not None:
-            u[p] = 0
-        for b in range(lo, hi, block):
-            w_b = w[b:min(b + block, hi)]
-            z = h @ w_b.T                                    # (R, block)
-            m_new = xp.maximum(m[p], z.max(axis=1))
-            rescale = xp.exp(m[p] - m_new)
-            z -= m_new[:, None]
-            xp.exp(z, out=z)
-            s[p] = s[p] * rescale + z.sum(axis=1)
-            if u is not None:
-                u[p] *= rescale[:, None]
-                u[p] += z @ w_b
-            m[p] = m_new
+            u *= rescale[:, None]
+            u += z @ w_b
+        m = m_new
+    return m, s, u
 
 
-def dw_pass_kernel(bounds, dw, h, w, lse, t, keep, scale, block):
-    """dw[j] = Σ_rows G[row, j] h[row] for the vocabulary slices of ``bounds``: G = (e^(Z - lse) - Y)·scale."""
+def dw_pass(dw, h, w, lse, t, keep, scale, block):
+    """dw[j] += Σ_rows G[row, j] h[row] over one vocabulary slice (w, dw: its rows; t: targets
+    counted from the slice's first column): G = (e^(Z - lse) - Y)·scale, Z = h wᵀ."""
     xp = backend.xp
     rows = xp.arange(h.shape[0])
-    for lo, hi in bounds.tolist():
-        for b in range(lo, hi, block):
-            e = min(b + block, hi)
-            g = h @ w[b:e].T
-            g -= lse[:, None]
-            xp.exp(g, out=g)
-            hit = keep & (t >= b) & (t < e)
-            g[rows[hit], t[hit] - b] -= 1
-            g *= (scale * keep)[:, None]
-            dw[b:e] += g.T @ h
+    for b in range(0, w.shape[0], block):
+        e = min(b + block, w.shape[0])
+        g = h @ w[b:e].T
+        g -= lse[:, None]
+        xp.exp(g, out=g)
+        hit = keep & (t >= b) & (t < e)
+        g[rows[hit], t[hit] - b] -= 1
+        g *= (scale * keep)[:, None]
+        dw[b:e] += g.T @ h
+
+
+def chunk_loss(h, w, t, keep, scale, block, dh, dw):
+    """One chunk of rows: Σ_rows (lse - z_t) ⊙ keep, and dL/dH into ``dh`` (if not None), dL/dW
+    added into ``dw`` (if not None). The vocabulary slices run on all threads."""
+    xp = backend.xp
+    parts = parallel.map_blocks(w.shape[0], lambda lo, hi: logsumexp_pass(h, w[lo:hi], block, dh is not None),
+                                grain=SLICE_GRAIN)
+    m = xp.stack([part[0] for part in parts])         # (P, R), one row per slice
+    s = xp.stack([part[1] for part in parts])
+    m_all = m.max(axis=0)
+    weights = xp.exp(m - m_all)                       # e^(m_p - max): each slice's share, rescaled
+    lse = m_all + xp.log((weights * s).sum(axis=0))
+    w_t = w[t]                                        # (R, C) the targets' embedding rows
+    z_t = (h * w_t).sum(axis=1)
+    if dh is not None:                                # (Σ_p e^(m_p - lse) U_p - W_t) / n
+        mix = weights * xp.exp(m_all - lse)           # (P, R)
+        dh[...] = sum(mix[p][:, None] * part[2] for p, part in enumerate(parts)) - w_t
+        dh *= (scale * keep)[:, None]
+    if dw is not None:
+        parallel.map_blocks(w.shape[0], lambda lo, hi: dw_pass(dw[lo:hi], h, w[lo:hi], lse, t - lo, keep, scale,
+                                                               block), grain=SLICE_GRAIN)
+    return ((lse - z_t) * keep).sum(dtype=xp.float64)
 
 
 def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CHUNK, block=None):
@@ -95,6 +118,7 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CH
     ``targets``: ints of shape h.shape[:-1]; rows whose target is ``ignore_index`` count for nothing.
     ``rows_per_chunk`` and ``block`` (vocabulary columns per tile; default: a TILE_BYTES tile) set the
     tiling: they change the memory and the speed, not the result.
+    Plain version: ``lora_np.ops.reference.lm_head_loss``.
     """
     xp = backend.xp
     if weight.ndim != 2 or h.shape[-1] != weight.shape[1]:
@@ -103,40 +127,17 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CH
     if h.dtype != weight.dtype:
         raise TypeError(f"lm_head_loss: hidden states are {h.dtype}, the embedding is {weight.dtype}")
     h2, w = h.data.reshape(-1, h.shape[-1]), weight.data
-    (n_rows, width), vocab = h2.shape, w.shape[0]
-    t, n = validated_targets(targets, n_rows, vocab, ignore_index)
+    t, n = validated_targets(targets, h2.shape[0], w.shape[0], ignore_index)
     keep = t != ignore_index
     t = xp.where(keep, t, 0)
-    need_h = is_grad_enabled() and h.requires_grad
-    need_w = is_grad_enabled() and weight.requires_grad
-    dh = xp.empty_like(h2) if need_h else None
-    dw = xp.zeros_like(w) if need_w else None
+    dh = xp.empty_like(h2) if is_grad_enabled() and h.requires_grad else None
+    dw = xp.zeros_like(w) if is_grad_enabled() and weight.requires_grad else None
     scale = w.dtype.type(1.0 / n)
-
-    n_slices = min(parallel.thread_count(), vocab)
-    edges = np.linspace(0, vocab, n_slices + 1).astype(np.int64)
-    bounds = np.stack([edges[:-1], edges[1:]], axis=1)  # (P, 2) on the host: one vocabulary slice per thread
     total = xp.zeros((), dtype=xp.float64)
-    for lo in range(0, n_rows, rows_per_chunk):
-        hi = min(lo + rows_per_chunk, n_rows)
-        hc, tc, kc = h2[lo:hi], t[lo:hi], keep[lo:hi]
-        cols = block or vocab_block(hi - lo, w.dtype.itemsize)
-        m = xp.empty((n_slices, hi - lo), dtype=w.dtype)
-        s = xp.empty_like(m)
-        u = xp.empty((n_slices, hi - lo, width), dtype=w.dtype) if need_h else None
-        parallel.for_rows(logsumexp_pass_kernel, (m, s, u, bounds), (hc, w, cols), grain=1)
-        m_all = m.max(axis=0)
-        weights = xp.exp(m - m_all)                     # e^(m_p - max): each slice's share, rescaled
-        lse = m_all + xp.log((weights * s).sum(axis=0))
-        w_t = w[tc]                                     # (R, C) the targets' embedding rows
-        z_t = (hc * w_t).sum(axis=1)
-        total += ((lse - z_t) * kc).sum(dtype=xp.float64)
-        if need_h:                                      # (Σ_p e^(m_p - lse) U_p - W_t) / n
-            mix = weights * xp.exp(m_all - lse)         # (P, R)
-            dh[lo:hi] = (mix[:, :, None] * u).sum(axis=0) - w_t
-            dh[lo:hi] *= (scale * kc)[:, None]
-        if need_w:
-            parallel.for_rows(dw_pass_kernel, (bounds,), (dw, hc, w, lse, tc, kc, scale, cols), grain=1)
+    for lo in range(0, h2.shape[0], rows_per_chunk):
+        hi = min(lo + rows_per_chunk, h2.shape[0])
+        total += chunk_loss(h2[lo:hi], w, t[lo:hi], keep[lo:hi], scale, block or vocab_block(hi - lo, w.dtype.itemsize),
+                            None if dh is None else dh[lo:hi], dw)
     loss = (total / n).astype(w.dtype)
     h_shape = h.shape
 
@@ -144,6 +145,6 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CH
         for grad in (dh, dw):
             if grad is not None:
                 xp.multiply(grad, g, out=grad)
-        return (dh.reshape(h_shape) if need_h else None, dw)
+        return (None if dh is None else dh.reshape(h_shape), dw)
 
     return Tensor._from_op(loss, (h, weight), backward)

@@ -3,9 +3,9 @@
 Each function has the signature of its fused namesake in ``lora_np.ops`` and computes the same
 values, but is built from matmul, add, mul, exp, log, tanh, sum, mean, reshape, indexing... whose
 own backward passes are gradchecked one by one, so its gradient comes for free from the chain
-rule. The fused ops (``linear.py``, ``lora_linear.py``, ``layer_norm.py``, ``gelu.py``,
-``attention.py``, ``cross_entropy.py``) compute the same thing with a hand-derived backward and
-fewer saved arrays; ``tests/test_reference.py`` checks that the two agree in value and gradient.
+rule. The fused ops (``linear.py``, ``lora_linear.py``, ``dora_linear.py``, ``layer_norm.py``,
+``gelu.py``, ``attention.py``, ``cross_entropy.py``, ``lm_head_loss.py``) compute the same thing
+with a hand-derived backward and fewer saved arrays; ``tests/test_reference.py`` checks that the two agree in value and gradient.
 This is llm.c's ``matmul_forward_naive`` beside its fast matmul, at picoGPT length.
 """
 
@@ -28,6 +28,21 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
     """y = x W + b + s (dropout(x) Aᵀ) Bᵀ: the frozen map plus the low-rank update ΔW = s AᵀBᵀ."""
     h = dropout(x, dropout_p, training) @ lora_A.T   # (N, r)
     return linear(x, weight, bias) + scaling * (h @ lora_B.T)
+
+
+def dora_linear(x, weight, bias, lora_A, lora_B, magnitude, scaling, dropout_p=0.0, training=True,
+                weight_norm=None, detach_norm=True):
+    """y = x W + b + (m/n - 1) ⊙ x̃ W + (m/n) ⊙ s x̃ Aᵀ Bᵀ, x̃ = dropout(x), n = ‖W + s AᵀBᵀ‖ per output
+    column: a constant (detached, or ``weight_norm``) unless detach_norm=False."""
+    if weight_norm is None:
+        adapted = weight + scaling * (lora_A.T @ lora_B.T)                     # V (in, out)
+        norm = (adapted * adapted).sum(axis=0).sqrt()
+        norm = norm.detach() if detach_norm else norm
+    else:
+        norm = weight_norm if isinstance(weight_norm, Tensor) else Tensor(weight_norm, dtype=weight.dtype)
+    c = magnitude / norm
+    x_tilde = dropout(x, dropout_p, training)
+    return linear(x, weight, bias) + (c - 1.0) * (x_tilde @ weight) + c * (scaling * (x_tilde @ lora_A.T @ lora_B.T))
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
@@ -83,6 +98,12 @@ def cross_entropy(logits, targets, ignore_index=-1):
     log_probs = shifted - shifted.exp().sum(axis=-1, keepdims=True).log()
     picked = log_probs[backend.xp.arange(t.size), backend.xp.where(keep, t, 0)]
     return -(picked * Tensor(keep.astype(z.dtype))).sum() / int(keep.sum())
+
+
+def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=1024, block=None):
+    """cross_entropy(h Wᵀ, targets): the tied head's logits formed whole (the tiling arguments
+    change nothing here)."""
+    return cross_entropy(h @ weight.T, targets, ignore_index)
 
 
 def rms_norm(x, weight, eps=1e-6):

@@ -10,29 +10,26 @@ With Q the codes of Wᵀ (out, in) and deq(Q) its float values (``QuantWeight.ba
 
 Each band is about ``BAND`` floats (512 KB: it stays in L2 while its GEMM runs) and is dropped
 after its GEMM, so the float32 matrix never exists whole; forward and backward each decode Q
-once. The bands of one call run on all threads (``parallel.for_rows``), each writing its own
+once. The bands of one call run on all threads (``parallel.parallel_for``), each writing its own
 slice of Y or dL/dX.
 
 ``quant_lora_linear`` adds the LoRA branch, Y += s·dropout(X) Aᵀ Bᵀ, composed from the library's
 matmul, mul and dropout ops, whose backward passes give dA, dB and the adapter's share of dX.
 """
 
-import numpy as np
-
-from .. import backend, ops
+from .. import backend, ops, parallel
 from ..autograd import Tensor
 from ..ops.lora_linear import check_lora_shapes
-from ..parallel import for_rows
 
 BAND = 1 << 17
 
 
 def _over_bands(n, band, fn):
-    """``fn(lo, hi)`` on [0, n) split among the threads, each piece a multiple of ``band``."""
-    def kernel(ids):
-        for lo in range(int(ids[0]), int(ids[-1]) + 1, band):
-            fn(lo, min(lo + band, int(ids[-1]) + 1))
-    for_rows(kernel, (np.arange(n),), grain=band)
+    """``fn(lo, hi)`` for bands [lo, hi) of ``band`` items that cover range(n), on all threads."""
+    def bands(lo, hi):
+        for b in range(lo, hi, band):
+            fn(b, min(b + band, hi))
+    parallel.parallel_for(n, bands, grain=band)
 
 
 def check_quant_shapes(x, qweight, bias, op="quant_linear"):

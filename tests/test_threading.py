@@ -1,0 +1,130 @@
+"""lora_np/parallel.py: the one place that splits work.
+
+Oracles: plain NumPy (``a @ b + bias``, ``range(n)``) for the helpers; for the whole model, the
+same float64 training step on one thread: two threads must agree with it to float64 rounding
+(the blocks change which BLAS call computes an entry, not the math). ``forced_threads`` makes the
+helpers split at these small sizes, so the threaded paths really run.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+import lora_np
+from lora_np import GPT, GPTConfig, LoraConfig, add_lora, parallel, to_numpy
+from lora_np.quant import QuantWeight, quant_linear
+
+
+def test_parallel_for_covers_the_range_once_in_several_blocks():
+    seen, lock = [], threading.Lock()
+
+    def body(lo, hi):
+        with lock:
+            seen.append((lo, hi))
+
+    with parallel.forced_threads(2):
+        parallel.parallel_for(23, body)
+    assert len(seen) > 2
+    assert sorted(i for lo, hi in seen for i in range(lo, hi)) == list(range(23))
+
+
+def test_parallel_for_keeps_small_work_in_one_call():
+    seen = []
+    parallel.parallel_for(100, lambda lo, hi: seen.append((lo, hi)), grain=64)
+    assert seen == [(0, 100)]
+    with parallel.forced_threads(1):
+        parallel.parallel_for(100, lambda lo, hi: seen.append((lo, hi)))
+    assert seen[1:] == [(0, 100)]
+
+
+def test_map_blocks_returns_one_result_per_block_in_order():
+    with parallel.forced_threads(2):
+        parts = parallel.map_blocks(10, lambda lo, hi: list(range(lo, hi)))
+    assert len(parts) > 1
+    assert sum(parts, []) == list(range(10))
+    assert parallel.map_blocks(10, lambda lo, hi: (lo, hi), grain=64) == [(0, 10)]
+
+
+@pytest.mark.parametrize("n, m", [(40, 7), (3, 50), (9, 9)], ids=["rows", "columns", "square"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gemm_is_the_sum_of_products_plus_bias(n, m, threads, rng):
+    a1, b1 = rng.standard_normal((n, 5)), rng.standard_normal((5, m))
+    a2, b2 = rng.standard_normal((n, 2)), rng.standard_normal((2, m))
+    bias = rng.standard_normal(m)
+    with parallel.forced_threads(threads):
+        y = parallel.gemm(np.empty((n, m)), ((a1, b1), (a2.T.copy().T, b2)), bias)  # any strides
+        y_t = parallel.matmul(a1.T.copy().T, b1)
+    np.testing.assert_allclose(y, a1 @ b1 + a2 @ b2 + bias, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(y_t, a1 @ b1, rtol=1e-13, atol=1e-13)
+
+
+def test_gemm_split_is_one_rule_by_size():
+    with parallel.forced_threads(2):
+        assert parallel.gemm_split(64, 8, 8) == "rows"
+        assert parallel.gemm_split(8, 8, 64) == "columns"
+    threads = parallel.thread_count()
+    if threads > 1:
+        assert parallel.gemm_split(4, 4, 4) is None                       # a hand-off costs more
+        assert parallel.gemm_split(4096, 1024, 256) == "rows"              # activations bigger than the weight
+        assert parallel.gemm_split(16, 1024, 4096) == "columns"           # a weight bigger than the activations
+    with parallel.forced_threads(1):
+        assert parallel.gemm_split(4096, 1024, 256) is None
+
+
+def test_forced_threads_comes_back_and_checks_its_argument():
+    before = parallel.thread_count(), parallel.gemm_split(4, 4, 4)
+    with parallel.forced_threads(3):
+        assert parallel.thread_count() == 3
+        with parallel.forced_threads(1):
+            assert parallel.thread_count() == 1
+        assert parallel.thread_count() == 3
+    assert (parallel.thread_count(), parallel.gemm_split(4, 4, 4)) == before
+    with pytest.raises((TypeError, ValueError), match="threads"):
+        with parallel.forced_threads(0):
+            pass
+
+
+def _step(lora, dropout, dtype=np.float64):
+    """Loss and every trainable gradient of one float64 step of a tiny GPT (dropout seeded)."""
+    lora_np.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=37, block_size=12, n_layer=2, n_head=2, n_embd=16, dropout=dropout),
+                dtype=dtype)
+    if lora:
+        add_lora(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, use_dora=lora == "dora",
+                                   target_modules=["c_attn", "c_proj", "c_fc"]))
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data += 0.05  # a trained adapter, so that B ≠ 0
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 37, size=(3, 12)), rng.integers(0, 37, size=(3, 12))
+    _, loss = model(x, y)
+    loss.backward()
+    return loss.item(), {n: to_numpy(p.grad) for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("lora", [None, "lora", "dora"])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_one_and_two_threads_agree_to_float64_rounding(lora, dropout):
+    with parallel.forced_threads(1):
+        loss_1, grads_1 = _step(lora, dropout)
+    with parallel.forced_threads(2):
+        loss_2, grads_2 = _step(lora, dropout)
+    assert loss_2 == pytest.approx(loss_1, rel=1e-13)
+    assert grads_1.keys() == grads_2.keys()
+    for name in grads_1:
+        np.testing.assert_allclose(grads_2[name], grads_1[name], rtol=1e-11, atol=1e-14, err_msg=name)
+
+
+def test_quantized_bands_agree_across_thread_counts(rng):
+    qweight = QuantWeight.from_float(rng.standard_normal((64, 48)).astype(np.float32), "nf4", block_size=16)
+    x_data = rng.standard_normal((5, 64)).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        x = lora_np.Tensor(x_data, requires_grad=True)
+        with parallel.forced_threads(threads):
+            y = quant_linear(x, qweight)
+            y.backward(np.ones(y.shape, dtype=np.float32))
+        results.append((to_numpy(y), to_numpy(x.grad)))
+    for one, two in zip(*results):  # float32: other band widths, other rounding
+        np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
