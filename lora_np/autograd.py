@@ -195,40 +195,65 @@ class Tensor:
 
 
 def _run_backward(root, grad):
-    """Walk the graph from ``root`` (children before parents), calling each node's closure once.
-
-    grads[node] = (gradient, owned): ``owned`` means this walk allocated the array and nobody else
-    holds it, so later contributions may be added into it in place and a leaf may take it without
-    a copy. Leaves always end up with arrays of their own.
-    """
-    grads = {root: (grad, True)}
-    handed_out = set()
+    """micrograd's backward over nodes: walk them children before parents (reverse topological
+    order), hand each closure the summed gradient of its output, add what it returns to its inputs'
+    sums; leaves accumulate into ``.grad``. Each node is freed once walked."""
+    sums = _GradientSums(root, grad)
     for node in reversed(_topological_order(root)):
-        g, owned = grads.pop(node, (None, False))
+        g, owned = sums.pop(node)
         if g is None:
             continue
         if node.leaf is not None:
-            leaf = node.leaf()
-            if leaf is not None:
-                if leaf.grad is None:
-                    leaf.grad = g if owned else g.copy()
-                else:
-                    leaf.grad += g
+            sums.give_to_leaf(node.leaf(), g, owned)
             continue
-        for parent, pg in zip(node.parents, node.backward(g)):
-            if parent is None or pg is None:
-                continue
-            if parent in grads:
-                acc, acc_owned = grads[parent]
-                if acc_owned:
-                    acc += pg
-                else:
-                    grads[parent] = (acc + pg, True)
-            else:
-                fresh = pg is not g and pg.flags.owndata and id(pg) not in handed_out
-                handed_out.add(id(pg))
-                grads[parent] = (pg, fresh)
+        for parent, parent_grad in zip(node.parents, node.backward(g)):
+            if parent is not None and parent_grad is not None:
+                sums.add(parent, parent_grad, incoming=g)
         node.backward, node.parents = _freed_graph, ()
+
+
+class _GradientSums:
+    """dL/d(node) for the nodes not walked yet, summed without copying what need not be copied.
+
+    Each entry is ``(array, owned)``. ``owned`` means this walk allocated the array and nothing else
+    holds it, so a later contribution is added into it in place and a leaf may keep it as ``.grad``
+    as it is. A closure's result is *not* owned when it is the incoming gradient passed through
+    (``add``'s backward returns ``g`` itself), a view of another array (``flags.owndata`` False:
+    ``reshape``, ``transpose``), or an array already handed to another input; the first addition
+    into such an entry allocates a fresh sum (then owned), and a leaf given one copies it.
+    """
+
+    def __init__(self, root, grad):
+        self._sums = {root: (grad, True)}
+        self._handed_out = set()  # ids of arrays already stored as some node's gradient
+
+    def pop(self, node):
+        """(gradient, owned) of ``node``, or (None, False) if nothing flowed into it."""
+        return self._sums.pop(node, (None, False))
+
+    def add(self, node, g, incoming):
+        """Add ``g``, returned for input ``node`` by a closure that was given ``incoming``."""
+        if node in self._sums:
+            total, owned = self._sums[node]
+            if owned:
+                total += g
+            else:
+                self._sums[node] = (total + g, True)
+            return
+        owned = g is not incoming and g.flags.owndata and id(g) not in self._handed_out
+        self._handed_out.add(id(g))
+        self._sums[node] = (g, owned)
+
+    @staticmethod
+    def give_to_leaf(leaf, g, owned):
+        """Accumulate into ``leaf.grad`` (None if the leaf was garbage-collected): a leaf's first
+        gradient is an array of its own, a copy only when ``g`` is not owned."""
+        if leaf is None:
+            return
+        if leaf.grad is None:
+            leaf.grad = g if owned else g.copy()
+        else:
+            leaf.grad += g
 
 
 def trace_graph(tensor):

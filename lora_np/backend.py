@@ -1,4 +1,4 @@
-"""The one array-module switch, NumPy on the CPU or CuPy on an NVIDIA GPU, and the random generators.
+"""The one array-module switch: NumPy on the CPU or CuPy on an NVIDIA GPU.
 
 Every other module writes ``backend.xp.zeros(...)``, reading the attribute at call time, so
 ``set_backend("cupy")`` moves the whole library to the GPU. This is the only module that imports cupy.
@@ -6,8 +6,8 @@ Every other module writes ``backend.xp.zeros(...)``, reading the attribute at ca
 is raised at the first use of ``backend.xp`` (as JAX does with JAX_PLATFORMS), so a user who asked
 for the GPU never silently computes on the CPU; ``check_environment()`` raises it up front.
 
-Two generators, both reset by :func:`manual_seed`: the *host* one (NumPy) draws initial weights, the
-same on either backend; the *device* one draws dropout masks and samples tokens on the device.
+The random generators live in ``generators.py`` (re-exported here: ``backend.manual_seed``,
+``backend.rng()``...); a switch hands them the new array module and re-seeds them.
 """
 
 import contextlib
@@ -15,16 +15,14 @@ import os
 
 import numpy as np
 
-from .checks import check_int
+from . import generators
+from .generators import get_rng_state, host_rng, manual_seed, rng, set_rng_state  # noqa: F401 (re-exported)
 
 BACKENDS = ("numpy", "cupy")
 GPU_INSTALL_HINT = "pip install -r requirements-gpu.txt  (installs cupy-cuda12x; needs an NVIDIA GPU with CUDA 12)"
 
 xp = np  # the array module of the current backend
 _name = "numpy"
-_seed = 0
-_host_rng = np.random.default_rng(0)
-_device_rng = np.random.default_rng(1)
 _environment_error = None  # (exception class, message) from a bad LORA_NP_BACKEND, raised at first use
 
 
@@ -57,7 +55,7 @@ def set_backend(name):
     name = name.strip().lower()
     xp = _load_cupy() if name == "cupy" else np
     _name, _environment_error = name, None
-    manual_seed(_seed)
+    generators.use_array_module(xp)
 
 
 def check_environment():
@@ -88,41 +86,6 @@ def cupy_available():
     except BackendUnavailableError:
         return False
     return True
-
-
-def manual_seed(seed):
-    """Seed the host generator (initialisation) and the device generator (dropout, sampling)."""
-    global _seed, _host_rng, _device_rng
-    _seed = check_int("seed", seed, min=0)
-    host_seq, device_seq = np.random.SeedSequence(_seed).spawn(2)
-    _host_rng = np.random.default_rng(host_seq)
-    _device_rng = xp.random.default_rng(int(device_seq.generate_state(1)[0]))
-
-
-def host_rng():
-    """The NumPy generator used for parameter initialisation (same numbers on every backend)."""
-    return _host_rng
-
-
-def rng():
-    """The generator of the current backend (dropout masks, token sampling)."""
-    return _device_rng
-
-
-def get_rng_state():
-    """Both generators' states as plain JSON-able dicts (for checkpoints)."""
-    state = {"seed": _seed, "host": _host_rng.bit_generator.state}
-    if _name == "numpy":
-        state["device"] = _device_rng.bit_generator.state
-    return state
-
-
-def set_rng_state(state):
-    """Restore what :func:`get_rng_state` returned."""
-    manual_seed(state["seed"])
-    _host_rng.bit_generator.state = state["host"]
-    if _name == "numpy" and "device" in state:
-        _device_rng.bit_generator.state = state["device"]
 
 
 def asarray(x, dtype=None):
@@ -160,15 +123,17 @@ def device_memory_in_use():
 
 @contextlib.contextmanager
 def using(array_module, name):
-    """Run a block with a stand-in array module (tests use it to check that nothing bypasses ``xp``)."""
-    global xp, _name, _device_rng
-    saved = xp, _name, _device_rng
+    """Run a block with another array module and a fresh device generator, both restored afterwards:
+    the tests' stand-in device (tests/device_standin.py) and the course's checks (NumPy whatever the
+    notebook's backend) use it."""
+    global xp, _name
+    saved = xp, _name
     xp, _name = array_module, name
-    _device_rng = array_module.random.default_rng(_seed)
     try:
-        yield array_module
+        with generators.device_generator(array_module):
+            yield array_module
     finally:
-        xp, _name, _device_rng = saved
+        xp, _name = saved
 
 
 def _read_environment():
@@ -180,6 +145,7 @@ def _read_environment():
         except (ValueError, BackendUnavailableError) as exc:
             _environment_error = (type(exc), f"LORA_NP_BACKEND={name}: {exc}")
             xp = _Unavailable()
+            generators.use_array_module(xp, reseed=False)  # so manual_seed raises the error too
 
 
 _read_environment()

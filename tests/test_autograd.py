@@ -125,6 +125,30 @@ def test_leaf_gradients_never_alias_each_other():
     np.testing.assert_allclose(to_numpy(b.grad), np.ones(3))
 
 
+def _op(x, backward):
+    return Tensor._from_op(x.data * 1.0, (x,), backward)
+
+
+def test_owned_gradients_reach_a_leaf_without_a_copy_and_others_are_copied():
+    """The walk copies only what it must: a fresh array a closure returns becomes the leaf's .grad
+    as it is; one it passed through, a view, or one it handed to two inputs is copied (once)."""
+    xp = ln.backend.xp
+    x = Tensor(xp.ones((2, 3)), requires_grad=True)
+    fresh = xp.full((2, 3), 2.0)
+    _op(x, lambda g: (fresh,)).backward(xp.ones((2, 3)))
+    assert x.grad is fresh
+    for backward in (lambda g: (g,), lambda g: (fresh.reshape(3, 2).T.T.reshape(2, 3)[:, :],)):
+        x.grad = None
+        _op(x, backward).backward(xp.ones((2, 3)))
+        assert x.grad is not fresh and x.grad.flags.owndata
+    y, z = Tensor(xp.ones(3), requires_grad=True), Tensor(xp.ones(3), requires_grad=True)
+    shared = xp.full(3, 4.0)
+    Tensor._from_op(y.data + z.data, (y, z), lambda g: (shared, shared)).backward(xp.ones(3))
+    assert (y.grad is shared) != (z.grad is shared)  # the first input keeps it, the second gets a copy
+    y.grad += 1.0
+    np.testing.assert_array_equal(to_numpy(z.grad), [4.0] * 3)
+
+
 def test_user_grad_argument_is_not_aliased():
     x = Tensor(np.ones(3), requires_grad=True)
     g = ln.backend.xp.ones(3)

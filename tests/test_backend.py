@@ -12,6 +12,7 @@ import pytest
 
 import lora_np
 from lora_np import Tensor, backend, to_numpy
+from device_standin import DeviceArray, standin
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -96,6 +97,33 @@ def test_rng_state_round_trip():
     first = backend.host_rng().random(4)
     backend.set_rng_state(state)
     np.testing.assert_array_equal(backend.host_rng().random(4), first)
+
+
+def test_set_backend_reseeds_both_generators_with_the_last_seed():
+    lora_np.manual_seed(7)
+    first = backend.host_rng().random(3), to_numpy(backend.rng().random(3))
+    backend.host_rng().random(5)
+    lora_np.set_backend("numpy")
+    again = backend.host_rng().random(3), to_numpy(backend.rng().random(3))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_using_gives_a_fresh_device_generator_and_restores_the_old_one():
+    lora_np.manual_seed(3)
+    backend.rng().random(2)
+    state = backend.rng().bit_generator.state
+    with backend.using(standin, "standin"):
+        assert isinstance(backend.rng().random(4), DeviceArray)
+        assert "device" not in backend.get_rng_state()  # only NumPy's generator state is a dict
+    assert backend.xp is np and backend.get_backend() == "numpy"
+    assert backend.rng().bit_generator.state == state
+
+
+def test_the_generators_module_needs_nothing_from_backend():
+    source = (ROOT / "lora_np" / "generators.py").read_text()
+    assert not re.search(r"^\s*(from|import)\s+(\.|lora_np\.)backend", source, re.M)
+    assert not re.search(r"^from \. import .*backend", source, re.M)
 
 
 def test_to_numpy_gives_host_copies():
