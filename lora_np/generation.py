@@ -66,7 +66,7 @@ def cached_hidden_states(model, ids, cache):
     return tr.ln_f(x)
 
 
-def _check_generate_args(max_new_tokens, temperature, top_k, vocab_size):
+def check_generate_args(max_new_tokens, temperature, top_k, vocab_size):
     check_int("max_new_tokens", max_new_tokens, min=0)
     check_number("temperature (0 means greedy)", temperature, min=0)
     if top_k is not None:
@@ -94,7 +94,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None):
     """(B, T) token ids -> (B, T + max_new_tokens) NumPy array of token ids."""
     xp = backend.xp
     config = model.config
-    _check_generate_args(max_new_tokens, temperature, top_k, config.vocab_size)
+    check_generate_args(max_new_tokens, temperature, top_k, config.vocab_size)
     tokens = xp.asarray(model._check_idx(idx))
     was_training = model.training
     model.eval()

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import ops
-from .autograd import Tensor, is_grad_enabled
+from .autograd import is_grad_enabled
 from .checks import check_int, check_probability
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
-from .ops.index_arrays import check_index_range
+from .ops.index_arrays import check_token_batch
 
 
 @dataclass
@@ -101,15 +101,7 @@ class GPT(Module):
         return self.transformer.wte.weight.dtype
 
     def _check_idx(self, idx):
-        ids = idx.data if isinstance(idx, Tensor) else idx
-        if isinstance(ids, (list, tuple)):
-            ids = np.asarray(ids)
-        if not hasattr(ids, "ndim") or ids.ndim != 2:
-            raise ValueError(f"idx must be a 2-D (batch, time) array of token ids; got "
-                             f"{getattr(ids, 'shape', type(ids).__name__)}")
-        if ids.shape[1] > self.config.block_size or ids.shape[1] == 0:
-            raise ValueError(f"sequence length {ids.shape[1]} is outside [1, block_size={self.config.block_size}]")
-        return check_index_range(ids, self.config.vocab_size, "token ids")
+        return check_token_batch(idx, self.config.block_size, "block_size", self.config.vocab_size)
 
     def hidden_states(self, idx):
         """The final-layer-norm output (B, T, C) for token ids (B, T)."""

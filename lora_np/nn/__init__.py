@@ -6,6 +6,7 @@ from .embedding import Embedding
 from .layer_norm import LayerNorm
 from .linear import Linear
 from .module import Module
+from .rms_norm import RMSNorm
 from ..autograd import Parameter
 
-__all__ = ["Module", "ModuleList", "ModuleDict", "ParameterDict", "Linear", "Embedding", "LayerNorm", "Dropout", "Parameter"]
+__all__ = ["Module", "ModuleList", "ModuleDict", "ParameterDict", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "Parameter"]

@@ -19,15 +19,18 @@ from .lm_head_loss import lm_head_loss
 from .lora_linear import lora_linear
 from .matmul import matmul
 from .reductions import max, mean, sum
+from .rms_norm import rms_norm
+from .rope import rope
 from .shape import permute, reshape, swapaxes, transpose
 from .softmax import log_softmax, softmax
+from .swiglu import swiglu
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "sqrt", "matmul",
     "sum", "mean", "max", "reshape", "transpose", "permute", "swapaxes", "getitem",
     "concatenate", "split", "stack", "softmax", "log_softmax", "cross_entropy", "layer_norm",
     "gelu", "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention", "linear",
-    "lora_linear", "lm_head_loss",
+    "lora_linear", "lm_head_loss", "rms_norm", "rope", "swiglu",
 ]
 
 

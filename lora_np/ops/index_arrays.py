@@ -32,3 +32,17 @@ def check_index_range(ids, upper, what, ignore=None):
 def as_index_array(ids, upper, what, ignore=None):
     """``check_index_range``, then the ids as an array of the current backend."""
     return backend.xp.asarray(check_index_range(ids, upper, what, ignore))
+
+
+def check_token_batch(idx, max_length, length_name, vocab_size):
+    """A model's input: a 2-D (batch, time) array of token ids with 1 ≤ time ≤ ``max_length``
+    (named ``length_name`` in the message) and every id in [0, vocab_size). Returns the array."""
+    ids = idx.data if isinstance(idx, Tensor) else idx
+    if isinstance(ids, (list, tuple)):
+        ids = np.asarray(ids)
+    if not hasattr(ids, "ndim") or ids.ndim != 2:
+        raise ValueError(f"idx must be a 2-D (batch, time) array of token ids; got "
+                         f"{getattr(ids, 'shape', type(ids).__name__)}")
+    if ids.shape[1] > max_length or ids.shape[1] == 0:
+        raise ValueError(f"sequence length {ids.shape[1]} is outside [1, {length_name}={max_length}]")
+    return check_index_range(ids, vocab_size, "token ids")

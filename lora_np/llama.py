@@ -1,0 +1,298 @@
+"""One decoder for the Llama family: Llama 3.2, SmolLM2, Qwen2/Qwen2.5 and Qwen3 are config switches.
+
+GPT-2 (model.py), changed one piece at a time, as in rasbt's LLMs-from-scratch:
+
+    x = embed_tokens[idx]                                       no learned positions: RoPE, in attention
+    for each layer:
+        x = x + o_proj(attn(rope(q), rope(k), v))               of input_layernorm(x) (RMSNorm, not LayerNorm)
+        x = x + down_proj(silu(gate_proj(h)) ⊙ up_proj(h))      h = post_attention_layernorm(x) (SwiGLU, not GELU)
+    logits = norm(x) lm_headᵀ                                   lm_head tied to embed_tokens or its own (V, C)
+
+    attention: q has H heads, k and v have H_kv (grouped-query attention, H a multiple of H_kv);
+    the head size d may differ from C/H (Qwen3's head_dim); Qwen2 adds biases to q, k, v; Qwen3
+    RMS-normalises each q and k head (q_norm, k_norm) before the rotation. No biases elsewhere.
+
+Parameter names are Hugging Face's (``model.layers.0.self_attn.q_proj.weight``), so checkpoints
+and PEFT adapter files map one to one. As in GPT-2 here, every ``Linear`` stores its weight as
+(in, out): the loader transposes Hugging Face's (out, in) ``nn.Linear`` weights. The LM head weight
+is (V, C) like the embedding, and runs through the fused chunked head (``ops.lm_head_loss``).
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import backend, ops
+from .autograd import Parameter, Tensor, is_grad_enabled, no_grad
+from .checks import check_int, check_number, check_probability
+from .generation import check_generate_args, sample_next
+from .nn import Embedding, Linear, Module, ModuleDict, ModuleList, RMSNorm, init
+from .ops.attention import grouped_views, sdpa_forward
+from .ops.index_arrays import check_token_batch
+from .ops.rope import ROPE_TYPES, rope_inv_freq, rope_tables
+
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+@dataclass
+class LlamaConfig:
+    """The sizes and switches of one decoder; field names as in Hugging Face's config.json.
+
+    ``head_dim``: None means hidden_size // num_attention_heads. ``rope_scaling``: None or
+    {"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+    "original_max_position_embeddings"}. ``qkv_bias``: biases on q, k, v (Qwen2; Llama's
+    attention_bias sets it and ``o_bias``). ``qk_norm``: Qwen3's per-head RMSNorm of q and k."""
+
+    vocab_size: int = 49152
+    hidden_size: int = 576
+    intermediate_size: int = 1536
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 9
+    num_key_value_heads: int = 3
+    head_dim: int = None
+    max_position_embeddings: int = 8192
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 100000.0
+    rope_scaling: dict = None
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    tie_word_embeddings: bool = True
+    attention_dropout: float = 0.0
+    model_type: str = "llama"
+    extra: dict = field(default_factory=dict)  # other config.json fields, written back on save
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+            check_int(f"LlamaConfig.{name}", getattr(self, name), min=1)
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"LlamaConfig: num_attention_heads={self.num_attention_heads} must be a multiple of "
+                             f"num_key_value_heads={self.num_key_value_heads} (grouped-query attention)")
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        check_int("LlamaConfig.head_dim", self.head_dim, min=2)
+        if self.head_dim % 2:
+            raise ValueError(f"LlamaConfig: head_dim={self.head_dim} must be even (RoPE rotates pairs)")
+        check_number("LlamaConfig.rms_norm_eps", self.rms_norm_eps, min=0, min_open=True)
+        check_number("LlamaConfig.rope_theta", self.rope_theta, min=0, min_open=True)
+        check_probability("LlamaConfig.attention_dropout", self.attention_dropout)
+        self.rope_scaling = check_rope_scaling(self.rope_scaling)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def check_rope_scaling(scaling):
+    """None for plain RoPE, or a llama3 dict with its four numbers; any other type is refused."""
+    if scaling is None or scaling.get("rope_type", scaling.get("type", "default")) == "default":
+        return None
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind not in ROPE_TYPES:
+        raise ValueError(f"rope_scaling type {kind!r} is not supported; lora_np implements {list(ROPE_TYPES)}")
+    missing = [k for k in LLAMA3_KEYS if k not in scaling]
+    if missing:
+        raise ValueError(f"rope_scaling of type 'llama3' needs {list(LLAMA3_KEYS)}; missing {missing}")
+    for key in LLAMA3_KEYS:
+        check_number(f"rope_scaling.{key}", scaling[key], min=0, min_open=True)
+    if not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
+        raise ValueError("rope_scaling: high_freq_factor must exceed low_freq_factor")
+    return {"rope_type": "llama3", **{k: scaling[k] for k in LLAMA3_KEYS}}
+
+
+class LlamaAttention(Module):
+    """Grouped-query self-attention with RoPE (and Qwen2's q/k/v biases, Qwen3's q/k norms)."""
+
+    def __init__(self, config, dtype):
+        super().__init__()
+        c, d = config, config.head_dim
+        self.n_head, self.n_kv_head, self.head_dim, self.dropout = (c.num_attention_heads, c.num_key_value_heads,
+                                                                    d, c.attention_dropout)
+        self.q_proj = Linear(c.hidden_size, c.num_attention_heads * d, bias=c.qkv_bias, dtype=dtype)
+        self.k_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, dtype=dtype)
+        self.v_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, dtype=dtype)
+        self.o_proj = Linear(c.num_attention_heads * d, c.hidden_size, bias=c.o_bias, dtype=dtype)
+        if c.qk_norm:
+            self.q_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype)
+            self.k_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype)
+
+    def rotated_qkv(self, x, cos, sin):
+        """(B, T, C) -> q (B, H, T, d), k (B, H_kv, T, d) rotated by RoPE, v (B, H_kv, T, d)."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.n_head, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.n_kv_head, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.n_kv_head, self.head_dim)
+        if "q_norm" in self._modules:
+            q, k = self.q_norm(q), self.k_norm(k)
+        cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, d/2): broadcast over the heads
+        q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)
+        return q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2)
+
+    def merge_heads(self, y):
+        """(B, H, T, d) -> o_proj of (B, T, H·d)."""
+        b, _, t, _ = y.shape
+        return self.o_proj(y.swapaxes(1, 2).reshape(b, t, self.n_head * self.head_dim))
+
+    def forward(self, x, cos, sin):
+        q, k, v = self.rotated_qkv(x, cos, sin)
+        return self.merge_heads(ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training))
+
+
+class LlamaMLP(Module):
+    """SwiGLU: down_proj(silu(gate_proj(x)) ⊙ up_proj(x))."""
+
+    def __init__(self, config, dtype):
+        super().__init__()
+        c = config
+        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias, dtype=dtype)
+        self.up_proj = Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias, dtype=dtype)
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias, dtype=dtype)
+
+    def forward(self, x):
+        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+class LlamaDecoderLayer(Module):
+    """x + attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x)): pre-norm, as GPT-2's Block."""
+
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config, dtype):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
+        self.self_attn = LlamaAttention(config, dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
+        self.mlp = LlamaMLP(config, dtype)
+
+    def forward(self, x, cos, sin):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LMHead(Module):
+    """An untied output layer: ``weight`` (vocab_size, hidden_size), Hugging Face's lm_head.weight.
+    Not a Linear: the fused head reads the weight directly, and LoRA's "all-linear" leaves it out."""
+
+    def __init__(self, vocab_size, hidden_size, dtype):
+        super().__init__()
+        self.weight = Parameter(init.normal((vocab_size, hidden_size), 0.02, dtype))
+
+
+class Llama(Module):
+    """``logits, loss = model(idx, targets=None)``; ``model.generate(idx, max_new_tokens)``: GPT's interface."""
+
+    def __init__(self, config, dtype=np.float32):
+        super().__init__()
+        if not isinstance(config, LlamaConfig):
+            raise TypeError(f"Llama needs a LlamaConfig; got {type(config).__name__}")
+        self.config = config
+        self.model = ModuleDict(dict(
+            embed_tokens=Embedding(config.vocab_size, config.hidden_size, dtype=dtype),
+            layers=ModuleList(LlamaDecoderLayer(config, dtype) for _ in range(config.num_hidden_layers)),
+            norm=RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype),
+        ))
+        if not config.tie_word_embeddings:
+            self.lm_head = LMHead(config.vocab_size, config.hidden_size, dtype)
+        self.inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)  # (d/2,) float32
+
+    @property
+    def dtype(self):
+        return self.model.embed_tokens.weight.dtype
+
+    @property
+    def head_weight(self):
+        """The (V, C) output weight: lm_head's, or the embedding's when they are tied."""
+        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+
+    def _check_idx(self, idx):
+        c = self.config
+        return check_token_batch(idx, c.max_position_embeddings, "max_position_embeddings", c.vocab_size)
+
+    def hidden_states(self, idx):
+        """The final-norm output (B, T, C) for token ids (B, T)."""
+        ids = self._check_idx(idx)
+        cos, sin = rope_tables(self.inv_freq, 0, ids.shape[1], self.dtype)
+        x = self.model.embed_tokens(ids)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin)
+        return self.model.norm(x)
+
+    def forward(self, idx, targets=None):
+        """``(logits, loss)`` as GPT.forward: training (targets, grad mode) gives (None, loss) from
+        the fused chunked head, which never forms the (B, T, V) logits."""
+        x = self.hidden_states(idx)
+        if targets is not None and is_grad_enabled():
+            return None, ops.lm_head_loss(x, self.head_weight, targets)
+        logits = ops.matmul(x, self.head_weight.T)  # (B, T, V)
+        loss = None if targets is None else ops.cross_entropy(logits, targets)
+        return logits, loss
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Continue each row of ``idx`` by ``max_new_tokens`` tokens, with a key/value cache."""
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
+
+    def extra_repr(self):
+        c = self.config
+        return (f"model_type={c.model_type}, layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
+                f"heads={c.num_attention_heads}/{c.num_key_value_heads}, head_dim={c.head_dim}, vocab={c.vocab_size}")
+
+
+class LlamaKVCache:
+    """Keys and values of every layer, (B, H_kv, capacity, d) each, and the positions filled."""
+
+    def __init__(self, model, batch, capacity):
+        c, xp = model.config, backend.xp
+        shape = (batch, c.num_key_value_heads, capacity, c.head_dim)
+        self.length = 0
+        self.layers = [(xp.empty(shape, dtype=model.dtype), xp.empty(shape, dtype=model.dtype))
+                       for _ in range(c.num_hidden_layers)]
+
+
+def cached_attention(attn, x, cos, sin, kv, start):
+    """``LlamaAttention.forward`` for new positions start.., attending over the cached ones too."""
+    q, k, v = attn.rotated_qkv(x, cos, sin)
+    keys, values = kv
+    end = start + q.shape[2]
+    keys[:, :, start:end], values[:, :, start:end] = k.data, v.data
+    qd, kd, vd = grouped_views(q.data, keys[:, :, :end], values[:, :, :end])
+    y, _, _ = sdpa_forward(qd, kd, vd, causal=True)
+    return attn.merge_heads(Tensor(y.reshape(q.shape)))
+
+
+def cached_hidden_states(model, ids, cache):
+    """``Llama.hidden_states`` for ids (B, T) at positions cache.length.. (no grad, eval mode)."""
+    start = cache.length
+    cos, sin = rope_tables(model.inv_freq, start, start + ids.shape[1], model.dtype)
+    x = model.model.embed_tokens(ids)
+    for layer, kv in zip(model.model.layers, cache.layers):
+        x = x + cached_attention(layer.self_attn, layer.input_layernorm(x), cos, sin, kv, start)
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    cache.length = start + ids.shape[1]
+    return model.model.norm(x)
+
+
+@no_grad()
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None):
+    """(B, T) token ids -> (B, T + max_new_tokens) NumPy array. The cache holds at most
+    max_position_embeddings positions; past that the window slides (the last ones re-encoded)."""
+    xp = backend.xp
+    check_generate_args(max_new_tokens, temperature, top_k, model.config.vocab_size)
+    tokens = xp.asarray(model._check_idx(idx))
+    limit = model.config.max_position_embeddings
+    was_training = model.training
+    model.eval()
+    try:
+        cache = LlamaKVCache(model, tokens.shape[0], min(limit, tokens.shape[1] + max_new_tokens))
+        pieces, window = [tokens], tokens
+        for _ in range(max_new_tokens):
+            if cache.length + window.shape[1] > limit:
+                cache.length = 0
+                window = xp.concatenate(pieces, axis=1)[:, -limit:]
+            h = cached_hidden_states(model, window, cache)
+            logits = h.data[:, -1] @ model.head_weight.data.T
+            window = sample_next(logits, temperature, top_k)[:, None].astype(tokens.dtype)
+            pieces.append(window)
+    finally:
+        model.train(was_training)
+    return backend.to_numpy(xp.concatenate(pieces, axis=1))
