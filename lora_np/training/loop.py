@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from ..checks import check_int, check_number
 from ..io.train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..lora import count_parameters
@@ -84,15 +84,40 @@ class _Optimization:
         return cls(params, optimizer, schedule, np.random.default_rng(config.seed))
 
 
-def _training_step(model, dataset, opt, config):
-    """One optimizer step; returns (loss, lr). A non-finite loss returns before anything is applied."""
+def _training_step(model, dataset, opt, config, interrupt):
+    """One optimizer step; returns (loss, lr). A non-finite loss returns before anything is applied.
+    With several ranks, each takes its rows of the global batch (see ``_data_parallel_backward``)."""
     x, y = dataset.batch("train", config.batch_size, opt.data_rng)
-    _, loss = model(x, y)
-    loss_value = loss.item()
+    if distributed.world_size() > 1:
+        loss_value = _data_parallel_backward(model, x, y, opt, interrupt)
+    else:
+        _, loss = model(x, y)
+        loss_value = loss.item()
+        if math.isfinite(loss_value):
+            loss.backward()
     if not math.isfinite(loss_value):
         return loss_value, None
-    loss.backward()
     return loss_value, _apply_gradients(opt, config)
+
+
+def _data_parallel_backward(model, x, y, opt, interrupt):
+    """This rank's rows through forward and backward, then one Allreduce that leaves every rank
+    with the global batch's gradient and loss (each rank's weighted by the targets it counts, see
+    lora_np.distributed) and the ranks' agreement on a Ctrl-C (``interrupt["agreed"]``), so they
+    all stop after the same step. A rank with a non-finite loss sends it, and every rank stops."""
+    x, y = distributed.shard_batch(x, y)
+    counted, loss_value = int((y != -1).sum()), 0.0
+    if counted:
+        _, loss = model(x, y)
+        loss_value = loss.item()
+        if math.isfinite(loss_value):
+            loss.backward()
+    total, (loss_sum, stops) = distributed.allreduce_gradients(
+        opt.params, weight=counted, values=[loss_value * counted, float(interrupt["stop"])])
+    interrupt["agreed"] = stops > 0
+    if total == 0:
+        raise distributed.CollectiveError("a training batch has no target that counts in the loss on any rank")
+    return loss_sum / total
 
 
 def _apply_gradients(opt, config):
@@ -135,6 +160,14 @@ def _kept_checkpoint(out_dir):
     return f"the last checkpoint is kept in {kept}" if kept else "no checkpoint had been saved yet"
 
 
+def _check_ranks_alike(dataset, config, opt):
+    """Before the first step: the global batch splits over the ranks, and every rank starts from
+    the same settings, training data and trainable weights (or every rank stops, saying which)."""
+    distributed.local_batch_size(config.batch_size)
+    tokens = [dataset.splits["train"][0]] if hasattr(dataset, "splits") else repr(dataset)
+    distributed.check_same_settings(settings=asdict(config), data=tokens, weights=[p.data for p in opt.params])
+
+
 def describe_run(model, dataset, config, step=0):
     """The start-up line: what trains, on what, for how long."""
     trainable, total = count_parameters(model)
@@ -153,6 +186,7 @@ class _Run:
         self.log, self.clock = RunLog(out_dir, step, quiet), StepClock(config.memory_steps)
         self.progress = Progress(config.steps, step, quiet, config.progress_seconds)
         self.result = TrainResult(status="done", step=step, history=history)
+        self.interrupt = {"stop": False}  # deferred_interrupt's flag while the loop runs
 
     def evaluate_and_log(self):
         c, step = self.config, self.result.step
@@ -173,7 +207,7 @@ class _Run:
         """One step, its log line, and at ``eval_every`` an evaluation and a checkpoint; False on a NaN loss."""
         r, c = self.result, self.config
         with self.clock.measure(r.step - self.start):
-            loss, lr = _training_step(self.model, self.dataset, self.opt, c)
+            loss, lr = _training_step(self.model, self.dataset, self.opt, c, self.interrupt)
         if lr is None:
             self.stop("nan", f"loss became {loss} at step {r.step + 1}; training stopped; "
                              + _kept_checkpoint(self.out_dir))
@@ -191,9 +225,9 @@ class _Run:
     def run(self):
         self.model.train()
         try:
-            with deferred_interrupt() as interrupt:
+            with deferred_interrupt() as self.interrupt:
                 while self.result.step < self.config.steps and self.advance():
-                    if interrupt["stop"] and self.result.step < self.config.steps:
+                    if self.interrupt.get("agreed", self.interrupt["stop"]) and self.result.step < self.config.steps:
                         self.checkpoint()
                         self.stop("interrupted", f"interrupted at step {self.result.step}"
                                   + ("; checkpoint saved" if self.out_dir else ""))
@@ -222,6 +256,9 @@ def train(model, dataset, config, out_dir=None, resume=False, extra_eval=None, q
     """
     opt = _Optimization.create(model, config, param_groups)
     step, history = _resume(out_dir, model, opt) if resume else (0, [])
+    if distributed.init() > 1:  # launched by mpiexec with several ranks (mpi4py is imported only then)
+        _check_ranks_alike(dataset, config, opt)
+        out_dir, quiet = (out_dir, quiet) if distributed.is_main() else (None, True)  # rank 0 writes, prints
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     say(describe_run(model, dataset, config, step), quiet)
