@@ -20,7 +20,8 @@ from .config import LoraConfig
 from .embedding import LoraEmbedding
 from .layer import AdaptedLayer, LoraLinear
 
-EMBEDDING_TARGETS = ("wte",)  # the one table the model looks tokens up in; wpe is sliced, not looked up
+EMBEDDING_TARGETS = ("wte", "embed_tokens")  # the table tokens are looked up in (GPT-2, Llama); wpe is sliced
+ALL_LINEAR = "all-linear"  # PEFT's spelling for every Linear layer but the output head (not a Linear here)
 
 
 def lora_layers(model):
@@ -69,7 +70,10 @@ def _target_layers(model, config, check_rank=True):
     """The (name, module) pairs ``config.target_modules`` names: Linear layers, and the token embedding."""
     candidates = [(n, m) for n, m in model.named_modules()
                   if isinstance(m, (Linear, LoraLinear, Embedding, LoraEmbedding))]
-    chosen = [(n, m) for n, m in candidates if _matches(n, config.target_modules)]
+    if config.target_modules == ALL_LINEAR:
+        chosen = [(n, m) for n, m in candidates if isinstance(m, (Linear, LoraLinear))]
+    else:
+        chosen = [(n, m) for n, m in candidates if _matches(n, config.target_modules)]
     linears = [n for n, m in candidates if isinstance(m, (Linear, LoraLinear))]
     if not chosen:
         suffixes = sorted({n.rsplit(".", 1)[-1] for n in linears})
