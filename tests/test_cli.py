@@ -117,12 +117,12 @@ def test_finetune_generate_merge_eval(base_dir, tmp_path, capsys):
     idx = np.array([[1, 2, 3, 8]])
     np.testing.assert_allclose(to_numpy(m(idx)[0]), to_numpy(a(idx)[0]), rtol=1e-5, atol=1e-6)
     capsys.readouterr()
-    assert main(["eval", "--model", str(base_dir), "--adapter", str(adapter), "--task", "shift"]) == 0
+    assert main(["eval", "--model", str(base_dir), "--adapter", str(adapter), "--task", "shift", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) >= {"loss", "token_acc", "answer_acc"}
-    assert main(["eval", "--model", str(base_dir), "--adapter", str(adapter), "--disable-adapter", "--task", "copy"]) == 0
+    assert main(["eval", "--model", str(base_dir), "--adapter", str(adapter), "--disable-adapter", "--task", "copy", "--json"]) == 0
     off = json.loads(capsys.readouterr().out)
-    assert main(["eval", "--model", str(base_dir), "--task", "copy"]) == 0
+    assert main(["eval", "--model", str(base_dir), "--task", "copy", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == off["loss"]
 
 
@@ -137,7 +137,7 @@ def test_free_text_has_no_answer_accuracy_and_unknown_characters_can_be_dropped_
     assert code == 0, err
     assert (out / "model.safetensors").is_file() and (out / "char_vocab.json").is_file()
     assert "val_loss" in stdout and "answer_acc" not in stdout
-    code, stdout, err = cli(capsys, "eval", "--model", out, "--data", text, "--unknown-chars", "map:e")
+    code, stdout, err = cli(capsys, "eval", "--model", out, "--data", text, "--unknown-chars", "map:e", "--json")
     assert code == 0, err
     assert "answer_acc" not in json.loads(stdout) and "loss" in json.loads(stdout)
 
@@ -148,7 +148,7 @@ def test_jsonl_on_a_character_model(base_dir, tmp_path, capsys):
     rows = [{"prompt": f"{w}>", "completion": w} for w in ("abc", "bad", "cafe", "dead", "face", "bead") * 8]
     data = tmp_path / "copy.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code, out, err = cli(capsys, "eval", "--model", base_dir, "--data", data)
+    code, out, err = cli(capsys, "eval", "--model", base_dir, "--data", data, "--json")
     assert code == 0, err
     assert set(json.loads(out)) >= {"loss", "token_acc", "answer_acc"}
 

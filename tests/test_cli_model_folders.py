@@ -77,7 +77,7 @@ def test_every_command_on_a_transformers_folder(hf_dir, hf_tokenizer, data_files
     code, out, err = cli(capsys, "generate", "--model", hf_dir, "--adapter", adapter, "--prompt", "The adapter",
                          "--max-new-tokens", 5)
     assert code == 0 and out.startswith("The adapter"), err
-    code, out, err = cli(capsys, "eval", "--model", hf_dir, "--adapter", adapter, "--data", text, "--block-size", 32)
+    code, out, err = cli(capsys, "eval", "--model", hf_dir, "--adapter", adapter, "--data", text, "--block-size", 32, "--json")
     assert code == 0, err
     report = json.loads(out)
     assert np.isfinite(report["loss"]) and "answer_acc" not in report  # free text has no answers

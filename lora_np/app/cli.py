@@ -14,7 +14,7 @@ records the ones typed: ``--resume`` needs to tell them apart.
 import argparse
 import sys
 
-from .. import backend, parallel
+from .. import __version__, backend, parallel
 from ..checks import check_int, check_number
 from ..data import TASKS
 from ..lora import LoraConfig
@@ -55,7 +55,7 @@ def _common(p):
     p.add_argument("--backend", help="numpy (CPU) or cupy (GPU); default: $LORA_NP_BACKEND or numpy")
     p.add_argument("--seed", type=int, default=TRAIN.seed, check=NON_NEGATIVE,
                    help="seed for initialisation, data order and dropout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or evaluation lines")
+    p.add_argument("--quiet", action="store_true", help="print only results: no progress, no status lines")
 
 
 def _data(p, required_for):
@@ -68,30 +68,30 @@ def _data(p, required_for):
                         "and name it (error), drop it, or replace it by the vocabulary's character X")
 
 
-def _output(p, what):
+def _output(p, what, resumable=True):
     p.add_argument("--out", required=True, help=what)
-    p.add_argument("--overwrite", action="store_true", help="replace what an earlier run left in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace what an earlier run left in --out"
+                   + ("" if resumable else " (this command has no --resume: it runs in one go)"))
 
 
 def _training(p, steps, lr, lr_help=""):
     p.add_argument("--steps", type=int, default=steps, check=POSITIVE,
                    help="optimizer steps (with --resume: a new total, to extend the run)")
-    p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE)
+    p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE,
+                   help="windows per optimizer step")
     p.add_argument("--lr", type=float, default=lr, check={"min": 0, "min_open": True},
                    help=f"peak learning rate (warmup, then cosine decay){lr_help}")
-    p.add_argument("--warmup-steps", type=int, default=TRAIN.warmup_steps, check=NON_NEGATIVE)
-    p.add_argument("--grad-clip", type=float, default=TRAIN.grad_clip, check={"min": 0, "min_open": True})
-    p.add_argument("--eval-every", type=int, default=TRAIN.eval_every, check=POSITIVE)
+    p.add_argument("--warmup-steps", type=int, default=TRAIN.warmup_steps, check=NON_NEGATIVE,
+                   help="steps of linear warmup from 0 to --lr")
+    p.add_argument("--grad-clip", type=float, default=TRAIN.grad_clip, check={"min": 0, "min_open": True},
+                   help="largest global gradient norm; larger gradients are scaled down to it")
+    p.add_argument("--eval-every", type=int, default=TRAIN.eval_every, check=POSITIVE,
+                   help="evaluate on the validation windows and save a checkpoint every this many steps")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with the settings it was started with")
 
 
-def build_parser():
-    """The parser; ``parser.commands`` maps each subcommand to its own parser."""
-    parser = _Parser(prog="lora_np", description="LoRA fine-tuning from scratch in NumPy.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    parser.commands = sub.choices
-
+def _demo_parser(sub):
     p = sub.add_parser("demo", help="pretrain, then LoRA vs full fine-tuning side by side (the main job)")
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace what an earlier demo left in --out")
@@ -100,6 +100,8 @@ def build_parser():
     _common(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _pretrain_parser(sub):
     p = sub.add_parser("pretrain", help="train a small GPT from scratch")
     _output(p, "model directory to write")
     _data(p, None)
@@ -107,81 +109,112 @@ def build_parser():
                    help="char: one token per character; bpe: GPT-2's byte-level BPE trained on --data")
     p.add_argument("--vocab-size", type=int, check={"min": 257},
                    help="with --tokenizer bpe: the BPE vocabulary size (256 bytes + merges + <|endoftext|>)")
-    p.add_argument("--n-layer", type=int, default=DEMO.n_layer, check=POSITIVE)
-    p.add_argument("--n-head", type=int, default=DEMO.n_head, check=POSITIVE)
-    p.add_argument("--n-embd", type=int, default=DEMO.n_embd, check=POSITIVE)
-    p.add_argument("--block-size", type=int, default=DEMO.block_size, check=POSITIVE)
-    p.add_argument("--dropout", type=float, default=GPT_DEFAULTS.dropout, check={"min": 0, "max": 1, "max_open": True})
+    p.add_argument("--n-layer", type=int, default=DEMO.n_layer, check=POSITIVE, help="transformer blocks")
+    p.add_argument("--n-head", type=int, default=DEMO.n_head, check=POSITIVE, help="attention heads per block")
+    p.add_argument("--n-embd", type=int, default=DEMO.n_embd, check=POSITIVE,
+                   help="model width (a multiple of --n-head)")
+    p.add_argument("--block-size", type=int, default=DEMO.block_size, check=POSITIVE,
+                   help="context length in tokens (also the training window)")
+    p.add_argument("--dropout", type=float, default=GPT_DEFAULTS.dropout, check={"min": 0, "max": 1, "max_open": True},
+                   help="dropout probability after embeddings, attention and MLP")
     _training(p, DEMO.pretrain_steps, DEMO.pretrain_lr)
     _common(p)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a model directory with LoRA (default) or fully")
-    p.add_argument("--base", help="model directory to start from (a char model or a Hugging Face GPT-2 folder); "
-                                  "with --resume, read from the run")
-    _output(p, "adapter directory (LoRA) or model directory (--full) to write")
-    _data(p, "fine-tuning")
-    p.add_argument("--block-size", type=int, check=POSITIVE, help="training window in tokens (default: the model's context)")
+
+def _lora_flags(p):
     p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     p.add_argument("--lora-r", type=int, default=LORA.r, check=POSITIVE, help="LoRA rank r")
     p.add_argument("--lora-alpha", type=float, default=LORA.lora_alpha, check={"min": 0, "min_open": True},
                    help="LoRA alpha (scaling alpha/r)")
-    p.add_argument("--lora-dropout", type=float, default=LORA.lora_dropout, check={"min": 0, "max": 1, "max_open": True})
+    p.add_argument("--lora-dropout", type=float, default=LORA.lora_dropout, check={"min": 0, "max": 1, "max_open": True},
+                   help="dropout on the adapter's input during training")
     p.add_argument("--targets", default=",".join(LORA.target_modules),
                    help="comma-separated module-name suffixes: c_attn, c_proj, c_fc, and wte (the token embedding)")
     p.add_argument("--dora", action="store_true", help="DoRA: train a magnitude per output and a LoRA direction")
     p.add_argument("--init", choices=LORA_INITS, default="default",
                    help="how the adapter starts: default (A Kaiming-uniform, B = 0), gaussian, pissa or olora "
-                        "(from the base weight's SVD / QR, as in PEFT)")
+                        "(from the base weight's SVD / QR, as in PEFT; saved as a rank-2r LoRA for the original base)")
     p.add_argument("--loraplus-ratio", type=float, check={"min": 0, "min_open": True},
                    help="LoRA+: B's learning rate is this times --lr (the paper uses 16)")
     p.add_argument("--quantize", choices=("nf4", "int8"),
                    help="QLoRA: load the base's Linear weights quantized (frozen, 4-bit NF4 or 8-bit)")
+
+
+def _finetune_parser(sub):
+    p = sub.add_parser("finetune", help="fine-tune a model directory with LoRA (default) or fully")
+    p.add_argument("--base", help="model directory to start from (a char model or a Hugging Face GPT-2 folder); "
+                                  "with --resume, read from the run")
+    _output(p, "adapter directory (LoRA) or model directory (--full) to write")
+    _data(p, "fine-tuning")
+    p.add_argument("--block-size", type=int, check=POSITIVE,
+                   help="training window in tokens (default: the model's context, smaller if it would not fit)")
+    _lora_flags(p)
     _training(p, DEMO.finetune_steps, None, f" (default: {DEMO.lora_lr:g} with LoRA, {DEMO.full_lr:g} with --full)")
     _common(p)
     p.set_defaults(func=cmd_finetune)
 
+
+def _generate_parser(sub):
     p = sub.add_parser("generate", help="continue a prompt")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--adapter", help="LoRA adapter directory to apply")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=32, check=POSITIVE)
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=32, check=POSITIVE, help="tokens to generate")
     p.add_argument("--temperature", type=float, default=0.0, check=NON_NEGATIVE, help="0 = greedy")
-    p.add_argument("--top-k", type=int, check=POSITIVE)
+    p.add_argument("--top-k", type=int, check=POSITIVE, help="sample among the k most likely tokens only")
     p.add_argument("--stop", help="cut the output after this string, e.g. a newline")
     p.add_argument("--unknown-chars", default="error", metavar="{error,drop,map:X}",
                    help="a character model meeting a prompt character outside its vocabulary")
     _common(p)
     p.set_defaults(func=cmd_generate)
 
+
+def _merge_parser(sub):
     p = sub.add_parser("merge", help="fold an adapter into its base: a plain GPT-2 checkpoint")
     p.add_argument("--base", required=True, help="the model directory the adapter was trained on")
-    p.add_argument("--adapter", required=True)
-    _output(p, "model directory to write (loads with transformers' GPT2LMHeadModel.from_pretrained)")
+    p.add_argument("--adapter", required=True, help="the LoRA adapter directory to fold in")
+    _output(p, "model directory to write (loads with transformers' GPT2LMHeadModel.from_pretrained)", resumable=False)
     _common(p)
     p.set_defaults(func=cmd_merge)
 
+
+def _eval_parser(sub):
     p = sub.add_parser("eval", help="validation loss and accuracy of a model (and adapter)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--adapter")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--adapter", help="LoRA adapter directory to apply")
     p.add_argument("--disable-adapter", action="store_true",
                    help="evaluate the base inside the adapted model (needs --adapter)")
     _data(p, "evaluation")
     p.add_argument("--block-size", type=int, check=POSITIVE,
-                   help="evaluation window in tokens (default: the model's context)")
-    p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE)
-    p.add_argument("--eval-batches", type=int, default=TRAIN.eval_batches, check=POSITIVE)
+                   help="evaluation window in tokens (default: the model's context, smaller if it would not fit)")
+    p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE,
+                   help="windows per batch (they stream through the model in slices that bound memory)")
+    p.add_argument("--eval-batches", type=int, default=TRAIN.eval_batches, check=POSITIVE,
+                   help="batches to evaluate (evenly spaced over the validation split)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     _common(p)
     p.set_defaults(func=cmd_eval)
+
+
+def build_parser(prog="lora-np"):
+    """The parser; ``parser.commands`` maps each subcommand to its own parser."""
+    parser = _Parser(prog=prog, description="LoRA fine-tuning from scratch in NumPy.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.commands = sub.choices
+    for add in (_demo_parser, _pretrain_parser, _finetune_parser, _generate_parser, _merge_parser, _eval_parser):
+        add(sub)
     return parser
 
 
-def parse(argv=None):
+def parse(argv=None, prog="lora-np"):
     """Parse ``argv``: ``args.given`` holds the options typed, every other one gets its default."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
+    args.prog = prog
     sub = parser.commands[args.command]
-    args.given = set(vars(args)) - {"command", "func"}
+    args.given = set(vars(args)) - {"command", "func", "prog"}
     for dest, default in sub.option_defaults.items():
         if not hasattr(args, dest):
             setattr(args, dest, default)
@@ -197,9 +230,9 @@ def check_options(args):
             (check_int if isinstance(value, int) else check_number)(flag, value, **bounds)
 
 
-def _error(command, exc):
+def _error(args, exc):
     message = " ".join(str(exc).split()) or type(exc).__name__
-    print(f"lora_np {command}: error: {message}", file=sys.stderr)
+    print(f"{args.prog} {args.command}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -211,20 +244,21 @@ def _select_backend(name):
         backend.check_environment()
 
 
-def main(argv=None):
-    args = parse(argv)
+def main(argv=None, prog="lora-np"):
+    """The command line; ``prog`` is how the user ran it (``python -m lora_np`` from __main__.py)."""
+    args = parse(argv, prog)
     parallel.tune_host_allocator()  # opt-in for the library, on for the CLI: freed buffers are reused
     try:
         check_options(args)
         _select_backend(args.backend)
         return args.func(args)
     except TrainingStopped as exc:
-        print(f"lora_np: {exc}", file=sys.stderr)
+        print(f"{args.prog} {args.command}: {exc}", file=sys.stderr)
         return exc.code
     except (ValueError, OSError, backend.BackendUnavailableError) as exc:
-        return _error(args.command, exc)
+        return _error(args, exc)
     except MemoryError:
-        return _error(args.command, "out of memory; try a smaller --batch-size, --block-size or model")
+        return _error(args, "out of memory; try a smaller --batch-size, --block-size or model")
     except KeyboardInterrupt:
-        print("lora_np: interrupted", file=sys.stderr)
+        print(f"{args.prog} {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -19,12 +19,12 @@ import numpy as np
 
 from .. import backend
 from ..data import task_dataset
-from .report import format_table, plot_results
 from ..io.atomic import atomic_write_json, atomic_write_text
 from ..io.gpt2_checkpoint import save_gpt2
 from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, save_adapter
 from ..model import GPT, GPTConfig
 from ..training import TrainConfig, evaluate, train
+from .report import format_table, plot_results
 
 
 @dataclass
@@ -73,83 +73,116 @@ def _fine_tune(base_state, config, data, tcfg, lora_config=None, extra_eval=None
     return model, result
 
 
+def _costs(model, result):
+    return {"trainable": count_parameters(model)[0], "optimizer_state_bytes": result.optimizer_state_bytes,
+            "peak_memory_bytes": result.peak_memory_bytes, "ms_per_step": result.ms_per_step,
+            "history": result.history}
+
+
+class _Demo:
+    """The demo's three runs and the rank sweep, each a method; ``results`` collects what they measure."""
+
+    def __init__(self, out, settings, seed, quiet):
+        s = self.s = settings
+        self.out, self.seed, self.quiet = out, seed, quiet
+        self.task_a = task_dataset("copy", s.block_size, seed=seed)
+        self.task_b = task_dataset("shift", s.block_size, seed=seed + 1)
+        self.config = GPTConfig(vocab_size=self.task_a.tokenizer.vocab_size, block_size=s.block_size,
+                                n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd)
+        self.results = {"settings": asdict(s), "quick": s == DemoSettings.quick(), "backend": backend.get_backend(),
+                        "seed": seed, "machine": {"cpu_count": _usable_cores()}}
+
+    def say(self, message):
+        if not self.quiet:
+            print(message, flush=True)
+
+    def steps_config(self, steps, lr, warmup=TrainConfig.warmup_steps, **kw):
+        return TrainConfig(steps=steps, lr=lr, batch_size=self.s.batch_size, warmup_steps=min(warmup, steps),
+                           eval_every=self.s.eval_every, seed=self.seed, **kw)
+
+    def pretrain(self):
+        s = self.s
+        backend.manual_seed(self.seed)
+        base = GPT(self.config)
+        n_params = count_parameters(base)[1]
+        self.say(f"[1/3] pretraining a {n_params:,}-parameter GPT on task A (copy, 'cafe>cafe') for "
+                 f"{s.pretrain_steps} steps")
+        pre = train(base, self.task_a, self.steps_config(s.pretrain_steps, s.pretrain_lr, s.pretrain_warmup),
+                    quiet=self.quiet)
+        self.base_state = base.state_dict()
+        save_gpt2(base, self.out / "base")
+        self.task_a.tokenizer.save(self.out / "base")
+        self.results["base"] = {"params": n_params, "pretrain_ms_per_step": pre.ms_per_step, "history": pre.history,
+                                "A": evaluate(base, self.task_a), "B": evaluate(base, self.task_b),
+                                "checkpoint_bytes": _dir_bytes(self.out / "base")}
+
+    def full_finetune(self):
+        s, a, b = self.s, self.task_a, self.task_b
+        self.say(f"[2/3] full fine-tuning on task B (shift, 'cafe>dbgf') for {s.finetune_steps} steps")
+        full, res = _fine_tune(self.base_state, self.config, b,
+                               self.steps_config(s.finetune_steps, s.full_lr, memory_steps=3),
+                               extra_eval=lambda m: {"A_loss": evaluate(m, a)["loss"]}, quiet=self.quiet)
+        save_gpt2(full, self.out / "full_finetune")
+        a.tokenizer.save(self.out / "full_finetune")
+        self.results["full"] = {**_costs(full, res), "B": evaluate(full, b), "A_after": evaluate(full, a),
+                                "checkpoint_bytes": _dir_bytes(self.out / "full_finetune")}
+
+    def lora_finetune(self):
+        s, a, b = self.s, self.task_a, self.task_b
+        self.say(f"[3/3] LoRA fine-tuning (r={s.lora_r}, alpha={s.lora_alpha:g}, targets {','.join(s.targets)}) "
+                 f"on task B")
+
+        def lora_eval(m):
+            with disable_lora(m):
+                off = evaluate(m, a)["loss"]
+            return {"A_loss": evaluate(m, a)["loss"], "A_loss_adapter_off": off}
+
+        lora, res = _fine_tune(self.base_state, self.config, b,
+                               self.steps_config(s.finetune_steps, s.lora_lr, memory_steps=3),
+                               lora_config=LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, target_modules=s.targets),
+                               extra_eval=lora_eval, quiet=self.quiet)
+        save_adapter(lora, self.out / "adapter")
+        after = lora.state_dict()
+        with disable_lora(lora):
+            a_off = evaluate(lora, a)
+        self.results["lora"] = {**_costs(lora, res), "B": evaluate(lora, b), "A_after": evaluate(lora, a),
+                                "A_after_adapter_off": a_off, "adapter_bytes": _dir_bytes(self.out / "adapter"),
+                                "max_abs_base_weight_change": max(float(np.abs(after[k] - v).max())
+                                                                  for k, v in self.base_state.items())}
+
+    def rank_sweep(self, ranks):
+        s, self.results["ranks"] = self.s, []
+        for r in ranks:
+            if r > s.n_embd:
+                raise ValueError(f"--ranks: r={r} exceeds n_embd={s.n_embd}")
+            self.say(f"      rank sweep: r={r}")
+            cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=s.targets)
+            m, rr = _fine_tune(self.base_state, self.config, self.task_b, self.steps_config(s.finetune_steps, s.lora_lr),
+                               lora_config=cfg, quiet=True)
+            self.results["ranks"].append({"r": r, "trainable": count_parameters(m)[0], "ms_per_step": rr.ms_per_step,
+                                          "B": evaluate(m, self.task_b)})
+
+    def write(self, elapsed_s):
+        results, out = self.results, self.out
+        results["elapsed_s"] = elapsed_s
+        table = format_table(results)
+        atomic_write_json(out / "results.json", results)
+        atomic_write_text(out / "results.md", table + "\n")
+        plot_results(results, out)
+        self.say("\n" + table)
+        self.say(f"\nwrote {out}/results.json, results.md, loss_curves.png, costs.png"
+                 + (", rank_sweep.png" if results["ranks"] else "")
+                 + f"; base/, full_finetune/, adapter/ ({elapsed_s:.0f} s)")
+
+
 def run_demo(out, settings, ranks=(), seed=0, quiet=False):
     """Run the whole comparison; returns the results dict (also written to out/results.json)."""
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     start = time.perf_counter()
-    s = settings
-    task_a = task_dataset("copy", s.block_size, seed=seed)
-    task_b = task_dataset("shift", s.block_size, seed=seed + 1)
     out.mkdir(parents=True, exist_ok=True)
-
-    def steps_config(steps, lr, warmup=TrainConfig.warmup_steps, **kw):
-        return TrainConfig(steps=steps, lr=lr, batch_size=s.batch_size, warmup_steps=min(warmup, steps),
-                           eval_every=s.eval_every, seed=seed, **kw)
-
-    config = GPTConfig(vocab_size=task_a.tokenizer.vocab_size, block_size=s.block_size, n_layer=s.n_layer,
-                       n_head=s.n_head, n_embd=s.n_embd)
-    backend.manual_seed(seed)
-    base = GPT(config)
-    n_params = count_parameters(base)[1]
-    say(f"[1/3] pretraining a {n_params:,}-parameter GPT on task A (copy, 'cafe>cafe') for {s.pretrain_steps} steps")
-    pre = train(base, task_a, steps_config(s.pretrain_steps, s.pretrain_lr, s.pretrain_warmup), quiet=quiet)
-    base_state = base.state_dict()
-    save_gpt2(base, out / "base")
-    task_a.tokenizer.save(out / "base")
-    results = {"settings": asdict(s), "quick": s == DemoSettings.quick(), "backend": backend.get_backend(),
-               "seed": seed, "machine": {"cpu_count": _usable_cores()},
-               "base": {"params": n_params, "pretrain_ms_per_step": pre.ms_per_step, "history": pre.history,
-                        "A": evaluate(base, task_a), "B": evaluate(base, task_b),
-                        "checkpoint_bytes": _dir_bytes(out / "base")}}
-
-    say(f"[2/3] full fine-tuning on task B (shift, 'cafe>dbgf') for {s.finetune_steps} steps")
-    full, res = _fine_tune(base_state, config, task_b, steps_config(s.finetune_steps, s.full_lr, memory_steps=3),
-                           extra_eval=lambda m: {"A_loss": evaluate(m, task_a)["loss"]}, quiet=quiet)
-    save_gpt2(full, out / "full_finetune")
-    task_a.tokenizer.save(out / "full_finetune")
-    results["full"] = {"trainable": count_parameters(full)[0], "optimizer_state_bytes": res.optimizer_state_bytes,
-                       "peak_memory_bytes": res.peak_memory_bytes, "ms_per_step": res.ms_per_step,
-                       "B": evaluate(full, task_b), "A_after": evaluate(full, task_a), "history": res.history,
-                       "checkpoint_bytes": _dir_bytes(out / "full_finetune")}
-
-    say(f"[3/3] LoRA fine-tuning (r={s.lora_r}, alpha={s.lora_alpha:g}, targets {','.join(s.targets)}) on task B")
-    lora_cfg = LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, target_modules=s.targets)
-
-    def lora_eval(m):
-        with disable_lora(m):
-            off = evaluate(m, task_a)["loss"]
-        return {"A_loss": evaluate(m, task_a)["loss"], "A_loss_adapter_off": off}
-
-    lora, res = _fine_tune(base_state, config, task_b, steps_config(s.finetune_steps, s.lora_lr, memory_steps=3),
-                           lora_config=lora_cfg, extra_eval=lora_eval, quiet=quiet)
-    save_adapter(lora, out / "adapter")
-    after = lora.state_dict()
-    base_change = max(float(np.abs(after[k] - v).max()) for k, v in base_state.items())
-    with disable_lora(lora):
-        a_off = evaluate(lora, task_a)
-    results["lora"] = {"trainable": count_parameters(lora)[0], "optimizer_state_bytes": res.optimizer_state_bytes,
-                       "peak_memory_bytes": res.peak_memory_bytes, "ms_per_step": res.ms_per_step,
-                       "B": evaluate(lora, task_b), "A_after": evaluate(lora, task_a), "A_after_adapter_off": a_off,
-                       "history": res.history, "adapter_bytes": _dir_bytes(out / "adapter"),
-                       "max_abs_base_weight_change": base_change}
-
-    results["ranks"] = []
-    for r in ranks:
-        if r > s.n_embd:
-            raise ValueError(f"--ranks: r={r} exceeds n_embd={s.n_embd}")
-        say(f"      rank sweep: r={r}")
-        cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=s.targets)
-        m, rr = _fine_tune(base_state, config, task_b, steps_config(s.finetune_steps, s.lora_lr), lora_config=cfg,
-                           quiet=True)
-        results["ranks"].append({"r": r, "trainable": count_parameters(m)[0], "ms_per_step": rr.ms_per_step,
-                                 "B": evaluate(m, task_b)})
-
-    results["elapsed_s"] = time.perf_counter() - start
-    table = format_table(results)
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", table + "\n")
-    plot_results(results, out)
-    say("\n" + table)
-    say(f"\nwrote {out}/results.json, results.md, loss_curves.png, costs.png"
-        + (", rank_sweep.png" if ranks else "") + f"; base/, full_finetune/, adapter/ ({results['elapsed_s']:.0f} s)")
-    return results
+    demo = _Demo(out, settings, seed, quiet)
+    demo.pretrain()
+    demo.full_finetune()
+    demo.lora_finetune()
+    demo.rank_sweep(ranks)
+    demo.write(time.perf_counter() - start)
+    return demo.results

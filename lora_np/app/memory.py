@@ -8,8 +8,9 @@ cannot fit is refused with one line instead of a MemoryError halfway (and a half
 ``ACT`` counts the (B, T, C)-sized arrays a block keeps for its backward pass (ln_1, q/k/v,
 attention output, projections, residuals, ln_2, the 4C-wide MLP input and GELU output, and
 gradients in flight); ``ATT`` the (B, H, T, T) ones (attention probabilities and their gradient);
-the last term is one (B, T, V) array (evaluation's logits; training's fused LM head never holds
-them all). All in bytes of the dtype. Calibrated against tracemalloc's peak over a training step
+the last term is one (B, T, V) array (training's fused LM head never holds them all). Evaluation
+keeps one layer's activations of a micro-batch b and three (b, T, V) arrays (logits, their softmax
+and its log), with b from ``training.evaluate.micro_batch``. All in bytes of the dtype. Calibrated against tracemalloc's peak over a training step
 (4×128 wide at T 256, 2×256 at T 512 with LoRA, 2×64 with V 5000): the estimate came within 25%
 of each. It refuses what is far out of reach (terabytes for --n-embd 100000), not what is close.
 """
@@ -17,8 +18,9 @@ of each. It refuses what is far out of reach (terabytes for --n-embd 100000), no
 import os
 
 from .. import backend
+from ..training.evaluate import micro_batch
 
-ACT, ATT = 16, 2
+ACT, ATT, FIT_FRACTION = 16, 2, 0.7
 
 
 def gpt_parameter_count(config):
@@ -27,12 +29,16 @@ def gpt_parameter_count(config):
 
 
 def run_bytes(config, batch_size, block_size, n_trainable, itemsize=4, training=True):
-    """(total, parts): the estimated peak bytes of a training step (or a no-grad forward)."""
+    """(total, parts): the estimated peak bytes of a training step (or an evaluation)."""
     B, T, C, L, H, V = batch_size, block_size, config.n_embd, config.n_layer, config.n_head, config.vocab_size
-    layers_kept = L if training else 1
+    if training:
+        activations = L * (ACT * B * T * C + ATT * B * H * T * T) + B * T * V
+    else:
+        b = micro_batch(B, T, V, itemsize)
+        activations = ACT * b * T * C + ATT * b * H * T * T + 3 * b * T * V
     parts = {"weights": gpt_parameter_count(config) * itemsize,
              "gradients and AdamW state": 3 * n_trainable * itemsize if training else 0,
-             "activations": itemsize * (layers_kept * (ACT * B * T * C + ATT * B * H * T * T) + B * T * V)}
+             "activations": itemsize * activations}
     return sum(parts.values()), parts
 
 
@@ -71,3 +77,19 @@ def check_fits(config, batch_size, block_size, n_trainable, itemsize=4, training
                          f"{block_size} tokens, {config.n_layer} layers × {config.n_embd} wide) but only "
                          f"{format_bytes(free)} is available; use a smaller --batch-size, --block-size or model")
     return total
+
+
+def fitting_sizes(config, batch_size, block_size, n_trainable, itemsize=4, training=True, typed=()):
+    """(batch_size, block_size) within FIT_FRACTION of the memory available: the batch, then the
+    window, halved while the estimate is above it, except the ones in ``typed`` (the user's own)."""
+    free = available_bytes()
+    budget = FIT_FRACTION * free if free is not None else float("inf")
+
+    def needed(b, t):
+        return run_bytes(config, b, t, n_trainable, itemsize, training)[0]
+
+    while needed(batch_size, block_size) > budget and batch_size > 1 and "batch_size" not in typed:
+        batch_size //= 2
+    while needed(batch_size, block_size) > budget and block_size > 64 and "block_size" not in typed:
+        block_size //= 2
+    return batch_size, block_size

@@ -4,25 +4,33 @@
                                    (OpenAI's names encoder.json + vocab.bpe are read too)
     a character model              config.json, model.safetensors, char_vocab.json
 
-An adapter directory holds the adapter files plus a copy of its base's tokenizer files. A LoRA
-adapter's safetensors metadata records the SHA-256 of the base weights it was trained on, so it
-is never applied to another base by mistake.
+``MODEL_TYPES`` maps config.json's ``model_type`` to how such a folder is read: its config (cheap,
+read before any data is tokenized or memory estimated) and its weights. An adapter directory holds
+the adapter files plus a copy of its base's tokenizer files. A LoRA adapter's safetensors metadata
+records the SHA-256 of the base weights it was trained on, so it is never applied to another base
+by mistake.
 """
 
 import hashlib
+import time
 from pathlib import Path
 
-from ..io.atomic import atomic_write_bytes
-from ..io.gpt2_checkpoint import WEIGHTS_FILE, load_gpt2
+from ..io.atomic import atomic_write_bytes, read_json
+from ..io.gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE, config_from_hf, load_gpt2
 from ..io.safetensors_file import open_safetensors
 from ..lora import load_adapter
 from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
 from ..tokenizer import BPETokenizer, CharTokenizer
 from ..tokenizer.bpe import FILE_NAMES as BPE_FILE_NAMES
 from ..tokenizer.char import VOCAB_FILE as CHAR_VOCAB_FILE
+from ..training.progress import say
+from .memory import format_bytes, gpt_parameter_count
 
-# Files that travel with a Hugging Face tokenizer; copied as they are into what the CLI writes.
-HF_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+MODEL_TYPES = {"gpt2": (config_from_hf, load_gpt2)}
+LARGE_MODEL_BYTES = 64 << 20  # loading takes a noticeable time from here on
+# Files that travel with a Hugging Face tokenizer; copied byte for byte into what the CLI writes.
+HF_TOKENIZER_FILES = tuple(name for pair in BPE_FILE_NAMES for name in pair) + (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def file_sha256(path):
@@ -31,6 +39,26 @@ def file_sha256(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _model_type(model_dir):
+    path = Path(model_dir) / CONFIG_FILE
+    if not Path(model_dir).is_dir():
+        raise FileNotFoundError(f"model directory not found: {model_dir}")
+    hf = read_json(path, "model config")
+    kind = hf.get("model_type", "gpt2") if isinstance(hf, dict) else None
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"{path}: model_type {kind!r} is not supported; supported: {', '.join(MODEL_TYPES)}")
+    return kind, hf, path
+
+
+def read_model_config(model_dir):
+    """The model's config from its config.json alone (no weights read); errors name the file."""
+    kind, hf, path = _model_type(model_dir)
+    try:
+        return MODEL_TYPES[kind][0](hf, path)
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
 
 
 def load_tokenizer(model_dir):
@@ -54,16 +82,16 @@ def check_vocab_sizes(tokenizer, config, model_dir):
 
 
 def save_tokenizer(tokenizer, source_dir, out):
-    """Put the tokenizer beside what was written to ``out``: a Hugging Face folder's files are
-    copied byte for byte, anything else is saved by the tokenizer itself."""
+    """Put the tokenizer beside what was written to ``out``: a Hugging Face folder's files (either
+    naming) are copied byte for byte, anything else is saved by the tokenizer itself."""
     out, source_dir = Path(out), Path(source_dir) if source_dir else None
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(tokenizer, BPETokenizer) and source_dir and (source_dir / "vocab.json").is_file():
-        for name in HF_TOKENIZER_FILES:
-            if (source_dir / name).is_file() and (source_dir / name).resolve() != (out / name).resolve():
-                atomic_write_bytes(out / name, (source_dir / name).read_bytes())
-    else:
+    copied = [name for name in HF_TOKENIZER_FILES if source_dir and (source_dir / name).is_file()]
+    if not isinstance(tokenizer, BPETokenizer) or not copied:
         tokenizer.save(out)
+    for name in copied if isinstance(tokenizer, BPETokenizer) else ():
+        if (source_dir / name).resolve() != (out / name).resolve():
+            atomic_write_bytes(out / name, (source_dir / name).read_bytes())
 
 
 def check_adapter_base(adapter_dir, model_dir):
@@ -74,15 +102,33 @@ def check_adapter_base(adapter_dir, model_dir):
                          f"weights differs from {Path(model_dir) / WEIGHTS_FILE})")
 
 
-def load_model_dir(model_dir, adapter_dir=None, quantize=None):
+def describe_model(config, itemsize=4):
+    n = gpt_parameter_count(config)
+    return (f"{n:,} parameters, {config.n_layer} layers × {config.n_embd} wide, context {config.block_size}, "
+            f"vocabulary {config.vocab_size:,} ({format_bytes(n * itemsize)})")
+
+
+def is_large(config):
+    return gpt_parameter_count(config) * 4 >= LARGE_MODEL_BYTES
+
+
+def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True):
     """(model, tokenizer) from a model directory, with a LoRA adapter applied if given;
-    ``quantize`` ("nf4", "int8") loads the Linear weights quantized (QLoRA's frozen base)."""
+    ``quantize`` ("nf4", "int8") loads the Linear weights quantized (QLoRA's frozen base).
+    Unless ``quiet``, a model above LARGE_MODEL_BYTES says on stderr what it loads and how long it took."""
     tokenizer = load_tokenizer(model_dir)
-    model = load_gpt2(model_dir, quantize=quantize)
-    check_vocab_sizes(tokenizer, model.config, model_dir)
+    kind, config = _model_type(model_dir)[0], read_model_config(model_dir)
+    check_vocab_sizes(tokenizer, config, model_dir)
+    quiet = quiet or not is_large(config)
+    say(f"loading {model_dir}: {describe_model(config)}" + (f", quantized to {quantize}" if quantize else ""),
+        quiet)
+    start = time.perf_counter()
+    model = MODEL_TYPES[kind][1](model_dir, quantize=quantize)
     if adapter_dir is not None:
         check_adapter_base(adapter_dir, model_dir)
         load_adapter(model, adapter_dir)
+    say(f"loaded in {time.perf_counter() - start:.1f} s" + (f" (adapter {adapter_dir})" if adapter_dir else ""),
+        quiet)
     return model, tokenizer
 
 

@@ -7,48 +7,105 @@
                            except --steps, which sets a new total and so extends the run
 
 Everything is checked before DIR is touched; a command that fails before its first checkpoint
-removes the DIR it created.
+removes the DIR it created. While a command writes DIR it holds an exclusive lock on DIR/.lock
+(``flock``: the system drops it when the process ends, so a crashed run leaves no stale lock), and
+a second command on the same DIR is refused.
 """
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: no lock
+    fcntl = None
 
 from ..io.atomic import atomic_write_json, read_json
 from ..io.train_checkpoint import latest_checkpoint
 
-RUN_CONFIG = "run_config.json"
+RUN_CONFIG, LOCK_FILE = "run_config.json", ".lock"
 # What a command writes into --out; --overwrite removes these (and nothing else) first.
 RUN_FILES = ("checkpoints", "log.jsonl", RUN_CONFIG, "config.json", "model.safetensors", "adapter_config.json",
              "adapter_model.safetensors", "char_vocab.json", "vocab.json", "merges.txt", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "results.json", "results.md", "loss_curves.png",
-             "costs.png", "rank_sweep.png", "base", "full_finetune", "adapter")
+             "costs.png", "rank_sweep.png", "base", "full_finetune", "adapter", "encoder.json", "vocab.bpe")
+FINAL_FILES = ("model.safetensors", "adapter_model.safetensors")
 # Options that say how to run, not what to compute: free to differ on --resume.
-HOW_TO_RUN = {"resume", "overwrite", "quiet", "backend", "out", "checks"}
+HOW_TO_RUN = {"resume", "overwrite", "quiet", "backend", "out", "checks", "prog"}
+NOT_SAVED = ("func", "given", "checks", "prog")
 PATH_OPTIONS = ("base", "data")
 
 
-def check_output_dir(out, resume=False, overwrite=False):
-    """Refuse --out before anything is written: a file, or an earlier run's directory without
-    --resume or --overwrite."""
+def _check_writable(out):
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: {existing} is not writable (permission denied); choose a directory "
+                              f"you can write to")
+
+
+def check_output_dir(out, resume=False, overwrite=False, resumable=True):
+    """Refuse --out before anything is written: a file, an unwritable place, or an earlier run's
+    directory without --resume (where the command has it) or --overwrite."""
     out = Path(out)
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it; give one of them")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory (a new one, or an earlier run's with --resume)")
+    _check_writable(out)
     if resume and not (out / RUN_CONFIG).is_file():
         raise FileNotFoundError(f"--resume: {out / RUN_CONFIG} not found; there is no run to continue in {out}")
-    if not resume and not overwrite and out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"--out {out} already holds files; add --resume to continue that run, --overwrite to "
-                         f"replace it, or choose a new directory")
+    if not resume and not overwrite and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        resume_hint = "add --resume to continue that run, " if resumable else "add "
+        raise ValueError(f"--out {out} already holds files; {resume_hint}--overwrite to replace it, or choose a "
+                         f"new directory")
+
+
+class OutputLock:
+    """The exclusive lock on ``out/.lock``; ``take`` once ``out`` exists (again later is a no-op)."""
+
+    def __init__(self, out):
+        self.out, self.file = Path(out), None
+
+    def take(self):
+        if self.file is not None or fcntl is None or not self.out.is_dir():
+            return
+        self.file = open(self.out / LOCK_FILE, "a")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release()
+            raise ValueError(f"--out {self.out} is in use by another lora_np run; wait for it to finish, or "
+                             f"choose another --out") from None
+
+    def release(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 @contextlib.contextmanager
-def output_dir(out, overwrite=False):
-    """Create (or, with --overwrite, clear the run files of) ``out``; if the body fails with an
-    error before a checkpoint exists, remove the directory again if it was made here."""
+def locked(out):
+    """Hold ``out``'s lock for the whole command: taken now if ``out`` exists, else by ``output_dir``."""
+    lock = OutputLock(out)
+    lock.take()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def output_dir(out, overwrite=False, lock=None):
+    """Create (or, with --overwrite, clear the run files of) ``out`` and take its ``lock``; if the
+    body fails with an error before a checkpoint exists, remove the directory again if it was made here."""
     out = Path(out)
     created = not out.exists()
+    if created:
+        out.mkdir(parents=True)
+    if lock is not None:
+        lock.take()
     if overwrite and out.is_dir():
         for name in RUN_FILES:
             target = out / name
@@ -56,7 +113,6 @@ def output_dir(out, overwrite=False):
                 shutil.rmtree(target)
             elif target.exists() or target.is_symlink():
                 target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     try:
         yield out
     except Exception:
@@ -71,7 +127,7 @@ def _normalised(key, value):
 
 def save_run_config(args):
     """The settings of a run, for --resume (paths made absolute, so a resume from elsewhere works)."""
-    config = {k: _normalised(k, v) for k, v in vars(args).items() if k not in ("func", "given", "checks")}
+    config = {k: _normalised(k, v) for k, v in vars(args).items() if k not in NOT_SAVED}
     atomic_write_json(Path(args.out) / RUN_CONFIG, config)
 
 
@@ -93,10 +149,18 @@ def restore_run_args(args):
     for key, value in saved.items():
         if key not in HOW_TO_RUN and key != "given" and not (key == "steps" and "steps" in args.given):
             setattr(args, key, value)
-    if "steps" in args.given:
-        ckpt = latest_checkpoint(out)
-        done = read_json(ckpt / "state.json", "trainer state").get("step", 0) if ckpt else 0
-        if isinstance(done, int) and args.steps < done:
-            raise ValueError(f"--steps {args.steps} is below the {done} steps the run in {out} has already done; "
-                             f"give a larger total to extend it")
+    done = steps_done(out)
+    if "steps" in args.given and args.steps < done:
+        raise ValueError(f"--steps {args.steps} is below the {done} steps the run in {out} has already done; "
+                         f"give a larger total to extend it")
+    if done >= args.steps and any((out / name).is_file() for name in FINAL_FILES):
+        raise ValueError(f"the run in {out} has already finished its {done} steps; to train longer, give a new "
+                         f"total: --resume --steps N with N above {done}")
     return args
+
+
+def steps_done(out):
+    """The step of the newest checkpoint in ``out`` (0 if none)."""
+    ckpt = latest_checkpoint(out)
+    done = read_json(ckpt / "state.json", "trainer state").get("step", 0) if ckpt else 0
+    return done if isinstance(done, int) else 0

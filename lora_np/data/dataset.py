@@ -52,6 +52,12 @@ class TokenDataset:
         return [self._windows(split, starts[picks[i:i + batch_size]]) for i in range(0, len(picks), batch_size)]
 
 
+def windows_with_targets(counts, starts, block_size):
+    """The ``starts`` whose window scores at least one target (targets are positions s+1 … s+block_size)."""
+    scored = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    return starts[scored[np.minimum(starts + block_size + 1, len(counts))] - scored[starts + 1] > 0]
+
+
 def task_dataset(task, block_size, n_train=6000, n_val=600, seed=0, tokenizer=None):
     """A copy/reverse task as a TokenDataset (in the shared task vocabulary unless ``tokenizer`` is given)."""
     tokenizer = tokenizer or CharTokenizer(VOCAB)

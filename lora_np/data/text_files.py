@@ -9,18 +9,26 @@ completion separately, so the boundary never merges into one token), where ``end
 end token count in the loss: the prompt is given, never predicted. Examples are *packed*: laid
 back to back into one stream, each window starting at an example's first token (and every
 block_size tokens inside an example longer than a window), so a window may run on into the next
-examples; attention is not reset at the end token, as in GPT-2's own training. The end of each
-split is *padded* with end tokens that the loss ignores, so the last example gets a whole window.
-The last tenth of the examples (at least one) is validation.
+examples; attention is not reset at the end token, as in GPT-2's own training. A window that would
+hold no completion token (inside a prompt longer than the window) is left out: it has nothing to
+learn. The end of each split is *padded* with end tokens that the loss ignores, so the last
+example gets a whole window. The last tenth of the examples (at least one) is validation.
+
+Blank lines in a JSONL file are skipped (a file may end with one, and JSON Lines tools write
+them); every other line must be one object. Every error names the file and its line (a byte that
+is not UTF-8, a line that is not JSON or lacks a field, a character a character model lacks).
 """
 
 import json
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 
 from ..tokenizer import CharTokenizer
-from .dataset import TokenDataset
+from .dataset import TokenDataset, windows_with_targets
+
+Example = namedtuple("Example", "prompt completion line")
 
 
 def encode_text(tokenizer, text, unknown="error"):
@@ -32,25 +40,37 @@ def encode_text(tokenizer, text, unknown="error"):
 
 
 def read_text_file(path):
+    """The file's text; a byte that is not UTF-8 is reported with its line and column."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"data file {path} is not UTF-8 text ({exc})") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ValueError(f"data file {path}, line {line}, column {column}: byte 0x{raw[exc.start]:02x} is not "
+                         f"UTF-8 text; save the file as UTF-8") from None
     if not text:
         raise ValueError(f"data file {path} is empty")
     return text
 
 
-def _encode_file_text(tokenizer, text, path, unknown):
+def _first_unknown_line(tokenizer, text):
+    known = tokenizer.index
+    first = next(i for i, ch in enumerate(text) if ch not in known)
+    return text.count("\n", 0, first) + 1
+
+
+def _encode_file_text(tokenizer, text, path, unknown, line=None):
     try:
         tokens = encode_text(tokenizer, text, unknown)
     except ValueError as exc:
-        raise ValueError(f"data file {path}: {exc}; drop or replace them (unknown='drop' or 'map:X', "
-                         f"on the command line --unknown-chars drop or --unknown-chars map:X)") from None
-    if len(tokens) == 0:
+        where = line if line is not None else _first_unknown_line(tokenizer, text)
+        raise ValueError(f"data file {path}, line {where}: {exc}; drop or replace them (unknown='drop' or "
+                         f"'map:X', on the command line --unknown-chars drop or --unknown-chars map:X)") from None
+    if len(tokens) == 0 and line is None:
         raise ValueError(f"data file {path} tokenizes to nothing (no token the model knows is left)")
     return tokens
 
@@ -73,22 +93,22 @@ def text_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="er
     return TokenDataset(tokenizer, splits, block_size, f"text file {path.name}")
 
 
+def _parse_jsonl_line(path, number, line):
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+    if not (isinstance(obj, dict) and isinstance(obj.get("prompt"), str) and isinstance(obj.get("completion"), str)):
+        found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{path}, line {number}: each line needs string fields 'prompt' and 'completion'; "
+                         f"got {found}")
+    return Example(obj["prompt"], obj["completion"], number)
+
+
 def read_jsonl_examples(path):
-    """[(prompt, completion), ...] from a JSONL file; a bad line is reported with its number."""
-    examples = []
-    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-        if not (isinstance(obj, dict) and isinstance(obj.get("prompt"), str)
-                and isinstance(obj.get("completion"), str)):
-            found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-            raise ValueError(f"{path}, line {number}: each line needs string fields 'prompt' and 'completion'; "
-                             f"got {found}")
-        examples.append((obj["prompt"], obj["completion"]))
+    """[Example(prompt, completion, line), ...] from a JSONL file (blank lines skipped)."""
+    lines = read_text_file(path).split("\n")
+    examples = [_parse_jsonl_line(path, number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     if len(examples) < 2:
         raise ValueError(f"{path} holds {len(examples)} example(s); it needs at least 2 (training and validation)")
     return examples
@@ -103,17 +123,19 @@ def _end_of_example(tokenizer):
 
 
 def _pack(examples, tokenizer, block_size, end, path, unknown):
-    """One split: (tokens, counts, starts), examples back to back, padded at the end."""
+    """One split: (tokens, counts, starts), examples back to back, padded at the end; windows
+    without a completion token are left out."""
     tokens, counts, starts = [], [], []
-    for prompt, completion in examples:
-        p = _encode_file_text(tokenizer, prompt, path, unknown) if prompt else np.zeros(0, np.int64)
-        c = _encode_file_text(tokenizer, completion, path, unknown) if completion else np.zeros(0, np.int64)
+    for ex in examples:
+        p = _encode_file_text(tokenizer, ex.prompt, path, unknown, ex.line)
+        c = _encode_file_text(tokenizer, ex.completion, path, unknown, ex.line)
         starts.extend(range(len(tokens), len(tokens) + len(p) + len(c) + 1, block_size))
         tokens += [*p, *c, end]
         counts += [False] * len(p) + [True] * (len(c) + 1)
     tokens += [end] * block_size
     counts += [False] * block_size
-    return np.array(tokens, np.int64), np.array(counts, bool), np.array(starts, np.int64)
+    counts = np.array(counts, bool)
+    return np.array(tokens, np.int64), counts, windows_with_targets(counts, np.array(starts, np.int64), block_size)
 
 
 def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="error"):
@@ -121,7 +143,7 @@ def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="e
     path = Path(path)
     examples = read_jsonl_examples(path)
     if tokenizer is None:
-        tokenizer = CharTokenizer.from_text("".join(p + c for p, c in examples) + "\n")
+        tokenizer = CharTokenizer.from_text("".join(ex.prompt + ex.completion for ex in examples) + "\n")
     end = _end_of_example(tokenizer)
     n_val = max(1, int(len(examples) * val_fraction))
     splits = {"train": _pack(examples[:-n_val], tokenizer, block_size, end, path, unknown),

@@ -214,7 +214,7 @@ class _Run:
             self.log.write({"step": r.step + 1, "error": r.message}, r.message)
             return False
         r.step += 1
-        self.progress.update(r.step, loss, self.clock.recent_ms_per_step())
+        self.progress.update(loss, self.clock.recent_ms_per_step())
         if r.step % c.log_every == 0:
             self.log.write({"step": r.step, "loss": loss, "lr": lr, "ms": 1000 * self.clock.last})
         if r.step % c.eval_every == 0 or r.step == c.steps:
@@ -258,6 +258,7 @@ def train(model, dataset, config, out_dir=None, resume=False, extra_eval=None, q
     step, history = _resume(out_dir, model, opt) if resume else (0, [])
     if distributed.init() > 1:  # launched by mpiexec with several ranks (mpi4py is imported only then)
         _check_ranks_alike(dataset, config, opt)
+        distributed.separate_random_streams(backend.rng())  # each rank its own dropout masks
         out_dir, quiet = (out_dir, quiet) if distributed.is_main() else (None, True)  # rank 0 writes, prints
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

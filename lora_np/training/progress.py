@@ -53,26 +53,28 @@ def format_seconds(seconds):
 
 
 class Progress:
-    """The bar on a terminal, a line every ``every_s`` seconds elsewhere, nothing when quiet."""
+    """The bar on a terminal, a line every ``every_s`` seconds elsewhere, nothing when quiet.
+    ``unit``: what one update is ("step" of training, "batch" of evaluation)."""
 
-    def __init__(self, total, initial, quiet, every_s, stream=None):
+    def __init__(self, total, initial, quiet, every_s, unit="step", stream=None):
         self.stream = stream or sys.stderr
         on_terminal = self.stream.isatty()
-        self.total, self.every_s, self.last_line = total, every_s, None
+        self.total, self.done, self.every_s, self.unit, self.last_line = total, initial, every_s, unit, None
         self.lines = not quiet and not on_terminal
         self.bar = tqdm(total=total, initial=initial, disable=quiet or not on_terminal, leave=False,
-                        dynamic_ncols=True, file=self.stream)
+                        dynamic_ncols=True, file=self.stream, unit=unit)
 
-    def update(self, step, loss, ms_per_step):
+    def update(self, loss, ms_per_unit):
+        self.done += 1
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         self.bar.update(1)
         now = time.monotonic()
-        due = self.last_line is None or now - self.last_line >= self.every_s or step == self.total
+        due = self.last_line is None or now - self.last_line >= self.every_s or self.done == self.total
         if self.lines and due:
             self.last_line = now
-            eta = format_seconds((self.total - step) * ms_per_step / 1000) if np.isfinite(ms_per_step) else "?"
-            print(f"step {step}/{self.total} | loss {loss:.4f} | {ms_per_step:.1f} ms/step | ETA {eta}",
-                  file=self.stream, flush=True)
+            eta = format_seconds((self.total - self.done) * ms_per_unit / 1000) if np.isfinite(ms_per_unit) else "?"
+            print(f"{self.unit} {self.done}/{self.total} | loss {loss:.4f} | {ms_per_unit:.1f} ms/{self.unit} | "
+                  f"ETA {eta}", file=self.stream, flush=True)
 
     def close(self):
         self.bar.close()

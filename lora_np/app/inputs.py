@@ -1,0 +1,78 @@
+"""What the user hands a command: --data/--task as a dataset, the window, a prompt. All of it is
+checked before a model's weights are read."""
+
+import sys
+from pathlib import Path
+
+from ..data import TASKS, encode_text, file_dataset, task_dataset
+from ..data.text_files import read_jsonl_examples, read_text_file
+from ..tokenizer import BPETokenizer, CharTokenizer
+
+
+def check_unknown_policy(policy):
+    if policy not in ("error", "drop") and not (policy.startswith("map:") and len(policy) == 5):
+        raise ValueError(f"--unknown-chars must be error, drop or map:X (X one character); got {policy!r}")
+
+
+def check_data_flags(args):
+    """--task or --data, one of them, before anything is read."""
+    if args.task and args.data:
+        raise ValueError("give --task or --data, not both")
+    check_unknown_policy(args.unknown_chars)
+    if not args.task and not args.data:
+        raise ValueError(f"{args.command} needs data: --data FILE (.txt text or .jsonl prompt/completion lines) "
+                         f"or --task {{{','.join(sorted(TASKS))}}} (an embedded toy task)")
+
+
+def make_dataset(args, block_size, tokenizer=None):
+    """The data named by --data or --task, tokenized with ``tokenizer`` (None: the data's own characters)."""
+    check_data_flags(args)
+    if args.data:
+        return file_dataset(args.data, block_size, tokenizer, unknown=args.unknown_chars)
+    if tokenizer is not None and not isinstance(tokenizer, CharTokenizer):
+        raise ValueError(f"--task {args.task} is a character-level toy task; this model has a BPE tokenizer: "
+                         f"give --data FILE instead")
+    return task_dataset(args.task, block_size, seed=args.seed, tokenizer=tokenizer)
+
+
+def new_tokenizer(args):
+    """pretrain's tokenizer: None (a task's, or characters of --data) or a BPE trained on --data."""
+    if args.tokenizer == "char":
+        if args.vocab_size is not None:
+            raise ValueError("--vocab-size goes with --tokenizer bpe (a character vocabulary is the text's characters)")
+        return None
+    if not args.data or args.vocab_size is None:
+        raise ValueError("--tokenizer bpe needs --data FILE (the text it learns from) and --vocab-size N")
+    path = Path(args.data)
+    text = ("".join(ex.prompt + ex.completion for ex in read_jsonl_examples(path))
+            if path.suffix.lower() == ".jsonl" else read_text_file(path))
+    return BPETokenizer.train(text, args.vocab_size)
+
+
+def window(args, config):
+    """The training/evaluation window: --block-size, at most the model's context (its default)."""
+    if args.block_size is None:
+        return config.block_size
+    if args.block_size > config.block_size:
+        raise ValueError(f"--block-size {args.block_size} exceeds the model's context of {config.block_size} tokens")
+    return args.block_size
+
+
+def prompt_ids(tokenizer, prompt, block_size, unknown):
+    """The prompt's ids, cut to the model's context from the left; what was cut is said on stderr."""
+    if not prompt:
+        raise ValueError("--prompt must not be empty")
+    check_unknown_policy(unknown)
+    try:
+        ids = encode_text(tokenizer, prompt, unknown)
+    except ValueError as exc:
+        raise ValueError(f"--prompt: {exc}; --unknown-chars drop removes them, --unknown-chars map:X replaces "
+                         f"each by the vocabulary's character X") from None
+    if len(ids) == 0:
+        raise ValueError(f"--prompt {prompt!r} tokenizes to nothing")
+    if len(ids) > block_size:
+        cut = tokenizer.decode(ids[:-block_size])
+        print(f"lora-np generate: the prompt is {len(ids)} tokens, longer than the model's context of {block_size}; "
+              f"its first {len(ids) - block_size} tokens were cut: {cut!r:.80}", file=sys.stderr)
+        ids = ids[-block_size:]
+    return ids
