@@ -135,6 +135,11 @@ def check_config_against_tensors(config, stored, path):
     for name, t in stored.items():
         if t.dtype.kind != "f":
             raise ValueError(f"{path}: tensor {name!r} has dtype {t.dtype}; weights must be floating point")
+    if "lm_head.weight" in stored and "lm_head.weight" not in expected and (
+            stored["lm_head.weight"].shape != stored["model.embed_tokens.weight"].shape
+            or not np.array_equal(stored["lm_head.weight"].read(), stored["model.embed_tokens.weight"].read())):
+        raise ValueError(f"{path}: config.json disagrees with the weights: tie_word_embeddings is true but "
+                         f"lm_head.weight differs from model.embed_tokens.weight")
 
 
 def open_index(path):
@@ -194,10 +199,6 @@ def load_llama(path, dtype=np.float32):
     check_config_against_tensors(config, stored, path)
     model = Llama(config, dtype=dtype)
     model.load_state_dict(llama_state_dict(stored, config), strict=True)
-    if config.tie_word_embeddings and "lm_head.weight" in stored:
-        if not np.array_equal(stored["lm_head.weight"].read(), to_numpy(model.model.embed_tokens.weight.data)):
-            raise ValueError(f"{path}: tie_word_embeddings is true but lm_head.weight differs from "
-                             f"model.embed_tokens.weight")
     return model.eval()
 
 
