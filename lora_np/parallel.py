@@ -140,10 +140,10 @@ def _run_blocks(edges, body):
 
 def parallel_for(n, body, grain=1):
     """``body(lo, hi)`` on blocks [lo, hi) that cover range(n), each about ``grain`` long (at least
-    one block per thread), run on all threads; one call ``body(0, n)`` when n < 2·grain."""
-    if not _threaded() or n < 2 or (n < 2 * grain and not _forced):
+    one block per thread), run on all threads; one call ``body(0, n)`` when n < 2·grain (or on CuPy)."""
+    if backend.xp is not np or n < 2 or (n < 2 * grain and not _forced):
         return _run_blocks([0, n], lambda i, lo, hi: body(lo, hi))
-    threads = thread_count()
+    threads = thread_count()  # on one thread too, the blocks stay cache-sized
     n_blocks = min(n, 2 * threads + 1) if _forced else max(threads, -(-n // grain))
     _run_blocks(_edges(n, n_blocks), lambda i, lo, hi: body(lo, hi))
 
