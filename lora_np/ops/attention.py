@@ -18,6 +18,15 @@ query head h reads key/value head h // G. The K/V heads are never repeated G tim
 q is viewed as (B, H_kv, G, T, d) and k, v as (B, H_kv, 1, T_k, d), so every matmul broadcasts
 over the group axis; since a K/V head is shared by G query heads, its gradient is the sum of their
 contributions: dL/dk = Σ_g dS_gᵀ q_g / √d, dL/dv = Σ_g P_gᵀ G_g.
+
+Two sets of kernels compute this. The ones below keep P (B·H·T² numbers) for the backward, which
+costs the least arithmetic. From FLASH_MIN_T query rows on (and without dropout) the op runs
+``flash_attention.py`` instead: FlashAttention-2's blocks with an online softmax, which keep only Y
+and one log-sum-exp per row and recompute P block by block in the backward (about a third more
+arithmetic, O(block²) memory instead of O(T²)). FLASH_MIN_T is where the recomputation stops
+costing time, measured on GPT-2 small's attention shape by ``benchmarks/bench_memory.py``
+(``--switch-point``; results in ``benchmarks/results_memory.md``). With dropout the plain kernels
+always run: their P and keep-mask make the backward replay the forward's mask exactly.
 """
 
 import math
@@ -26,6 +35,7 @@ from .. import backend, parallel
 from ..autograd import Tensor
 from ..checks import check_probability
 from .dropout import dropout_mask
+from .flash_attention import flash_backward, flash_forward, group_product
 from .softmax import softmax_array, softmax_backward_array
 
 _mask_cache = {}
@@ -75,15 +85,6 @@ def attention_kernel(y, p, keep, q, k, v, mask, chunks, keep_scale):
         if keep is not None:
             s = s * keep[..., a:b, :e] * keep_scale
         xp.matmul(s, v[..., :e, :], out=y[..., a:b, :])
-
-
-def group_product(left, right):
-    """Σ_g left_g right_g over the group axis (-3): (…, G, m, n), (…, G, n, p) -> (…, 1, m, p), as one
-    product (…, 1, m, G·n) @ (…, 1, G·n, p) (a K/V head's gradient from its G query heads)."""
-    xp = backend.xp
-    m, p = left.shape[-2], right.shape[-1]
-    left_rows = xp.moveaxis(left, -3, -2).reshape(left.shape[:-3] + (1, m, -1))
-    return left_rows @ right.reshape(right.shape[:-3] + (1, -1, p))
 
 
 def _product_into(dst, left, right, first):
@@ -180,6 +181,20 @@ def grouped_views(q, k, v):
     return q5, k[..., None, :, :], v[..., None, :, :]
 
 
+FLASH_MIN_T = 1024  # from this many query rows on, the memory-efficient kernels (measured: module docstring)
+
+
+def attention_arrays(q, k, v, causal, dropout_p, need=(True, True, True), y=None):
+    """Y for plain arrays, and ``backward(g, out=None) -> (dq, dk, dv)``: the memory-efficient
+    kernels (``flash_attention.py``, only Y and the row log-sum-exps kept) from FLASH_MIN_T query
+    rows on and without dropout; otherwise the kernels above, which keep P (and dropout's mask)."""
+    if q.ndim > 2 and dropout_p == 0.0 and q.shape[-2] >= FLASH_MIN_T:
+        y, lse = flash_forward(q, k, v, causal, y)
+        return y, lambda g, out=None: flash_backward(g, q, k, v, y, lse, causal, out)
+    y, p, keep = sdpa_forward(q, k, v, causal, dropout_p, y)
+    return y, lambda g, out=None: sdpa_backward(g, q, k, v, p, keep, dropout_p, need, out, causal)
+
+
 def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=True):
     """Y = softmax(q kᵀ/√d + M) v over the last two axes; backward fused.
 
@@ -194,12 +209,12 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=T
                          f"got T_q={q.shape[-2]}, T_k={k.shape[-2]}")
     dropout_p = check_probability("attention dropout_p", dropout_p) if training else 0.0
     qd, kd, vd = grouped_views(q.data, k.data, v.data)
-    y, p, keep = sdpa_forward(qd, kd, vd, causal, dropout_p)
     need = (q.requires_grad, k.requires_grad, v.requires_grad)
+    y, attention_backward = attention_arrays(qd, kd, vd, causal, dropout_p, need)
     shapes = (q.shape, k.shape, v.shape)
 
     def backward(g):
-        grads = sdpa_backward(g.reshape(y.shape), qd, kd, vd, p, keep, dropout_p, need, causal=causal)
+        grads = attention_backward(g.reshape(y.shape))
         return tuple(None if d is None else d.reshape(shape) for d, shape in zip(grads, shapes))
 
     return Tensor._from_op(y.reshape(q.shape[:-1] + v.shape[-1:]), (q, k, v), backward)
@@ -234,12 +249,12 @@ def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):
     xp = backend.xp
     q, k, v = split_heads(qkv.data, n_head)
     y = xp.empty((b, t, c3 // 3), dtype=qkv.dtype)
-    _, p, keep = sdpa_forward(q, k, v, True, dropout_p, y=heads_view(y, n_head))
+    _, attention_backward = attention_arrays(q, k, v, True, dropout_p, y=heads_view(y, n_head))
     shape, dtype = qkv.shape, qkv.dtype
 
     def backward(g):
         dqkv = xp.empty(shape, dtype=dtype)
-        sdpa_backward(heads_view(g, n_head), q, k, v, p, keep, dropout_p, out=split_heads(dqkv, n_head))
+        attention_backward(heads_view(g, n_head), out=split_heads(dqkv, n_head))
         return (dqkv,)
 
     return Tensor._from_op(y, (qkv,), backward)
