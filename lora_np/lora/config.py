@@ -4,7 +4,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ..checks import check_probability
+from ..checks import check_int, check_number, check_probability
 
 INIT_CHOICES = (True, "gaussian", "pissa", "olora", False)
 
@@ -28,10 +28,8 @@ class LoraConfig:
     init_lora_weights: object = True
 
     def __post_init__(self):
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
-            raise ValueError(f"LoraConfig.r must be a positive integer; got {self.r!r}")
-        if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)) or not self.lora_alpha > 0:
-            raise ValueError(f"LoraConfig.lora_alpha must be a positive number; got {self.lora_alpha!r}")
+        check_int("LoraConfig.r", self.r, min=1)
+        check_number("LoraConfig.lora_alpha", self.lora_alpha, min=0, min_open=True)
         check_probability("LoraConfig.lora_dropout", self.lora_dropout)
         for flag in ("use_rslora", "use_dora"):
             if not isinstance(getattr(self, flag), bool):
@@ -40,19 +38,24 @@ class LoraConfig:
                    for c in INIT_CHOICES):
             raise ValueError(f"LoraConfig.init_lora_weights must be one of {list(INIT_CHOICES)}; "
                              f"got {self.init_lora_weights!r}")
-        targets = self.target_modules
-        if isinstance(targets, str):
-            try:
-                re.compile(targets)
-            except re.error as exc:
-                raise ValueError(f"LoraConfig.target_modules {targets!r} is not a valid regular expression: {exc}") from None
-        else:
-            targets = tuple(targets) if isinstance(targets, (list, tuple, set, frozenset)) else None
-            if not targets or not all(isinstance(t, str) and t for t in targets):
-                raise ValueError(f"LoraConfig.target_modules must be a non-empty list of module-name suffixes "
-                                 f"(or one regular expression); got {self.target_modules!r}")
-            self.target_modules = tuple(sorted(targets)) if isinstance(self.target_modules, (set, frozenset)) else targets
+        self.target_modules = _checked_targets(self.target_modules)
 
     @property
     def scaling(self):
         return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+def _checked_targets(targets):
+    """A valid regular expression (one string), or a non-empty tuple of module-name suffixes (a set
+    comes back sorted, so two configs with the same targets compare equal)."""
+    if isinstance(targets, str):
+        try:
+            re.compile(targets)
+        except re.error as exc:
+            raise ValueError(f"LoraConfig.target_modules {targets!r} is not a valid regular expression: {exc}") from None
+        return targets
+    names = tuple(targets) if isinstance(targets, (list, tuple, set, frozenset)) else None
+    if not names or not all(isinstance(t, str) and t for t in names):
+        raise ValueError(f"LoraConfig.target_modules must be a non-empty list of module-name suffixes "
+                         f"(or one regular expression); got {targets!r}")
+    return tuple(sorted(names)) if isinstance(targets, (set, frozenset)) else names

@@ -19,7 +19,7 @@ from ..io.atomic import atomic_write_json, read_json
 from ..io.safetensors_file import read_safetensors, write_safetensors
 from ..nn import Linear
 from .adapters import _require_adapter, _target_layers, active_adapter, add_lora, adapter_names, lora_layers
-from .config import INIT_CHOICES, LoraConfig
+from .config import LoraConfig
 from .embedding import LoraEmbedding
 from .layer import LoraLinear
 
@@ -54,14 +54,14 @@ def _config_from_peft(cfg, path):
         raise ValueError(f"{path}: target_modules must be a list of module names or a regular expression; "
                          f"got {targets!r}")
     dropout = cfg.get("lora_dropout", 0.0)
-    init = cfg.get("init_lora_weights", True)
-    if not any(init is c if isinstance(c, bool) else init == c for c in INIT_CHOICES):
-        raise ValueError(f"{path}: init_lora_weights={init!r} is not supported by lora_np; accepted: "
-                         f"{list(INIT_CHOICES)}")
-    return LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
-                      target_modules=targets if isinstance(targets, str) else tuple(targets),
-                      lora_dropout=0.0 if dropout is None else dropout, use_rslora=cfg.get("use_rslora", False) is True,
-                      use_dora=cfg.get("use_dora", False) is True, init_lora_weights=init)
+    try:  # LoraConfig checks every value (init_lora_weights among lora_np's choices...); the file is named
+        return LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
+                          target_modules=targets if isinstance(targets, str) else tuple(targets),
+                          lora_dropout=0.0 if dropout is None else dropout,
+                          use_rslora=cfg.get("use_rslora", False) is True, use_dora=cfg.get("use_dora", False) is True,
+                          init_lora_weights=cfg.get("init_lora_weights", True))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def save_adapter(model, path, adapter_name=None, metadata=None):
