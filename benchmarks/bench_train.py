@@ -1,6 +1,7 @@
 """Training-step benchmark: lora_np (full and LoRA) side by side with PyTorch eager and HF + PEFT.
 
     python benchmarks/bench_train.py [--configs S,M,L] [--backend numpy|cupy] [--torch] [--steps 10]
+    python benchmarks/bench_train.py --gemm [--configs S,M]    # the GEMMs alone: how each split runs
 
 Every case runs in its own process (so peak RSS is its own) and times a full training step,
 forward + backward + AdamW, as the median of --steps steps after --warmup steps. The cases of a
@@ -187,6 +188,80 @@ def run_generation(case):
     print(json.dumps({name: n_new / float(np.median(v)) for name, v in times.items()}), flush=True)
 
 
+def gemm_shapes(n_embd, n_layer, n_head, t, b):
+    """The (n, k, m) of a step's Linear GEMMs, forward (X W), dX (G Wᵀ) and dW (Xᵀ G), for c_attn,
+    attn.c_proj, mlp.c_fc and mlp.c_proj, and the LM head's Z = H Wᵀ."""
+    n, c = t * b, n_embd
+    shapes = []
+    for k, m in ((c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)):
+        shapes += [(n, k, m), (n, m, k), (k, n, m)]
+    return shapes + [(n, c, VOCAB)]
+
+
+def run_gemm_cases(shapes, repeats):
+    """Each GEMM shape as one BLAS call on one thread, as one call on BLAS's own threads, in
+    lora_np's row and column blocks (BLAS on one thread), and with torch at the same thread count;
+    the cases interleaved round by round, median GFLOP/s of each."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    from lora_np import parallel
+    threads = parallel.thread_count()
+    torch.set_num_threads(threads)
+    rows = []
+    for n, k, m in shapes:
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((n, k), dtype=np.float32), rng.standard_normal((k, m), dtype=np.float32)
+        y = np.empty((n, m), np.float32)
+        ta, tb, ty = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(y)
+
+        def blas(n_threads):
+            with threadpool_limits(n_threads, user_api="blas"):
+                np.matmul(a, b, out=y)
+
+        def ours(split):
+            with parallel.forced_threads(threads):
+                parallel._run_blocks(*_gemm_blocks(split, y, a, b, threads))
+
+        cases = {"blas 1 thread": lambda: blas(1), f"blas {threads} threads": lambda: blas(threads),
+                 "our rows": lambda: ours("rows"), "our columns": lambda: ours("columns"),
+                 "lora_np gemm": lambda: parallel.gemm(y, ((a, b),)),
+                 f"torch {threads} threads": lambda: torch.matmul(ta, tb, out=ty)}
+        times = {name: [] for name in cases}
+        for _ in range(repeats):
+            for name, fn in cases.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        rows.append({"shape": [n, k, m], "split": parallel.gemm_split(n, k, m),
+                     **{name: 2 * n * k * m / float(np.median(v[1:])) / 1e9 for name, v in times.items()}})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def _gemm_blocks(split, y, a, b, threads):
+    """(edges, body) of a GEMM in ``threads`` row or column blocks, as parallel.gemm runs them."""
+    from lora_np import parallel
+    size = y.shape[0] if split == "rows" else y.shape[1]
+    edges = [size * i // threads for i in range(threads + 1)]
+    if split == "rows":
+        return edges, lambda i, lo, hi: parallel.gemm_kernel(y[lo:hi], [(a[lo:hi], b)], None)
+    return edges, lambda i, lo, hi: parallel.gemm_kernel(y[:, lo:hi], [(a, b[:, lo:hi])], None)
+
+
+def gemm_report(results):
+    lines = [f"GEMMs alone, {results['machine']}; GFLOP/s, median of {results['repeats']} interleaved rounds; "
+             f"load average at the start {results['load']}.", "",
+             "| config | (n, k) @ (k, m) | lora_np's rule | BLAS 1 thread | BLAS's threads | our rows | our columns | "
+             "lora_np gemm | torch |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, rows in results["gemm"].items():
+        for r in rows:
+            v = list(r.values())[2:]
+            n, k, m = r["shape"]
+            lines.append(f"| {name} | ({n}, {k}) @ ({k}, {m}) | {r['split'] or 'one call'} | "
+                         + " | ".join(f"{x:.0f}" for x in v) + " |")
+    return "\n".join(lines)
+
+
 WORKERS = {"ours": run_ours, "torch": run_torch_eager, "hf_peft": run_hf_peft, "generate": run_generation}
 
 
@@ -301,12 +376,16 @@ def main(argv=None):
     p.add_argument("--baseline", metavar="DIR", help="an earlier checkout (e.g. `git worktree add /tmp/before REV`): "
                    "its full and LoRA steps run interleaved with ours as base_full / base_lora")
     p.add_argument("--out", default=str(HERE / "results"), help="path stem for .json and .md")
+    p.add_argument("--gemm", action="store_true", help="time the configs' GEMMs alone (BLAS, our splits, torch)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         case = json.loads(args.worker)
         WORKERS[case["kind"]](case)
         return 0
+    if args.gemm:
+        sys.path.insert(0, str(ROOT))
+        return gemm_main(args)
 
     names = [n.strip().upper() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -356,6 +435,18 @@ def main(argv=None):
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     out.with_suffix(".md").write_text(report(results) + "\n")
     print("\n" + report(results))
+    return 0
+
+
+def gemm_main(args):
+    names = [n.strip().upper() for n in args.configs.split(",") if n.strip()]
+    results = {"machine": machine_description(), "load": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+               "repeats": args.steps, "gemm": {name: run_gemm_cases(gemm_shapes(*CONFIGS[name]), args.steps)
+                                               for name in names}}
+    out = Path(args.out + "_gemm")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(gemm_report(results) + "\n")
+    print("\n" + gemm_report(results))
     return 0
 
 
