@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lora_np
+import lora_np.data
 from lora_np import to_numpy
 from lora_np.app.cli import main
 from lora_np.app.commands import load_model_dir
@@ -178,7 +181,7 @@ def test_eval_data_help_says_evaluate():
 def test_ctrl_c_saves_and_resume_from_out_alone_finishes(tmp_path, capsys):
     """Item 6: `--out DIR --resume` alone continues (the base and settings come from the run),
     and --steps extends the run."""
-    out = tmp_path / "run"
+    out = tmp_path / "run dir" / "ad 1"  # issue 28 item 4: the printed command is quoted for the shell
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "lora_np", "pretrain", "--task", "copy", "--out", str(out),
                              "--steps", "100000", "--eval-every", "1000", "--quiet", *TINY], cwd=ROOT, env=env,
@@ -190,7 +193,8 @@ def test_ctrl_c_saves_and_resume_from_out_alone_finishes(tmp_path, capsys):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted at step" in err and "Traceback" not in err and f"--out {out} --resume" in err
+    assert "interrupted at step" in err and "Traceback" not in err
+    assert f"python -m lora_np pretrain --out {shlex.quote(str(out))} --resume" in err, err
     done = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
     assert done >= 20
     code, _, err = cli(capsys, "pretrain", "--out", out, "--resume", "--steps", done - 1)
@@ -353,3 +357,260 @@ def test_skip_reasons_are_summarised_once(tmp_path):
     from lora_np import backend
     if not backend.cupy_available():
         assert re.search(rf"\d+ skipped: {re.escape(CUPY_SKIP_REASON)}", proc.stdout), proc.stdout[-1500:]
+
+
+# Issue 28: what a new user hit on the real-GPT-2 path.
+
+def test_off_a_terminal_a_run_says_what_it_does(base_dir, tmp_path, capsys):
+    """Item 1: stderr not a terminal (capsys): a start-up line with the parameters, tokens, windows
+    and steps, then progress lines with loss, ms/step and the time left."""
+    code, out, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "a",
+                         "--steps", 3, "--eval-every", 3, "--batch-size", 4)
+    assert code == 0, err
+    trainable = lora_np.count_parameters(lora_np.add_lora(load_model_dir(base_dir)[0], lora_np.LoraConfig()))
+    start = f"training {trainable[0]:,} of {trainable[1]:,} parameters"
+    assert start in err and "train tokens in" in err and "3 steps, batch 4 × 16 tokens" in err, err
+    lines = [line for line in err.splitlines() if line.startswith("step ")]
+    assert lines[0].startswith("step 1/3 | loss ") and lines[-1].startswith("step 3/3 | loss ")
+    assert all(re.search(r"\| \d+\.\d ms/step \| ETA \d+:\d\d$", line) for line in lines), lines
+    assert "val_loss" in out and "done: 3 steps" in out
+
+
+def test_progress_lines_come_every_so_many_seconds(monkeypatch):
+    """A line after the first step, then at most one per `every_s`, and the last one."""
+    from lora_np.training import progress
+
+    class Log(io.StringIO):
+        def isatty(self):
+            return False
+
+    clock = iter([0.0, 10.0, 31.0, 40.0, 70.0, 71.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    log = Log()
+    bar = progress.Progress(6, 0, quiet=False, every_s=30, stream=log)
+    for _ in range(6):
+        bar.update(1.5, 100.0)
+    steps = [line.split(" |")[0] for line in log.getvalue().splitlines()]
+    assert steps == ["step 1/6", "step 3/6", "step 5/6", "step 6/6"]
+    assert "ETA 0:05 " not in log.getvalue() and "| ETA 0:00" in log.getvalue()
+
+
+def test_a_large_model_says_what_loading_and_merging_do(base_dir, tmp_path, capsys, monkeypatch):
+    """Item 1: loading, merging and evaluating a model above LARGE_MODEL_BYTES are said on stderr."""
+    import lora_np.app.model_dir as model_dir
+    adapter = tmp_path / "adapter"
+    assert cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", adapter, "--steps", 2,
+               "--eval-every", 2, "--batch-size", 4, "--quiet")[0] == 0
+    monkeypatch.setattr(model_dir, "LARGE_MODEL_BYTES", 0)
+    code, _, err = cli(capsys, "merge", "--base", base_dir, "--adapter", adapter, "--out", tmp_path / "merged")
+    assert code == 0, err
+    assert f"loading {base_dir}:" in err and "parameters, 1 layers × 16 wide" in err and "loaded in" in err
+    assert "merging" in err
+    code, out, err = cli(capsys, "eval", "--model", base_dir, "--task", "copy", "--batch-size", 4, "--eval-batches", 2)
+    assert code == 0 and "loaded in" in err and "evaluating 8 of " in err, err
+
+
+def test_eval_prints_a_summary_and_json_on_request(base_dir, capsys):
+    """Item 2 / 9: text like every other command; --json for the machine form; the same numbers."""
+    code, text, err = cli(capsys, "eval", "--model", base_dir, "--task", "copy")
+    assert code == 0, err
+    code, js, _ = cli(capsys, "eval", "--model", base_dir, "--task", "copy", "--json")
+    metrics = json.loads(js)
+    assert f"model {base_dir} on task 'copy'" in text
+    assert f"loss {metrics['loss']:.4f} (perplexity {np.exp(metrics['loss']):.2f})" in text
+    assert f"token accuracy {100 * metrics['token_acc']:.2f}%" in text
+    assert f"answer accuracy {100 * metrics['answer_acc']:.2f}%" in text
+
+
+def test_eval_streams_windows_and_gives_the_plain_computation(base_dir, monkeypatch):
+    """Item 2: with the logits' budget down to one window per forward pass, evaluate gives what a
+    plain computation over the whole batch gives (NumPy log-softmax of model(x)'s logits), and its
+    memory estimate no longer grows with the batch."""
+    from lora_np.app.memory import run_bytes
+    from lora_np.training import evaluation
+    model, _ = load_model_dir(base_dir)
+    data = lora_np.data.task_dataset("copy", 16, n_train=100, n_val=80)
+    monkeypatch.setattr(evaluation, "LOGITS_BYTES", 1)
+    got = lora_np.evaluate(model, data, batch_size=16, n_batches=2)
+    losses, correct, n = [], 0, 0
+    with lora_np.no_grad():
+        for x, y in data.fixed_batches("val", 16, 2):
+            logits = to_numpy(model(x)[0]).astype(np.float64)
+            logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+                - logits.max(-1, keepdims=True)
+            keep = y != -1
+            losses += list(-np.take_along_axis(logp, np.where(keep, y, 0)[..., None], -1)[..., 0][keep])
+            correct += int(((logits.argmax(-1) == y) & keep).sum())
+            n += int(keep.sum())
+    assert got["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert got["token_acc"] == correct / n
+    config = lora_np.GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    assert run_bytes(config, 32, 1024, 0, training=False)[0] == run_bytes(config, 1, 1024, 0, training=False)[0]
+
+
+def test_defaults_that_do_not_fit_are_reduced_and_said(base_dir, tmp_path, capsys, monkeypatch):
+    """Item 3: on a model folder, untyped --batch-size and --block-size shrink to fit the memory
+    available, the choice is said and recorded; typed ones are the user's and are refused instead."""
+    from lora_np.app import memory
+    from lora_np.app.memory import run_bytes
+    config = load_model_dir(base_dir)[0].config
+    budget = run_bytes(config, 2, 8, 0)[0] / memory.FIT_FRACTION
+    monkeypatch.setattr(memory, "available_bytes", lambda: budget + 1)
+    out = tmp_path / "fit"
+    code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", out, "--steps", 1,
+                       "--eval-every", 1, "--quiet")
+    assert code == 0, err
+    saved = json.loads((out / "run_config.json").read_text())
+    assert saved["batch_size"] < 32 and saved["block_size"] <= 16
+    code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "fit2",
+                       "--steps", 1, "--eval-every", 1)
+    assert f"--batch-size {saved['batch_size']} --block-size {saved['block_size']}: chosen to fit" in err
+    monkeypatch.setattr(memory, "available_bytes", lambda: run_bytes(config, 2, 8, 0)[0])
+    code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "typed",
+                       "--batch-size", 32, "--block-size", 16)
+    assert code == 2 and "this run needs about" in err and not (tmp_path / "typed").exists()
+
+
+def test_data_and_flags_are_checked_before_the_weights_are_read(base_dir, tmp_path, capsys, monkeypatch):
+    """Item 6: a bad JSONL line, a --block-size above the context, --quantize with --dora: refused
+    before load_model_dir is called; data errors name the file and line."""
+    import lora_np.app.commands as commands
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(commands, "load_model_dir", never)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ab>", "completion": "ba"}\n\n{"prompt": "cd>"}\n')
+    base = ["finetune", "--base", base_dir, "--out", tmp_path / "x"]
+    for args, message in ((["--data", bad], f"{bad}, line 3: each line needs string fields"),
+                          (["--task", "copy", "--block-size", 999], "exceeds the model's context of 16"),
+                          (["--task", "copy", "--quantize", "nf4", "--dora"],
+                           "--dora needs the base's float weights, and --quantize nf4"),
+                          (["--task", "copy", "--quantize", "int8", "--init", "pissa"], "--init pissa needs")):
+        code, _, err = cli(capsys, *base, *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_prompt_longer_than_the_window_trains(base_dir, tmp_path, capsys):
+    """Item 6: a JSONL example whose prompt fills whole windows (no completion token in them) used
+    to stop training with `cross_entropy: every target equals ignore_index`; such windows are left out."""
+    rows = [{"prompt": "abcdefgh" * 6 + ">", "completion": "ab"}] + [{"prompt": "ab>", "completion": "ba"}] * 12
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = cli(capsys, "finetune", "--base", base_dir, "--data", data, "--out", tmp_path / "a", "--steps", 4,
+                       "--eval-every", 2, "--batch-size", 13, "--quiet")
+    assert code == 0, err
+
+
+def test_a_second_run_on_the_same_out_is_refused(base_dir, tmp_path, capsys):
+    """Item 8: one line while another run holds --out; a lock left by a crashed run (the file, no
+    holder) does not stop the next one."""
+    from lora_np.app.run_dir import OutputLock
+    out = tmp_path / "run"
+    args = ["finetune", "--base", base_dir, "--task", "shift", "--out", out, "--steps", 2, "--eval-every", 2,
+            "--batch-size", 4, "--quiet"]
+    assert cli(capsys, *args)[0] == 0
+    assert (out / ".lock").is_file()  # left behind, like a crash would: no process holds it
+    held = OutputLock(out)
+    held.take()
+    try:
+        code, _, err = cli(capsys, "finetune", "--out", out, "--resume", "--steps", 4, "--quiet")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "in use by another lora_np run" in err, err
+    finally:
+        held.release()
+    code, _, err = cli(capsys, "finetune", "--out", out, "--resume", "--steps", 4, "--quiet")
+    assert code == 0, err
+
+
+def test_resuming_a_finished_run_says_so(base_dir, tmp_path, capsys):
+    """Item 8: not `done: 40 steps, nan ms/step`."""
+    out = tmp_path / "run"
+    assert cli(capsys, "pretrain", "--task", "copy", "--out", out, "--steps", 2, "--eval-every", 2, "--quiet",
+               *TINY)[0] == 0
+    code, _, err = cli(capsys, "pretrain", "--out", out, "--resume")
+    assert code == 2 and "has already finished its 2 steps" in err and "--resume --steps N" in err, err
+
+
+def test_double_ctrl_c_before_a_checkpoint_does_not_promise_a_resume(base_dir, tmp_path, capsys, monkeypatch):
+    """Item 5: a second Ctrl-C mid-step before any checkpoint: the message says there is nothing to
+    resume (and the library's says no checkpoint had been saved)."""
+    import lora_np.app.commands as commands
+    data = lora_np.data.task_dataset("copy", 16, n_train=100, n_val=40)
+    calls = {"n": 0}
+    real_batch = data.batch
+
+    def batch(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_batch(*args)
+
+    data.batch = batch
+    model = load_model_dir(base_dir)[0]
+    lora_np.add_lora(model, lora_np.LoraConfig(r=2))
+    result = lora_np.train(model, data, lora_np.TrainConfig(steps=10, eval_every=5, batch_size=4),
+                           out_dir=tmp_path / "lib", quiet=True)
+    assert result.status == "interrupted" and result.message == "interrupted during step 3; no checkpoint had been saved yet"
+    monkeypatch.setattr(commands, "train", lambda *a, **k: result)
+    code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "cli")
+    assert code == 130 and "nothing to resume" in err and "--resume" not in err, err
+
+
+def test_pissa_says_the_saved_rank(base_dir, tmp_path, capsys):
+    """Item 9: --init pissa --lora-r 2 saves a rank-4 LoRA, and says so."""
+    out = tmp_path / "pissa"
+    code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", out, "--init", "pissa",
+                       "--lora-r", 2, "--steps", 2, "--eval-every", 2, "--batch-size", 4)
+    assert code == 0, err
+    assert "--init pissa --lora-r 2:" in err and "saves a rank-4 LoRA" in err
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_an_unwritable_out_is_one_line(base_dir, tmp_path, capsys, monkeypatch):
+    """Item 9: not `[Errno 13] … .run_config.json.6aac6698cf22.tmp`. (As root every directory is
+    writable, so there os.access is made to say what it says to anyone else.)"""
+    import lora_np.app.run_dir as run_dir
+    locked = tmp_path / "readonly"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:
+        monkeypatch.setattr(run_dir.os, "access", lambda path, mode: Path(path) != locked)
+    code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", locked / "run")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{locked} is not writable (permission denied)" in err and ".tmp" not in err
+
+
+def test_every_flag_has_help_and_the_program_is_named_as_run():
+    """Item 9: help for every flag; usage says lora-np (the installed script) or python -m lora_np;
+    --version."""
+    from lora_np.app.cli import build_parser
+    parser = build_parser()
+    for name, sub in parser.commands.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+    assert sub.prog == "lora-np eval"
+    proc = run_cli("--help")
+    assert proc.stdout.startswith("usage: python -m lora_np ")
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"python -m lora_np {lora_np.__version__}"
+
+
+def test_openai_named_tokenizer_files_are_copied_as_they_are(tmp_path, capsys):
+    """Item 9: the README says tokenizer files are copied byte for byte; encoder.json + vocab.bpe
+    used to come out as vocab.json + merges.txt."""
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 60)
+    base = tmp_path / "bpe"
+    assert cli(capsys, "pretrain", "--data", text, "--tokenizer", "bpe", "--vocab-size", 300, "--out", base,
+               "--steps", 2, "--eval-every", 2, "--quiet", *TINY)[0] == 0
+    (base / "vocab.json").rename(base / "encoder.json")
+    (base / "merges.txt").rename(base / "vocab.bpe")
+    out = tmp_path / "adapter"
+    code, _, err = cli(capsys, "finetune", "--base", base, "--data", text, "--out", out, "--steps", 2,
+                       "--eval-every", 2, "--batch-size", 4, "--quiet")
+    assert code == 0, err
+    for name in ("encoder.json", "vocab.bpe"):
+        assert (out / name).read_bytes() == (base / name).read_bytes()
+    assert not (out / "vocab.json").exists()

@@ -10,7 +10,7 @@ attention output, projections, residuals, ln_2, the 4C-wide MLP input and GELU o
 gradients in flight); ``ATT`` the (B, H, T, T) ones (attention probabilities and their gradient);
 the last term is one (B, T, V) array (training's fused LM head never holds them all). Evaluation
 keeps one layer's activations of a micro-batch b and three (b, T, V) arrays (logits, their softmax
-and its log), with b from ``training.evaluate.micro_batch``. All in bytes of the dtype. Calibrated against tracemalloc's peak over a training step
+and its log), with b from ``training.evaluation.micro_batch``. All in bytes of the dtype. Calibrated against tracemalloc's peak over a training step
 (4×128 wide at T 256, 2×256 at T 512 with LoRA, 2×64 with V 5000): the estimate came within 25%
 of each. It refuses what is far out of reach (terabytes for --n-embd 100000), not what is close.
 """
@@ -18,7 +18,7 @@ of each. It refuses what is far out of reach (terabytes for --n-embd 100000), no
 import os
 
 from .. import backend
-from ..training.evaluate import micro_batch
+from ..training.evaluation import micro_batch
 
 ACT, ATT, FIT_FRACTION = 16, 2, 0.7
 

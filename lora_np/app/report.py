@@ -1,5 +1,5 @@
 """The demo's table (Markdown, printed and saved), the README's demo section made from it, and
-the plots (PNG, via matplotlib's Agg backend).
+the plots (PNG, drawn by matplotlib's Figure API with Agg, no pyplot state).
 
 The README's demo numbers are never typed by hand: ``tools/update_readme_demo.py`` writes
 ``readme_demo_section(results)`` between the README's markers, and a test checks the --quick one
@@ -7,6 +7,8 @@ against a fresh run.
 """
 
 from pathlib import Path
+
+from matplotlib.figure import Figure
 
 
 def _bytes(n):
@@ -106,35 +108,37 @@ def comparable_rows(markdown):
     return [r for r in rows if not any(r.startswith(f"| {name} |") for name in MACHINE_DEPENDENT_ROWS)]
 
 
-def plot_results(results, out):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _steps(history):
+    return [r["step"] for r in history]
 
-    out = Path(out)
+
+def _plot_losses(results, path):
     full, lora, base = results["full"], results["lora"], results["base"]
-    steps = lambda h: [r["step"] for r in h]  # noqa: E731
-    fig, (ax_b, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_b.plot(steps(full["history"]), [r["val_loss"] for r in full["history"]], label="full fine-tuning")
-    ax_b.plot(steps(lora["history"]), [r["val_loss"] for r in lora["history"]], label="LoRA")
+    fig = Figure(figsize=(11, 4))
+    ax_b, ax_a = fig.subplots(1, 2)
+    ax_b.plot(_steps(full["history"]), [r["val_loss"] for r in full["history"]], label="full fine-tuning")
+    ax_b.plot(_steps(lora["history"]), [r["val_loss"] for r in lora["history"]], label="LoRA")
     ax_b.set(title="Task B (shift): validation loss", xlabel="fine-tuning step", ylabel="loss", yscale="log")
     ax_b.legend()
-    ax_a.plot(steps(full["history"]), [r["A_loss"] for r in full["history"]], label="full fine-tuning")
-    ax_a.plot(steps(lora["history"]), [r["A_loss"] for r in lora["history"]], label="LoRA, adapter on")
-    ax_a.plot(steps(lora["history"]), [r["A_loss_adapter_off"] for r in lora["history"]], "--",
+    ax_a.plot(_steps(full["history"]), [r["A_loss"] for r in full["history"]], label="full fine-tuning")
+    ax_a.plot(_steps(lora["history"]), [r["A_loss"] for r in lora["history"]], label="LoRA, adapter on")
+    ax_a.plot(_steps(lora["history"]), [r["A_loss_adapter_off"] for r in lora["history"]], "--",
               label="LoRA, adapter off")
     ax_a.axhline(base["A"]["loss"], color="gray", lw=0.8, ls=":", label="base before fine-tuning")
     ax_a.set(title="Task A (copy): what is left of the old skill", xlabel="fine-tuning step", ylabel="loss",
              yscale="log")
     ax_a.legend()
     fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=110)
 
+
+def _plot_costs(results, path):
+    full, lora = results["full"], results["lora"]
     labels = ["trainable\nparameters", "optimizer\nstate", "peak training\nmemory", "time\nper step"]
     keys = ["trainable", "optimizer_state_bytes", "peak_memory_bytes", "ms_per_step"]
     fractions = [lora[k] / full[k] if full[k] else 0.0 for k in keys]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
     bars = ax.bar(labels, fractions, color="tab:orange", label="LoRA")
     ax.axhline(1.0, color="tab:blue", lw=1.5, label="full fine-tuning = 1")
     for bar, f in zip(bars, fractions):
@@ -142,19 +146,29 @@ def plot_results(results, out):
     ax.set(title="LoRA's cost as a fraction of full fine-tuning", ylim=(0, 1.15))
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(out / "costs.png", dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=110)
 
+
+def _plot_rank_sweep(results, path):
+    sweep = results["ranks"]
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    ax.plot([x["r"] for x in sweep], [100 * x["B"]["answer_acc"] for x in sweep], "o-")
+    for x in sweep:
+        ax.annotate(f"{x['trainable']:,}", (x["r"], 100 * x["B"]["answer_acc"]), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=8)
+    ax.set(xscale="log", xlabel="LoRA rank r (labels: trainable parameters)", ylabel="answer accuracy on B (%)",
+           title=f"Rank sweep ({results['settings']['finetune_steps']} steps each)")
+    ax.set_xticks([x["r"] for x in sweep], [str(x["r"]) for x in sweep])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_results(results, out):
+    """loss_curves.png, costs.png and (with a rank sweep) rank_sweep.png in ``out``: matplotlib's
+    Figure API, which draws with Agg and touches no global pyplot state."""
+    out = Path(out)
+    _plot_losses(results, out / "loss_curves.png")
+    _plot_costs(results, out / "costs.png")
     if results.get("ranks"):
-        sweep = results["ranks"]
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ax.plot([x["r"] for x in sweep], [100 * x["B"]["answer_acc"] for x in sweep], "o-")
-        for x in sweep:
-            ax.annotate(f"{x['trainable']:,}", (x["r"], 100 * x["B"]["answer_acc"]), textcoords="offset points",
-                        xytext=(0, 6), ha="center", fontsize=8)
-        ax.set(xscale="log", xlabel="LoRA rank r (labels: trainable parameters)", ylabel="answer accuracy on B (%)",
-               title=f"Rank sweep ({results['settings']['finetune_steps']} steps each)")
-        ax.set_xticks([x["r"] for x in sweep], [str(x["r"]) for x in sweep])
-        fig.tight_layout()
-        fig.savefig(out / "rank_sweep.png", dpi=110)
-        plt.close(fig)
+        _plot_rank_sweep(results, out / "rank_sweep.png")

@@ -20,7 +20,7 @@ from ..checks import check_int, check_number
 from ..io.train_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..lora import count_parameters
 from ..optim import AdamW, WarmupCosine, clip_grad_norm_
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .progress import Progress, RunLog, StepClock, deferred_interrupt, say
 
 
