@@ -135,8 +135,7 @@ def allreduce_gradients(params, weight=1.0, values=()):
     params = list(params)
     if world_size() == 1:
         return float(weight), [float(v) for v in values]
-    dtype = np.result_type(*[p.data.dtype for p in params]) if params else np.float32
-    buffer = _pack(params, weight, values, dtype)
+    buffer = _pack(params, weight, values, _buffer_dtype(params))
     _sum_over_ranks(buffer)
     n_grads = sum(p.data.size for p in params)
     total, sums = buffer[n_grads], buffer[n_grads + 1:n_grads + 1 + len(values)]
@@ -147,9 +146,36 @@ def allreduce_gradients(params, weight=1.0, values=()):
     return total_weight, [float(v) for v in backend.to_numpy(sums)]
 
 
+def separate_random_streams(generator):
+    """Give each rank its own stream of the device generator (dropout masks): rank r jumps its
+    state r times ahead (PCG64's ``jumped``, 2^127 draws each), so the ranks' masks are
+    independent and rank 0's stream is the one process's. After a resume, which restores rank 0's
+    saved state on every rank, the same jump gives each rank its stream back (a jump commutes with
+    drawing). A generator without ``jumped`` (CuPy's) stays shared: then rows i and b + i (b rows
+    per rank) draw the same masks."""
+    bit_generator = getattr(generator, "bit_generator", None)
+    if rank() > 0 and hasattr(bit_generator, "jumped"):
+        bit_generator.state = bit_generator.jumped(rank()).state
+
+
+def message_bytes(params, n_values=0):
+    """Bytes that :func:`allreduce_gradients` hands to MPI per call for ``params`` with
+    ``n_values`` values (the training loop sends 2: the loss and the stop request)."""
+    params = list(params)
+    return _buffer_length(params, n_values) * np.dtype(_buffer_dtype(params)).itemsize
+
+
+def _buffer_dtype(params):
+    return np.result_type(*[p.data.dtype for p in params]) if params else np.float32
+
+
+def _buffer_length(params, n_values):
+    return sum(p.data.size for p in params) + 1 + n_values + len(params)
+
+
 def _pack(params, weight, values, dtype):
     xp = backend.xp
-    buffer = xp.zeros(sum(p.data.size for p in params) + 1 + len(values) + len(params), dtype=dtype)
+    buffer = xp.zeros(_buffer_length(params, len(values)), dtype=dtype)
     offset = 0
     for p in params:
         if p.grad is not None:

@@ -2,7 +2,7 @@
 model, each check against the oracle of one process on the whole global batch (which every rank
 can compute for itself, since it holds the whole batch before it takes its shard).
 
-    mpiexec -n 2 python tests/distributed_checks.py gradients device settings stop
+    mpiexec -n 2 python tests/distributed_checks.py gradients device settings stop streams
     mpiexec -n 2 python tests/distributed_checks.py train OUT    (and without mpiexec: the oracle)
     mpiexec -n 2 python tests/distributed_checks.py die OUT      (rank 1 fails in step 5)
 
@@ -106,6 +106,26 @@ def check_stop():
     return "stop seen by every rank; no gradient where no rank had one"
 
 
+def check_streams():
+    """Each rank draws its own dropout masks, rank 0 those of one process; after a resume (rank 0's
+    saved state restored on every rank, then the jump again) each rank continues its own stream."""
+    MPI, comm = distributed._world
+    backend.manual_seed(5)
+    one_process = backend.rng().random(4)
+    backend.manual_seed(5)
+    distributed.separate_random_streams(backend.rng())
+    draws = backend.rng().random(4)
+    every = np.empty((2, 4))
+    comm.Allgather(draws, every)
+    assert not np.allclose(every[0], every[1]) and np.array_equal(every[0], one_process), every
+    saved = comm.bcast(backend.get_rng_state(), root=0)  # what rank 0's checkpoint holds
+    continuing = backend.rng().random(3)
+    backend.set_rng_state(saved)
+    distributed.separate_random_streams(backend.rng())
+    assert np.array_equal(backend.rng().random(3), continuing)
+    return "independent streams, rank 0's = one process's, resumed exactly"
+
+
 def record_writes(out):
     """Every file or directory this process creates, replaces or removes under ``out`` (audit hooks
     see the library's writes however they are made)."""
@@ -170,7 +190,7 @@ def check_a_rank_dies(out):
 if __name__ == "__main__":
     distributed.init()
     checks = {"gradients": check_gradients, "device": check_device, "settings": check_settings,
-              "stop": check_stop, "train": lambda: check_train(sys.argv[2]),
+              "stop": check_stop, "streams": check_streams, "train": lambda: check_train(sys.argv[2]),
               "die": lambda: check_a_rank_dies(sys.argv[2])}
     with distributed.stop_every_rank_on_error():  # a failed check on one rank must not hang the other
         for name in sys.argv[1:2] if sys.argv[1] in ("train", "die") else sys.argv[1:]:
