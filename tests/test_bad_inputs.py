@@ -296,6 +296,20 @@ CLI_CASES = [
                                             "--quantize", "nf4"], "does not divide"),
     ("cli-bpe-vocab-too-small", ["pretrain", "--data", "{accents}", "--tokenizer", "bpe", "--vocab-size", "100",
                                  "--out", "{out}"], "--vocab-size must be an integer ≥ 257"),
+    # issue 28: messages that name the file and line, and answer in flag terms
+    ("cli-unknown-characters-line", ["finetune", "--base", "{ckpt}", "--data", "{accents}", "--out", "{out}"],
+     "accents.txt, line 2: characters 'éü' are not in the vocabulary"),
+    ("cli-data-not-utf8", ["finetune", "--base", "{ckpt}", "--data", "{latin1}", "--out", "{out}"],
+     "latin1.jsonl, line 2, column 16: byte 0xe9 is not UTF-8"),
+    ("cli-generate-unknown-chars", ["generate", "--model", "{ckpt}", "--prompt", "café"],
+     "--unknown-chars drop removes them"),
+    ("cli-config-heads-do-not-divide", ["generate", "--model", "{bad_heads}", "--prompt", "ab"],
+     "config.json: GPTConfig: n_embd=8 must be divisible by n_head=3"),
+    ("cli-quantize-with-dora", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--quantize",
+                                "nf4", "--dora"], "--dora needs the base's float weights, and --quantize nf4"),
+    ("cli-merge-out-holds-files", ["merge", "--base", "{ckpt}", "--adapter", "{ckpt}", "--out", "{ckpt}"],
+     "already holds files; add --overwrite to replace it"),
+    ("cli-demo-out-holds-files", ["demo", "--quick", "--out", "{ckpt}"], "already holds files; add --overwrite"),
 ]
 
 
@@ -331,8 +345,12 @@ def _cli_env(env):
     for name, text in files.items():
         (env.tmp / name).write_text(text)
     paths = {name.split(".")[0]: env.tmp / name for name in files}
+    paths["latin1"] = env.tmp / "latin1.jsonl"
+    paths["latin1"].write_bytes('{"prompt": "a", "completion": "b"}\n{"prompt": "caf\xe9", "completion": "b"}\n'
+                                .encode("latin-1"))
     return {**paths, **_bpe_model_dirs(env), "ckpt": env.ckpt, "out": env.tmp / "out", "tmp": env.tmp,
-            "file": paths["a_file"], "damaged": _damaged_copy(env, "model.safetensors", lambda b: b[:50])}
+            "file": paths["a_file"], "damaged": _damaged_copy(env, "model.safetensors", lambda b: b[:50]),
+            "bad_heads": _damaged_copy(env, "config.json", _json_edit(n_head=3))}
 
 
 def _run_cli(args, environment, capsys):

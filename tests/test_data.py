@@ -1,10 +1,14 @@
 """Tokenizer, task generators, masks and batching."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from lora_np.data import CharTokenizer, make_lines, task_dataset, text_dataset
+from lora_np.data import CharTokenizer, jsonl_dataset, make_lines, task_dataset, text_dataset
 from lora_np.data.tasks import answer_mask
+from lora_np.data.text_files import read_jsonl_examples
 
 
 def test_tokenizer_round_trip_and_files(tmp_path):
@@ -77,3 +81,44 @@ def test_unknown_character_policies():
         tok.encode("abc", unknown="skip")
     with pytest.raises(ValueError, match="'q' is not in the vocabulary"):
         tok.encode("abc", unknown="map:q")
+
+
+def test_data_errors_name_the_file_and_line(tmp_path):
+    """Issue 28 item 6: a byte that is not UTF-8 (line and column, counted from the bytes), a
+    character a character model lacks (the line it first appears on), a bad JSONL line."""
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"abc\nab\xe9c\n" + b"abc\n" * 20)
+    with pytest.raises(ValueError, match=r"latin1.txt, line 2, column 3: byte 0xe9 is not UTF-8"):
+        text_dataset(path, 4)
+    path = tmp_path / "text.txt"
+    path.write_text("abc>abc\n" * 3 + "abz>abz\n" + "abc>abc\n" * 20)
+    with pytest.raises(ValueError, match=r"text.txt, line 4: characters 'z' are not in the vocabulary.*"
+                                         r"--unknown-chars drop"):
+        text_dataset(path, 4, CharTokenizer("abc>\n"))
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"prompt": "ab>", "completion": "ba"}\n\n{"prompt": "a>", "completion": "az"}\n')
+    with pytest.raises(ValueError, match=r"qa.jsonl, line 3: characters 'z'"):
+        jsonl_dataset(path, 4, CharTokenizer("abc>\n"))
+
+
+def test_blank_jsonl_lines_are_skipped_and_numbers_stay_the_files(tmp_path):
+    """The documented policy: blank lines are skipped; examples keep their line in the file."""
+    path = tmp_path / "qa.jsonl"
+    path.write_text('\n{"prompt": "a", "completion": "b"}\n   \n{"prompt": "c", "completion": "d"}\n\n')
+    assert read_jsonl_examples(path) == [("a", "b", 2), ("c", "d", 4)]
+
+
+def test_windows_without_a_completion_token_are_left_out(tmp_path):
+    """A prompt longer than the window: its windows that hold no completion token are dropped (the
+    loss would have nothing to average), and every kept window scores at least one target; the
+    oracle is a direct count over each window's targets."""
+    rows = [("abcabcabcabcabcabcab>", "cba"), ("ab>", "ba"), ("abc>", "cba")] * 4
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in rows))
+    data = jsonl_dataset(path, 4, CharTokenizer("abc>\n"))
+    tokens, counts, starts = data.splits["train"]
+    assert all(counts[s + 1:s + 5].any() for s in starts)
+    dropped = [s for s in range(0, 24, 4) if not counts[s + 1:s + 5].any()]  # inside the first long prompt
+    assert dropped == [0, 4, 8, 12, 16] and 20 in starts.tolist()
+    x, y = data.batch("train", 64, np.random.default_rng(0))
+    assert ((y != -1).sum(axis=1) > 0).all()
