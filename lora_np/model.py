@@ -15,6 +15,7 @@ import numpy as np
 from . import ops
 from .autograd import is_grad_enabled
 from .checks import check_int, check_probability
+from .generation import generate
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
 from .ops.index_arrays import check_token_batch
 
@@ -129,7 +130,6 @@ class GPT(Module):
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue each row of ``idx`` by ``max_new_tokens`` sampled tokens (generation.py)."""
-        from .generation import generate
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
 
     def extra_repr(self):
