@@ -16,11 +16,18 @@ from .. import backend, parallel
 from ..autograd import Tensor
 
 
+def row_mean(a):
+    """mean(a) over each row (rows, 1), as a GEMV with a vector of 1/C: BLAS's row sums beat
+    NumPy's reductions along a short last axis about fivefold."""
+    return (a @ backend.xp.full(a.shape[1], 1.0 / a.shape[1], dtype=a.dtype))[:, None]
+
+
 def layer_norm_kernel(y, xhat, rstd, x, w, b, eps):
     """On (rows, C): x̂ = (x - μ) r with r = 1/√(σ² + eps) (kept, for the backward), y = x̂ ⊙ w + b."""
     xp = backend.xp
-    xp.subtract(x, x.mean(axis=1, keepdims=True), out=xhat)
-    xp.divide(1.0, xp.sqrt(xp.einsum("ij,ij->i", xhat, xhat)[:, None] / x.shape[1] + eps), out=rstd)
+    xp.subtract(x, row_mean(x), out=xhat)
+    xp.multiply(xhat, xhat, out=y)                       # (x - μ)², in y until y is written
+    xp.divide(1.0, xp.sqrt(row_mean(y) + eps), out=rstd)
     xhat *= rstd
     if w is None:
         y[...] = xhat
@@ -34,9 +41,9 @@ def layer_norm_dx_kernel(dx, g, xhat, rstd, w):
     """On (rows, C): dL/dx = r (d - mean(d) - x̂ mean(d ⊙ x̂)) with d = g ⊙ w."""
     xp = backend.xp
     d = g if w is None else g * w
-    c = g.shape[1]
-    mean_d_xhat = xp.einsum("ij,ij->i", d, xhat)[:, None] / c
-    xp.subtract(d, d.sum(axis=1, keepdims=True) / c, out=dx)
+    xp.multiply(d, xhat, out=dx)                         # d ⊙ x̂, in dx until dx is written
+    mean_d_xhat = row_mean(dx)
+    xp.subtract(d, row_mean(d), out=dx)
     dx -= xhat * mean_d_xhat
     dx *= rstd
 
