@@ -36,10 +36,19 @@ class no_grad:
 
     def __call__(self, fn):
         def wrapper(*args, **kwargs):
-            with no_grad():
+            with type(self)():
                 return fn(*args, **kwargs)
         wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
         return wrapper
+
+
+class enable_grad(no_grad):
+    """Context manager (or decorator) in which ops record a graph, even inside ``no_grad`` or a
+    backward pass (gradient checkpointing recomputes a block's forward there)."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._saved, _grad_enabled = _grad_enabled, True
 
 
 def is_grad_enabled():

@@ -14,6 +14,7 @@ over (:func:`use_array_module`), and both generators start again from the last s
 """
 
 import contextlib
+import copy
 
 import numpy as np
 
@@ -69,6 +70,24 @@ def use_array_module(array_module, reseed=True):
     _array_module = array_module
     if reseed:
         manual_seed(_seed)
+
+
+def device_generator_copy():
+    """An independent copy of the device generator in its current state: drawing from it later gives
+    the numbers the device generator gives next (gradient checkpointing replays dropout masks)."""
+    return copy.deepcopy(_device)
+
+
+@contextlib.contextmanager
+def replaying(generator):
+    """Inside the block ``generator`` (a :func:`device_generator_copy`) is the device generator;
+    afterwards the previous one, its state untouched."""
+    global _device
+    saved, _device = _device, generator
+    try:
+        yield generator
+    finally:
+        _device = saved
 
 
 @contextlib.contextmanager

@@ -69,6 +69,8 @@ class MLP(Module):
 
 
 class Block(Module):
+    supports_gradient_checkpointing = True  # model.gradient_checkpointing_enable() recomputes it (nn/checkpointing.py)
+
     def __init__(self, config, dtype):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)

@@ -7,11 +7,19 @@ into dotted paths ("transformer.h.0.attn.c_attn.weight") that match GPT-2 checkp
 import numpy as np
 
 from .. import backend
-from ..autograd import Parameter
+from ..autograd import Parameter, is_grad_enabled
+from .checkpointing import checkpoint
 
 
 class Module:
-    """Base class: subclasses call ``super().__init__()`` first, then assign parameters and children."""
+    """Base class: subclasses call ``super().__init__()`` first, then assign parameters and children.
+
+    A class that sets ``supports_gradient_checkpointing = True`` (a transformer block) may have its
+    forward recomputed in the backward instead of keeping its activations: see
+    :meth:`gradient_checkpointing_enable` and ``nn/checkpointing.py``.
+    """
+
+    supports_gradient_checkpointing = False
 
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
@@ -39,6 +47,8 @@ class Module:
         object.__delattr__(self, name)
 
     def __call__(self, *args, **kwargs):
+        if self.__dict__.get("gradient_checkpointing") and self.training and is_grad_enabled():
+            return checkpoint(self, *args, **kwargs)
         return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
@@ -96,6 +106,31 @@ class Module:
         for p in self.parameters():
             p.requires_grad = requires_grad
         return self
+
+    # --- gradient checkpointing (transformers' names) --------------------------------------------
+    def gradient_checkpointing_enable(self):
+        """Every submodule whose class supports it (each transformer block) keeps only its input in
+        training and runs its forward again in the backward: activation memory of one block instead
+        of all of them, for about a third more arithmetic; gradients unchanged (dropout masks are
+        replayed). In eval mode, or under ``no_grad``, blocks run as usual. Returns self."""
+        blocks = [m for _, m in self.named_modules() if m.supports_gradient_checkpointing]
+        if not blocks:
+            raise ValueError(f"gradient checkpointing: {type(self).__name__} has no submodule that supports it "
+                             f"(a block class sets supports_gradient_checkpointing = True)")
+        for m in blocks:
+            object.__setattr__(m, "gradient_checkpointing", True)
+        return self
+
+    def gradient_checkpointing_disable(self):
+        """Every block keeps its activations again (the default). Returns self."""
+        for _, m in self.named_modules():
+            m.__dict__.pop("gradient_checkpointing", None)
+        return self
+
+    @property
+    def is_gradient_checkpointing(self):
+        """True when some submodule recomputes its forward in the backward."""
+        return any(m.__dict__.get("gradient_checkpointing") for _, m in self.named_modules())
 
     # --- state dicts -----------------------------------------------------------------------------
     def state_dict(self):
