@@ -26,6 +26,7 @@ import ctypes
 import itertools
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -236,7 +237,6 @@ def matmul(a, b):
 def _thread_pool():
     workers = thread_count() - 1
     if workers not in _pools:
-        from concurrent.futures import ThreadPoolExecutor
         _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora_np")
     return _pools[workers]
 
