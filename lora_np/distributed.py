@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -45,6 +46,7 @@ from . import backend
 INSTALL_HINT = "pip install -r requirements-distributed.txt  (installs mpi4py and MPICH)"
 # Set by the MPI launchers for every rank they start: Open MPI, MPICH/Intel MPI (hydra), MVAPICH.
 LAUNCHER_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE")
+ABORT_GRACE_SECONDS = 0.5
 CUDA_AWARE_VARIABLE = "LORA_NP_MPI_CUDA_AWARE"  # =1: hand device buffers to MPI without a host copy
 
 _world = None  # (mpi4py's MPI module, its COMM_WORLD) once init() has joined a job
@@ -250,9 +252,12 @@ def check_same_settings(**items):
 
 def abort(code=1):
     """Stop every rank of the job with exit status ``code`` (MPI_Abort). A rank that fails alone
-    must not exit normally: it would hang in MPI_Finalize and its peers in their next Allreduce."""
+    must not exit normally: it would hang in MPI_Finalize and its peers in their next Allreduce.
+    The launcher forwards a rank's output through a pipe, and the abort may kill that pipe's reader
+    before it has read everything: a moment's pause lets the last lines through."""
     sys.stdout.flush()
     sys.stderr.flush()
+    time.sleep(ABORT_GRACE_SECONDS)
     MPI, comm = _world
     comm.Abort(code)
 
@@ -266,9 +271,10 @@ def stop_every_rank_on_error():
         yield
     except CollectiveError:
         raise
-    except BaseException:
+    except BaseException as exc:
         if world_size() == 1:
             raise
-        print(f"lora_np: rank {rank()} of {world_size()} failed; stopping every rank", file=sys.stderr)
         traceback.print_exc()
+        print(f"lora_np: rank {rank()} of {world_size()} failed ({type(exc).__name__}: {exc}); stopping every rank",
+              file=sys.stderr)
         abort(1)

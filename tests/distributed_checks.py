@@ -5,6 +5,7 @@ can compute for itself, since it holds the whole batch before it takes its shard
     mpiexec -n 2 python tests/distributed_checks.py gradients device settings stop streams
     mpiexec -n 2 python tests/distributed_checks.py train OUT    (and without mpiexec: the oracle)
     mpiexec -n 2 python tests/distributed_checks.py die OUT      (rank 1 fails in step 5)
+    mpiexec -n 2 python tests/distributed_checks.py cli OUT finetune ... --out OUT
 
 Prints one line "rank R ok ..." per check and rank when it passed; an AssertionError otherwise.
 """
@@ -187,12 +188,23 @@ def check_a_rank_dies(out):
     raise AssertionError("a rank failed, yet training finished")
 
 
+def check_cli(out, argv):
+    """The command line on N ranks, its writes recorded: rank 0's, and none from the others."""
+    from lora_np.app.cli import main
+    writes = record_writes(out)
+    code = main(argv, prog="python -m lora_np")
+    assert code == 0, code
+    return f"{len(writes)} writes"
+
+
 if __name__ == "__main__":
-    distributed.init()
+    if sys.argv[1] != "cli":  # the command line joins the job itself
+        distributed.init()
     checks = {"gradients": check_gradients, "device": check_device, "settings": check_settings,
               "stop": check_stop, "streams": check_streams, "train": lambda: check_train(sys.argv[2]),
-              "die": lambda: check_a_rank_dies(sys.argv[2])}
+              "die": lambda: check_a_rank_dies(sys.argv[2]), "cli": lambda: check_cli(sys.argv[2], sys.argv[3:])}
     with distributed.stop_every_rank_on_error():  # a failed check on one rank must not hang the other
-        for name in sys.argv[1:2] if sys.argv[1] in ("train", "die") else sys.argv[1:]:
-            assert name == "train" or distributed.world_size() == 2, "run under mpiexec -n 2"
-            print(f"rank {distributed.rank()} ok {name}: {checks[name]()}", flush=True)
+        for name in sys.argv[1:2] if sys.argv[1] in ("train", "die", "cli") else sys.argv[1:]:
+            assert name in ("train", "cli") or distributed.world_size() == 2, "run under mpiexec -n 2"
+            outcome = checks[name]()
+            print(f"rank {distributed.rank()} ok {name}: {outcome}", flush=True)
