@@ -1,6 +1,6 @@
 """lora_np: LoRA fine-tuning from scratch in NumPy (CuPy on a GPU), every gradient derived by hand."""
 
-from . import nn, ops, optim
+from . import distributed, nn, ops, optim
 from .autograd import Parameter, Tensor, is_grad_enabled, no_grad
 from .backend import get_backend, manual_seed, set_backend, to_numpy
 from .io.gpt2_checkpoint import load_gpt2, save_gpt2
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "Parameter", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
-    "set_backend", "get_backend", "manual_seed", "to_numpy", "nn", "ops", "optim",
+    "set_backend", "get_backend", "manual_seed", "to_numpy", "nn", "ops", "optim", "distributed",
     "GPT", "GPTConfig", "save_gpt2", "load_gpt2", "Llama", "LlamaConfig", "load_model", "save_model", "BPETokenizer",
     "LoraConfig", "LoraLinear", "add_lora", "set_adapter", "delete_adapter", "merge_lora", "unmerge_lora",
     "merge_and_unload", "disable_lora", "lora_state_dict", "print_trainable_parameters", "count_parameters",
