@@ -1,7 +1,6 @@
 """Tokenizer, task generators, masks and batching."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -127,8 +127,8 @@ def _lora_flags(p):
     p.add_argument("--lora-r", type=int, default=LORA.r, check=POSITIVE, help="LoRA rank r")
     p.add_argument("--lora-alpha", type=float, default=LORA.lora_alpha, check={"min": 0, "min_open": True},
                    help="LoRA alpha (scaling alpha/r)")
-    p.add_argument("--lora-dropout", type=float, default=LORA.lora_dropout, check={"min": 0, "max": 1, "max_open": True},
-                   help="dropout on the adapter's input during training")
+    p.add_argument("--lora-dropout", type=float, default=LORA.lora_dropout,
+                   check={"min": 0, "max": 1, "max_open": True}, help="dropout on the adapter's input during training")
     p.add_argument("--targets", default=",".join(LORA.target_modules),
                    help="comma-separated module-name suffixes: c_attn, c_proj, c_fc, and wte (the token embedding)")
     p.add_argument("--dora", action="store_true", help="DoRA: train a magnitude per output and a LoRA direction")

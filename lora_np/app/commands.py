@@ -25,8 +25,8 @@ from ..training.progress import say
 from .demo import DemoSettings, run_demo
 from .inputs import check_data_flags, make_dataset, new_tokenizer, prompt_ids, window
 from .memory import available_bytes, check_fits, fitting_sizes, format_bytes, gpt_parameter_count, run_bytes
-from .model_dir import (adapter_metadata, check_vocab_sizes, is_large, load_model_dir, load_tokenizer, read_model_config,
-                        save_tokenizer)
+from .model_dir import (adapter_metadata, check_vocab_sizes, is_large, load_model_dir, load_tokenizer,
+                        read_model_config, save_tokenizer)
 from .run_dir import check_output_dir, locked, output_dir, restore_run_args, save_run_config
 
 LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "targets", "dora", "init", "loraplus_ratio", "quantize")
@@ -200,7 +200,7 @@ def cmd_finetune(args):
 
 def cmd_generate(args):
     tokenizer, config = read_model(args.model)
-    ids = prompt_ids(tokenizer, args.prompt, config.block_size, args.unknown_chars)
+    ids = prompt_ids(tokenizer, args.prompt, config.block_size, args.unknown_chars, f"{args.prog} generate")
     model = load_model_dir(args.model, args.adapter, quiet=args.quiet)[0]
     backend.manual_seed(args.seed)
     out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)

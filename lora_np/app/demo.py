@@ -157,8 +157,8 @@ class _Demo:
                 raise ValueError(f"--ranks: r={r} exceeds n_embd={s.n_embd}")
             self.say(f"      rank sweep: r={r}")
             cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=s.targets)
-            m, rr = _fine_tune(self.base_state, self.config, self.task_b, self.steps_config(s.finetune_steps, s.lora_lr),
-                               lora_config=cfg, quiet=True)
+            m, rr = _fine_tune(self.base_state, self.config, self.task_b,
+                               self.steps_config(s.finetune_steps, s.lora_lr), lora_config=cfg, quiet=True)
             self.results["ranks"].append({"r": r, "trainable": count_parameters(m)[0], "ms_per_step": rr.ms_per_step,
                                           "B": evaluate(m, self.task_b)})
 

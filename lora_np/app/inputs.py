@@ -58,7 +58,7 @@ def window(args, config):
     return args.block_size
 
 
-def prompt_ids(tokenizer, prompt, block_size, unknown):
+def prompt_ids(tokenizer, prompt, block_size, unknown, prefix="lora-np generate"):
     """The prompt's ids, cut to the model's context from the left; what was cut is said on stderr."""
     if not prompt:
         raise ValueError("--prompt must not be empty")
@@ -72,7 +72,7 @@ def prompt_ids(tokenizer, prompt, block_size, unknown):
         raise ValueError(f"--prompt {prompt!r} tokenizes to nothing")
     if len(ids) > block_size:
         cut = tokenizer.decode(ids[:-block_size])
-        print(f"lora-np generate: the prompt is {len(ids)} tokens, longer than the model's context of {block_size}; "
+        print(f"{prefix}: the prompt is {len(ids)} tokens, longer than the model's context of {block_size}; "
               f"its first {len(ids) - block_size} tokens were cut: {cut!r:.80}", file=sys.stderr)
         ids = ids[-block_size:]
     return ids
