@@ -133,3 +133,18 @@ def test_bad_input_is_refused_before_any_work():
         model(np.zeros((1, 17), dtype=np.int64))
     with pytest.raises(ValueError, match="supports_gradient_checkpointing"):
         lora_np.nn.Linear(3, 4).gradient_checkpointing_enable()
+
+
+@pytest.mark.parametrize("qk_norm", [False, True], ids=["llama", "qwen3"])
+def test_llama_decoder_layers_give_identical_gradients(qk_norm):
+    """Llama-family layers take (x, cos, sin): the rotary tables pass through the recomputation as
+    they are; grouped-query attention, LoRA with dropout on every Linear."""
+    from lora_np import Llama, LlamaConfig
+    lora_np.manual_seed(0)
+    config = LlamaConfig(vocab_size=CONFIG["vocab_size"], hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16, qk_norm=qk_norm)
+    model = add_lora(Llama(config, dtype=np.float64).train(),
+                     LoraConfig(r=2, lora_dropout=0.3, target_modules="all-linear", init_lora_weights="gaussian"))
+    assert_same_gradients(model)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model(np.zeros((1, 17), dtype=np.int64))
