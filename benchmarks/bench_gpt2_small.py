@@ -176,7 +176,8 @@ WORKERS = {"ours_train": ours_train, "peft_train": peft_train, "ours_generate": 
 def spawn(case):
     env = dict(os.environ, PYTHONPATH=str(ROOT), LORA_NP_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
                OPENBLAS_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS), TOKENIZERS_PARALLELISM="false")
-    return subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(case)], env=env, text=True,
+    script = case.get("script", __file__)  # another benchmark's workers: its own file (bench_llm.py)
+    return subprocess.Popen([sys.executable, script, "--worker", json.dumps(case)], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -189,9 +190,10 @@ def ask(proc, command):
     return json.loads(line)
 
 
-def train_pair(checkpoint, shape, warmup, steps):
-    """Both sides of one training case, stepping in turn; median ms and memory for each."""
-    procs = {kind: spawn({"kind": kind, "checkpoint": checkpoint, "shape": shape})
+def train_pair(checkpoint, shape, warmup, steps, **case):
+    """Both sides of one training case, stepping in turn; median ms and memory for each. ``case``:
+    more fields for the workers (e.g. the script that holds them)."""
+    procs = {kind: spawn({"kind": kind, "checkpoint": checkpoint, "shape": shape, **case})
              for kind in ("ours_train", "peft_train")}
     times = {kind: [] for kind in procs}
     for proc in procs.values():
