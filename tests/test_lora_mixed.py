@@ -100,7 +100,8 @@ class _TinyModel(Module):
 
     def __init__(self):
         super().__init__()
-        self.wte, self.up, self.down = Embedding(11, 8, dtype=np.float64), Linear(8, 16, dtype=np.float64), Linear(16, 5, dtype=np.float64)
+        self.wte = Embedding(11, 8, dtype=np.float64)
+        self.up, self.down = Linear(8, 16, dtype=np.float64), Linear(16, 5, dtype=np.float64)
 
     def forward(self, idx):
         return self.down(ops.tanh(self.up(self.wte(idx))))

@@ -104,7 +104,7 @@ def check_config_against_tensors(config, sd, path):
             found = sd[key].shape if key in sd else "nothing"
             raise ValueError(f"{path}: config.json implies {key} of shape {shape}; the weights hold {found}")
     layers = {key.split(".")[2] for key in sd if key.startswith("transformer.h.")}
-    if layers != {str(i) for i in range(config.n_layer)}:
+    if len(layers) != config.n_layer or layers != {str(i) for i in range(config.n_layer)}:  # count first: cheap
         raise ValueError(f"{path}: config.json says n_layer={config.n_layer}; the weights hold {len(layers)} layers")
 
 
