@@ -31,6 +31,7 @@ from .ops.attention import grouped_views, sdpa_forward
 from .ops.index_arrays import check_token_batch
 from .ops.rope import ROPE_TYPES, rope_inv_freq, rope_tables
 
+MODEL_TYPES = ("llama", "qwen2", "qwen3")  # config.json's model_type of the family's members
 LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
@@ -78,6 +79,8 @@ class LlamaConfig:
         check_number("LlamaConfig.rms_norm_eps", self.rms_norm_eps, min=0, min_open=True)
         check_number("LlamaConfig.rope_theta", self.rope_theta, min=0, min_open=True)
         check_probability("LlamaConfig.attention_dropout", self.attention_dropout)
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"LlamaConfig.model_type must be one of {list(MODEL_TYPES)}; got {self.model_type!r}")
         self.rope_scaling = check_rope_scaling(self.rope_scaling)
 
     def to_dict(self):

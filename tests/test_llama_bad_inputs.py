@@ -134,3 +134,14 @@ def test_other_refusals_before_anything_is_read(folder, tmp_path):
     with pytest.raises(ValueError, match="carries a LoRA adapter"):
         ln.save_model(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_configs_a_folder_cannot_express(tmp_path):
+    with pytest.raises(ValueError, match="model_type must be one of"):
+        ln.LlamaConfig(model_type="mistral")
+    model = ln.Llama(ln.LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1, model_type="qwen3"))  # no qk_norm
+    with pytest.raises(ValueError) as e:
+        ln.save_model(model, tmp_path / "out")
+    _one_line(e, "'qwen3'", "qk_norm=False")
+    assert not (tmp_path / "out").exists()

@@ -22,13 +22,13 @@ from .atomic import atomic_write_json, read_json
 from .gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_gpt2, model_dtype, save_gpt2
 from .safetensors_file import open_safetensors, write_safetensors
 from ..backend import to_numpy
+from ..llama import MODEL_TYPES as LLAMA_TYPES
 from ..llama import Llama, LlamaConfig
 from ..model import GPT
 from ..quant.model import quantize_model
 from ..quant.weight import QuantWeight, check_scheme
 
 INDEX_FILE = "model.safetensors.index.json"
-LLAMA_TYPES = ("llama", "qwen2", "qwen3")
 MODEL_TYPES = ("gpt2",) + LLAMA_TYPES
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 _FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -81,6 +81,19 @@ def llama_config_from_hf(cfg, path=CONFIG_FILE):
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", kind != "llama")),
         attention_dropout=float(cfg.get("attention_dropout", 0.0) or 0.0), model_type=kind,
         extra={k: v for k, v in cfg.items() if k not in known})
+
+
+def check_expressible(config):
+    """The switches must be what config.json's model_type implies, or from_pretrained would build
+    another model: Llama has no q/k norms and one attention_bias for q, k, v and o; Qwen2 has
+    q/k/v biases and none on o; Qwen3 has q/k norms and one attention_bias."""
+    c, kind = config, config.model_type
+    ok = {"llama": not c.qk_norm and c.qkv_bias == c.o_bias, "qwen2": c.qkv_bias and not c.o_bias and not c.qk_norm,
+          "qwen3": c.qk_norm and c.qkv_bias == c.o_bias}.get(kind, False)
+    if not ok:
+        raise ValueError(f"save_model: model_type {kind!r} cannot express qkv_bias={c.qkv_bias}, o_bias={c.o_bias}, "
+                         f"qk_norm={c.qk_norm} (llama: no q/k norms, one bias flag; qwen2: q/k/v biases only; "
+                         f"qwen3: q/k norms, one bias flag)")
 
 
 def llama_config_to_hf(config, dtype):
@@ -241,6 +254,7 @@ def save_model(model, path):
     if not isinstance(model, Llama):
         raise TypeError(f"save_model needs a GPT or a Llama; got {type(model).__name__}")
     _check_plain_float(model)
+    check_expressible(model.config)
     tensors = {}
     for name, p in model.named_parameters():
         value = to_numpy(p.data)
