@@ -186,3 +186,20 @@ def test_parameter_count_includes_the_quantized_base(checkpoint):
     float_model, model = ln.load_gpt2(checkpoint), ln.load_gpt2(checkpoint, quantize="nf4")
     config = ln.LoraConfig(r=4, target_modules=["c_attn"])
     assert ln.count_parameters(ln.add_lora(model, config)) == ln.count_parameters(ln.add_lora(float_model, config))
+
+
+def test_quantize_model_after_add_lora_quantizes_the_adapted_bases(rng):
+    """quant knows nothing of lora: it finds the float W a LoraLinear holds by what it holds. The
+    adapted layer then runs quant_lora_linear, equal to the float LoRA op on deq(Q)."""
+    model = ln.GPT(ln.GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=64))
+    ln.add_lora(model, ln.LoraConfig(r=2, target_modules=["c_attn"], init_lora_weights=False))
+    idx = rng.integers(0, 20, size=(2, 8))
+    ln.quantize_model(model, "nf4")
+    assert isinstance(model.transformer.h[0].attn.c_attn.weight, QuantWeight)
+    assert isinstance(model.transformer.h[0].attn.c_proj, QuantLinear)
+    quantized = to_numpy(model(idx)[0])
+    ln.dequantize_model(model)  # float W = deq(Q): the same function through ops.lora_linear
+    np.testing.assert_allclose(quantized, to_numpy(model(idx)[0]), rtol=1e-5, atol=1e-5)
+    ln.merge_lora(model)
+    with pytest.raises(ValueError, match="merged into the weights; call unmerge_lora"):
+        ln.quantize_model(model, "nf4")
