@@ -98,9 +98,9 @@ def test_generation_past_the_context_slides_the_window(folders, rng):
         assert out[0, t] == int(to_numpy(logits.data)[0, -1].argmax())
 
 
-@pytest.mark.parametrize("how", ["bf16", "sharded", "sharded-bf16"])
-def test_bf16_and_sharded_folders_load(how, tmp_path, rng):
-    dtype = torch.bfloat16 if "bf16" in how else torch.float32
+@pytest.mark.parametrize("how", ["bf16", "fp16", "sharded", "sharded-bf16"])
+def test_bf16_fp16_and_sharded_folders_load(how, tmp_path, rng):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(how.split("-")[-1], torch.float32)
     tiny_hf_llama(tmp_path, "qwen3", dtype=dtype, max_shard_size="20KB" if "sharded" in how else None)
     if "sharded" in how:
         assert (tmp_path / "model.safetensors.index.json").is_file()
@@ -154,3 +154,19 @@ def test_float32_model_matches_transformers_float32(folders, rng):
         ref = load_hf(path, kind, dtype=torch.float32)(torch.tensor(idx)).logits
     with ln.no_grad():
         assert max_rel_err(to_numpy(ours(idx)[0].data), ref) < 1e-5
+
+
+def test_a_sharded_folder_is_read_tensor_by_tensor(tmp_path, backend_name):
+    """The load's peak above the loaded model stays within a few tensors: never the whole file."""
+    if backend_name != "numpy":
+        pytest.skip("tracemalloc sees host memory only")
+    import tracemalloc
+    tiny_hf_llama(tmp_path, "llama", hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                  max_shard_size="200KB")
+    tracemalloc.start()
+    model = ln.load_model(tmp_path)
+    held, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    largest = max(p.data.nbytes for p in model.parameters())
+    total = sum(p.data.nbytes for p in model.parameters())
+    assert total > 10 * largest and peak - held < 3 * largest, (peak - held, largest, total)
