@@ -1,10 +1,19 @@
-"""Every exercise in the notebooks can fail: its check rejects the notebook's stub and a plausible
-wrong answer (the check's ``mutate`` of the solution), and accepts the notebook's collapsed
-solution. An exercise is a solution cell (tagged "solution", source hidden) defining a function
-that has a check in notebooks/course/, with a stub cell (``# YOUR CODE``) defining the same name."""
+"""Every exercise in the notebooks can fail, and is asked before it is answered.
+
+An exercise is a solution cell (tagged "solution", source hidden) defining a function that has a
+check in notebooks/course/, with a stub cell (``# YOUR CODE``) defining the same name. For each:
+
+- its check rejects the stub, accepts the notebook's solution, and rejects every plausible wrong
+  answer listed below in ``MISTAKES`` (at least three per exercise: a transpose, a wrong axis, a
+  missing term or scale, a numerically unstable form, a wrong dtype assumption, a string shortcut
+  — the mistakes learners make, not a scaled copy of the answer);
+- no visible cell before its stub gives the answer away: the key expressions of the solution
+  (its ``return`` lines, and the formulas in ``KEYS``) appear only in collapsed cells or after it.
+"""
 
 import ast
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,51 +38,776 @@ def _defined_functions(source):
     return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
 
 
+def _hidden(cell):
+    return bool(cell.metadata.get("jupyter", {}).get("source_hidden"))
+
+
 def _exercises():
+    """(notebook, name, stub source, solution cell, earlier solution sources, visible text before the stub)."""
     found = []
     for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
-        stubs = {}
+        stubs, earlier, visible = {}, [], []
         for cell in nbformat.read(path, as_version=4).cells:
-            if cell.cell_type != "code":
-                continue
-            names = _defined_functions(cell.source)
-            if "# YOUR CODE" in cell.source:
-                stubs.update((name, cell.source) for name in names)
-            elif "solution" in cell.metadata.get("tags", []):
-                found += [(path.stem, name, stubs.get(name), cell) for name in names if name in course.CHECKS]
+            names = _defined_functions(cell.source) if cell.cell_type == "code" else []
+            if cell.cell_type == "code" and "# YOUR CODE" in cell.source:
+                stubs.update((name, (cell.source, "\n".join(visible))) for name in names)
+            elif cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
+                for name in names:
+                    if name in course.CHECKS:
+                        stub, before = stubs.get(name, (None, ""))
+                        found.append((path.stem, name, stub, cell, list(earlier), before))
+                earlier.append(cell.source)
+            if not _hidden(cell):
+                visible.append(cell.source)
     return found
 
 
 EXERCISES = _exercises()
+IDS = [f"{e[0][:2]}-{e[1]}" for e in EXERCISES]
 
 
-def _define(source, name):
-    namespace = {"np": np, "math": math, "time": time, "lora_np": lora_np, "ops": ops, "Tensor": Tensor,
-                 "check": course.check}
+def _namespace():
+    return {"np": np, "math": math, "time": time, "lora_np": lora_np, "ops": ops, "Tensor": Tensor,
+            "check": course.check}
+
+
+def _define(source, name, earlier=()):
+    """``name`` as the cell defines it, with the notebook's earlier solutions in scope (a block's
+    backward calls the layer norm, attention and GELU backward passes written before it)."""
+    namespace = _namespace()
+    for cell in earlier:
+        exec(compile(cell.replace("assert check(", "(lambda f: f)("), "<earlier>", "exec"), namespace)
     exec(compile(source, f"<{name}>", "exec"), namespace)
     return namespace[name]
+
+
+# ---------------------------------------------------------------- plausible wrong answers, by exercise
+MISTAKES = {}
+
+
+def mistake(exercise, what):
+    """Register ``fn`` as a wrong answer to ``exercise`` (renamed so that check() finds its exercise)."""
+    def register(fn):
+        fn.__name__ = exercise
+        fn.what = what
+        MISTAKES.setdefault(exercise, []).append(fn)
+        return fn
+    return register
+
+
+# 01 · autograd
+@mistake("topological_order", "outputs first (the order backward walks, not the order it needs)")
+def _(root):
+    order, seen = [], set()
+
+    def visit(node):
+        if node not in seen:
+            seen.add(node)
+            order.append(node)
+            for parent in node.parents:
+                if parent is not None:
+                    visit(parent)
+    visit(root)
+    return order
+
+
+@mistake("topological_order", "no 'seen' set: a node used twice is listed twice")
+def _(root):
+    order = []
+
+    def visit(node):
+        for parent in node.parents:
+            if parent is not None:
+                visit(parent)
+        order.append(node)
+    visit(root)
+    return order
+
+
+@mistake("topological_order", "the leaves left out (only nodes with inputs)")
+def _(root):
+    order, seen = [], set()
+
+    def visit(node):
+        if node not in seen:
+            seen.add(node)
+            for parent in node.parents:
+                if parent is not None:
+                    visit(parent)
+            if any(p is not None for p in node.parents):
+                order.append(node)
+    visit(root)
+    return order
+
+
+@mistake("mul_backward", "db not summed over the broadcast axis")
+def _(g, a, b):
+    return g * b, g * a
+
+
+@mistake("mul_backward", "db summed over the wrong axis")
+def _(g, a, b):
+    return g * b, (g * a).sum(axis=1)
+
+
+@mistake("mul_backward", "da and db swapped (each input's own value instead of the other's)")
+def _(g, a, b):
+    return g * a, (g * b).sum(axis=0)
+
+
+@mistake("matmul_backward", "db transposed: Gᵀ A")
+def _(g, a, b):
+    return g @ b.T, g.T @ a
+
+
+@mistake("matmul_backward", "the mean over rows instead of the sum")
+def _(g, a, b):
+    return g @ b.T, a.T @ g / len(g)
+
+
+@mistake("matmul_backward", "da with B instead of Bᵀ, shapes forced by reshape")
+def _(g, a, b):
+    return (g @ b.reshape(2, 4)), a.T @ g
+
+
+@mistake("softmax_backward", "the ⟨g, y⟩ term missing: y ⊙ g")
+def _(g, y):
+    return y * g
+
+
+@mistake("softmax_backward", "⟨g, y⟩ summed over the wrong axis")
+def _(g, y):
+    return y * (g - (g * y).sum(axis=0, keepdims=True))
+
+
+@mistake("softmax_backward", "the Jacobian's diagonal only: y(1 - y) ⊙ g")
+def _(g, y):
+    return y * (1 - y) * g
+
+
+@mistake("cross_entropy_backward", "no max shift: e^z overflows for large logits")
+def _(logits, targets):
+    p = np.exp(logits)
+    p = p / p.sum(axis=1, keepdims=True)
+    p[np.arange(len(targets)), targets] -= 1.0
+    return p / len(targets)
+
+
+@mistake("cross_entropy_backward", "the sum, not the mean: no 1/N")
+def _(logits, targets):
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p = p / p.sum(axis=1, keepdims=True)
+    p[np.arange(len(targets)), targets] -= 1.0
+    return p
+
+
+@mistake("cross_entropy_backward", "softmax over the wrong axis (the batch)")
+def _(logits, targets):
+    p = np.exp(logits - logits.max(axis=0, keepdims=True))
+    p = p / p.sum(axis=0, keepdims=True)
+    p[np.arange(len(targets)), targets] -= 1.0
+    return p / len(targets)
+
+
+# 02 · the transformer
+def _ln_parts(x, w, eps=1e-5, ddof=0):
+    r = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True, ddof=ddof) + eps)
+    return r, (x - x.mean(axis=-1, keepdims=True)) * r
+
+
+@mistake("layer_norm_backward", "the mean term missing (μ treated as a constant)")
+def _(g, x, w):
+    r, xhat = _ln_parts(x, w)
+    d = g * w
+    return r * (d - xhat * (d * xhat).mean(axis=-1, keepdims=True)), (g * xhat).sum(0), g.sum(0)
+
+
+@mistake("layer_norm_backward", "the variance term missing (σ treated as a constant)")
+def _(g, x, w):
+    r, xhat = _ln_parts(x, w)
+    d = g * w
+    return r * (d - d.mean(axis=-1, keepdims=True)), (g * xhat).sum(0), g.sum(0)
+
+
+@mistake("layer_norm_backward", "the unbiased variance (ddof=1), not layer norm's")
+def _(g, x, w):
+    r, xhat = _ln_parts(x, w, ddof=1)
+    d = g * w
+    return r * (d - d.mean(axis=-1, keepdims=True) - xhat * (d * xhat).mean(axis=-1, keepdims=True)), \
+        (g * xhat).sum(0), g.sum(0)
+
+
+@mistake("layer_norm_backward", "dw summed over the wrong axis")
+def _(g, x, w):
+    r, xhat = _ln_parts(x, w)
+    d = g * w
+    return r * (d - d.mean(axis=-1, keepdims=True) - xhat * (d * xhat).mean(axis=-1, keepdims=True)), \
+        (g * xhat).sum(1), g.sum(0)
+
+
+def _gelu_parts(x):
+    c = np.sqrt(2 / np.pi)
+    return c, np.tanh(c * (x + 0.044715 * x ** 3))
+
+
+@mistake("gelu_backward", "the product rule's second term missing")
+def _(g, x):
+    c, t = _gelu_parts(x)
+    return g * 0.5 * (1 + t)
+
+
+@mistake("gelu_backward", "the inner derivative without its 3: 1 + 0.044715 x²")
+def _(g, x):
+    c, t = _gelu_parts(x)
+    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t ** 2) * c * (1 + 0.044715 * x ** 2))
+
+
+@mistake("gelu_backward", "the √(2/π) factor dropped")
+def _(g, x):
+    c, t = _gelu_parts(x)
+    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t ** 2) * (1 + 3 * 0.044715 * x ** 2))
+
+
+def _attention(q, k, v, scale=True, causal=True):
+    T, d = q.shape
+    s = q @ k.T / (np.sqrt(d) if scale else 1.0)
+    if causal:
+        s = s + np.triu(np.full((T, T), -np.inf), k=1)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+@mistake("attention_backward", "the 1/√d scale missing from dq and dk")
+def _(g, q, k, v):
+    p = _attention(q, k, v)
+    dp = g @ v.T
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    return ds @ k, ds.T @ q, p.T @ g
+
+
+@mistake("attention_backward", "softmax's backward without the row sum: dS = P ⊙ dP")
+def _(g, q, k, v):
+    p, d = _attention(q, k, v), q.shape[1]
+    ds = p * (g @ v.T)
+    return ds @ k / np.sqrt(d), ds.T @ q / np.sqrt(d), p.T @ g
+
+
+@mistake("attention_backward", "dv without the transpose: P G")
+def _(g, q, k, v):
+    p, d = _attention(q, k, v), q.shape[1]
+    dp = g @ v.T
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    return ds @ k / np.sqrt(d), ds.T @ q / np.sqrt(d), p @ g
+
+
+@mistake("attention_backward", "the causal mask forgotten in the recomputed P")
+def _(g, q, k, v):
+    p, d = _attention(q, k, v, causal=False), q.shape[1]
+    dp = g @ v.T
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    return ds @ k / np.sqrt(d), ds.T @ q / np.sqrt(d), p.T @ g
+
+
+def _block_backward(g, cache, p, residual=True, strided_heads=False, ln_input="x1", n_head=2):
+    """A whole block's backward with one switch per mistake (the right answer with the defaults)."""
+    def ln_back(g, x, w):
+        r, xhat = _ln_parts(x, w)
+        d = g * w
+        return r * (d - d.mean(-1, keepdims=True) - xhat * (d * xhat).mean(-1, keepdims=True)), (g * xhat).sum(0), g.sum(0)
+
+    def att_back(g, q, k, v):
+        P, dh = _attention(q, k, v), q.shape[1]
+        dp = g @ v.T
+        ds = P * (dp - (dp * P).sum(axis=-1, keepdims=True))
+        return ds @ k / np.sqrt(dh), ds.T @ q / np.sqrt(dh), P.T @ g
+
+    def gelu_back(g, x):
+        c, t = _gelu_parts(x)
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t ** 2) * c * (1 + 3 * 0.044715 * x ** 2))
+
+    d = {"mlp.c_proj.weight": cache["u"].T @ g, "mlp.c_proj.bias": g.sum(0), "u": g @ p["mlp.c_proj.weight"].T}
+    d["f"] = gelu_back(d["u"], cache["f"])
+    d["mlp.c_fc.weight"], d["mlp.c_fc.bias"] = cache["h2"].T @ d["f"], d["f"].sum(0)
+    d["h2"] = d["f"] @ p["mlp.c_fc.weight"].T
+    dx1, d["ln_2.weight"], d["ln_2.bias"] = ln_back(d["h2"], cache[ln_input], p["ln_2.weight"])
+    d["x1"] = g + dx1 if residual else dx1
+    d["attn.c_proj.weight"], d["attn.c_proj.bias"] = cache["att"].T @ d["x1"], d["x1"].sum(0)
+    d["att"] = d["x1"] @ p["attn.c_proj.weight"].T
+    q, k, v = np.split(cache["qkv"], 3, axis=1)
+    hd = q.shape[1] // n_head
+    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    for i in range(n_head):
+        cols = slice(i, None, n_head) if strided_heads else slice(i * hd, (i + 1) * hd)
+        dq[:, cols], dk[:, cols], dv[:, cols] = att_back(d["att"][:, cols], q[:, cols], k[:, cols], v[:, cols])
+    d["qkv"] = np.concatenate([dq, dk, dv], axis=1)
+    d["attn.c_attn.weight"], d["attn.c_attn.bias"] = cache["h1"].T @ d["qkv"], d["qkv"].sum(0)
+    d["h1"] = d["qkv"] @ p["attn.c_attn.weight"].T
+    dx, d["ln_1.weight"], d["ln_1.bias"] = ln_back(d["h1"], cache["x"], p["ln_1.weight"])
+    d["x"] = d["x1"] + dx if residual else dx
+    return d
+
+
+mistake("block_backward", "the residual connections' gradients dropped")(
+    lambda g, cache, p: _block_backward(g, cache, p, residual=False))
+mistake("block_backward", "heads taken as every H-th channel, not contiguous slices")(
+    lambda g, cache, p: _block_backward(g, cache, p, strided_heads=True))
+mistake("block_backward", "ln_2's backward evaluated at its output h2 instead of its input x1")(
+    lambda g, cache, p: _block_backward(g, cache, p, ln_input="h2"))
+
+
+# 03 · LoRA's mathematics
+@mistake("lora_forward", "the scale s forgotten")
+def _(x, W, b, A, B, s, keep):
+    return x @ W + b + ((x * keep) @ A.T) @ B.T
+
+
+@mistake("lora_forward", "dropout applied to the frozen path too")
+def _(x, W, b, A, B, s, keep):
+    return (x * keep) @ W + b + s * ((x * keep) @ A.T) @ B.T
+
+
+@mistake("lora_forward", "the paper's layout used as is: x (B A)")
+def _(x, W, b, A, B, s, keep):
+    return x @ W + b + s * (x * keep) @ (B @ A)
+
+
+def _inject(model, target_modules, make_adapter, match="peft", freeze=True, assign=True, freeze_adapters=False):
+    from lora_np.nn import Linear
+    modules = dict(model.named_modules())
+    for name, module in list(modules.items()):
+        hit = (any(name == t or name.endswith("." + t) for t in target_modules) if match == "peft"
+               else name.rsplit(".", 1)[-1] in target_modules)
+        if isinstance(module, Linear) and hit:
+            parent, _, attr = name.rpartition(".")
+            if assign:
+                setattr(modules[parent], attr, make_adapter(module))
+            else:
+                module = make_adapter(module)         # rebinds a local name; the model never sees it
+    for name, p in model.named_parameters():
+        if freeze_adapters:
+            p.requires_grad = False
+        elif freeze:
+            p.requires_grad = name.endswith(("lora_A", "lora_B"))
+
+
+mistake("inject_lora", "matching the last name component only ('attn.c_proj' then matches nothing)")(
+    lambda model, t, make: _inject(model, t, make, match="last"))
+mistake("inject_lora", "the base left trainable")(lambda model, t, make: _inject(model, t, make, freeze=False))
+mistake("inject_lora", "the wrapper bound to a local variable, not set on the parent module")(
+    lambda model, t, make: _inject(model, t, make, assign=False))
+mistake("inject_lora", "everything frozen, the adapters too")(
+    lambda model, t, make: _inject(model, t, make, freeze_adapters=True))
+
+
+@mistake("lora_backward", "the scale s missing from dA")
+def _(g, x, W, A, B, s):
+    h = x @ A.T
+    return g @ W.T + s * (g @ B) @ A, (g @ B).T @ x, s * g.T @ h
+
+
+@mistake("lora_backward", "dx through the frozen weight only")
+def _(g, x, W, A, B, s):
+    h, dh = x @ A.T, s * g @ B
+    return g @ W.T, dh.T @ x, s * g.T @ h
+
+
+@mistake("lora_backward", "dB transposed: s Hᵀ G")
+def _(g, x, W, A, B, s):
+    h, dh = x @ A.T, s * g @ B
+    return g @ W.T + dh @ A, dh.T @ x, s * h.T @ g
+
+
+@mistake("merge", "the scale s forgotten")
+def _(W, A, B, s):
+    return W + A.T @ B.T
+
+
+@mistake("merge", "subtracted (unmerge) instead of added")
+def _(W, A, B, s):
+    return W - s * A.T @ B.T
+
+
+@mistake("merge", "divided by r again: s is α/r already")
+def _(W, A, B, s):
+    return W + s / A.shape[0] * A.T @ B.T
+
+
+# 04 · LoRA vs full fine-tuning
+@mistake("mark_only_lora_as_trainable", "everything frozen, the adapters too")
+def _(model):
+    for p in model.parameters():
+        p.requires_grad = False
+
+
+@mistake("mark_only_lora_as_trainable", "only the adapters switched on; the base never switched off")
+def _(model):
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.requires_grad = True
+
+
+@mistake("mark_only_lora_as_trainable", "only A trainable (B frozen at zero: the adapter never moves)")
+def _(model):
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_A" in name
+
+
+@mistake("adamw_state_bytes", "4 bytes per number assumed (a float64 model has 8)")
+def _(model):
+    return sum(2 * p.size * 4 for p in model.parameters() if p.requires_grad)
+
+
+@mistake("adamw_state_bytes", "one moment instead of two")
+def _(model):
+    return sum(p.size * p.dtype.itemsize for p in model.parameters() if p.requires_grad)
+
+
+@mistake("adamw_state_bytes", "every parameter counted, the frozen ones too")
+def _(model):
+    return sum(2 * p.size * p.dtype.itemsize for p in model.parameters())
+
+
+@mistake("adamw_state_bytes", "the adapters counted by name, a trained bias missed")
+def _(model):
+    return sum(2 * p.size * p.dtype.itemsize for n, p in model.named_parameters() if "lora_" in n)
+
+
+# 05 · GPUs
+@mistake("timed", "no synchronize at all")
+def _(fn, synchronize):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@mistake("timed", "synchronize only after: earlier queued work is timed too")
+def _(fn, synchronize):
+    start = time.perf_counter()
+    fn()
+    synchronize()
+    return time.perf_counter() - start
+
+
+@mistake("timed", "synchronize only before: the clock stops at the launch")
+def _(fn, synchronize):
+    synchronize()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@mistake("timed", "milliseconds returned for seconds")
+def _(fn, synchronize):
+    synchronize()
+    start = time.perf_counter()
+    fn()
+    synchronize()
+    return 1000 * (time.perf_counter() - start)
+
+
+# 06 · variants
+def _dora_parts(g, x, W, A, B, m, s):
+    v = W + s * A.T @ B.T
+    return np.sqrt((v * v).sum(axis=0)), x @ A.T
+
+
+@mistake("dora_backward", "dm without dividing by the norm")
+def _(g, x, W, A, B, m, s):
+    n, h = _dora_parts(g, x, W, A, B, m, s)
+    gc = g * (m / n)
+    return (s * gc @ B).T @ x, s * gc.T @ h, (g * (x @ W + s * h @ B.T)).sum(axis=0)
+
+
+@mistake("dora_backward", "dA and dB without the m/n factor (plain LoRA's)")
+def _(g, x, W, A, B, m, s):
+    n, h = _dora_parts(g, x, W, A, B, m, s)
+    return (s * g @ B).T @ x, s * g.T @ h, (g * (x @ W + s * h @ B.T)).sum(axis=0) / n
+
+
+@mistake("dora_backward", "the norm taken over the wrong axis (per input row)")
+def _(g, x, W, A, B, m, s):
+    v = W + s * A.T @ B.T
+    n, h = np.sqrt((v * v).sum(axis=1))[:W.shape[1]], x @ A.T
+    gc = g * (m / n)
+    return (s * gc @ B).T @ x, s * gc.T @ h, (g * (x @ W + s * h @ B.T)).sum(axis=0) / n
+
+
+@mistake("matched_lr", "lr·α kept constant for SGD too (SGD's step grows with s², not s)")
+def _(lr, alpha, new_alpha, optimizer):
+    return lr * alpha / new_alpha
+
+
+@mistake("matched_lr", "the ratio inverted")
+def _(lr, alpha, new_alpha, optimizer):
+    return lr * new_alpha / alpha if optimizer == "adam" else lr * (new_alpha / alpha) ** 2
+
+
+@mistake("matched_lr", "the square for Adam too")
+def _(lr, alpha, new_alpha, optimizer):
+    return lr * (alpha / new_alpha) ** 2
+
+
+@mistake("matched_lr", "nothing to change: α is not a learning rate")
+def _(lr, alpha, new_alpha, optimizer):
+    return lr
+
+
+# 07 · QLoRA
+def _nf4_codes(w, side="left", reciprocal=True, absmax_fn=lambda w: np.abs(w).max()):
+    from lora_np.quant import NF4_CODE
+    absmax = absmax_fn(w)
+    scaled = w * (np.float32(1) / absmax) if reciprocal else w / absmax
+    midpoints = (NF4_CODE[:-1] + NF4_CODE[1:]) / np.float32(2)
+    return np.searchsorted(midpoints, scaled, side=side), absmax
+
+
+mistake("nf4_quantize_block", "a value on a midpoint rounded up")(lambda w: _nf4_codes(w, side="right"))
+mistake("nf4_quantize_block", "absmax = max(w), not max|w|")(lambda w: _nf4_codes(w, absmax_fn=np.max))
+mistake("nf4_quantize_block", "nearest level by |x - level| with argmin, without the float32 midpoints")(
+    lambda w: (np.abs((w / np.abs(w).max())[:, None].astype(np.float64)
+                      - __import__("lora_np").quant.NF4_CODE[None, :]).argmin(axis=1), np.abs(w).max()))
+
+
+@mistake("merge_qlora", "merged into the original float weight, which the adapter never saw")
+def _(W_float, qweight, A, B, s):
+    return (W_float + s * A.T @ B.T).astype(np.float32)
+
+
+@mistake("merge_qlora", "merged, then quantized back to NF4 (the update drowns in the rounding)")
+def _(W_float, qweight, A, B, s):
+    from lora_np.quant import QuantWeight
+    merged = (np.asarray(qweight.dequantize()) + s * A.T @ B.T).astype(np.float32)
+    return np.asarray(QuantWeight.from_float(merged, "nf4").dequantize())
+
+
+@mistake("merge_qlora", "the scale s forgotten")
+def _(W_float, qweight, A, B, s):
+    return (np.asarray(qweight.dequantize()) + A.T @ B.T).astype(np.float32)
+
+
+@mistake("merge_qlora", "float64 returned: the scale as a Python float promotes the product")
+def _(W_float, qweight, A, B, s):
+    return np.asarray(qweight.dequantize()).astype(np.float64) + s * A.T.astype(np.float64) @ B.T
+
+
+# 08 · BPE
+@mistake("merge_pair", "only the first occurrence merged")
+def _(symbols, pair):
+    for i in range(len(symbols) - 1):
+        if (symbols[i], symbols[i + 1]) == tuple(pair):
+            return symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
+    return list(symbols)
+
+
+@mistake("merge_pair", "a string shortcut: join with spaces, replace, split")
+def _(symbols, pair):
+    return " ".join(symbols).replace(f"{pair[0]} {pair[1]}", pair[0] + pair[1]).split(" ")
+
+
+@mistake("merge_pair", "scanning right to left (overlaps resolved from the wrong end)")
+def _(symbols, pair):
+    out, i = [], len(symbols) - 1
+    while i >= 0:
+        if i > 0 and (symbols[i - 1], symbols[i]) == tuple(pair):
+            out.insert(0, symbols[i - 1] + symbols[i])
+            i -= 2
+        else:
+            out.insert(0, symbols[i])
+            i -= 1
+    return out
+
+
+@mistake("merge_pair", "only the left symbol compared")
+def _(symbols, pair):
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == pair[0]:
+            out.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+# 09 · from GPT-2 to Llama
+def _rms_parts(x, eps=1e-6):
+    r = 1 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
+    return r, x * r
+
+
+@mistake("rms_norm_backward", "the projection term missing: r · g ⊙ w")
+def _(g, x, w):
+    r, xhat = _rms_parts(x)
+    return r * g * w, (g * xhat).sum(axis=0)
+
+
+@mistake("rms_norm_backward", "layer norm's backward copied: the mean of g ⊙ w subtracted too")
+def _(g, x, w):
+    r, xhat = _rms_parts(x)
+    d = g * w
+    return r * (d - d.mean(-1, keepdims=True) - xhat * (d * xhat).mean(-1, keepdims=True)), (g * xhat).sum(axis=0)
+
+
+@mistake("rms_norm_backward", "the mean over the wrong axis (the rows)")
+def _(g, x, w):
+    r, xhat = _rms_parts(x)
+    d = g * w
+    return r * (d - xhat * (d * xhat).mean(axis=0, keepdims=True)), (g * xhat).sum(axis=0)
+
+
+def _halves(cos, sin):
+    return np.concatenate([cos, cos], axis=-1), np.concatenate([sin, sin], axis=-1)
+
+
+def _rotate_half(x, sign=1):
+    h = x.shape[-1] // 2
+    return np.concatenate([-sign * x[..., h:], sign * x[..., :h]], axis=-1)
+
+
+@mistake("rope", "neighbours paired (x0, x1), (x2, x3), ... (GPT-J's convention), not halves")
+def _(x, cos, sin):
+    y = np.empty_like(x)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    y[..., 0::2], y[..., 1::2] = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+    return y
+
+
+@mistake("rope", "the wrong half rotated: rotate_half = [x₂, -x₁] (a turn by -θ)")
+def _(x, cos, sin):
+    c, s = _halves(cos, sin)
+    return x * c + _rotate_half(x, sign=-1) * s
+
+
+@mistake("rope", "cos and sin tiled per pair instead of repeated per half")
+def _(x, cos, sin):
+    c, s = np.repeat(cos, 2, axis=-1), np.repeat(sin, 2, axis=-1)
+    return x * c + _rotate_half(x) * s
+
+
+@mistake("rope_backward", "the inverse rotation forgotten: the forward applied to g")
+def _(g, cos, sin):
+    c, s = _halves(cos, sin)
+    return g * c + _rotate_half(g) * s
+
+
+@mistake("rope_backward", "only the cos part: g ⊙ cos")
+def _(g, cos, sin):
+    return g * _halves(cos, sin)[0]
+
+
+@mistake("rope_backward", "neighbours paired (GPT-J's convention) in the inverse rotation")
+def _(g, cos, sin):
+    dx = np.empty_like(g)
+    g1, g2 = g[..., 0::2], g[..., 1::2]
+    dx[..., 0::2], dx[..., 1::2] = g1 * cos + g2 * sin, g2 * cos - g1 * sin
+    return dx
+
+
+@mistake("swiglu_backward", "SiLU's derivative without its second term: σ(a) only")
+def _(g, a, b):
+    sig = 1 / (1 + np.exp(-a))
+    return g * b * sig, g * a * sig
+
+
+@mistake("swiglu_backward", "the sigmoid's derivative σ(1 - σ) for SiLU's")
+def _(g, a, b):
+    sig = 1 / (1 + np.exp(-a))
+    return g * b * sig * (1 - sig), g * a * sig
+
+
+@mistake("swiglu_backward", "db as g ⊙ a: the gate's activation forgotten")
+def _(g, a, b):
+    sig = 1 / (1 + np.exp(-a))
+    return g * b * sig * (1 + a * (1 - sig)), g * a
+
+
+# ---------------------------------------------------------------- key expressions that give an answer away
+KEYS = {  # regular expressions on the text with all whitespace removed
+    "topological_order": [r"print\(inspect\.getsource\(_topological_order\)\)"],
+    "mul_backward": [r"\\partialL/\\partiala=g\\odotb"],
+    "matmul_backward": [r"\(GB\^\\top\)", r"\(A\^\\topG\)"],
+    "softmax_backward": [r"\\langleg,y\\rangle", r"\(g\*y\)\.sum"],
+    "cross_entropy_backward": [r"softmax\}?\(z\)-\\operatorname\{onehot\}", r"y_j-\\delta_\{jt\}"],
+    "layer_norm_backward": [r"\\operatorname\{mean\}\(d\)-\\hatx_j", r"d-d\.mean"],
+    "attention_backward": [r"P\\odot\\big\(\\partialL/\\partialP-\\operatorname\{rowsum\}"],
+    "gelu_backward": [r"\\tfrac12\(1\+\\tanhu\)\+\\tfrac12\\,x"],
+    "lora_backward": [r"by_hand=\{"],
+    "timed": [r"deftimed\(fn,synchronize\):"],
+    "dora_backward": [r"\\frac\{\\partialL\}\{\\partialm\}="],
+    "rms_norm_backward": [r"\\hatx_j\\operatorname\{mean\}\(d\\odot\\hatx\)"],
+    "rope_backward": [r"R\(\\theta\)\^\\top=", r"g\*c-rotate_half"],
+    "swiglu_backward": [r"\\sigma\(a\)\\big\(1\+a"],
+}
+
+
+def _squash(text):
+    return re.sub(r"\s+", "", text)
+
+
+def _returned_expressions(solution_source):
+    """The solution's return expressions (whitespace removed), the lines that are the answer."""
+    keys = []
+    for line in solution_source.splitlines():
+        code = line.split("#", 1)[0].strip()
+        expression = _squash(code[len("return "):])
+        if code.startswith("return ") and len(expression) > 16:       # not a bare tuple of names: the spec says those
+            keys.append(expression)
+    return keys
 
 
 def test_every_check_module_imports():
     assert not course.IMPORT_ERRORS
 
 
-def test_at_least_twelve_exercises_two_in_each_of_01_to_04():
+def test_at_least_twenty_four_exercises_two_in_each_of_01_to_04():
     per_notebook = {}
-    for notebook, name, _, _ in EXERCISES:
+    for notebook, name, *_ in EXERCISES:
         per_notebook.setdefault(notebook[:2], []).append(name)
-    assert len(EXERCISES) >= 12, per_notebook
+    assert len(EXERCISES) >= 24, per_notebook
     assert all(len(per_notebook.get(n, [])) >= 2 for n in ("01", "02", "03", "04")), per_notebook
 
 
-@pytest.mark.parametrize("notebook, name, stub, solution", EXERCISES, ids=[f"{e[0][:2]}-{e[1]}" for e in EXERCISES])
-def test_check_fails_on_stub_and_mutant_and_passes_on_solution(notebook, name, stub, solution, capsys):
+def test_every_exercise_has_three_plausible_mistakes():
+    names = {name for _, name, *_ in EXERCISES}
+    short = {n: len(MISTAKES.get(n, [])) for n in names if len(MISTAKES.get(n, [])) < 3}
+    assert not short, f"exercises with fewer than three listed mistakes: {short}"
+
+
+@pytest.mark.parametrize("notebook, name, stub, solution, earlier, before", EXERCISES, ids=IDS)
+def test_check_fails_on_stub_and_mistakes_and_passes_on_solution(notebook, name, stub, solution, earlier, before,
+                                                                 capsys):
     assert stub is not None, f"{notebook}: no stub cell (with '# YOUR CODE') defines {name}"
     assert "raise NotImplementedError" in stub
     assert solution.metadata.get("jupyter", {}).get("source_hidden"), f"{notebook}: {name}'s solution is not collapsed"
     assert course.check(_define(stub, name)) is False
     assert "not written yet" in capsys.readouterr().out
-    right = _define(solution.source, name)
-    assert course.check(right) is True
-    with pytest.raises(course.ExerciseFailed):
-        course.check(course.CHECKS[name].mutate(right))
+    assert course.check(_define(solution.source, name, earlier)) is True
+    for wrong in MISTAKES[name]:
+        with pytest.raises(course.ExerciseFailed):
+            course.check(wrong)
+            pytest.fail(f"{name}'s check accepted a wrong answer: {wrong.what}")
+
+
+@pytest.mark.parametrize("notebook, name, stub, solution, earlier, before", EXERCISES, ids=IDS)
+def test_no_visible_cell_before_the_stub_gives_the_answer(notebook, name, stub, solution, earlier, before):
+    text = _squash(before)
+    for key in _returned_expressions(solution.source):
+        assert key not in text, f"{notebook}: a visible cell before {name}'s stub shows its answer {key!r}"
+    for pattern in KEYS.get(name, []):
+        assert not re.search(pattern, text), \
+            f"{notebook}: a visible cell before {name}'s stub shows {pattern!r}; move it to a hint or after the check"
+
+
+def test_key_patterns_name_real_formulas():
+    """Each KEYS pattern must occur somewhere in its notebook (a hint, the solution, the derivation
+    after the check): a pattern that matches nothing would guard nothing."""
+    texts = {}
+    for path in NOTEBOOK_DIR.glob("*.ipynb"):
+        texts[path.stem] = _squash("\n".join(c.source for c in nbformat.read(path, as_version=4).cells))
+    where = {name: notebook for notebook, name, *_ in EXERCISES}
+    for name, patterns in KEYS.items():
+        if name not in where:
+            continue
+        for pattern in patterns:
+            assert re.search(pattern, texts[where[name]]), f"KEYS[{name!r}] pattern {pattern!r} is nowhere in {where[name]}"

@@ -26,6 +26,14 @@ def test_notebooks_are_a_numbered_course():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_use_the_public_api(path):
+    """A notebook is what a learner copies: it calls lora_np.train / lora_np.evaluate, not the CLI's modules."""
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    for internal in ("lora_np.app", "lora_np.training"):
+        assert internal not in code, f"{path.name} imports {internal}; use the names lora_np exports"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_committed_with_outputs(path):
     """GitHub shows the committed file: it must hold the outputs of a complete run."""
     assert "all checks passed" in _last_code_cell_text(nbformat.read(path, as_version=4))
