@@ -101,6 +101,8 @@ class Tensor:
     ``Tensor(data, requires_grad=False, dtype=None)``: ``data`` may be a number, nested list, NumPy
     array or array of the current backend (kept without copy). Python floats become float32; arrays
     keep their dtype (float64 stays float64). Only floating tensors may require grad.
+    Its operators (``a + b``, ``a @ b``, ``a.sum()``, ``a.T`` …) are the functions of ``lora_np.ops``,
+    attached by ``ops/__init__.py`` (the ops build Tensors, so this module cannot import them).
     """
 
     __slots__ = ("data", "grad", "_requires_grad", "_node", "__weakref__")

@@ -54,29 +54,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     rng = np.random.default_rng(seed)
     weights = [backend.asarray(rng.standard_normal(o.shape)) for o in outs]
 
-    saved_grads = {i: inputs[i].grad for i in checked}  # restored at the end: no side effects
-    for i in checked:
-        inputs[i].grad = None
-    loss = _scalar_objective(fn, inputs, weights)
-    loss.backward()
-    analytic = {i: backend.to_numpy(inputs[i].grad) if inputs[i].grad is not None
-                else np.zeros(inputs[i].shape) for i in checked}
-    for i in checked:
-        inputs[i].grad = saved_grads[i]
-
+    analytic = _analytic_gradients(fn, inputs, weights, checked)
     for i in checked:
         x = inputs[i]
-        x.data = backend.xp.ascontiguousarray(x.data)
-        flat = x.data.reshape(-1)  # a view: nudging it nudges x
-        numeric = np.empty(x.size)
-        for j in range(x.size):
-            old = flat[j].item()
-            flat[j] = old + eps
-            plus = _scalar_objective(fn, inputs, weights).item()
-            flat[j] = old - eps
-            minus = _scalar_objective(fn, inputs, weights).item()
-            flat[j] = old
-            numeric[j] = (plus - minus) / (2 * eps)
+        numeric = _numeric_gradient(fn, inputs, weights, x, eps)
         got = analytic[i].reshape(-1)
         err = np.abs(got - numeric) - (atol + rtol * np.abs(numeric))
         worst = int(np.argmax(err)) if err.size else 0
@@ -87,3 +68,32 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
                 f"analytic {got[worst]:.10g}, numeric {numeric[worst]:.10g} "
                 f"(|diff| {abs(got[worst] - numeric[worst]):.3g} > atol {atol} + rtol {rtol} · |numeric|)")
     return True
+
+
+def _analytic_gradients(fn, inputs, weights, checked):
+    """dL/dx from backward() for each checked input, with the inputs' .grad restored afterwards."""
+    saved_grads = {i: inputs[i].grad for i in checked}  # restored at the end: no side effects
+    for i in checked:
+        inputs[i].grad = None
+    _scalar_objective(fn, inputs, weights).backward()
+    analytic = {i: backend.to_numpy(inputs[i].grad) if inputs[i].grad is not None
+                else np.zeros(inputs[i].shape) for i in checked}
+    for i in checked:
+        inputs[i].grad = saved_grads[i]
+    return analytic
+
+
+def _numeric_gradient(fn, inputs, weights, x, eps):
+    """(L(x + eps e_j) - L(x - eps e_j)) / 2 eps for every element j of x, x nudged in place."""
+    x.data = backend.xp.ascontiguousarray(x.data)
+    flat = x.data.reshape(-1)  # a view: nudging it nudges x
+    numeric = np.empty(x.size)
+    for j in range(x.size):
+        old = flat[j].item()
+        flat[j] = old + eps
+        plus = _scalar_objective(fn, inputs, weights).item()
+        flat[j] = old - eps
+        minus = _scalar_objective(fn, inputs, weights).item()
+        flat[j] = old
+        numeric[j] = (plus - minus) / (2 * eps)
+    return numeric

@@ -275,7 +275,16 @@ def test_the_import_time_check_sees_patching():
     assert _changes_at_import("m.py", clean) == []
 
 
+# The one deliberate exception: ``lora_np/ops/__init__.py`` gives Tensor its operator syntax
+# (``x + y`` is ``ops.add``, ``x @ w`` is ``ops.matmul``). The operators *are* the ops, which build
+# Tensors, so autograd.py cannot define them without importing ops (a cycle); PyTorch attaches its
+# Tensor methods the same way. It is the package's own class, done once, in the package's __init__,
+# and autograd.Tensor's docstring says so. Nothing else may do it.
+ALLOWED_AT_IMPORT = {("lora_np/ops/__init__.py", "Tensor")}
+
+
 def test_no_module_changes_another_at_import():
-    offenders = [line for name, (path, tree) in MODULES.items() for line in _changes_at_import(path, tree)]
+    offenders = [line for name, (path, tree) in MODULES.items() for line in _changes_at_import(path, tree)
+                 if (path, line.split(" changes ")[1].split("'")[1]) not in ALLOWED_AT_IMPORT]
     assert not offenders, ("modules that change an imported module or class at import:\n  "
                            + "\n  ".join(offenders))
