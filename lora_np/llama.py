@@ -86,6 +86,13 @@ class LlamaConfig:
     def to_dict(self):
         return asdict(self)
 
+    # GPT's names for the same sizes, for the tools written around GPTConfig (the CLI's context
+    # window and its memory estimate)
+    block_size = property(lambda self: self.max_position_embeddings)
+    n_layer = property(lambda self: self.num_hidden_layers)
+    n_embd = property(lambda self: self.hidden_size)
+    n_head = property(lambda self: self.num_attention_heads)
+
 
 def check_rope_scaling(scaling):
     """None for plain RoPE, or a llama3 dict with its four numbers; any other type is refused."""

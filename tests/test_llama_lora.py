@@ -180,3 +180,8 @@ def test_nf4_base_equals_transformers_bitsandbytes_and_trains(tmp_path, rng):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_all_linear_given_as_a_list_is_peft_s_string():
+    assert LoraConfig(target_modules=["all-linear"]).target_modules == "all-linear"
+    assert LoraConfig(target_modules="all-linear").target_modules == "all-linear"

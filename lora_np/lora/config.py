@@ -13,8 +13,8 @@ INIT_CHOICES = (True, "gaussian", "pissa", "olora", False)
 class LoraConfig:
     """``r``: rank of the update ΔW = s·AᵀBᵀ; ``lora_alpha``: α, with scaling s = α/r (α/√r with
     rsLoRA); ``target_modules``: module-name suffixes ("c_attn" hits every "...attn.c_attn"), or a
-    single string used as a regular expression over full names, as PEFT does;
-    ``lora_dropout``: dropout on the adapter's input; ``use_dora``: DoRA's magnitude/direction split
+    single string used as a regular expression over full names, as PEFT does, or PEFT's "all-linear"
+    (every Linear layer; the output head is not one); ``lora_dropout``: dropout on the adapter's input; ``use_dora``: DoRA's magnitude/direction split
     (``ops/dora_linear.py``); ``init_lora_weights``: True (A Kaiming-uniform, B = 0), "gaussian"
     (A ~ N(0, 1/r²), B = 0), "pissa" (top-r SVD of W, residual left in W), "olora" (QR of W), or
     False (A and B random: for tests), as PEFT defines them (``lora/init.py``)."""
@@ -58,4 +58,6 @@ def _checked_targets(targets):
     if not names or not all(isinstance(t, str) and t for t in names):
         raise ValueError(f"LoraConfig.target_modules must be a non-empty list of module-name suffixes "
                          f"(or one regular expression); got {targets!r}")
+    if names == ("all-linear",):  # e.g. --targets all-linear: PEFT's spelling is the string
+        return "all-linear"
     return tuple(sorted(names)) if isinstance(targets, (set, frozenset)) else names
