@@ -14,7 +14,8 @@ class LoraConfig:
     """``r``: rank of the update ΔW = s·AᵀBᵀ; ``lora_alpha``: α, with scaling s = α/r (α/√r with
     rsLoRA); ``target_modules``: module-name suffixes ("c_attn" hits every "...attn.c_attn"), or a
     single string used as a regular expression over full names, as PEFT does, or PEFT's "all-linear"
-    (every Linear layer; the output head is not one); ``lora_dropout``: dropout on the adapter's input; ``use_dora``: DoRA's magnitude/direction split
+    (every Linear layer; the output head is not one); ``lora_dropout``: dropout on the adapter's
+    input; ``use_dora``: DoRA's magnitude/direction split
     (``ops/dora_linear.py``); ``init_lora_weights``: True (A Kaiming-uniform, B = 0), "gaussian"
     (A ~ N(0, 1/r²), B = 0), "pissa" (top-r SVD of W, residual left in W), "olora" (QR of W), or
     False (A and B random: for tests), as PEFT defines them (``lora/init.py``)."""
