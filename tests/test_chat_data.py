@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import lora_np as ln
 from lora_np.data.chat import chat_dataset, conversation_tokens, is_chat_jsonl
@@ -142,3 +144,39 @@ def test_tokenizer_without_template(tmp_path):
     tok.chat_template = None
     with pytest.raises(ValueError, match="has no chat template"):
         chat_dataset(_write_jsonl(tmp_path / "chat.jsonl", [GOOD, GOOD]), 8, tok)
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _small_chatml():
+    """A trained byte-level BPE with ChatML's two special tokens and template (fast to build)."""
+    base = ln.BPETokenizer.train("user assistant system hello world 1234", 300)
+    n = base.vocab_size
+    return ln.BPETokenizer(base.vocab, base.merges, added_tokens=[
+        {"id": base.eot_token_id, "content": "<|endoftext|>", "special": True},
+        {"id": n, "content": "<|im_start|>", "special": True}, {"id": n + 1, "content": "<|im_end|>", "special": True}],
+        special_tokens_map={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, chat_template=CHATML)
+
+
+@settings(max_examples=int(os.environ.get("H6_FUZZ", 60)), deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_chat_jsonl(tmp_path_factory, data):
+    """A mutated conversation file: a dataset whose counted tokens are assistant tokens, or a ValueError."""
+    tok = _small_chatml()
+    lines = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world 1234"}]},
+             {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                           {"role": "assistant", "content": "a"}, {"role": "user", "content": "v"},
+                           {"role": "assistant", "content": "b"}]}] * 2
+    raw = bytearray("\n".join(json.dumps(x) for x in lines).encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    path = tmp_path_factory.mktemp("fuzz_chat") / "chat.jsonl"
+    path.write_bytes(bytes(raw))
+    try:
+        ds = chat_dataset(path, 8, tok)
+    except ValueError:
+        return
+    tokens, counts, _ = ds.splits["train"]
+    assert not np.isin(tokens[counts], [tok.token_to_id("<|im_start|>")]).any()

@@ -21,6 +21,7 @@ import lora_np as ln
 from lora_np import BPETokenizer
 from lora_np.tokenizer.byte_level import BYTE_TO_UNICODE
 from lora_np.tokenizer.pipeline import QWEN_REGEX
+from lora_np.tokenizer.tokenizer_json import tokenizer_json_object
 
 tokenizers = pytest.importorskip("tokenizers")
 tiktoken = pytest.importorskip("tiktoken")
@@ -285,3 +286,97 @@ def test_folder_without_tokenizer(tmp_path):
         ln.load_tokenizer(tmp_path)
     with pytest.raises(FileNotFoundError, match="model directory not found"):
         ln.load_tokenizer(tmp_path / "missing")
+
+
+# ---- fuzzing: a mutated file loads, or is refused with ValueError / FileNotFoundError --------
+_FUZZ = settings(max_examples=int(os.environ.get("H6_FUZZ", 80)), deadline=None, suppress_health_check=list(HealthCheck))
+_JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+                            | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
+                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+def _fuzz_folder(tmp_path):
+    """A small byte-level BPE folder: tokenizer.json (pipeline, merges, added tokens), config, template."""
+    tok = BPETokenizer.train("low lower lowest 12 34 <|im_end|>", 270)
+    obj = json.loads(json.dumps(tokenizer_json_object(tok)))
+    obj["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFC"}]}
+    obj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "Split", "pattern": {"Regex": QWEN_REGEX}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}
+    obj["post_processor"] = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|im_end|>"}},
+                                                                      {"Sequence": {"id": "A"}}]}
+    obj["added_tokens"].append({"id": 270, "content": "<|im_end|>", "special": True})
+    _write_json(tmp_path, obj)
+    config = {"eos_token": "<|im_end|>", "pad_token": {"content": "<|endoftext|>"}, "chat_template": "{{ x }}"}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": [1, 2]}), encoding="utf-8")
+    return obj, config
+
+
+def _loads_or_refuses(folder):
+    try:
+        tok = ln.load_tokenizer(folder)
+    except (ValueError, FileNotFoundError):
+        return
+    text = "lowest 123 <|im_end|> é"
+    assert tok.decode(tok.encode(text, allow_special=True, add_special_tokens=True))
+
+
+def _mutate_path(data, obj, value):
+    """Set one field at a random depth of ``obj`` to ``value``."""
+    node = obj
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node))) if isinstance(node, list) else []
+        if not keys:
+            return obj
+        key = data.draw(st.sampled_from(keys))
+        if not isinstance(node[key], (dict, list)) or not node[key] or data.draw(st.booleans()):
+            node[key] = value
+            return obj
+        node = node[key]
+
+
+@_FUZZ
+@given(data=st.data())
+def test_fuzz_tokenizer_json_fields(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("fuzz_fields")
+    obj, config = _fuzz_folder(folder)
+    obj["model"]["vocab"] = dict(list(obj["model"]["vocab"].items())[-20:])  # small enough to draw from
+    obj["model"]["merges"] = obj["model"]["merges"][-5:]
+    target = data.draw(st.sampled_from(["tokenizer", "config"]))
+    mutated = _mutate_path(data, obj if target == "tokenizer" else config, data.draw(_JSON_VALUES))
+    name = "tokenizer.json" if target == "tokenizer" else "tokenizer_config.json"
+    (folder / name).write_text(json.dumps(mutated), encoding="utf-8")
+    _loads_or_refuses(folder)
+
+
+@_FUZZ
+@given(data=st.data(), name=st.sampled_from(["tokenizer.json", "tokenizer_config.json", "config.json"]))
+def test_fuzz_tokenizer_files_bytes(tmp_path_factory, data, name):
+    folder = tmp_path_factory.mktemp("fuzz_bytes")
+    _fuzz_folder(folder)
+    raw = bytearray((folder / name).read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    (folder / name).write_bytes(bytes(raw[:data.draw(st.integers(0, len(raw)))]) if data.draw(st.booleans())
+                                else bytes(raw))
+    _loads_or_refuses(folder)
+
+
+@_FUZZ
+@given(data=st.data())
+def test_fuzz_tiktoken_file(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("fuzz_tiktoken")
+    import base64
+    lines = [base64.b64encode(bytes([b])) + b" " + str(b).encode() for b in range(256)]
+    lines.append(base64.b64encode(b"ab") + b" 256")
+    raw = bytearray(b"\n".join(lines))
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    (folder / "t.tiktoken").write_bytes(bytes(raw))
+    try:
+        tok = BPETokenizer.from_tiktoken(folder / "t.tiktoken", pattern=QWEN_REGEX)
+    except ValueError:
+        return
+    assert tok.decode(tok.encode("abc")) == "abc"

@@ -85,8 +85,8 @@ def _chat_template(config, path):
         return (path / TEMPLATE_FILE).read_text(encoding="utf-8")
     template = config.get("chat_template")
     if isinstance(template, list):
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default")
+        named = [t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"]
+        template = named[0] if named else None
     if template is not None and not isinstance(template, str):
         raise ValueError(f"{path / CONFIG_FILE}: chat_template must be a string or a list of "
                          f"{{'name', 'template'}} with a 'default'; got {template!r:.60}")

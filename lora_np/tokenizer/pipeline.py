@@ -124,7 +124,10 @@ def _split_regex(spec):
         raise ValueError(f"pre_tokenizer Split with behavior {behavior!r} (invert={spec.get('invert')}) is not "
                          f"supported: lora_np reads behavior 'Isolated' without invert")
     if isinstance(pattern, dict) and isinstance(pattern.get("Regex"), str):
-        return regex.compile(pattern["Regex"])
+        try:
+            return regex.compile(pattern["Regex"])
+        except regex.error as exc:
+            raise ValueError(f"pre_tokenizer Split: the regex {pattern['Regex']!r:.60} does not compile: {exc}") from None
     if isinstance(pattern, dict) and isinstance(pattern.get("String"), str):
         return regex.compile(regex.escape(pattern["String"]))
     raise ValueError(f"pre_tokenizer Split: pattern must be {{'Regex': ...}} or {{'String': ...}}; got {pattern!r:.60}")

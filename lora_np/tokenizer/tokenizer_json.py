@@ -43,25 +43,38 @@ def read_tokenizer_json(path):
         kind = decoder.get("type") if isinstance(decoder, dict) else decoder
         raise ValueError(f"{path}: decoder {kind!r:.60} is not supported: lora_np reads the ByteLevel decoder")
     return {"vocab": model.get("vocab"), "merges": _read_merges(model.get("merges"), path), "source": str(path),
-            "added_tokens": [_read_added(t, path) for t in obj.get("added_tokens") or []],
-            "normalizer": _checked(Normalizer, obj.get("normalizer"), path),
-            "pre_tokenizer": _checked(PreTokenizer, obj.get("pre_tokenizer"), path),
-            "post_processor": _checked(_checked_post_processor, obj.get("post_processor"), path), "ignore_merges": bool(model.get("ignore_merges", False)),
+            "added_tokens": [_read_added(t, path) for t in _list(obj, "added_tokens", path)],
+            "normalizer": _checked(Normalizer, obj, "normalizer", path),
+            "pre_tokenizer": _checked(PreTokenizer, obj, "pre_tokenizer", path),
+            "post_processor": _checked(_checked_post_processor, obj, "post_processor", path),
+            "ignore_merges": bool(model.get("ignore_merges", False)),
             "special_tokens_map": {}}
 
 
-def _checked(make, spec, path):
-    """``make(spec)``, its error naming the file."""
+def _checked(make, obj, section, path):
+    """``make(obj[section])``, any error naming the file and the section (a wrongly shaped object too)."""
+    spec = obj.get(section)
     try:
         return make(spec)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise ValueError(f"{path}: {section} {spec!r:.80} is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _list(obj, key, path):
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: '{key}' must be a list; got {value!r:.60}")
+    return value
 
 
 def _check_model(model, path):
     kind = model.get("type", "BPE" if "merges" in model else None)
     if kind != "BPE":
-        name = _OTHER_MODELS.get(kind, repr(kind))
+        name = _OTHER_MODELS.get(kind, repr(kind)) if isinstance(kind, str) else repr(kind)
         raise ValueError(f"{path}: model type {name} is not supported: lora_np reads byte-level BPE "
                          f"tokenizers (GPT-2, Llama 3, Qwen)")
     if model.get("byte_fallback"):
