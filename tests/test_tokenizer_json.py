@@ -129,6 +129,19 @@ def test_qwen_ids_equal_tokenizers_on_random_text(qwen, hf_qwen, qwen_from_tikto
     assert qwen_from_tiktoken.encode(text, allow_special=True) == tiktoken_qwen.encode(text, allowed_special="all")
 
 
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_TEXT)
+def test_spans_locate_each_token(qwen, text):
+    """encode_with_spans gives encode's ids, and each token's bytes lie inside its span's UTF-8
+    (where NFC leaves the text alone); spans never go backwards."""
+    ids, spans = qwen.encode_with_spans(text, allow_special=True)
+    assert ids == qwen.encode(text, allow_special=True) and len(spans) == len(ids)
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(spans, spans[1:]))
+    if unicodedata.normalize("NFC", text) == text:
+        for i, (start, end) in zip(ids, spans):
+            assert qwen.id_to_bytes[i] in text[start:end].encode("utf-8")
+
 def test_llama3_pipeline_with_bos_post_processor(llama3_dir):
     """Llama 3's regex (digits in threes), no normalizer, <|begin_of_text|> from TemplateProcessing."""
     ours = ln.load_tokenizer(llama3_dir)
