@@ -1,9 +1,12 @@
-"""Embedded tasks, user text and JSONL files, the character tokenizer and batching."""
+"""Embedded tasks, user text and JSONL files (prompt/completion or chat conversations), the character
+tokenizer and batching."""
 
+from .chat import chat_dataset, conversation_tokens, is_chat_jsonl
 from .dataset import TokenDataset, task_dataset
 from .tasks import TASKS, VOCAB, make_lines
 from .text_files import encode_text, file_dataset, jsonl_dataset, text_dataset
 from ..tokenizer import CharTokenizer
 
 __all__ = ["TokenDataset", "task_dataset", "text_dataset", "jsonl_dataset", "file_dataset", "encode_text",
+           "chat_dataset", "conversation_tokens", "is_chat_jsonl",
            "TASKS", "VOCAB", "make_lines", "CharTokenizer"]
