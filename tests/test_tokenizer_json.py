@@ -202,6 +202,19 @@ def test_gpt2_folders_both_namings(tmp_path):
         assert tok.is_gpt2_kind()
 
 
+
+def test_gpt2_folder_saved_by_transformers(tmp_path):
+    """transformers' own GPT-2 folder (tokenizer.json beside vocab.json + merges.txt): the same ids and
+    GPT-2's <|endoftext|> as eos, bos and unk, as GPT2TokenizerFast names them."""
+    transformers = pytest.importorskip("transformers")
+    fast = transformers.GPT2TokenizerFast(os.path.join(GPT2_DIR, "encoder.json"), os.path.join(GPT2_DIR, "vocab.bpe"))
+    fast.save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer.json").is_file()
+    tok = ln.load_tokenizer(tmp_path)
+    assert tok.eos_token_id == tok.bos_token_id == fast.eos_token_id == 50256
+    for text in SAMPLES.values():
+        assert tok.encode(text, allow_special=True) == fast(text)["input_ids"]
+
 def test_save_writes_files_tokenizers_and_transformers_read(qwen, tmp_path):
     transformers = pytest.importorskip("transformers")
     qwen.save(tmp_path)

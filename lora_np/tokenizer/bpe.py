@@ -97,8 +97,9 @@ class BPETokenizer:
         self.pre_tokenizer = pre_tokenizer if isinstance(pre_tokenizer, PreTokenizer) else (
             PreTokenizer(pre_tokenizer) if pre_tokenizer is not None else PreTokenizer.gpt2())
         self.ignore_merges = bool(ignore_merges)
-        if special_tokens_map is None:
-            special_tokens_map = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if EOT in self.vocab else {}
+        if special_tokens_map is None:  # GPT-2's convention, as its tokenizer classes default to
+            has_eot = EOT in self.vocab or any(t["content"] == EOT for t in self.added_tokens)
+            special_tokens_map = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if has_eot else {}
         self.special_tokens_map = {k: v for k, v in special_tokens_map.items() if v is not None}
         self.chat_template = chat_template
         self._build_tables()

@@ -48,7 +48,7 @@ def read_tokenizer_json(path):
             "pre_tokenizer": _checked(PreTokenizer, obj, "pre_tokenizer", path),
             "post_processor": _checked(_checked_post_processor, obj, "post_processor", path),
             "ignore_merges": bool(model.get("ignore_merges", False)),
-            "special_tokens_map": {}}
+            "special_tokens_map": None}
 
 
 def _checked(make, obj, section, path):
