@@ -132,3 +132,13 @@ def test_references_have_the_fused_signatures():
 def test_bad_shapes_are_named(call, message, rng):
     with pytest.raises(ValueError, match=message):
         call(rng)
+
+
+def test_threaded_paths_equal_the_references(rng):
+    """Under parallel.forced_threads(2) every op is split into row blocks even at these sizes."""
+    from lora_np import parallel
+    cos, sin = _tables(8, 6)
+    with parallel.forced_threads(2):
+        assert_same_as_reference("rms_norm", [leaf(rng, 4, 5, 8), leaf(rng, 8)], rng, eps=1e-6)
+        assert_same_as_reference("swiglu", [leaf(rng, 4, 5, 8), leaf(rng, 4, 5, 8)], rng)
+        assert_same_as_reference("rope", [leaf(rng, 4, 6, 3, 8)], rng, cos=cos[:, None], sin=sin[:, None])
