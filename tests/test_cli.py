@@ -332,6 +332,9 @@ def test_pip_install_provides_lora_np_from_any_directory(tmp_path):
     help_run = subprocess.run([sys.executable, "-m", "lora_np", "--help"], cwd=tmp_path, capture_output=True,
                               text=True, env={**env, "PYTHONPATH": str(target)}, timeout=120)
     assert help_run.returncode == 0 and "pretrain" in help_run.stdout, help_run.stderr
+    script_run = subprocess.run([str(target / "bin" / "lora-np"), "--help"], cwd=tmp_path, capture_output=True,
+                                text=True, env={**env, "PYTHONPATH": str(target)}, timeout=120)
+    assert script_run.stdout.startswith("usage: lora-np "), script_run.stdout[:200] + script_run.stderr  # issue 28
 
 
 def test_readme_setup_lines_install_what_they_promise():
