@@ -59,25 +59,24 @@ class _Tally:
         return out
 
 
-@no_grad()
 def evaluate(model, dataset, split="val", batch_size=32, n_batches=8, progress=False):
     """{"loss", "token_acc"[, "answer_acc"]} over the same windows every call (model left in its mode).
     Free text has no answers, so no answer accuracy either. ``progress``: a bar (or, off a
     terminal, a line every 30 s) while it works."""
     was_training = model.training
     model.eval()
-    tally, step = _Tally(), min(batch_size, micro_batch(batch_size, dataset.block_size,
-                                                        model.config.vocab_size, model.dtype.itemsize))
+    tally, step = _Tally(), micro_batch(batch_size, dataset.block_size, model.config.vocab_size, model.dtype.itemsize)
     batches = dataset.fixed_batches(split, batch_size, n_batches)
     bar = Progress(len(batches), 0, not progress, 30.0, unit="batch")
     try:
-        for x, y in batches:
-            start = time.perf_counter()
-            for lo in range(0, len(x), step):
-                xb, yb = x[lo:lo + step], y[lo:lo + step]
-                if (yb != -1).any():
-                    tally.add(*model(xb, yb), yb)
-            bar.update(tally.loss_sum / max(tally.scored, 1), 1000 * (time.perf_counter() - start))
+        with no_grad():
+            for x, y in batches:
+                start = time.perf_counter()
+                for lo in range(0, len(x), step):
+                    xb, yb = x[lo:lo + step], y[lo:lo + step]
+                    if (yb != -1).any():
+                        tally.add(*model(xb, yb), yb)
+                bar.update(tally.loss_sum / max(tally.scored, 1), 1000 * (time.perf_counter() - start))
     finally:
         bar.close()
         model.train(was_training)
