@@ -411,6 +411,7 @@ def test_a_large_model_says_what_loading_and_merging_do(base_dir, tmp_path, caps
     assert "merging" in err
     code, out, err = cli(capsys, "eval", "--model", base_dir, "--task", "copy", "--batch-size", 4, "--eval-batches", 2)
     assert code == 0 and "loaded in" in err and "evaluating 8 of " in err, err
+    assert re.search(r"^batch 2/2 \| loss \d+\.\d{4} \| \d+\.\d ms/batch \| ETA 0:00$", err, re.M), err
 
 
 def test_eval_prints_a_summary_and_json_on_request(base_dir, capsys):
