@@ -560,6 +560,7 @@ def test_double_ctrl_c_before_a_checkpoint_does_not_promise_a_resume(base_dir, t
     monkeypatch.setattr(commands, "train", lambda *a, **k: result)
     code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "cli")
     assert code == 130 and "nothing to resume" in err and "--resume" not in err, err
+    assert not (tmp_path / "cli").exists()  # the --out this run made is gone, as the message implies
 
 
 def test_pissa_says_the_saved_rank(base_dir, tmp_path, capsys):

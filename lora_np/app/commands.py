@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import backend
 from ..io.gpt2_checkpoint import save_gpt2
+from ..io.hf_checkpoint import save_model
 from ..io.train_checkpoint import latest_checkpoint
 from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, merge_and_unload, save_adapter
 from ..lora.conversion import CONVERTED_INITS, as_plain_lora, initial_factors
@@ -85,7 +86,8 @@ def _stopped_message(result, args):
     if result.status == "interrupted" and latest_checkpoint(args.out):
         return f"{result.message}; continue with: {resume_command(args)}"
     if result.status == "interrupted":
-        return f"{result.message}; nothing to resume, run the command again to start over"
+        return (f"{result.message}; nothing to resume: run the command again (with --overwrite if {args.out} "
+                f"is still there)")
     return result.message
 
 
@@ -172,7 +174,7 @@ def _make_trainable(model, args):
 
 def _save_finetuned(model, args, tokenizer, initial):
     if args.full:
-        save_gpt2(model, args.out)
+        save_model(model, args.out)
     else:
         if initial is not None:  # PiSSA/OLoRA trained on a residual base: save a LoRA for the original one
             say(f"converting the {args.init} adapter for the original base (reloading {args.base})", args.quiet)
@@ -222,7 +224,7 @@ def cmd_merge(args):
         say(f"merging {args.adapter} into the base weights, then writing {args.out}", quiet)
         merge_and_unload(model)
         with output_dir(args.out, args.overwrite, lock):
-            save_gpt2(model, args.out)
+            save_model(model, args.out)
             save_tokenizer(tokenizer, args.base, args.out)
     print(f"merged {args.adapter} into {args.base}: {args.out}")
     return 0
