@@ -74,11 +74,12 @@ def _output(p, what, resumable=True):
                    + ("" if resumable else " (this command has no --resume: it runs in one go)"))
 
 
-def _training(p, steps, lr, lr_help=""):
+def _training(p, steps, lr, lr_help="", fits=False):
     p.add_argument("--steps", type=int, default=steps, check=POSITIVE,
                    help="optimizer steps (with --resume: a new total, to extend the run)")
     p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE,
-                   help="windows per optimizer step")
+                   help="windows per optimizer step" + ("; halved until the run fits in memory unless typed" if fits
+                                                         else ""))
     p.add_argument("--lr", type=float, default=lr, check={"min": 0, "min_open": True},
                    help=f"peak learning rate (warmup, then cosine decay){lr_help}")
     p.add_argument("--warmup-steps", type=int, default=TRAIN.warmup_steps, check=NON_NEGATIVE,
@@ -130,7 +131,9 @@ def _lora_flags(p):
     p.add_argument("--lora-dropout", type=float, default=LORA.lora_dropout,
                    check={"min": 0, "max": 1, "max_open": True}, help="dropout on the adapter's input during training")
     p.add_argument("--targets", default=",".join(LORA.target_modules),
-                   help="comma-separated module-name suffixes: c_attn, c_proj, c_fc, and wte (the token embedding)")
+                   help="comma-separated module-name suffixes: GPT-2's c_attn, c_proj, c_fc, wte (the token embedding); "
+                        "Llama/Qwen's q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, embed_tokens; "
+                        "or all-linear (every Linear layer, as PEFT spells it)")
     p.add_argument("--dora", action="store_true", help="DoRA: train a magnitude per output and a LoRA direction")
     p.add_argument("--init", choices=LORA_INITS, default="default",
                    help="how the adapter starts: default (A Kaiming-uniform, B = 0), gaussian, pissa or olora "
@@ -150,7 +153,8 @@ def _finetune_parser(sub):
     p.add_argument("--block-size", type=int, check=POSITIVE,
                    help="training window in tokens (default: the model's context, smaller if it would not fit)")
     _lora_flags(p)
-    _training(p, DEMO.finetune_steps, None, f" (default: {DEMO.lora_lr:g} with LoRA, {DEMO.full_lr:g} with --full)")
+    _training(p, DEMO.finetune_steps, None, f" (default: {DEMO.lora_lr:g} with LoRA, {DEMO.full_lr:g} with --full)",
+              fits=True)
     _common(p)
     p.set_defaults(func=cmd_finetune)
 
@@ -171,10 +175,10 @@ def _generate_parser(sub):
 
 
 def _merge_parser(sub):
-    p = sub.add_parser("merge", help="fold an adapter into its base: a plain GPT-2 checkpoint")
+    p = sub.add_parser("merge", help="fold an adapter into its base: a plain model folder of the base's kind")
     p.add_argument("--base", required=True, help="the model directory the adapter was trained on")
     p.add_argument("--adapter", required=True, help="the LoRA adapter directory to fold in")
-    _output(p, "model directory to write (loads with transformers' GPT2LMHeadModel.from_pretrained)", resumable=False)
+    _output(p, "model directory to write (loads with transformers' AutoModelForCausalLM.from_pretrained)", resumable=False)
     _common(p)
     p.set_defaults(func=cmd_merge)
 
