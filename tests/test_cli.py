@@ -619,3 +619,12 @@ def test_openai_named_tokenizer_files_are_copied_as_they_are(tmp_path, capsys):
     for name in ("encoder.json", "vocab.bpe"):
         assert (out / name).read_bytes() == (base / name).read_bytes()
     assert not (out / "vocab.json").exists()
+
+
+def test_quiet_prints_results_only(base_dir, tmp_path, capsys):
+    """--quiet: no start-up line, no progress, no status lines; eval still prints its result."""
+    code, out, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "q",
+                         "--steps", 2, "--eval-every", 2, "--batch-size", 4, "--quiet")
+    assert code == 0 and out == "" and err == "", (out, err)
+    code, out, err = cli(capsys, "eval", "--model", base_dir, "--task", "copy", "--quiet")
+    assert code == 0 and err == "" and out.startswith(f"model {base_dir}")
