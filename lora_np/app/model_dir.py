@@ -1,7 +1,9 @@
-"""Model directories, the two kinds the command line reads and writes:
+"""Model directories, the kinds the command line reads and writes:
 
     a Hugging Face GPT-2 folder    config.json, model.safetensors, vocab.json + merges.txt
                                    (OpenAI's names encoder.json + vocab.bpe are read too)
+    a Llama / Qwen2 / Qwen3 folder config.json, model.safetensors (or an index and its shards),
+                                   tokenizer.json (SmolLM2, Llama 3.2, Qwen2.5, Qwen3 ...)
     a character model              config.json, model.safetensors, char_vocab.json
 
 ``MODEL_TYPES`` maps config.json's ``model_type`` to how such a folder is read: its config (cheap,
@@ -17,16 +19,16 @@ from pathlib import Path
 
 from ..io.atomic import atomic_write_bytes, read_json
 from ..io.gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE, config_from_hf, load_gpt2
+from ..io.hf_checkpoint import INDEX_FILE, LLAMA_TYPES, llama_config_from_hf, load_model
 from ..io.safetensors_file import open_safetensors
 from ..lora import load_adapter
 from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
-from ..tokenizer import BPETokenizer, CharTokenizer
+from ..tokenizer import BPETokenizer, CharTokenizer, load_tokenizer  # load_tokenizer: any folder's (tokenizer.json too)
 from ..tokenizer.bpe import FILE_NAMES as BPE_FILE_NAMES
-from ..tokenizer.char import VOCAB_FILE as CHAR_VOCAB_FILE
 from ..training.progress import say
 from .memory import format_bytes, gpt_parameter_count
 
-MODEL_TYPES = {"gpt2": (config_from_hf, load_gpt2)}
+MODEL_TYPES = {"gpt2": (config_from_hf, load_gpt2), **{kind: (llama_config_from_hf, load_model) for kind in LLAMA_TYPES}}
 LARGE_MODEL_BYTES = 64 << 20  # loading takes a noticeable time from here on
 # Files that travel with a Hugging Face tokenizer; copied byte for byte into what the CLI writes.
 HF_TOKENIZER_FILES = tuple(name for pair in BPE_FILE_NAMES for name in pair) + (
@@ -61,19 +63,6 @@ def read_model_config(model_dir):
         raise ValueError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
 
 
-def load_tokenizer(model_dir):
-    """The directory's tokenizer: CharTokenizer (char_vocab.json) or BPETokenizer (vocab.json + merges.txt)."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model directory not found: {model_dir}")
-    if (model_dir / CHAR_VOCAB_FILE).is_file():
-        return CharTokenizer.load(model_dir)
-    if any((model_dir / name).exists() for pair in BPE_FILE_NAMES for name in pair):
-        return BPETokenizer.from_dir(model_dir)
-    raise FileNotFoundError(f"no tokenizer in {model_dir}: expected {CHAR_VOCAB_FILE} (a character model) or "
-                            f"vocab.json + merges.txt (a Hugging Face GPT-2 folder)")
-
-
 def check_vocab_sizes(tokenizer, config, model_dir):
     """A char vocabulary must be the model's exactly; a BPE's ids must all be rows of the embedding."""
     n, v = tokenizer.vocab_size, config.vocab_size
@@ -94,12 +83,18 @@ def save_tokenizer(tokenizer, source_dir, out):
             atomic_write_bytes(out / name, (source_dir / name).read_bytes())
 
 
+def weights_file(model_dir):
+    """The file that identifies a folder's weights: model.safetensors, or a sharded folder's index."""
+    single = Path(model_dir) / WEIGHTS_FILE
+    return single if single.is_file() or not (Path(model_dir) / INDEX_FILE).is_file() else Path(model_dir) / INDEX_FILE
+
+
 def check_adapter_base(adapter_dir, model_dir):
     _, meta = open_safetensors(Path(adapter_dir) / ADAPTER_WEIGHTS)
     expected = meta.get("base_model_sha256")
-    if expected and expected != file_sha256(Path(model_dir) / WEIGHTS_FILE):
+    if expected and expected != file_sha256(weights_file(model_dir)):
         raise ValueError(f"adapter {adapter_dir} was trained on another base model (SHA-256 of the base "
-                         f"weights differs from {Path(model_dir) / WEIGHTS_FILE})")
+                         f"weights differs from {weights_file(model_dir)})")
 
 
 def describe_model(config, itemsize=4):
@@ -133,5 +128,5 @@ def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True):
 
 
 def adapter_metadata(base_dir):
-    return {"base_model_sha256": file_sha256(Path(base_dir) / WEIGHTS_FILE),
+    return {"base_model_sha256": file_sha256(weights_file(base_dir)),
             "base_model_path": str(Path(base_dir).resolve())}
