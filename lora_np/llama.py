@@ -114,15 +114,15 @@ def check_rope_scaling(scaling):
 class LlamaAttention(Module):
     """Grouped-query self-attention with RoPE (and Qwen2's q/k/v biases, Qwen3's q/k norms)."""
 
-    def __init__(self, config, dtype):
+    def __init__(self, config, dtype, std=0.02):
         super().__init__()
         c, d = config, config.head_dim
         self.n_head, self.n_kv_head, self.head_dim, self.dropout = (c.num_attention_heads, c.num_key_value_heads,
                                                                     d, c.attention_dropout)
-        self.q_proj = Linear(c.hidden_size, c.num_attention_heads * d, bias=c.qkv_bias, dtype=dtype)
-        self.k_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, dtype=dtype)
-        self.v_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, dtype=dtype)
-        self.o_proj = Linear(c.num_attention_heads * d, c.hidden_size, bias=c.o_bias, dtype=dtype)
+        self.q_proj = Linear(c.hidden_size, c.num_attention_heads * d, bias=c.qkv_bias, std=std, dtype=dtype)
+        self.k_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, std=std, dtype=dtype)
+        self.v_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, std=std, dtype=dtype)
+        self.o_proj = Linear(c.num_attention_heads * d, c.hidden_size, bias=c.o_bias, std=std, dtype=dtype)
         if c.qk_norm:
             self.q_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype)
             self.k_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype)
@@ -152,12 +152,12 @@ class LlamaAttention(Module):
 class LlamaMLP(Module):
     """SwiGLU: down_proj(silu(gate_proj(x)) ⊙ up_proj(x))."""
 
-    def __init__(self, config, dtype):
+    def __init__(self, config, dtype, std=0.02):
         super().__init__()
         c = config
-        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias, dtype=dtype)
-        self.up_proj = Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias, dtype=dtype)
-        self.down_proj = Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias, dtype=dtype)
+        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias, std=std, dtype=dtype)
+        self.up_proj = Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias, std=std, dtype=dtype)
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias, std=std, dtype=dtype)
 
     def forward(self, x):
         return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
@@ -168,12 +168,12 @@ class LlamaDecoderLayer(Module):
 
     supports_gradient_checkpointing = True
 
-    def __init__(self, config, dtype):
+    def __init__(self, config, dtype, std=0.02):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
-        self.self_attn = LlamaAttention(config, dtype)
+        self.self_attn = LlamaAttention(config, dtype, std)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
-        self.mlp = LlamaMLP(config, dtype)
+        self.mlp = LlamaMLP(config, dtype, std)
 
     def forward(self, x, cos, sin):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
@@ -184,26 +184,29 @@ class LMHead(Module):
     """An untied output layer: ``weight`` (vocab_size, hidden_size), Hugging Face's lm_head.weight.
     Not a Linear: the fused head reads the weight directly, and LoRA's "all-linear" leaves it out."""
 
-    def __init__(self, vocab_size, hidden_size, dtype):
+    def __init__(self, vocab_size, hidden_size, dtype, std=0.02):
         super().__init__()
-        self.weight = Parameter(init.normal((vocab_size, hidden_size), 0.02, dtype))
+        self.weight = Parameter(init.normal((vocab_size, hidden_size), std, dtype))
 
 
 class Llama(Module):
-    """``logits, loss = model(idx, targets=None)``; ``model.generate(idx, max_new_tokens)``: GPT's interface."""
+    """``logits, loss = model(idx, targets=None)``; ``model.generate(idx, max_new_tokens)``: GPT's interface.
 
-    def __init__(self, config, dtype=np.float32):
+    Weights start as N(0, 0.02²) draws (norms at 1, biases at 0); ``empty=True`` allocates them
+    without drawing, for a loader that fills every one (``load_model``)."""
+
+    def __init__(self, config, dtype=np.float32, empty=False):
         super().__init__()
         if not isinstance(config, LlamaConfig):
             raise TypeError(f"Llama needs a LlamaConfig; got {type(config).__name__}")
-        self.config = config
+        self.config, std = config, None if empty else 0.02
         self.model = ModuleDict(dict(
-            embed_tokens=Embedding(config.vocab_size, config.hidden_size, dtype=dtype),
-            layers=ModuleList(LlamaDecoderLayer(config, dtype) for _ in range(config.num_hidden_layers)),
+            embed_tokens=Embedding(config.vocab_size, config.hidden_size, std=std, dtype=dtype),
+            layers=ModuleList(LlamaDecoderLayer(config, dtype, std) for _ in range(config.num_hidden_layers)),
             norm=RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype),
         ))
         if not config.tie_word_embeddings:
-            self.lm_head = LMHead(config.vocab_size, config.hidden_size, dtype)
+            self.lm_head = LMHead(config.vocab_size, config.hidden_size, dtype, std)
         self.inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)  # (d/2,) float32
 
     @property

@@ -210,7 +210,7 @@ def load_llama(path, dtype=np.float32):
     config = llama_config_from_hf(read_json(path / CONFIG_FILE, "model config"), path / CONFIG_FILE)
     stored = open_checkpoint(path)
     check_config_against_tensors(config, stored, path)
-    model = Llama(config, dtype=dtype)
+    model = Llama(config, dtype=dtype, empty=True)  # no random draw: every weight is read below
     model.load_state_dict(llama_state_dict(stored, config), strict=True)
     return model.eval()
 

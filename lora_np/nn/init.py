@@ -15,7 +15,11 @@ def _check_shape(shape):
 
 
 def normal(shape, std, dtype=np.float32):
+    """N(0, std²) draws; ``std=None``: allocated, not drawn, for a loader to fill (untouched pages
+    take no memory, so a model built to be loaded never holds a random copy beside the real one)."""
     _check_shape(shape)
+    if std is None:
+        return backend.xp.empty(shape, dtype=dtype)
     return backend.asarray(backend.host_rng().normal(0.0, std, size=shape).astype(dtype))
 
 
