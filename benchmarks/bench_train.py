@@ -60,19 +60,22 @@ def _peak_rss_mb():
 def _serve(step, sync=lambda: None, extra=None):
     """Worker loop: a line "N" on stdin runs N timed steps and answers their times (ms) as JSON;
     "done" answers the peak RSS and exits. The parent interleaves the cases round by round, so a
-    slow minute of a noisy machine slows every case alike."""
+    slow minute of a noisy machine slows every case alike. Each step's CPU time (all threads of
+    the process) is answered too: on a machine shared with other work it measures the work done,
+    where the wall time also measures the waits for a core."""
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "done":
             print(json.dumps({"peak_rss_mb": _peak_rss_mb(), **(extra() if extra else {})}), flush=True)
             return
-        times = []
+        times, cpu = [], []
         for _ in range(int(cmd)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             sync()
             times.append(1000 * (time.perf_counter() - t0))
-        print(json.dumps(times), flush=True)
+            cpu.append(1000 * (time.process_time() - c0))
+        print(json.dumps({"ms": times, "cpu_ms": cpu}), flush=True)
 
 
 def _batch(t, b, seed=0):
@@ -269,12 +272,12 @@ class Worker:
     """One case in its own interpreter (so its peak RSS is its own), driven over stdin/stdout."""
 
     def __init__(self, case):
-        root = Path(case.get("root", ROOT))  # a baseline case runs an earlier checkout's own worker
+        root = Path(case.get("root", ROOT))  # a baseline case imports an earlier checkout's lora_np
         env = dict(os.environ, PYTHONPATH=str(root))
-        script = root / "benchmarks" / Path(__file__).name
+        script = Path(__file__).resolve()          # ... in this worker: one harness for both
         self.proc = subprocess.Popen([sys.executable, str(script), "--worker", json.dumps(case)], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.times, self.error = [], None
+        self.times, self.cpu, self.error = [], [], None
 
     def ask(self, command):
         if self.error:
@@ -309,14 +312,16 @@ def run_interleaved(cases, warmup, steps, per_round=1, pause=0.2):
             time.sleep(pause)  # let the last case's idle BLAS/OpenMP threads stop spinning
             got = w.ask(str(per_round))
             if got:
-                w.times.extend(got)
+                w.times.extend(got["ms"])
+                w.cpu.extend(got["cpu_ms"])
     results = {}
     for label, w in workers.items():
         extra = w.close()
         if w.error or not w.times:
             results[label] = {"error": w.error or "no timing"}
         else:
-            results[label] = {"ms": float(np.median(w.times)), "times": w.times, **extra}
+            results[label] = {"ms": float(np.median(w.times)), "times": w.times, "cpu_ms": float(np.median(w.cpu)),
+                              "cpu_times": w.cpu, **extra}
     return results
 
 
@@ -415,7 +420,7 @@ def main(argv=None):
                 r.update(tokens_per_s=b * t / (r["ms"] / 1000),
                          gflops=step_flops(*shape, lora=lora) / (r["ms"] / 1000) / 1e9)
                 r["peak_fraction"] = r["gflops"] / peak
-            print(f"{name:>2} {label:<13} " + (f"{r['ms']:8.1f} ms/step {r['gflops']:7.1f} GFLOP/s "
+            print(f"{name:>2} {label:<13} " + (f"{r['ms']:8.1f} ms/step (CPU {r['cpu_ms']:8.1f}) {r['gflops']:7.1f} GFLOP/s "
                                                f"({100 * r['peak_fraction']:.0f}% of peak) peak RSS "
                                                f"{r['peak_rss_mb']:.0f} MB" if "ms" in r else r["error"]), flush=True)
         results["configs"][name] = row
@@ -457,17 +462,18 @@ def _ratio(a, b):
 def report(results):
     lines = [f"Machine: {results['machine']}; backend `{results['backend']}`; float32 GEMM peak "
              f"{results['matmul_peak_gflops']:.0f} GFLOP/s; median of {results['steps']} steps after warm-up.", "",
-             "| config | case | ms/step | tokens/s | GFLOP/s | % of peak | peak RSS MB |", "|---|---|---|---|---|---|---|"]
+             "| config | case | ms/step | CPU ms/step | tokens/s | GFLOP/s | % of peak | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, row in results["configs"].items():
         for label in ("ours_full", "ours_lora", "torch_full", "hf_full", "hf_peft_lora", "base_full", "base_lora"):
             r = row.get(label)
             if r is None:
                 continue
             if "ms" not in r:
-                lines.append(f"| {name} | {label} | error: {r['error']} | | | | |")
+                lines.append(f"| {name} | {label} | error: {r['error']} | | | | | |")
                 continue
-            lines.append(f"| {name} | {label} | {r['ms']:.1f} | {r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | "
-                         f"{100 * r['peak_fraction']:.0f}% | {r['peak_rss_mb']:.0f} |")
+            lines.append(f"| {name} | {label} | {r['ms']:.1f} | {r.get('cpu_ms', 0):.1f} | {r['tokens_per_s']:,.0f} | "
+                         f"{r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | {r['peak_rss_mb']:.0f} |")
     lines += ["", "| config | ours LoRA / ours full | ours full / torch eager | ours LoRA / HF+PEFT LoRA | "
                   "HF+PEFT LoRA / HF full |", "|---|---|---|---|---|"]
     for name, row in results["configs"].items():
@@ -477,11 +483,15 @@ def report(results):
                      f"{_ratio(ms.get('ours_lora'), ms.get('hf_peft_lora'))} | "
                      f"{_ratio(ms.get('hf_peft_lora'), ms.get('hf_full'))} |")
     if any("base_full" in row for row in results["configs"].values()):
-        lines += ["", "| config | ours full / baseline full | ours LoRA / baseline LoRA |", "|---|---|---|"]
+        lines += ["", "| config | ours full / baseline full | ours LoRA / baseline LoRA | the same in CPU time "
+                      "(full · LoRA) |", "|---|---|---|---|"]
         for name, row in results["configs"].items():
             ms = {k: row[k]["ms"] for k in row if isinstance(row[k], dict) and "ms" in row[k]}
+            cpu = {k: row[k].get("cpu_ms") for k in row if isinstance(row[k], dict) and "ms" in row[k]}
             lines.append(f"| {name} | {_ratio(ms.get('ours_full'), ms.get('base_full'))} | "
-                         f"{_ratio(ms.get('ours_lora'), ms.get('base_lora'))} |")
+                         f"{_ratio(ms.get('ours_lora'), ms.get('base_lora'))} | "
+                         f"{_ratio(cpu.get('ours_full'), cpu.get('base_full'))} · "
+                         f"{_ratio(cpu.get('ours_lora'), cpu.get('base_lora'))} |")
     mem = results.get("memory_768")
     if mem and all("ms" in m for m in mem.values()):
         f, lo = (mem[k]["peak_rss_mb"] - mem[k]["rss_before_model_mb"] for k in ("full", "lora"))
