@@ -127,16 +127,113 @@ def test_a_rank_that_fails_stops_every_rank_and_the_last_checkpoint_stays(tmp_pa
     assert latest["step"] >= 2 and (out / "checkpoints" / latest["dir"] / "state.json").is_file()
 
 
-def test_without_mpi4py_a_data_parallel_run_names_the_install():
-    """init(required=True), or a launch of several ranks (PMI_SIZE=2) without mpi4py: one error
-    naming the install."""
+# The command line on two ranks ------------------------------------------------------------------
+
+FINETUNE = ["finetune", "--task", "shift", "--lora-dropout", "0", "--quiet"]
+FINETUNE_RUN = ["--steps", "200", "--batch-size", "8", "--eval-every", "20"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("distributed") / "base"
+    proc = run(sys.executable, "-m", "lora_np", "pretrain", "--task", "copy", "--out", out, "--steps", "2",
+               "--eval-every", "2", "--quiet", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+               "--block-size", "16", "--batch-size", "8")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process(base, tmp_path_factory):
+    """The oracle: one process, FINETUNE_RUN's global batches."""
+    out = tmp_path_factory.mktemp("distributed") / "one"
+    proc = run(sys.executable, "-m", "lora_np", *FINETUNE, "--base", base, *FINETUNE_RUN, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _adapters_match(one, two):
+    want, got = load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors")
+    assert sorted(want) == sorted(got)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@needs_mpi
+def test_cli_finetune_on_two_ranks_equals_one_process(base, one_process, tmp_path):
+    """`mpiexec -n 2 python -m lora_np finetune --data-parallel` = one process on the same global
+    batches; rank 1 writes nothing (audit hooks), run_config.json records world_size 2."""
+    one, two = one_process, tmp_path / "two"
+    args = [*FINETUNE, "--base", base, *FINETUNE_RUN]
+    proc = run(sys.executable, CHECKS, "cli", two, *args, "--out", two, "--data-parallel", ranks=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    writes = dict(re.findall(r"rank (\d) ok cli: (\d+) writes", proc.stdout))
+    assert writes["1"] == "0" and int(writes["0"]) > 0, proc.stdout
+    _adapters_match(one, two)
+    assert json.loads((two / "run_config.json").read_text())["world_size"] == 2
+    assert json.loads((one / "run_config.json").read_text())["world_size"] == 1
+
+
+@needs_mpi
+def test_cli_ctrl_c_on_two_ranks_then_resume_equals_one_uninterrupted_process(base, one_process, tmp_path):
+    """Ctrl-C reaches both ranks between different steps; they stop after the same one, rank 0 saves
+    and says so once (exit 130); --resume on two ranks finishes the same adapter as one process."""
+    two = tmp_path / "two"
+    args = [*FINETUNE, "--base", base, *FINETUNE_RUN]
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "lora_np", *map(str, args), "--out", str(two)],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latest = two / "checkpoints" / "latest.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and not latest.exists():
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.count("interrupted at step") == 1 and "--resume" in err, err
+    stopped = json.loads(latest.read_text())["step"]
+    assert 20 <= stopped < 200, stopped
+    resumed = run(MPIEXEC, "-n", "2", sys.executable, "-m", "lora_np", "finetune", "--out", two, "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    _adapters_match(one_process, two)
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", ["indivisible", "mismatched"])
+def test_cli_refuses_before_any_work_with_one_line(base, tmp_path, case):
+    """A global batch that does not split over the ranks, or ranks started with different
+    arguments (MPMD: `mpiexec -n 1 A : -n 1 B`): exit 2, one line, --out never created."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "lora_np", *FINETUNE, "--base", base, "--steps", "2", "--out", out]
+    if case == "indivisible":
+        proc = run(*command, "--batch-size", "5", ranks=2)
+        expected = "must be a multiple of 2; got 5"
+    else:
+        proc = run(MPIEXEC, "-n", "1", *command, "--batch-size", "8", ":", "-n", "1", *command, "--batch-size", "8",
+                   "--lr", "0.01")
+        expected = "arguments of rank 1 differ from rank 0's"
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("python -m lora_np finetune: error:"), lines
+    assert not out.exists()
+
+
+def test_without_mpi4py_a_data_parallel_run_names_the_install(base, tmp_path):
+    """--data-parallel, init(required=True), or a launch of several ranks (PMI_SIZE=2) without
+    mpi4py: one error naming the install; the command line writes nothing and exits 2."""
+    out = tmp_path / "run"
+    argv = [*map(str, FINETUNE), "--base", str(base), "--out", str(out), "--data-parallel"]
     script = HIDE_MPI4PY + ("from lora_np import distributed\n"
                             "for kwargs in ({'required': True}, {}):\n"
                             "    try:\n"
                             "        distributed.init(**kwargs)\n"
                             "    except distributed.MPIUnavailableError as exc:\n"
-                            "        print(exc)\n")
+                            "        print(exc)\n"
+                            "from lora_np.app.cli import main\n"
+                            f"sys.exit(main({argv!r}, prog='python -m lora_np'))\n")
     proc = run(sys.executable, "-c", script, env=_env(PMI_SIZE="2"))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2
     printed = proc.stdout.splitlines()
     assert len(printed) == 2 and all(distributed.INSTALL_HINT in line for line in printed), printed
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install -r requirements-distributed.txt" in lines[0], lines
+    assert not out.exists()

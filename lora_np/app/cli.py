@@ -14,7 +14,7 @@ records the ones typed: ``--resume`` needs to tell them apart.
 import argparse
 import sys
 
-from .. import __version__, backend, parallel
+from .. import __version__, backend, distributed, parallel
 from ..checks import check_int, check_number
 from ..data import TASKS
 from ..lora import LoraConfig
@@ -90,6 +90,9 @@ def _training(p, steps, lr, lr_help="", fits=False):
                    help="evaluate on the validation windows and save a checkpoint every this many steps")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with the settings it was started with")
+    p.add_argument("--data-parallel", action="store_true",
+                   help="split every global batch over the ranks of an MPI job: mpiexec -n N ... (detected under "
+                        "mpiexec without the flag; needs: pip install -r requirements-distributed.txt)")
 
 
 def _demo_parser(sub):
@@ -236,8 +239,27 @@ def check_options(args):
 
 def _error(args, exc):
     message = " ".join(str(exc).split()) or type(exc).__name__
-    print(f"{args.prog} {args.command}: error: {message}", file=sys.stderr)
+    alone = distributed.world_size() > 1 and not isinstance(exc, distributed.CollectiveError)
+    where = f" (rank {distributed.rank()} of {distributed.world_size()})" if alone else ""
+    print(f"{args.prog} {args.command}{where}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _join_ranks(args):
+    """pretrain and finetune under mpiexec with several ranks (or with --data-parallel) join the MPI
+    job; the other commands run in one process."""
+    if hasattr(args, "data_parallel"):
+        distributed.init(required=args.data_parallel)
+    elif distributed.launched_ranks() > 1:
+        raise ValueError(f"{args.command} runs in one process; start it without mpiexec (pretrain and finetune "
+                         f"are the commands that train data-parallel)")
+
+
+def _stop_every_rank(code):
+    """After an error on this rank alone: stop the job (the others would wait for it forever)."""
+    if distributed.world_size() > 1:
+        distributed.abort(code)
+    return code
 
 
 def _select_backend(name):
@@ -252,17 +274,26 @@ def main(argv=None, prog="lora-np"):
     """The command line; ``prog`` is how the user ran it (``python -m lora_np`` from __main__.py)."""
     args = parse(argv, prog)
     parallel.tune_host_allocator()  # opt-in for the library, on for the CLI: freed buffers are reused
+    with distributed.stop_every_rank_on_error():  # a bug on one rank must not leave the others waiting
+        return _run(args)
+
+
+def _run(args):
     try:
         check_options(args)
         _select_backend(args.backend)
+        _join_ranks(args)
         return args.func(args)
-    except TrainingStopped as exc:
-        print(f"{args.prog} {args.command}: {exc}", file=sys.stderr)
+    except TrainingStopped as exc:  # every rank stops after the same step: rank 0 says why
+        if distributed.is_main():
+            print(f"{args.prog} {args.command}: {exc}", file=sys.stderr)
         return exc.code
+    except distributed.CollectiveError as exc:  # found by every rank together: said once
+        return _error(args, exc) if distributed.is_main() else 2
     except (ValueError, OSError, backend.BackendUnavailableError) as exc:
-        return _error(args, exc)
+        return _stop_every_rank(_error(args, exc))
     except MemoryError:
-        return _error(args, "out of memory; try a smaller --batch-size, --block-size or model")
+        return _stop_every_rank(_error(args, "out of memory; try a smaller --batch-size, --block-size or model"))
     except KeyboardInterrupt:
         print(f"{args.prog} {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _stop_every_rank(130)

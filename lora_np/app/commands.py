@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import backend
+from .. import backend, distributed
 from ..io.gpt2_checkpoint import save_gpt2
 from ..io.hf_checkpoint import save_model
 from ..io.train_checkpoint import latest_checkpoint
@@ -48,7 +48,17 @@ def prepared_out(args, resumable=True):
     with locked(args.out) as lock:
         if getattr(args, "resume", False):
             restore_run_args(args)
+        _check_ranks_alike(args)
         yield lock
+
+
+def _check_ranks_alike(args):
+    """In a data-parallel run, before any file is read or written: every rank has the same settings
+    and the global batch splits over the ranks; then rank 0 alone speaks."""
+    if distributed.world_size() > 1:
+        distributed.check_same_settings(arguments={k: v for k, v in vars(args).items() if k not in ("func", "checks")})
+        distributed.local_batch_size(args.batch_size)
+        args.quiet = args.quiet or not distributed.is_main()
 
 
 def read_model(model_dir):
@@ -92,7 +102,8 @@ def _stopped_message(result, args):
 
 
 def run_training(model, data, tcfg, args, param_groups=None):
-    save_run_config(args)
+    if distributed.is_main():
+        save_run_config(args)
     result = train(model, data, tcfg, out_dir=args.out, resume=args.resume, quiet=args.quiet,
                    param_groups=param_groups)
     if result.status != "done":
@@ -118,8 +129,9 @@ def cmd_pretrain(args):
         model = GPT(config)
         with output_dir(args.out, args.overwrite, lock):
             run_training(model, data, tcfg, args)
-            save_gpt2(model, args.out)
-            save_tokenizer(data.tokenizer, None, args.out)
+            if distributed.is_main():
+                save_gpt2(model, args.out)
+                save_tokenizer(data.tokenizer, None, args.out)
     return 0
 
 
@@ -173,6 +185,8 @@ def _make_trainable(model, args):
 
 
 def _save_finetuned(model, args, tokenizer, initial):
+    if not distributed.is_main():
+        return
     if args.full:
         save_model(model, args.out)
     else:

@@ -22,6 +22,7 @@ try:
 except ImportError:  # not on POSIX: no lock
     fcntl = None
 
+from .. import distributed
 from ..io.atomic import atomic_write_json, read_json
 from ..io.train_checkpoint import latest_checkpoint
 
@@ -33,7 +34,7 @@ RUN_FILES = ("checkpoints", "log.jsonl", RUN_CONFIG, "config.json", "model.safet
              "costs.png", "rank_sweep.png", "base", "full_finetune", "adapter", "encoder.json", "vocab.bpe")
 FINAL_FILES = ("model.safetensors", "adapter_model.safetensors")
 # Options that say how to run, not what to compute: free to differ on --resume.
-HOW_TO_RUN = {"resume", "overwrite", "quiet", "backend", "out", "checks", "prog"}
+HOW_TO_RUN = {"resume", "overwrite", "quiet", "backend", "out", "checks", "prog", "data_parallel", "world_size"}
 NOT_SAVED = ("func", "given", "checks", "prog")
 PATH_OPTIONS = ("base", "data")
 
@@ -56,7 +57,7 @@ def check_output_dir(out, resume=False, overwrite=False, resumable=True):
     _check_writable(out)
     if resume and not (out / RUN_CONFIG).is_file():
         raise FileNotFoundError(f"--resume: {out / RUN_CONFIG} not found; there is no run to continue in {out}")
-    if not resume and not overwrite and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+    if not resume and not overwrite and distributed.is_main() and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         resume_hint = "add --resume to continue that run, " if resumable else "add "
         raise ValueError(f"--out {out} already holds files; {resume_hint}--overwrite to replace it, or choose a "
                          f"new directory")
@@ -69,8 +70,8 @@ class OutputLock:
         self.out, self.file = Path(out), None
 
     def take(self):
-        if self.file is not None or fcntl is None or not self.out.is_dir():
-            return
+        if self.file is not None or fcntl is None or not self.out.is_dir() or not distributed.is_main():
+            return  # in a data-parallel run only rank 0 writes --out, and it alone holds the lock
         self.file = open(self.out / LOCK_FILE, "a")
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,8 +100,12 @@ def locked(out):
 @contextlib.contextmanager
 def output_dir(out, overwrite=False, lock=None):
     """Create (or, with --overwrite, clear the run files of) ``out`` and take its ``lock``; if the
-    body fails with an error before a checkpoint exists, remove the directory again if it was made here."""
+    body fails with an error before a checkpoint exists, remove the directory again if it was made here.
+    In a data-parallel run the other ranks leave ``out`` to rank 0."""
     out = Path(out)
+    if not distributed.is_main():
+        yield out
+        return
     created = not out.exists()
     if created:
         out.mkdir(parents=True)
@@ -126,8 +131,10 @@ def _normalised(key, value):
 
 
 def save_run_config(args):
-    """The settings of a run, for --resume (paths made absolute, so a resume from elsewhere works)."""
+    """The settings of a run, for --resume (paths made absolute, so a resume from elsewhere works),
+    and the number of ranks that trained it (a resume may use another: the global batch is the same)."""
     config = {k: _normalised(k, v) for k, v in vars(args).items() if k not in NOT_SAVED}
+    config["world_size"] = distributed.world_size()
     atomic_write_json(Path(args.out) / RUN_CONFIG, config)
 
 
