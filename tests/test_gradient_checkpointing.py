@@ -148,3 +148,23 @@ def test_llama_decoder_layers_give_identical_gradients(qk_norm):
     assert_same_gradients(model)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model(np.zeros((1, 17), dtype=np.int64))
+
+
+def test_cli_flag_turns_checkpointing_on(tmp_path, monkeypatch):
+    """``--gradient-checkpointing`` reaches the model that ``lora_np.train`` trains; without it, off."""
+    import lora_np.app.commands as commands
+    from lora_np.app.cli import main
+    seen = []
+    real_train = commands.train
+
+    def spy(model, *args, **kwargs):
+        seen.append(model.is_gradient_checkpointing)
+        return real_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(commands, "train", spy)
+    data = tmp_path / "data.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    for i, flag in enumerate((["--gradient-checkpointing"], [])):
+        main(["pretrain", "--data", str(data), "--out", str(tmp_path / f"run{i}"), "--steps", "2", "--n-layer", "2",
+              "--n-embd", "16", "--n-head", "2", "--block-size", "16", "--batch-size", "2", "--quiet", *flag])
+    assert seen == [True, False]

@@ -102,6 +102,8 @@ def _stopped_message(result, args):
 
 
 def run_training(model, data, tcfg, args, param_groups=None):
+    if getattr(args, "gradient_checkpointing", False):
+        model.gradient_checkpointing_enable()
     if distributed.is_main():
         save_run_config(args)
     result = train(model, data, tcfg, out_dir=args.out, resume=args.resume, quiet=args.quiet,
