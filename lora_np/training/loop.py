@@ -174,7 +174,8 @@ def describe_run(model, dataset, config, step=0):
     data = dataset.describe() if hasattr(dataset, "describe") else getattr(dataset, "name", "the data")
     start = f"resuming at step {step} of {config.steps}" if step else f"{config.steps} steps"
     return (f"training {trainable:,} of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%) on {data}; "
-            f"{start}, batch {config.batch_size} × {dataset.block_size} tokens")
+            f"{start}, batch {config.batch_size} × {dataset.block_size} tokens"
+            + (f", split over {distributed.world_size()} ranks" if distributed.world_size() > 1 else ""))
 
 
 class _Run:
