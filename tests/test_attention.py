@@ -174,3 +174,25 @@ def test_flash_attention_peak_memory_is_a_fraction_of_one_probability_tensor():
     one_probability_tensor = h * t * t * 4
     assert peaks["flash"] <= 0.35 * one_probability_tensor, peaks
     assert peaks["plain"] > one_probability_tensor, peaks
+
+
+def test_flash_kernels_stay_on_the_device(backend_name, rng, monkeypatch):
+    """With the stand-in device module as ``xp`` (tests/device_standin.py), the memory-efficient
+    kernels (causal masks, grouped heads, the group sum) compute with device arrays only: CuPy-ready."""
+    if backend_name != "numpy":
+        pytest.skip("the stand-in device replaces the numpy backend")
+    import lora_np.ops.attention as attention
+    import lora_np.ops.flash_attention as flash
+    from device_standin import DeviceArray, standin
+    monkeypatch.setattr(attention, "FLASH_MIN_T", 0)
+    monkeypatch.setattr(flash, "QUERY_BLOCK", 2)
+    monkeypatch.setattr(flash, "KEY_BLOCK", 3)
+    with lora_np.backend.using(standin, "standin"):
+        q, k, v = (Tensor(standin.asarray(rng.standard_normal(s)), requires_grad=True)
+                   for s in ((2, 4, 5, 3), (2, 2, 7, 3), (2, 2, 7, 3)))
+        y = ops.scaled_dot_product_attention(q, k, v)
+        y.backward(standin.ones(y.shape))
+        qkv = Tensor(standin.asarray(rng.standard_normal((2, 5, 12))), requires_grad=True)
+        ops.causal_self_attention(qkv, 2).sum().backward()
+        for a in (y.data, q.grad, k.grad, v.grad, qkv.grad):
+            assert isinstance(a, DeviceArray)

@@ -57,7 +57,7 @@ def _scores(q_i, k, a, c, f, offset):
     s = q_i @ k[..., c:f, :].swapaxes(-1, -2)
     if offset is not None and f - 1 > a + offset:
         after = xp.arange(c, f) > xp.arange(a, a + q_i.shape[-2])[:, None] + offset   # (rows, keys)
-        s[..., after] = -xp.inf
+        s += xp.where(after, -xp.inf, 0.0).astype(s.dtype)     # broadcast over batch, heads and group
     return s
 
 
