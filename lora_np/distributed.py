@@ -26,7 +26,9 @@ What happens when a rank fails (measured with MPICH 5): a rank killed by a signa
 kill the others at once; but a rank that raises and exits *normally* hangs in ``MPI_Finalize``
 while the others wait in their next ``Allreduce``, forever. So a rank that fails prints its error
 and calls ``MPI_Abort`` (:func:`abort`), which stops every rank; checkpoints are written atomically,
-so the last complete one is kept. A Ctrl-C reaches every rank, but not between the same two steps:
+so the last complete one is kept. A rank that hangs is not an error MPI sees: with
+``LORA_NP_MPI_TIMEOUT`` set, a rank that waits longer than that for the others aborts the job.
+A Ctrl-C reaches every rank, but not between the same two steps:
 the stop request travels in the step's buffer (:func:`allreduce_gradients`'s ``values``), so the
 ranks stop after the same step.
 """
@@ -48,8 +50,10 @@ INSTALL_HINT = "pip install -r requirements-distributed.txt  (installs mpi4py an
 LAUNCHER_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE")
 ABORT_GRACE_SECONDS = 0.5
 CUDA_AWARE_VARIABLE = "LORA_NP_MPI_CUDA_AWARE"  # =1: hand device buffers to MPI without a host copy
+TIMEOUT_VARIABLE = "LORA_NP_MPI_TIMEOUT"  # seconds a rank waits for the others in a step before it aborts
 
 _world = None  # (mpi4py's MPI module, its COMM_WORLD) once init() has joined a job
+_timeout = None  # LORA_NP_MPI_TIMEOUT in seconds, read by init(); None: wait as long as it takes
 
 
 class MPIUnavailableError(backend.BackendUnavailableError):
@@ -77,8 +81,9 @@ def init(required=False):
     naming the install, and so does a launch of several ranks without it (each rank would otherwise
     train alone and all would write the same files).
     """
-    global _world
+    global _world, _timeout
     if _world is None and (required or launched_ranks() > 1):
+        _timeout = _read_timeout()
         try:
             from mpi4py import MPI
         except ImportError:
@@ -86,6 +91,17 @@ def init(required=False):
                                       f"{INSTALL_HINT}") from None
         _world = (MPI, MPI.COMM_WORLD)
     return world_size()
+
+
+def _read_timeout():
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    try:
+        seconds = float(text) if text else None
+    except ValueError:
+        seconds = -1.0
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"{TIMEOUT_VARIABLE} must be a positive number of seconds (or unset: no limit); got {text!r}")
+    return seconds
 
 
 def world_size():
@@ -203,14 +219,30 @@ def _sum_over_ranks(buffer):
     millisecond over PCIe, so any MPI build works."""
     if world_size() == 1:
         return
-    MPI, comm = _world
     if backend.xp is np or os.environ.get(CUDA_AWARE_VARIABLE, "").strip() == "1":
         backend.synchronize()  # the GPU must have finished writing the buffer before MPI reads it
-        comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        _allreduce_sum(buffer)
         return
     host = backend.to_numpy(buffer)
-    comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
+    _allreduce_sum(host)
     buffer[...] = backend.asarray(host)
+
+
+def _allreduce_sum(buffer):
+    """One Allreduce(SUM) in place. With LORA_NP_MPI_TIMEOUT set, a rank that waits longer than that
+    for the others (one has stopped without aborting, or hangs) says so and aborts the job, rather
+    than waiting forever; it polls the nonblocking Iallreduce, sleeping between polls."""
+    MPI, comm = _world
+    if _timeout is None:
+        comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        return
+    request, deadline = comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), time.monotonic() + _timeout
+    while not request.Test():
+        if time.monotonic() > deadline:
+            print(f"lora_np: rank {rank()} of {world_size()} waited {_timeout:g} s ({TIMEOUT_VARIABLE}) for the "
+                  f"other ranks' gradients: a rank has stopped or hangs; stopping every rank", file=sys.stderr)
+            abort(1)
+        time.sleep(0.0005)
 
 
 def _digest(item):

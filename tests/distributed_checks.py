@@ -6,12 +6,14 @@ can compute for itself, since it holds the whole batch before it takes its shard
     mpiexec -n 2 python tests/distributed_checks.py train OUT    (and without mpiexec: the oracle)
     mpiexec -n 2 python tests/distributed_checks.py die OUT      (rank 1 fails in step 5)
     mpiexec -n 2 python tests/distributed_checks.py cli OUT finetune ... --out OUT
+    LORA_NP_MPI_TIMEOUT=1 mpiexec -n 2 python tests/distributed_checks.py hang
 
 Prints one line "rank R ok ..." per check and rank when it passed; an AssertionError otherwise.
 """
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -188,6 +190,16 @@ def check_a_rank_dies(out):
     raise AssertionError("a rank failed, yet training finished")
 
 
+def check_a_rank_hangs():
+    """With LORA_NP_MPI_TIMEOUT=1, rank 0 waits 1 s for rank 1 (which sleeps) and aborts the job."""
+    model = tiny_lora_model()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if distributed.rank() == 1:
+        time.sleep(60)
+    distributed.allreduce_gradients(params)
+    raise AssertionError("the Allreduce returned although rank 1 was asleep")
+
+
 def check_cli(out, argv):
     """The command line on N ranks, its writes recorded: rank 0's, and none from the others."""
     from lora_np.app.cli import main
@@ -202,9 +214,10 @@ if __name__ == "__main__":
         distributed.init()
     checks = {"gradients": check_gradients, "device": check_device, "settings": check_settings,
               "stop": check_stop, "streams": check_streams, "train": lambda: check_train(sys.argv[2]),
-              "die": lambda: check_a_rank_dies(sys.argv[2]), "cli": lambda: check_cli(sys.argv[2], sys.argv[3:])}
+              "die": lambda: check_a_rank_dies(sys.argv[2]), "cli": lambda: check_cli(sys.argv[2], sys.argv[3:]),
+              "hang": check_a_rank_hangs}
     with distributed.stop_every_rank_on_error():  # a failed check on one rank must not hang the other
-        for name in sys.argv[1:2] if sys.argv[1] in ("train", "die", "cli") else sys.argv[1:]:
+        for name in sys.argv[1:2] if sys.argv[1] in ("train", "die", "cli", "hang") else sys.argv[1:]:
             assert name in ("train", "cli") or distributed.world_size() == 2, "run under mpiexec -n 2"
             outcome = checks[name]()
             print(f"rank {distributed.rank()} ok {name}: {outcome}", flush=True)

@@ -127,6 +127,16 @@ def test_a_rank_that_fails_stops_every_rank_and_the_last_checkpoint_stays(tmp_pa
     assert latest["step"] >= 2 and (out / "checkpoints" / latest["dir"] / "state.json").is_file()
 
 
+@needs_mpi
+def test_with_a_timeout_a_rank_that_hangs_stops_the_job():
+    """LORA_NP_MPI_TIMEOUT=1: rank 0 waits a second for rank 1 (asleep for a minute), says so and
+    aborts the job; without the timeout it would wait for the minute."""
+    start = time.monotonic()
+    proc = run(sys.executable, CHECKS, "hang", ranks=2, env=_env(LORA_NP_MPI_TIMEOUT="1"), timeout=50)
+    assert proc.returncode != 0 and time.monotonic() - start < 45
+    assert "rank 0 of 2 waited 1 s (LORA_NP_MPI_TIMEOUT)" in proc.stderr, proc.stderr
+
+
 # The command line on two ranks ------------------------------------------------------------------
 
 FINETUNE = ["finetune", "--task", "shift", "--lora-dropout", "0", "--quiet"]
