@@ -62,7 +62,8 @@ def _data(p, required_for):
     p.add_argument("--task", choices=sorted(TASKS),
                    help=f"an embedded toy task{'' if required_for is None else ' (this or --data is required)'}")
     p.add_argument("--data", metavar="FILE", help=f"your own data for {required_for or 'training'}: UTF-8 text "
-                   "(.txt), or .jsonl lines {\"prompt\": ..., \"completion\": ...}")
+                   "(.txt), or .jsonl lines {\"prompt\": ..., \"completion\": ...} or {\"messages\": [...]} "
+                   "(conversations in the model's chat template; the loss on the assistant's turns)")
     p.add_argument("--unknown-chars", default="error", metavar="{error,drop,map:X}",
                    help="a character model meeting a character outside its vocabulary in --data: stop "
                         "and name it (error), drop it, or replace it by the vocabulary's character X")
@@ -169,7 +170,10 @@ def _generate_parser(sub):
     p = sub.add_parser("generate", help="continue a prompt")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--adapter", help="LoRA adapter directory to apply")
-    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--prompt", help="the text to continue (with --chat: the user's message); '-' or none: "
+                   "read it from standard input")
+    p.add_argument("--chat", action="store_true", help="render the prompt as a user turn with the model's chat "
+                   "template and print the assistant's reply, up to its end-of-turn token")
     p.add_argument("--max-new-tokens", type=int, default=32, check=POSITIVE, help="tokens to generate")
     p.add_argument("--temperature", type=float, default=0.0, check=NON_NEGATIVE, help="0 = greedy")
     p.add_argument("--top-k", type=int, check=POSITIVE, help="sample among the k most likely tokens only")

@@ -24,7 +24,7 @@ from ..optim import loraplus_param_groups
 from ..training import TrainConfig, evaluate, train
 from ..training.progress import say
 from .demo import DemoSettings, run_demo
-from .inputs import check_data_flags, make_dataset, new_tokenizer, prompt_ids, window
+from .inputs import chat_prompt_ids, check_data_flags, make_dataset, new_tokenizer, prompt_ids, window
 from .memory import available_bytes, check_fits, fitting_sizes, format_bytes, gpt_parameter_count, run_bytes
 from .model_dir import (adapter_metadata, check_vocab_sizes, is_large, load_model_dir, load_tokenizer,
                         read_model_config, save_tokenizer)
@@ -216,20 +216,30 @@ def cmd_finetune(args):
     return 0
 
 
+def _generate_prompt(args, tokenizer, config):
+    """(prompt ids, the id generation stops at, the text echoed before the output): --chat renders a
+    user turn with the model's template, stops at its end-of-turn token and echoes nothing; otherwise
+    the prompt is continued up to the end of text. The prompt is --prompt, or standard input."""
+    prompt = sys.stdin.read() if args.prompt in (None, "-") else args.prompt
+    if args.chat:
+        return chat_prompt_ids(tokenizer, prompt.strip(), config.block_size), tokenizer.end_of_turn_id, ""
+    ids = prompt_ids(tokenizer, prompt, config.block_size, args.unknown_chars, f"{args.prog} generate")
+    return ids, getattr(tokenizer, "eot_token_id", None), prompt
+
+
 def cmd_generate(args):
     tokenizer, config = read_model(args.model)
-    ids = prompt_ids(tokenizer, args.prompt, config.block_size, args.unknown_chars, f"{args.prog} generate")
+    ids, stop, echo = _generate_prompt(args, tokenizer, config)
     model = load_model_dir(args.model, args.adapter, quiet=args.quiet)[0]
     backend.manual_seed(args.seed)
     out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
     new = [int(i) for i in out[0, len(ids):]]
-    eot = getattr(tokenizer, "eot_token_id", None)
-    if eot in new:
-        new = new[:new.index(eot)]
+    if stop in new:
+        new = new[:new.index(stop)]
     text = tokenizer.decode(new)
     if args.stop and args.stop in text:
         text = text[:text.index(args.stop) + len(args.stop)]
-    sys.stdout.write(args.prompt + text + ("" if text.endswith("\n") else "\n"))
+    sys.stdout.write(echo + text + ("" if text.endswith("\n") else "\n"))
     return 0
 
 

@@ -4,7 +4,9 @@ checked before a model's weights are read."""
 import sys
 from pathlib import Path
 
-from ..data import TASKS, encode_text, file_dataset, task_dataset
+import numpy as np
+
+from ..data import TASKS, chat_dataset, encode_text, file_dataset, is_chat_jsonl, task_dataset
 from ..data.text_files import read_jsonl_examples, read_text_file
 from ..tokenizer import BPETokenizer, CharTokenizer
 
@@ -27,6 +29,8 @@ def check_data_flags(args):
 def make_dataset(args, block_size, tokenizer=None):
     """The data named by --data or --task, tokenized with ``tokenizer`` (None: the data's own characters)."""
     check_data_flags(args)
+    if args.data and is_chat_jsonl(args.data):  # {"messages": [...]} lines: rendered with the model's template
+        return chat_dataset(args.data, block_size, tokenizer)
     if args.data:
         return file_dataset(args.data, block_size, tokenizer, unknown=args.unknown_chars)
     if tokenizer is not None and not isinstance(tokenizer, CharTokenizer):
@@ -75,4 +79,21 @@ def prompt_ids(tokenizer, prompt, block_size, unknown, prefix="lora-np generate"
         print(f"{prefix}: the prompt is {len(ids)} tokens, longer than the model's context of {block_size}; "
               f"its first {len(ids) - block_size} tokens were cut: {cut!r:.80}", file=sys.stderr)
         ids = ids[-block_size:]
+    return ids
+
+
+def chat_prompt_ids(tokenizer, prompt, block_size=None):
+    """``prompt`` as a user turn of the model's chat template, ending with the assistant's header
+    (``add_generation_prompt``); a prompt longer than the context is refused, not cut (a cut template
+    would lose its header)."""
+    if not prompt:
+        raise ValueError("the prompt must not be empty")
+    if not isinstance(tokenizer, BPETokenizer):
+        raise ValueError("--chat needs a model whose folder has a chat template (tokenizer_config.json "
+                         "'chat_template'); a character model has none")
+    ids = np.asarray(tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                   add_generation_prompt=True), dtype=np.int64)
+    if block_size is not None and len(ids) > block_size:
+        raise ValueError(f"the chat prompt is {len(ids)} tokens with its template, longer than the model's "
+                         f"context of {block_size}")
     return ids

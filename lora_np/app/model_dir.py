@@ -32,7 +32,7 @@ MODEL_TYPES = {"gpt2": (config_from_hf, load_gpt2), **{kind: (llama_config_from_
 LARGE_MODEL_BYTES = 64 << 20  # loading takes a noticeable time from here on
 # Files that travel with a Hugging Face tokenizer; copied byte for byte into what the CLI writes.
 HF_TOKENIZER_FILES = tuple(name for pair in BPE_FILE_NAMES for name in pair) + (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
 def file_sha256(path):
