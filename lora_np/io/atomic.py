@@ -34,15 +34,19 @@ def _create_temp_beside(path):
             continue
 
 
-def atomic_write_bytes(path, data):
-    """Replace ``path`` with ``data`` atomically; on any failure the old file is left untouched."""
+def atomic_write_parts(path, parts):
+    """Replace ``path`` with the concatenation of ``parts`` (bytes-like objects, taken one at a time
+    from any iterable, so a writer can stream a file far larger than any one part) atomically: on
+    any failure, in writing or in producing the parts, the old file is left untouched and no
+    temporary file remains."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
     fd, tmp = _create_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            _write_chunks(f, data)
+            for data in parts:
+                _write_chunks(f, data)
             f.flush()
             os.fsync(f.fileno())
         if path.exists():
@@ -52,6 +56,11 @@ def atomic_write_bytes(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data):
+    """Replace ``path`` with ``data`` atomically; on any failure the old file is left untouched."""
+    atomic_write_parts(path, (data,))
 
 
 def atomic_write_text(path, text):
