@@ -196,3 +196,22 @@ def test_flash_kernels_stay_on_the_device(backend_name, rng, monkeypatch):
         ops.causal_self_attention(qkv, 2).sum().backward()
         for a in (y.data, q.grad, k.grad, v.grad, qkv.grad):
             assert isinstance(a, DeviceArray)
+
+
+def test_memory_efficient_attention_switch(rng):
+    """The context picks the kernels at any length, and puts the default back."""
+    import lora_np.ops.attention as attention
+    import lora_np.ops.flash_attention as flash
+    calls = []
+    real = flash.flash_forward_kernel
+    qkv = leaf(rng, 1, 4, 3 * 4)
+    default = attention.FLASH_MIN_T
+    for enabled in (True, False):
+        with attention.memory_efficient_attention(enabled):
+            flash.flash_forward_kernel = lambda *a: calls.append(enabled) or real(*a)
+            try:
+                ops.causal_self_attention(qkv, 2)
+            finally:
+                flash.flash_forward_kernel = real
+        assert attention.FLASH_MIN_T == default
+    assert calls and set(calls) == {True}   # one call per block of heads, none with enabled=False

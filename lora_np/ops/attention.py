@@ -29,6 +29,7 @@ costing time, measured on GPT-2 small's attention shape by ``benchmarks/bench_me
 always run: their P and keep-mask make the backward replay the forward's mask exactly.
 """
 
+import contextlib
 import math
 
 from .. import backend, parallel
@@ -185,6 +186,19 @@ def grouped_views(q, k, v):
 # small's attention, B 2, forward + backward, CPU seconds): flash / plain = 1.78 at T 256, 1.44 at 512,
 # 0.94 at 1,024, 0.70 at 2,048: below 1,024 recomputing P costs more than holding it saves.
 FLASH_MIN_T = 1024
+
+
+@contextlib.contextmanager
+def memory_efficient_attention(enabled=True):
+    """Inside the block, attention runs the memory-efficient kernels at every length (``enabled``) or
+    never (False), instead of from FLASH_MIN_T query rows on: e.g. to fit a long context at T < 1,024,
+    or to measure what each set of kernels holds. Dropout still takes the plain kernels."""
+    global FLASH_MIN_T
+    saved, FLASH_MIN_T = FLASH_MIN_T, (0 if enabled else math.inf)
+    try:
+        yield
+    finally:
+        FLASH_MIN_T = saved
 
 
 def attention_arrays(q, k, v, causal, dropout_p, need=(True, True, True), y=None):
