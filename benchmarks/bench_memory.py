@@ -60,33 +60,29 @@ def load_average():
 
 def attention_step(qkv, n_head, flash):
     """Forward + backward of GPT-2's attention core with the memory-efficient kernels or the plain ones."""
-    import lora_np.ops.attention as attention
     from lora_np import ops
-    saved, attention.FLASH_MIN_T = attention.FLASH_MIN_T, (0 if flash else 10 ** 9)
-    try:
+    from lora_np.ops.attention import memory_efficient_attention
+    with memory_efficient_attention(flash):
         y = ops.causal_self_attention(qkv, n_head)
         y.backward(np.ones(y.shape, dtype=y.dtype))
-    finally:
-        attention.FLASH_MIN_T = saved
 
 
 def activation_memory(model, idx, targets, checkpointing, flash):
     """Bytes of NumPy arrays held after the forward (the activations its graph keeps for the backward),
     by tracemalloc, with gradient checkpointing and the memory-efficient attention on or off; the
     backward then runs, so the model is ready for the next call."""
-    import lora_np.ops.attention as attention
+    from lora_np.ops.attention import memory_efficient_attention
     (model.gradient_checkpointing_enable if checkpointing else model.gradient_checkpointing_disable)()
-    saved, attention.FLASH_MIN_T = attention.FLASH_MIN_T, (0 if flash else 10 ** 9)
     try:
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        _, loss = model(idx, targets)
-        held = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
-        loss.backward()
+        with memory_efficient_attention(flash):
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            _, loss = model(idx, targets)
+            held = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+            loss.backward()
         model.zero_grad()
     finally:
-        attention.FLASH_MIN_T = saved
         model.gradient_checkpointing_disable()
     return held
 
@@ -142,14 +138,16 @@ def ours_train(case):
     lora_np.parallel.tune_host_allocator()
     start_rss, start = rss_mb(), time.perf_counter()
     quantize = case.get("quantize")
-    model = lora_np.load_gpt2(case["checkpoint"], quantize=quantize, double_quant=True).train()
+    model = lora_np.load_model(case["checkpoint"], quantize=quantize, double_quant=True).train()
     info = {"load_s": time.perf_counter() - start, "rss_after_import_mb": start_rss,
             "rss_after_load_mb": peak_rss_mb(), "held_after_load_mb": rss_mb()}
-    lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=["c_attn"]))
+    targets = case.get("targets", ["c_attn"])
+    lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=targets))
     if case["checkpointing"]:
         model.gradient_checkpointing_enable()
     opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x, y = tokens(*case["shape"])
+    x, y = x % model.config.vocab_size, y % model.config.vocab_size
     losses, cpu_s = [], []
 
     def step():
@@ -200,7 +198,7 @@ def model_bytes(model, opt):
     from lora_np.quant import QuantWeight
     parts = dict.fromkeys(("wte", "wpe", "quantized linears", "float linears", "norms and biases", "adapters"), 0)
     for name, p in model.named_parameters():
-        kind = ("wte" if "wte" in name else "wpe" if "wpe" in name else "adapters" if "lora_" in name
+        kind = ("wte" if "wte" in name or "embed_tokens" in name else "wpe" if "wpe" in name else "adapters" if "lora_" in name
                 else "float linears" if p.ndim == 2 else "norms and biases")
         parts[kind] += p.data.nbytes
     for _, m in model.named_modules():
@@ -317,6 +315,17 @@ def case_gpt2_xl(args):
     return {**result, "write_s": written}
 
 
+def case_qwen3(args):
+    """Qwen3-0.6B's shape (bench_llm.py's checkpoint, written by transformers in float32), NF4 base with
+    double quantization, LoRA r=8 on q/k/v, checkpointing, T 512, B 1."""
+    from bench_llm import make_checkpoint as make_llm_checkpoint
+    with tempfile.TemporaryDirectory() as tmp:
+        make_llm_checkpoint(tmp, "qwen3-0.6b")
+        case = {"kind": "ours_train", "checkpoint": tmp, "shape": (512, 1), "checkpointing": True, "quantize": "nf4",
+                "targets": ["q_proj", "k_proj", "v_proj"]}
+        return run_train({"ours_nf4_checkpointing": case}, args.xl_steps, 0)
+
+
 def case_notebook07(args):
     """Notebook 07's model (4 layers × 256, T 64, B 8; LoRA r=8 on every Linear): activations held."""
     import lora_np
@@ -330,7 +339,7 @@ def case_notebook07(args):
 
 
 CASES = {"attention": case_attention, "switch": case_switch, "gpt2-small": case_gpt2_small,
-         "gpt2-xl": case_gpt2_xl, "notebook07": case_notebook07}
+         "gpt2-xl": case_gpt2_xl, "qwen3-0.6b": case_qwen3, "notebook07": case_notebook07}
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -420,8 +429,22 @@ def report_notebook07(entry):
             f"| gradient checkpointing | {r['checkpointing_keeps_P_kb']:,.0f} | {r['checkpointing_flash_kb']:,.0f} |", ""]
 
 
+def report_qwen3(entry):
+    r = entry["result"]["ours_nf4_checkpointing"]
+    return ["## Qwen3-0.6B's shape (28 × 1024, 16 / 8 heads of 128, vocabulary 151,936), NF4 + double quantization, "
+            "LoRA r=8 on q/k/v, checkpointing, T 512, B 1", "", _header(entry), "",
+            f"* load (read float32, quantize): {r['load_s']:.0f} s, peak RSS {r['rss_after_load_mb']:,.0f} MiB: "
+            "`load_model` builds the float32 Llama first, then quantizes it",
+            f"* step times (s): {', '.join(f'{t / 1000:.1f}' for t in r['times_ms'])} wall, "
+            f"{', '.join(f'{t:.1f}' for t in r.get('cpu_s', []))} CPU; losses {', '.join(f'{x:.4f}' for x in r['losses'])}",
+            f"* peak RSS of the training steps: {r['train_peak_rss_mb']:,.0f} MiB; held after loading "
+            f"{r['held_after_load_mb']:,.0f} MiB, of which the float32 tied embedding "
+            f"{r['bytes'].get('wte', 0):,.0f} and the NF4 linears "
+            f"{r['bytes'].get('quantized linears', 0):,.0f}", ""]
+
+
 REPORTS = {"attention": report_attention, "switch": report_switch, "gpt2-small": report_gpt2_small,
-           "gpt2-xl": report_gpt2_xl, "notebook07": report_notebook07}
+           "gpt2-xl": report_gpt2_xl, "qwen3-0.6b": report_qwen3, "notebook07": report_notebook07}
 
 
 def write_report(results):
