@@ -70,6 +70,7 @@ def save_gpt2(model, path):
         raise ValueError("save_gpt2: the GPT-2 checkpoint format needs bias=True")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    write_safetensors(path / WEIGHTS_FILE, model.state_dict(), metadata={"format": "pt"})
+    tensors = {name: p.data for name, p in model.named_parameters()}  # no host copy: written one by one
+    write_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
     atomic_write_json(path / CONFIG_FILE, config_to_hf(model.config, model.dtype))
     return path

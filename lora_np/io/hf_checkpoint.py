@@ -21,7 +21,6 @@ import numpy as np
 from .atomic import atomic_write_json, read_json
 from .gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_gpt2, model_dtype, save_gpt2
 from .safetensors_file import open_safetensors, write_safetensors
-from ..backend import to_numpy
 from ..llama import MODEL_TYPES as LLAMA_TYPES
 from ..llama import Llama, LlamaConfig
 from ..model import GPT
@@ -256,9 +255,8 @@ def save_model(model, path):
     _check_plain_float(model)
     check_expressible(model.config)
     tensors = {}
-    for name, p in model.named_parameters():
-        value = to_numpy(p.data)
-        tensors[name] = value.T if name.endswith("_proj.weight") else value
+    for name, p in model.named_parameters():  # no host copy: write_safetensors takes one tensor at a time
+        tensors[name] = p.data.T if name.endswith("_proj.weight") else p.data
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
