@@ -93,7 +93,7 @@ def _training(p, steps, lr, lr_help="", fits=False):
                    help="continue the run in --out from its last checkpoint, with the settings it was started with")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="keep only each block's input and recompute its activations in the backward: the activation "
-                        "memory of one block instead of all, for about a fifth more time; the same gradients")
+                        "memory of one block instead of all, for about a third more computation; the same gradients")
     p.add_argument("--data-parallel", action="store_true",
                    help="split every global batch over the ranks of an MPI job: mpiexec -n N ... (detected under "
                         "mpiexec without the flag; needs: pip install -r requirements-distributed.txt)")
