@@ -25,7 +25,7 @@ from ..training import TrainConfig, evaluate, train
 from ..training.progress import say
 from .demo import DemoSettings, run_demo
 from .inputs import chat_prompt_ids, check_data_flags, make_dataset, new_tokenizer, prompt_ids, window
-from .memory import available_bytes, check_fits, fitting_sizes, format_bytes, gpt_parameter_count, run_bytes
+from .memory import available_bytes, check_fits, fitting_sizes, format_bytes, parameter_count, run_bytes
 from .model_dir import (adapter_metadata, check_vocab_sizes, is_large, load_model_dir, load_tokenizer,
                         read_model_config, save_tokenizer)
 from .run_dir import check_output_dir, locked, output_dir, restore_run_args, save_run_config
@@ -125,7 +125,7 @@ def cmd_pretrain(args):
         data = make_dataset(args, args.block_size, new_tokenizer(args))
         config = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                            n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
-        check_fits(config, args.batch_size, args.block_size, gpt_parameter_count(config))
+        check_fits(config, args.batch_size, args.block_size, parameter_count(config))
         tcfg = train_config(args)
         backend.manual_seed(args.seed)
         model = GPT(config)
@@ -204,7 +204,7 @@ def cmd_finetune(args):
         _check_finetune_flags(args)
         tokenizer, config = read_model(args.base)
         _check_converted_rank(args, config)
-        block = choose_sizes(args, config, gpt_parameter_count(config) if args.full else 0)
+        block = choose_sizes(args, config, parameter_count(config) if args.full else 0)
         data = make_dataset(args, block, tokenizer)
         tcfg = train_config(args)
         model = load_model_dir(args.base, quantize=args.quantize, quiet=args.quiet)[0]

@@ -1,7 +1,8 @@
 """Will a run fit in memory? An estimate made before anything is allocated, so that a size that
 cannot fit is refused with one line instead of a MemoryError halfway (and a half-made --out).
 
-    weights          P = V·C + T·C + L·(12C² + 13C) + 2C          parameters of a GPT-2
+    weights          P = parameter_count(config)                    GPT-2: V·C + T·C + L·(12C² + 13C) + 2C;
+                                                                    Llama/Qwen: its layers, as built
     training state   3·P_trainable                                  gradient + AdamW's two moments
     activations      L·(ACT·B·T·C + ATT·B·H·T²) + B·T·V             kept for the backward pass
 
@@ -10,22 +11,48 @@ attention output, projections, residuals, ln_2, the 4C-wide MLP input and GELU o
 gradients in flight); ``ATT`` the (B, H, T, T) ones (attention probabilities and their gradient);
 the last term is one (B, T, V) array (training's fused LM head never holds them all). Evaluation
 keeps one layer's activations of a micro-batch b and three (b, T, V) arrays (logits, their softmax
-and its log), with b from ``training.evaluation.micro_batch``. All in bytes of the dtype. Calibrated against tracemalloc's peak over a training step
-(4×128 wide at T 256, 2×256 at T 512 with LoRA, 2×64 with V 5000): the estimate came within 25%
-of each. It refuses what is far out of reach (terabytes for --n-embd 100000), not what is close.
+and its log), with b from ``training.evaluation.micro_batch``. All in bytes of the dtype.
+Calibrated against tracemalloc's peak over a training step (4×128 wide at T 256, 2×256 at T 512
+with LoRA, 2×64 with V 5000): the estimate came within 25% of each. It refuses what is far out of reach (terabytes for --n-embd 100000), not what is close.
 """
 
 import os
 
 from .. import backend
+from ..llama import LlamaConfig
 from ..training.evaluation import micro_batch
 
 ACT, ATT, FIT_FRACTION = 16, 2, 0.7
 
 
 def gpt_parameter_count(config):
+    """GPT-2's parameters: wte and wpe; per block c_attn, c_proj, c_fc, c_proj (12C² weights, 9C
+    biases) and two LayerNorms (4C: weight and bias); ln_f. The LM head is wte (tied). With
+    ``bias=False`` the Linears have no biases and each LayerNorm only its C weights."""
     V, T, C, L = config.vocab_size, config.block_size, config.n_embd, config.n_layer
-    return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
+    norm = 2 * C if config.bias else C
+    biases = 9 * C if config.bias else 0
+    return V * C + T * C + L * (12 * C * C + biases + 2 * norm) + norm
+
+
+def llama_parameter_count(config):
+    """A Llama-family decoder's parameters (``llama.py``), from its config: embed_tokens (V, C); per
+    layer q/o (C·H·d each), k/v (C·H_kv·d each), gate/up/down (3·C·I), two RMSNorms (2C), and the
+    switches' extras (Qwen2's q/k/v biases, o and MLP biases, Qwen3's q_norm/k_norm of d each);
+    the final norm (C); an own lm_head (V, C) unless tied to embed_tokens."""
+    c = config
+    V, C, L, I, d = c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.head_dim
+    q, kv = c.num_attention_heads * d, c.num_key_value_heads * d
+    attention = 2 * C * q + 2 * C * kv + (q + 2 * kv if c.qkv_bias else 0) + (C if c.o_bias else 0)
+    attention += 2 * d if c.qk_norm else 0
+    mlp = 3 * C * I + (2 * I + C if c.mlp_bias else 0)
+    head = 0 if c.tie_word_embeddings else V * C
+    return V * C + L * (attention + mlp + 2 * C) + C + head
+
+
+def parameter_count(config):
+    """The parameters of the model ``config`` describes: a LlamaConfig's family, else GPT-2."""
+    return llama_parameter_count(config) if isinstance(config, LlamaConfig) else gpt_parameter_count(config)
 
 
 def run_bytes(config, batch_size, block_size, n_trainable, itemsize=4, training=True):
@@ -36,7 +63,7 @@ def run_bytes(config, batch_size, block_size, n_trainable, itemsize=4, training=
     else:
         b = micro_batch(B, T, V, itemsize)
         activations = ACT * b * T * C + ATT * b * H * T * T + 3 * b * T * V
-    parts = {"weights": gpt_parameter_count(config) * itemsize,
+    parts = {"weights": parameter_count(config) * itemsize,
              "gradients and AdamW state": 3 * n_trainable * itemsize if training else 0,
              "activations": itemsize * activations}
     return sum(parts.values()), parts

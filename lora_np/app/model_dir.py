@@ -26,7 +26,7 @@ from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
 from ..tokenizer import BPETokenizer, CharTokenizer, load_tokenizer  # load_tokenizer: any folder's (tokenizer.json too)
 from ..tokenizer.bpe import FILE_NAMES as BPE_FILE_NAMES
 from ..training.progress import say
-from .memory import format_bytes, gpt_parameter_count
+from .memory import format_bytes, parameter_count
 
 MODEL_TYPES = {"gpt2": (config_from_hf, load_gpt2), **{kind: (llama_config_from_hf, load_model) for kind in LLAMA_TYPES}}
 LARGE_MODEL_BYTES = 64 << 20  # loading takes a noticeable time from here on
@@ -98,13 +98,13 @@ def check_adapter_base(adapter_dir, model_dir):
 
 
 def describe_model(config, itemsize=4):
-    n = gpt_parameter_count(config)
+    n = parameter_count(config)
     return (f"{n:,} parameters, {config.n_layer} layers × {config.n_embd} wide, context {config.block_size}, "
             f"vocabulary {config.vocab_size:,} ({format_bytes(n * itemsize)})")
 
 
 def is_large(config):
-    return gpt_parameter_count(config) * 4 >= LARGE_MODEL_BYTES
+    return parameter_count(config) * 4 >= LARGE_MODEL_BYTES
 
 
 def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True):
