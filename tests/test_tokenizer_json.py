@@ -104,6 +104,25 @@ def test_rank_file_ids_equal_tiktoken(qwen_from_tiktoken, tiktoken_qwen, kind):
     assert qwen_from_tiktoken.decode(qwen_from_tiktoken.encode(text)) == text
 
 
+
+REGEX_FEATURES = {
+    "scoped_ignorecase": "IT'S YOU'LL WE'D I'M THEY'VE 'T 'Re 'Sx 'LLama 'Dee",  # (?i:...) applies to the contractions only
+    "case_folding": "'ſt x'ſt it\u2019s 'ſ 'K \u212a'S",  # long s folds to s, so 'ſ is a contraction
+    "numbers_beyond_nd": "Ⅻ ² ³ ½ ① ٣ ߁ 𝟘 ᛮ",  # \p{N}: letter numbers (Nl) and other numbers (No) too
+    "unicode_spaces": "a bc　d e fg​h i",  # what \s is and is not
+    "trailing_space_lookahead": "a   \n  b   \n\n   ",  # \s+(?!\S) leaves the last space to the next word
+    "symbols_then_newlines": "x = {}\r\n\r\n  ]);\n\tfoo!!\n\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REGEX_FEATURES))
+def test_qwen_regex_features_match_the_rust_engines(qwen, hf_qwen, qwen_from_tiktoken, tiktoken_qwen, kind):
+    """Qwen's pattern uses a scoped case-insensitive group, Unicode classes and a lookahead; Python's
+    ``regex`` must read them as tokenizers' Oniguruma and tiktoken's fancy-regex do."""
+    text = REGEX_FEATURES[kind]
+    assert qwen.encode(text) == hf_qwen.encode(text, add_special_tokens=False).ids
+    assert qwen_from_tiktoken.encode(text) == tiktoken_qwen.encode(text, disallowed_special=())
+
 def test_rank_file_gives_the_converters_merges(qwen, qwen_from_tiktoken):
     assert qwen_from_tiktoken.merges == qwen.merges and qwen_from_tiktoken.vocab == qwen.vocab
 
