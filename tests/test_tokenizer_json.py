@@ -315,6 +315,18 @@ def test_lone_surrogate_is_a_clear_value_error(qwen):
         BPETokenizer.train("x\udc00y", 300)
 
 
+
+def test_lone_surrogate_in_jsonl_data_names_the_line(qwen, tmp_path):
+    """JSON escapes can carry a lone surrogate into a prompt: the data file's line is named, without the
+    character-model advice (--unknown-chars) that does not apply to a BPE."""
+    from lora_np.data import jsonl_dataset
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "x\\ud800", "completion": "y"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"data.jsonl, line 2: text holds a lone surrogate U\+D800") as info:
+        jsonl_dataset(path, 4, qwen)
+    assert "unknown-chars" not in str(info.value)
+
+
 def test_bad_tiktoken_files(tmp_path):
     (tmp_path / "a.tiktoken").write_text("IQ== 0\nnot-base64! 1\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"a.tiktoken, line 2: expected 'base64-token rank'"):

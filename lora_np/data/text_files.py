@@ -67,6 +67,8 @@ def _encode_file_text(tokenizer, text, path, unknown, line=None):
     try:
         tokens = encode_text(tokenizer, text, unknown)
     except ValueError as exc:
+        if not isinstance(tokenizer, CharTokenizer):  # a BPE refuses only text that is not Unicode (a lone surrogate)
+            raise ValueError(f"data file {path}{'' if line is None else f', line {line}'}: {exc}") from None
         where = line if line is not None else _first_unknown_line(tokenizer, text)
         raise ValueError(f"data file {path}, line {where}: {exc}; drop or replace them (unknown='drop' or "
                          f"'map:X', on the command line --unknown-chars drop or --unknown-chars map:X)") from None
