@@ -35,6 +35,7 @@ from .checks import check_int
 
 GRAIN = 1 << 16  # elements per block: big enough to amortise a task, small enough to stay in cache
 SMALL_GEMM = 1 << 22  # multiply-adds below which a GEMM is one BLAS call: a hand-off costs more than it saves
+GEMM_MIN_SIDE = 256  # rows (or columns) of a GEMM block below which BLAS runs at a fraction of its rate
 
 _threads = None
 _forced = False
@@ -182,12 +183,15 @@ def for_rows(kernel, rows, shared=(), grain=None):
 
 def gemm_split(n, k, m):
     """The one rule for how a GEMM (n, k) @ (k, m) runs: None (one BLAS call, on one thread), or
-    "rows" / "columns" of the (n, m) output, one block per thread.
+    "rows" / "columns" of the (n, m) output, one or two blocks per thread (``_gemm_blocks``).
 
     Below SMALL_GEMM multiply-adds a hand-off to another thread costs more than it saves. Above
     it, the longer side of the output is split: each thread then reads its part of the bigger
     operand and packs the smaller one whole (a weight bigger than the activations is split by
     its columns, so it is read, and packed by BLAS, once in all, not once per block of rows).
+    BLAS's own threads are never the choice inside lora_np: between two GEMMs they would spin
+    against the elementwise kernels on our threads, and on a shared machine they slow a GEMM
+    down several times (``python benchmarks/bench_train.py --gemm``: benchmarks/results.md).
     """
     if not _threaded():
         return None
@@ -223,7 +227,11 @@ def gemm(y, products, bias=None):
 
 
 def _gemm_blocks(n):
-    return min(n, thread_count() + 1) if _forced else thread_count()
+    """Blocks of a GEMM's split side of length n: one per thread, two when each still has at least
+    GEMM_MIN_SIDE rows (or columns), so that a thread the OS pauses holds back a quarter of the
+    work, not half (at S on a shared 2-core machine: 368 vs 628 ms per step, interleaved)."""
+    threads = thread_count()
+    return min(n, threads + 1) if _forced else max(threads, min(2 * threads, n // GEMM_MIN_SIDE))
 
 
 def matmul(a, b):
