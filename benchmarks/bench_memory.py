@@ -440,7 +440,10 @@ def report_qwen3(entry):
             f"* peak RSS of the training steps: {r['train_peak_rss_mb']:,.0f} MiB; held after loading "
             f"{r['held_after_load_mb']:,.0f} MiB, of which the float32 tied embedding "
             f"{r['bytes'].get('wte', 0):,.0f} and the NF4 linears "
-            f"{r['bytes'].get('quantized linears', 0):,.0f}", ""]
+            f"{r['bytes'].get('quantized linears', 0):,.0f}: the freed float32 weights stay in the process's heap "
+            "(glibc keeps freed buffers for reuse, `tune_host_allocator`), so the RSS does not fall back after "
+            "loading; reading and quantizing tensor by tensor, as `load_gpt2(quantize=...)` does, would never "
+            "hold the float model", ""]
 
 
 REPORTS = {"attention": report_attention, "switch": report_switch, "gpt2-small": report_gpt2_small,
