@@ -50,7 +50,7 @@ def split_isolated(pattern, text):
 
 
 class Normalizer:
-    """NFC, or nothing (``steps`` empty); ``json`` is the object it was read from (None: no normalizer)."""
+    """NFC or nothing; ``json`` is the object it was read from (None: no normalizer)."""
 
     def __init__(self, spec=None):
         self.json = spec
