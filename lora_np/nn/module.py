@@ -164,7 +164,10 @@ class Module:
             staged[name] = array
         for name, array in staged.items():  # a StoredTensor is read here, one at a time
             p = params[name]
-            p.data = backend.xp.array(array.read() if hasattr(array, "read") else array, dtype=p.dtype)
+            if hasattr(array, "read"):  # a host buffer of its own: kept (no second copy) unless cast or strided
+                p.data = backend.asarray(np.ascontiguousarray(array.read(), dtype=p.dtype))
+            else:
+                p.data = backend.xp.array(array, dtype=p.dtype)
             p.grad = None
         return missing, unexpected
 
