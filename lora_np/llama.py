@@ -25,7 +25,7 @@ import numpy as np
 from . import backend, ops
 from .autograd import Parameter, Tensor, is_grad_enabled, no_grad
 from .checks import check_int, check_number, check_probability
-from .generation import check_generate_args, sample_next
+from .generation import check_generate_args, decode
 from .nn import Embedding, Linear, Module, ModuleDict, ModuleList, RMSNorm, init
 from .ops.attention import grouped_views, sdpa_forward
 from .ops.index_arrays import check_token_batch
@@ -241,9 +241,11 @@ class Llama(Module):
         loss = None if targets is None else ops.cross_entropy(logits, targets)
         return logits, loss
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Continue each row of ``idx`` by ``max_new_tokens`` tokens, with a key/value cache."""
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, stop_token_ids=None):
+        """Continue each row of ``idx`` by ``max_new_tokens`` tokens, with a key/value cache; stop
+        early once every row has produced one of ``stop_token_ids`` (generation.py)."""
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                        stop_token_ids=stop_token_ids)
 
     def extra_repr(self):
         c = self.config
@@ -286,26 +288,16 @@ def cached_hidden_states(model, ids, cache):
 
 
 @no_grad()
-def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None):
-    """(B, T) token ids -> (B, T + max_new_tokens) NumPy array. The cache holds at most
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, stop_token_ids=None):
+    """(B, T) token ids -> (B, T + max_new_tokens) NumPy array, shorter when every row has produced
+    one of ``stop_token_ids`` (generation.py's rule). The cache holds at most
     max_position_embeddings positions; past that the window slides (the last ones re-encoded)."""
-    xp = backend.xp
-    check_generate_args(max_new_tokens, temperature, top_k, model.config.vocab_size)
-    tokens = xp.asarray(model._check_idx(idx))
     limit = model.config.max_position_embeddings
-    was_training = model.training
-    model.eval()
-    try:
-        cache = LlamaKVCache(model, tokens.shape[0], min(limit, tokens.shape[1] + max_new_tokens))
-        pieces, window = [tokens], tokens
-        for _ in range(max_new_tokens):
-            if cache.length + window.shape[1] > limit:
-                cache.length = 0
-                window = xp.concatenate(pieces, axis=1)[:, -limit:]
-            h = cached_hidden_states(model, window, cache)
-            logits = h.data[:, -1] @ model.head_weight.data.T
-            window = sample_next(logits, temperature, top_k)[:, None].astype(tokens.dtype)
-            pieces.append(window)
-    finally:
-        model.train(was_training)
-    return backend.to_numpy(xp.concatenate(pieces, axis=1))
+    stop = check_generate_args(max_new_tokens, temperature, top_k, model.config.vocab_size, stop_token_ids)
+    tokens = backend.xp.asarray(model._check_idx(idx))
+    cache = LlamaKVCache(model, tokens.shape[0], min(limit, tokens.shape[1] + max_new_tokens))
+
+    def next_logits(window, kv_cache):
+        return cached_hidden_states(model, window, kv_cache).data[:, -1] @ model.head_weight.data.T
+
+    return decode(model, tokens, max_new_tokens, (temperature, top_k), stop, cache, limit, next_logits)

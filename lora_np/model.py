@@ -130,9 +130,11 @@ class GPT(Module):
         loss = None if targets is None else ops.cross_entropy(logits, targets)
         return logits, loss
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Continue each row of ``idx`` by ``max_new_tokens`` sampled tokens (generation.py)."""
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, stop_token_ids=None):
+        """Continue each row of ``idx`` by ``max_new_tokens`` sampled tokens, stopping early once
+        every row has produced one of ``stop_token_ids`` (generation.py)."""
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                        stop_token_ids=stop_token_ids)
 
     def extra_repr(self):
         c = self.config

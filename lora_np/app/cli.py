@@ -173,8 +173,10 @@ def _generate_parser(sub):
     p.add_argument("--prompt", help="the text to continue (with --chat: the user's message); '-' or none: "
                    "read it from standard input")
     p.add_argument("--chat", action="store_true", help="render the prompt as a user turn with the model's chat "
-                   "template and print the assistant's reply, up to its end-of-turn token")
-    p.add_argument("--max-new-tokens", type=int, default=32, check=POSITIVE, help="tokens to generate")
+                   "template and print the assistant's reply; generation stops at its end-of-turn token")
+    p.add_argument("--max-new-tokens", type=int, default=32, check=POSITIVE,
+                   help="the most tokens to generate; generation stops earlier at the tokenizer's end-of-sequence "
+                   "token (as Hugging Face's generate does), or with --chat at the end-of-turn token")
     p.add_argument("--temperature", type=float, default=0.0, check=NON_NEGATIVE, help="0 = greedy")
     p.add_argument("--top-k", type=int, check=POSITIVE, help="sample among the k most likely tokens only")
     p.add_argument("--stop", help="cut the output after this string, e.g. a newline")

@@ -232,7 +232,8 @@ def cmd_generate(args):
     ids, stop, echo = _generate_prompt(args, tokenizer, config)
     model = load_model_dir(args.model, args.adapter, quiet=args.quiet)[0]
     backend.manual_seed(args.seed)
-    out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
+    out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                         stop_token_ids=None if stop is None else [stop])  # stops at it, as HF's generate
     new = [int(i) for i in out[0, len(ids):]]
     if stop in new:
         new = new[:new.index(stop)]
