@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from safetensors.torch import save_file as torch_save
 
-from lora_np import backend
+from lora_np import GPT, GPTConfig, backend, load_gpt2, save_gpt2
 from lora_np.io import atomic
 from lora_np.io.safetensors_file import read_safetensors, write_safetensors
 
@@ -129,3 +129,19 @@ def test_header_is_padded_to_eight_bytes_with_spaces(tmp_path):
         size = int.from_bytes(raw[:8], "little")
         assert size % 8 == 0 and json.loads(raw[8:8 + size])["a" * n]["data_offsets"] == [0, 4]
         assert raw[8:8 + size].decode().endswith("}" + " " * (raw[8:8 + size].decode().count(" ")))
+
+
+def test_saving_a_model_copies_no_weight(tmp_path, backend_name):
+    """save_gpt2 hands the parameters' own arrays to the writer (state_dict() would copy them all)."""
+    if backend_name != "numpy":
+        pytest.skip("tracemalloc sees host allocations only")
+    model = GPT(GPTConfig(vocab_size=2048, block_size=64, n_layer=2, n_head=4, n_embd=256))  # ~8 MiB
+    tracemalloc.start()
+    try:
+        save_gpt2(model, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"saving an 8 MiB model allocated {peak / 2**20:.1f} MiB"
+    for (_, a), (_, b) in zip(load_gpt2(tmp_path).named_parameters(), model.named_parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
