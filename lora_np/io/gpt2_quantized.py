@@ -3,7 +3,7 @@
 ``load_gpt2(path, quantize="nf4")`` lands here. The float model is never built: the safetensors
 header is read and checked first (names, shapes, config agreement: nothing is allocated for a
 file that does not fit), then each tensor is read on its own from the file, quantized if it is a
-Linear weight, and dropped. The peak is therefore the final model plus the largest single tensor
+Linear weight, and dropped (``quantized_load.fill_quantized``, shared with the Llama family). The peak is therefore the final model plus the largest single tensor
 (for GPT-2, the float32 token embedding, which QLoRA keeps in float32 anyway), instead of the
 whole float32 file, the float32 model and a copy of both.
 
@@ -17,18 +17,11 @@ import dataclasses
 import numpy as np
 
 from .. import backend
-from ..autograd import Parameter
 from ..model import GPT, Block
-from ..nn import LayerNorm, Linear, ModuleList
-from ..quant.blocks import check_block_size
-from ..quant.linear import QuantLinear
-from ..quant.weight import QuantWeight
+from ..nn import ModuleList
 from .gpt2_layout import check_config_against_tensors, check_tied_lm_head, state_dict_from_checkpoint
+from .quantized_load import check_block_sizes, fill_quantized
 from .safetensors_file import open_safetensors
-
-
-def _linear_names(block):
-    return [n for n, m in block.named_modules() if isinstance(m, Linear)]
 
 
 def _expected_shapes(config):
@@ -54,11 +47,6 @@ def _check_names_and_shapes(sd, config, where):
             raise ValueError(f"{where}: {name} has shape {tuple(sd[name].shape)} in the file, {shape} in the model")
 
 
-def _fill_layer_norm(module, read, name, width):
-    module.weight, module.bias = Parameter(read(name + ".weight")), Parameter(read(name + ".bias"))
-    module.normalized_shape = width
-
-
 def load_quantized_gpt2(weights, config, dtype, scheme, block_size=64, double_quant=True):
     """A GPT whose Linear layers are ``QuantLinear`` (``scheme`` = "nf4" or "int8"), read tensor by tensor."""
     xp = backend.xp
@@ -66,32 +54,20 @@ def load_quantized_gpt2(weights, config, dtype, scheme, block_size=64, double_qu
     sd, lm_head = state_dict_from_checkpoint(names, weights)
     check_config_against_tensors(config, sd, weights.parent)
     _check_names_and_shapes(sd, config, weights)
-    for name, entry in sd.items():
-        if name.endswith(".weight") and len(entry.shape) == 2 and ".h." in name:
-            check_block_size(block_size, entry.shape[:1], f"rows of {name}ᵀ (in_features)", even=scheme == "nf4")
+    check_block_sizes({n: e.shape[0] for n, e in sd.items() if n.endswith(".weight") and len(e.shape) == 2
+                       and ".h." in n}, block_size, scheme)
+
     def read(name):
         return xp.asarray(sd[name].read(), dtype=dtype)
 
-    narrow = dataclasses.replace(config, n_embd=config.n_head)
+    quant = (scheme, block_size, double_quant, dtype)
+    narrow = dataclasses.replace(config, n_embd=config.n_head)  # n_embd = n_head: negligible random weights
     model = GPT(dataclasses.replace(narrow, vocab_size=1, block_size=1, n_layer=1), dtype=dtype)
     model.config = config
     tr = model.transformer
-    for emb, rows in (("wte", config.vocab_size), ("wpe", config.block_size)):
-        tr[emb].weight, tr[emb].num_embeddings = Parameter(read(f"transformer.{emb}.weight")), rows
-    _fill_layer_norm(tr.ln_f, read, "transformer.ln_f", config.n_embd)
-    blocks = []
-    for i in range(config.n_layer):
-        block = Block(narrow, dtype)  # n_embd = n_head: its random weights are negligible and all replaced
-        prefix = f"transformer.h.{i}."
-        for name in _linear_names(block):
-            parent_name, _, attr = name.rpartition(".")
-            parent = dict(block.named_modules())[parent_name]
-            w = QuantWeight.from_float(read(prefix + name + ".weight"), scheme, block_size, double_quant, dtype)
-            setattr(parent, attr, QuantLinear(w, Parameter(read(prefix + name + ".bias"))))
-        for name, module in block.named_modules():
-            if isinstance(module, LayerNorm):
-                _fill_layer_norm(module, read, prefix + name, config.n_embd)
-        blocks.append(block)
-    tr["h"] = ModuleList(blocks)
+    tr["h"] = ModuleList()
+    fill_quantized(model, "", read, quant)  # wte, wpe, ln_f
+    tr["h"] = ModuleList(fill_quantized(Block(narrow, dtype), f"transformer.h.{i}.", read, quant)
+                         for i in range(config.n_layer))
     check_tied_lm_head(lm_head, tr.wte.weight, weights)
     return model

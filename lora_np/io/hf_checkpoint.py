@@ -11,21 +11,25 @@ folders have them (``rope_theta`` and ``rope_scaling``). Everything is checked b
 is built: the config's sizes against every tensor's name and shape in the file headers, each shard
 against the index. Tensors are then read one at a time (bfloat16 and float16 widened to float32 on
 the way, ``io/safetensors_file.py``), and each (out, in) ``nn.Linear`` weight is transposed into
-lora_np's (in, out) layout. Pickle files are never opened.
+lora_np's (in, out) layout. With ``quantize``, each Linear weight is quantized as soon as it is
+read (``io/quantized_load.py``): the float32 model is never built. Pickle files are never opened.
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from .. import backend
 from .atomic import atomic_write_json, read_json
 from .gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_gpt2, model_dtype, save_gpt2
 from .safetensors_file import open_safetensors, write_safetensors
 from ..llama import MODEL_TYPES as LLAMA_TYPES
-from ..llama import Llama, LlamaConfig
+from ..llama import Llama, LlamaConfig, LlamaDecoderLayer
 from ..model import GPT
-from ..quant.model import quantize_model
+from ..nn import ModuleList
 from ..quant.weight import QuantWeight, check_scheme
+from .quantized_load import check_block_sizes, fill_quantized
 
 INDEX_FILE = "model.safetensors.index.json"
 MODEL_TYPES = ("gpt2",) + LLAMA_TYPES
@@ -204,20 +208,47 @@ def llama_state_dict(stored, config):
     return sd
 
 
-def load_llama(path, dtype=np.float32):
-    """A ``Llama`` (eval mode) from a llama / qwen2 / qwen3 folder, read tensor by tensor."""
+def load_llama(path, dtype=np.float32, quant=None):
+    """A ``Llama`` (eval mode) from a llama / qwen2 / qwen3 folder, read tensor by tensor; with
+    ``quant`` = (scheme, block_size, double_quant), straight into 4-/8-bit Linear layers."""
     config = llama_config_from_hf(read_json(path / CONFIG_FILE, "model config"), path / CONFIG_FILE)
     stored = open_checkpoint(path)
     check_config_against_tensors(config, stored, path)
+    if quant is not None:
+        return load_quantized_llama(llama_state_dict(stored, config), config, dtype, quant)
     model = Llama(config, dtype=dtype, empty=True)  # no random draw: every weight is read below
     model.load_state_dict(llama_state_dict(stored, config), strict=True)
+    return model.eval()
+
+
+def load_quantized_llama(sd, config, dtype, quant):
+    """The quantized model without the float one: a narrow skeleton (hidden_size and
+    intermediate_size 1, so its Linear weights are a few bytes; head_dim and the head counts
+    kept) is filled module by module (``quantized_load.fill_quantized``), each Linear weight read,
+    quantized and dropped. Peak: the final model plus about one float tensor."""
+    scheme, block_size, double_quant = quant
+    check_block_sizes({n: w.shape[0] for n, w in sd.items() if n.endswith("_proj.weight")}, block_size, scheme)
+    xp = backend.xp
+
+    def read(name):
+        return xp.asarray(sd[name].read(), dtype=dtype)
+
+    quant = (scheme, block_size, double_quant, dtype)
+    narrow = dataclasses.replace(config, hidden_size=1, intermediate_size=1)
+    model = Llama(dataclasses.replace(narrow, vocab_size=1, num_hidden_layers=1), dtype=dtype, empty=True)
+    model.config = config
+    model.model["layers"] = ModuleList()
+    fill_quantized(model, "", read, quant)  # embed_tokens, norm, lm_head
+    model.model["layers"] = ModuleList(fill_quantized(LlamaDecoderLayer(narrow, dtype, None), f"model.layers.{i}.",
+                                                      read, quant) for i in range(config.num_hidden_layers))
     return model.eval()
 
 
 def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_size=64):
     """The model in a Hugging Face folder, by its config.json ``model_type`` (gpt2, llama, qwen2,
     qwen3): a ``GPT`` or a ``Llama``, in eval mode. ``quantize="nf4"`` or ``"int8"``: every Linear
-    becomes a frozen 4-bit / 8-bit ``QuantLinear`` (QLoRA's base), embeddings and norms stay float."""
+    becomes a frozen 4-bit / 8-bit ``QuantLinear`` (QLoRA's base), embeddings and norms stay float;
+    the float model is never built (each weight is read, quantized and dropped in turn)."""
     path = Path(path)
     dtype = model_dtype(dtype)
     scheme = None if quantize is None else check_scheme(quantize)
@@ -229,10 +260,7 @@ def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_s
         raise ValueError(f"{path / CONFIG_FILE}: model_type {kind!r} is not supported; supported: {list(MODEL_TYPES)}")
     if kind == "gpt2":
         return load_gpt2(path, dtype, quantize=scheme, double_quant=double_quant, block_size=block_size)
-    model = load_llama(path, dtype)
-    if scheme is not None:
-        quantize_model(model, scheme, block_size, double_quant)
-    return model
+    return load_llama(path, dtype, None if scheme is None else (scheme, block_size, double_quant))
 
 
 def _check_plain_float(model):

@@ -1,0 +1,57 @@
+"""Filling a model skeleton from a checkpoint straight into 4-/8-bit codes, one tensor at a time.
+
+What the GPT-2 loader (gpt2_quantized.py) and the Llama family's (hf_checkpoint.py) share. Each
+builds a *narrow* skeleton of its model (the right modules and names, every width that a Linear
+weight would have set to 1, so that nothing of the float32 model is allocated), then hands each
+module to ``fill_quantized``: every ``Linear`` becomes a ``QuantLinear`` of its stored weight,
+read as float, quantized and dropped at once; every other parameter (embeddings, norms, biases)
+is read as stored, and the module's size attributes follow the tensor read. The peak is the final
+model plus about one float tensor in flight, instead of the whole float32 model beside its codes.
+
+``read(name)`` returns the named tensor as a float array in lora_np's layout ((in, out) for a
+Linear weight); both loaders pass a function over their checked headers.
+"""
+
+from ..autograd import Parameter
+from ..nn import Linear
+from ..quant.blocks import check_block_size
+from ..quant.linear import QuantLinear
+from ..quant.weight import QuantWeight
+
+# a module's size attribute -> the axis of its weight that gives it (Embedding, LayerNorm, RMSNorm)
+SIZE_ATTRIBUTES = {"num_embeddings": 0, "embedding_dim": 1, "normalized_shape": -1}
+
+
+def check_block_sizes(in_features, block_size, scheme):
+    """Every Linear's in_features ({weight name: n}) must split into whole blocks: checked for all
+    of them before anything is read, so a bad block size fails at once, not after minutes of work."""
+    for name, n in in_features.items():
+        check_block_size(block_size, (n,), f"rows of {name}ᵀ (in_features)", even=scheme == "nf4")
+
+
+def _read_parameters(module, prefix, read):
+    """The module's own parameters (not its children's) read as stored; its sizes follow its weight."""
+    for attr in [n for n, _ in module.named_parameters() if "." not in n]:
+        setattr(module, attr, Parameter(read(prefix + attr)))
+        if attr == "weight":
+            for size, axis in SIZE_ATTRIBUTES.items():
+                if hasattr(module, size):
+                    setattr(module, size, module.weight.shape[axis])
+
+
+def fill_quantized(module, prefix, read, quant):
+    """Fill ``module`` (whose parameters are named ``prefix + name`` in the checkpoint) from ``read``:
+    each plain Linear -> QuantLinear(quantized weight, float bias), every other parameter read.
+    ``quant`` = (scheme, block_size, double_quant, dtype). Returns the module."""
+    modules = list(module.named_modules())
+    parents = dict(modules)
+    for name, m in modules:
+        full = prefix + name + "." if name else prefix
+        if type(m) is Linear:
+            parent_name, _, attr = name.rpartition(".")
+            w = QuantWeight.from_float(read(full + "weight"), *quant)
+            bias = None if m.bias is None else Parameter(read(full + "bias"))
+            setattr(parents[parent_name], attr, QuantLinear(w, bias))
+        elif not isinstance(m, Linear):
+            _read_parameters(m, full, read)
+    return module
