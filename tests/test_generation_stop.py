@@ -18,6 +18,7 @@ import lora_np as ln
 import lora_np.generation as generation
 from hf_oracle import tiny_hf_gpt2
 from llama_oracle import SIZES, float64_transformers, load_hf, tiny_hf_llama
+from test_chat_cli import chat_dir, cli  # noqa: F401 (chat_dir is a fixture)
 
 N_NEW = 12
 
@@ -87,28 +88,24 @@ def test_bad_stop_ids_are_refused(bad, error):
         model.generate(np.zeros((1, 2), dtype=np.int64), 3, stop_token_ids=bad)
 
 
-def test_generate_chat_stops_at_end_of_turn_after_one_forward(tmp_path, capsys, monkeypatch):
-    """A model whose every logit favours <|im_end|> answers it first: one forward, not --max-new-tokens."""
-    from test_chat_cli import _chatml_tokenizer, cli
-    tok = _chatml_tokenizer()
-    ln.manual_seed(0)
-    model = ln.GPT(ln.GPTConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16))
-    sd = model.state_dict()
-    sd["transformer.ln_f.weight"][:] = 0
-    sd["transformer.ln_f.bias"][:] = 1
-    sd["transformer.wte.weight"][tok.end_of_turn_id] = 5.0
-    model.load_state_dict(sd)
-    ln.save_gpt2(model, tmp_path)
-    tok.save(tmp_path)
+def test_generate_chat_stops_at_end_of_turn_after_one_forward(chat_dir, capsys, monkeypatch):
+    """ln_f outputs ones and only <|im_end|>'s embedding row is non-zero, so its logit is the largest
+    at every step: the reply is <|im_end|> at once, after one forward, not --max-new-tokens of them."""
+    model = ln.load_gpt2(chat_dir)
+    tr = model.transformer
+    tr.ln_f.weight.data[:], tr.ln_f.bias.data[:] = 0.0, 1.0
+    tr.wte.weight.data[:] = 0.0
+    tr.wte.weight.data[ln.load_tokenizer(chat_dir).end_of_turn_id] = 1.0
+    ln.save_gpt2(model, chat_dir)
     calls = []
     forward = generation.cached_hidden_states
     monkeypatch.setattr(generation, "cached_hidden_states", lambda *a: calls.append(1) or forward(*a))
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello world\n"))
-    code, out, err = cli(capsys, "generate", "--model", tmp_path, "--chat", "--max-new-tokens", 20, "--temperature", 0)
+    code, out, err = cli(capsys, "generate", "--model", chat_dir, "--chat", "--max-new-tokens", 20, "--temperature", 0)
     assert (code, out) == (0, "\n"), err
     assert len(calls) == 1
     calls.clear()
-    code, out, err = cli(capsys, "generate", "--model", tmp_path, "--prompt", "hello", "--max-new-tokens", 20,
+    code, out, err = cli(capsys, "generate", "--model", chat_dir, "--prompt", "hello", "--max-new-tokens", 20,
                          "--temperature", 0)
     assert (code, out) == (0, "hello\n"), err
     assert len(calls) == 1  # plain generate stops at eos (here <|im_end|> too)
