@@ -12,12 +12,11 @@ LoRA r=16 (α=32) on every projection (q, k, v, o, gate, up, down), AdamW on the
 Each side runs in its own process with 2 threads (peak RSS from VmHWM, loading included); the two
 sides of a training case take their steps in turn, so a noisy minute slows both alike. Greedy
 generation with a KV cache on the base model: tokens/s against ``model.generate``. The process
-and measuring helpers are ``bench_gpt2_small.py``'s.
+and measuring helpers, and the workers' common part, are ``workers.py``'s.
 
     python benchmarks/bench_llm.py       # ~10 minutes, up to ~8 GiB; writes benchmarks/results_llm.md
 """
 
-import argparse
 import json
 import os
 import sys
@@ -29,8 +28,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_gpt2_small import (NEW_TOKENS, PROMPT_TOKENS, THREADS, peak_rss_mb, run_once, serve,  # noqa: E402
-                              timed_generation, train_pair)
+from workers import (NEW_TOKENS, PROMPT_TOKENS, THREADS, comparison_arguments, finish, hf_greedy,  # noqa: E402
+                     ours_greedy, ours_lora_train, peft_lora_train, run_once, run_worker, train_pair)
 from bench_train import machine_description  # noqa: E402
 
 LORA_R = 16
@@ -69,69 +68,29 @@ def vocab_of(case):
 # ---- workers (each in its own process) ----------------------------------------------------------
 def ours_train(case):
     import lora_np
-    from lora_np.optim import AdamW
-    from lora_np.parallel import tune_host_allocator
-    tune_host_allocator()  # as the CLI does
-    model = lora_np.load_model(case["checkpoint"]).train()
-    loaded = peak_rss_mb()
-    lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
-    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    x, y = tokens(vocab_of(case), *case["shape"])
-
-    def step():
-        _, loss = model(x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-    serve(step, {"rss_after_load_mb": loaded})
+    ours_lora_train(lambda: lora_np.load_model(case["checkpoint"]), PROJECTIONS, LORA_R,
+                    tokens(vocab_of(case), *case["shape"]))
 
 
 def peft_train(case):
     import torch
-    import torch.nn.functional as F
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    torch.set_num_threads(THREADS)
-    model = AutoModelForCausalLM.from_pretrained(case["checkpoint"], dtype=torch.float32)
-    loaded = peak_rss_mb()
-    model = get_peft_model(model, LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS,
-                                             lora_dropout=0.0, task_type="CAUSAL_LM"))
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    x, y = (torch.tensor(a) for a in tokens(vocab_of(case), *case["shape"]))
-
-    def step():
-        logits = model(input_ids=x, use_cache=False).logits
-        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    serve(step, {"rss_after_load_mb": loaded})
+    peft_lora_train(lambda: AutoModelForCausalLM.from_pretrained(case["checkpoint"], dtype=torch.float32),
+                    dict(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS),
+                    tokens(vocab_of(case), *case["shape"]))
 
 
 def ours_generate(case):
     import lora_np
-    from lora_np.parallel import tune_host_allocator
-    tune_host_allocator()
-    model = lora_np.load_model(case["checkpoint"])
-    prompt = tokens(vocab_of(case), PROMPT_TOKENS, 1)[0]
-    print(json.dumps(timed_generation(lambda n: model.generate(prompt, n, temperature=0), case["repeats"])))
+    ours_greedy(lambda: lora_np.load_model(case["checkpoint"]), tokens(vocab_of(case), PROMPT_TOKENS, 1)[0],
+                case["repeats"])
 
 
 def hf_generate(case):
     import torch
     from transformers import AutoModelForCausalLM
-    torch.set_num_threads(THREADS)
-    model = AutoModelForCausalLM.from_pretrained(case["checkpoint"], dtype=torch.float32).eval()
-    prompt = torch.tensor(tokens(vocab_of(case), PROMPT_TOKENS, 1)[0])
-
-    def generate(n):
-        with torch.no_grad():
-            return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
-                                  pad_token_id=0, attention_mask=torch.ones_like(prompt))
-
-    print(json.dumps(timed_generation(generate, case["repeats"])))
+    hf_greedy(lambda: AutoModelForCausalLM.from_pretrained(case["checkpoint"], dtype=torch.float32),
+              tokens(vocab_of(case), PROMPT_TOKENS, 1)[0], case["repeats"])
 
 
 WORKERS = {"ours_train": ours_train, "peft_train": peft_train, "ours_generate": ours_generate,
@@ -144,11 +103,12 @@ def run_model(name, args):
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         make_checkpoint(tmp, name)
-        common = {"script": __file__, "model": name}
-        out["train"] = train_pair(tmp, MODELS[name]["shape"], args.warmup, args.steps, **common)
+        out["train"] = train_pair(__file__, {"checkpoint": tmp, "shape": MODELS[name]["shape"], "model": name},
+                                  args.warmup, args.steps)
         print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "train_peak_rss_mb")}
                                 for k, v in out["train"].items()}), flush=True)
-        out["generate"] = {kind: run_once({"kind": kind, "checkpoint": tmp, "repeats": args.repeats, **common})
+        out["generate"] = {kind: run_once(__file__, {"kind": kind, "checkpoint": tmp, "repeats": args.repeats,
+                                                     "model": name})
                            for kind in ("ours_generate", "hf_generate")}
         print(name, "generate", json.dumps(out["generate"]), flush=True)
     return out
@@ -189,31 +149,16 @@ def report(results, seconds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per training case")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2, help="timed generations per side")
-    parser.add_argument("--only", choices=list(MODELS), action="append",
-                        help="run only these models (repeatable); the results file is written only for a full run")
-    parser.add_argument("--out", default=str(HERE / "results_llm"), help="path stem for .md and .json")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = comparison_arguments(__doc__.splitlines()[0], list(MODELS), HERE / "results_llm",
+                                steps=5, warmup=1, repeats=2).parse_args(argv)
     if args.worker:
-        case = json.loads(args.worker)
-        WORKERS[case["kind"]](case)
-        return
+        return run_worker(WORKERS, args.worker)
     start = time.perf_counter()
     results = {"load": [round(os.getloadavg()[0], 1)]}
     for name in MODELS:
         if not args.only or name in args.only:
             results[name] = run_model(name, args)
-    results["load"].append(round(os.getloadavg()[0], 1))
-    if args.only:
-        return
-    text = report(results, time.perf_counter() - start)
-    print(text)
-    Path(args.out + ".md").write_text(text, encoding="utf-8")
-    Path(args.out + ".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    finish(args, results, start, report)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Memory: attention that never holds (T, T), gradient checkpointing, and GPT-2 XL's shape in NF4.
 
-Every case runs in its own process (``bench_gpt2_small.spawn``: 2 threads), so its peak RSS (VmHWM)
+Every case runs in its own process (``workers.spawn``: 2 threads), so its peak RSS (VmHWM)
 is its own; sides that are compared take their steps in turn, round after round, in one run.
 
 * ``attention``: forward + backward at T 2,048, 12 heads of 64, B 1, float32: peak NumPy
@@ -36,8 +36,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
-from bench_gpt2_small import (ask, make_checkpoint, peak_rss_mb, reset_window_peak, serve, spawn,  # noqa: E402
-                              tokens, window_peak_mb)
+from bench_gpt2_small import make_checkpoint, tokens  # noqa: E402
+from workers import interleaved, peak_rss_mb, rss_mb, run_once as run_worker_once, run_worker, serve  # noqa: E402
 
 RESULTS_JSON, RESULTS_MD = HERE / "results_memory.json", HERE / "results_memory.md"
 MIB = 1 << 20
@@ -46,14 +46,6 @@ XL = dict(vocab_size=50257, n_positions=1024, n_embd=1600, n_layer=48, n_head=25
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def rss_mb():
-    """This process's resident memory now (VmRSS), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def load_average():
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -259,28 +251,12 @@ def write_streamed_checkpoint(path, cfg):
 
 # ---- the driver ---------------------------------------------------------------------------------
 def run_once(case, timeout=1800):
-    proc = spawn({**case, "script": __file__})
-    out, err = proc.communicate(timeout=timeout)
-    if proc.returncode:
-        raise RuntimeError(f"{case['kind']} failed: {err.strip().splitlines()[-3:]}")
-    return json.loads(out.strip().splitlines()[-1])
+    return run_worker_once(__file__, case, timeout)
 
 
 def run_train(sides, steps, warmup):
     """Workers started together, stepping in turn (median ms); then each one's memory facts."""
-    procs = {name: spawn({**case, "script": __file__}) for name, case in sides.items()}
-    times = {name: [] for name in procs}
-    for proc in procs.values():
-        ask(proc, str(warmup))
-    for _ in range(steps):
-        for name, proc in procs.items():
-            time.sleep(0.2)
-            times[name] += ask(proc, "1")
-    results = {}
-    for name, proc in procs.items():
-        results[name] = {"ms": float(np.median(times[name])), "times_ms": times[name], **ask(proc, "done")}
-        proc.wait(timeout=120)
-    return results
+    return interleaved(__file__, sides, warmup, steps)
 
 
 def case_attention(args):
@@ -469,8 +445,7 @@ def main(argv=None):
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        case = json.loads(args.worker)
-        return WORKERS[case["kind"]](case)
+        return run_worker(WORKERS, args.worker)
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     for name in args.only or list(CASES):
         load_before, start = load_average(), time.perf_counter()
