@@ -166,10 +166,15 @@ def _finetune_parser(sub):
     p.set_defaults(func=cmd_finetune)
 
 
-def _generate_parser(sub):
-    p = sub.add_parser("generate", help="continue a prompt")
+def _model_and_adapter(p):
+    """The model a command reads (generate, eval), and the adapter it may apply on top."""
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--adapter", help="LoRA adapter directory to apply")
+
+
+def _generate_parser(sub):
+    p = sub.add_parser("generate", help="continue a prompt")
+    _model_and_adapter(p)
     p.add_argument("--prompt", help="the text to continue (with --chat: the user's message); '-' or none: "
                    "read it from standard input")
     p.add_argument("--chat", action="store_true", help="render the prompt as a user turn with the model's chat "
@@ -197,8 +202,7 @@ def _merge_parser(sub):
 
 def _eval_parser(sub):
     p = sub.add_parser("eval", help="validation loss and accuracy of a model (and adapter)")
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--adapter", help="LoRA adapter directory to apply")
+    _model_and_adapter(p)
     p.add_argument("--disable-adapter", action="store_true",
                    help="evaluate the base inside the adapted model (needs --adapter)")
     _data(p, "evaluation")
