@@ -81,6 +81,8 @@ class _Generator:
         self._g = np.random.default_rng(seed)
 
     def __getattr__(self, name):
+        if name.startswith("__") or name == "_g":  # copy.deepcopy probes these before __init__ ran
+            raise AttributeError(name)
         return _Wrapped(getattr(self._g, name))
 
 

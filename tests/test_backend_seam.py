@@ -154,3 +154,23 @@ def test_lora_variants_and_qlora_stay_on_the_device(device, tmp_path):
     add_lora(quantized, LoraConfig(r=2, target_modules=["c_attn", "c_proj", "c_fc"]))
     one_step(quantized)
     assert quantized.generate(x[:1, :3], 4, temperature=0).shape == (1, 7)
+
+
+def test_llama_checkpointing_and_flash_attention_stay_on_the_device(device):
+    """The Llama family (RMSNorm, RoPE, SwiGLU, grouped-query attention, Qwen3's q/k norms), the
+    memory-efficient attention kernels and gradient checkpointing's recompute, with LoRA on every
+    projection: forward, backward, an AdamW step and KV-cache generation on device arrays only."""
+    config = lora_np.LlamaConfig(vocab_size=12, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=6, qk_norm=True,
+                                 max_position_embeddings=32, tie_word_embeddings=False, model_type="qwen3")
+    model = lora_np.Llama(config)
+    add_lora(model, LoraConfig(r=2, target_modules="all-linear", lora_dropout=0.1))
+    model.gradient_checkpointing_enable()
+    x = np.random.default_rng(0).integers(0, 12, size=(2, 9))
+    with ops.attention.memory_efficient_attention():
+        _, loss = model(x[:, :-1], x[:, 1:])
+        loss.backward()
+    _assert_device([(n, p.grad) for n, p in model.named_parameters() if p.requires_grad], "gradient")
+    AdamW([p for p in model.parameters() if p.requires_grad]).step()
+    model.eval()
+    assert model.generate(x[:1, :3], 4).shape == (1, 7)
