@@ -3,6 +3,7 @@
 import numpy as np
 
 from lora_np import Tensor, to_numpy
+from lora_np.app.cli import main
 
 
 def leaf(rng, *shape, positive=False, dtype=np.float64):
@@ -24,3 +25,13 @@ def assert_close(ours, theirs, rtol=1e-10, atol=1e-12):
     if hasattr(theirs, "detach"):
         theirs = theirs.detach().numpy()
     np.testing.assert_allclose(to_numpy(ours), theirs, rtol=rtol, atol=atol)
+
+
+def cli(capsys, *args):
+    """(exit code, stdout, stderr) of the command line run in this process; an argparse exit gives its code."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -15,19 +15,13 @@ import numpy as np
 import pytest
 
 import lora_np as ln
-from lora_np.app.cli import main
+from helpers import cli
 
 transformers = pytest.importorskip("transformers")
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 TEXT = "user assistant system hello world what is two plus two four the capital of france paris 1234 " * 3
-
-
-def cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _chatml_tokenizer():

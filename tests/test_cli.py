@@ -25,6 +25,7 @@ from lora_np import to_numpy
 from lora_np.app.cli import main
 from lora_np.app.commands import load_model_dir
 from lora_np.app.report import comparable_rows
+from helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8"]
@@ -34,16 +35,6 @@ def run_cli(*args, timeout=300, cwd=ROOT, env=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg", **(env or {}))
     return subprocess.run([sys.executable, "-m", "lora_np", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def cli(capsys, *args):
-    """(exit code, stdout, stderr) of the command line run in this process."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

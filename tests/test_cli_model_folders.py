@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from lora_np import BPETokenizer
-from lora_np.app.cli import main
 from lora_np.data import jsonl_dataset, text_dataset
+from helpers import cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -30,12 +30,6 @@ PROSE = ("LoRA freezes the pretrained weights and learns a low-rank update besid
          "A rank-8 adapter on the attention projections trains a few thousand parameters, "
          "and the base model is unchanged when the adapter is switched off. Café, naïve, 3.14 and 42!\n") * 12
 EXAMPLES = [{"prompt": f"Q: what is {a} plus {b}?\nA:", "completion": f" {a + b}"} for a in range(6) for b in range(4)]
-
-
-def cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

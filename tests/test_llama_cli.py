@@ -8,7 +8,7 @@ merged folder: both give the same logits.
 import numpy as np
 import pytest
 
-from lora_np.app.cli import main
+from helpers import cli
 from llama_oracle import tiny_hf_llama
 
 torch = pytest.importorskip("torch")
@@ -18,12 +18,6 @@ tokenizer_folders = pytest.importorskip("tokenizer_folders")
 
 PROSE = ("Grouped-query attention shares each key and value head among several query heads. "
          "RMSNorm drops the mean; RoPE rotates pairs of features by position.\n") * 10
-
-
-def cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
