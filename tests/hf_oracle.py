@@ -27,3 +27,18 @@ def hf_loss(model, idx, targets):
 def max_rel_err(ours, theirs):
     theirs = theirs.detach().numpy() if hasattr(theirs, "detach") else np.asarray(theirs)
     return float(np.abs(np.asarray(ours) - theirs).max() / max(np.abs(theirs).max(), 1e-300))
+
+
+def bnb_nf4(model_class, path):
+    """``model_class`` (a transformers causal LM) from ``path`` through bitsandbytes: NF4 with double
+    quantization and float32 compute. On a CPU with AVX512-BF16, bitsandbytes repacks the weights for
+    inference and rounds the absmax to bfloat16; that path is switched off so the oracle computes in
+    float32, as the config asks."""
+    from transformers import BitsAndBytesConfig
+    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=torch.float32)
+    model = model_class.from_pretrained(path, quantization_config=cfg, device_map="cpu", dtype=torch.float32)
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model.eval()

@@ -9,13 +9,14 @@ Oracle: PEFT on transformers' model of the same folder, float64 where the compar
 import numpy as np
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
 import lora_np as ln
 from lora_np import LoraConfig, add_lora, add_weighted_adapter, adapter_names_per_row, load_adapter, save_adapter
 from lora_np import set_adapter, to_numpy
 from lora_np.lora import lora_layers
 from lora_np.optim import loraplus_param_groups
-from hf_oracle import max_rel_err
+from hf_oracle import bnb_nf4, max_rel_err
 from llama_oracle import SIZES, float64_transformers, load_hf, tiny_hf_llama
 from peft_oracle import logit_and_grad_errors, perturb_magnitudes
 
@@ -146,19 +147,6 @@ def test_weighted_adapter_equals_peft_s(combination, tmp_path, rng):
         assert max_rel_err(to_numpy(ours(idx)[0].data), theirs) < 1e-6  # PEFT combines in float32, as for GPT-2
 
 
-def _bnb_llama(path):
-    """transformers + bitsandbytes NF4 (double quantization, float32 compute), its AVX512-BF16 repacking
-    switched off as in tests/test_qlora.py."""
-    from transformers import BitsAndBytesConfig, LlamaForCausalLM
-    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                             bnb_4bit_compute_dtype=torch.float32)
-    model = LlamaForCausalLM.from_pretrained(path, quantization_config=cfg, device_map="cpu", dtype=torch.float32)
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-    return model.eval()
-
-
 def test_nf4_base_equals_transformers_bitsandbytes_and_trains(tmp_path, rng):
     pytest.importorskip("bitsandbytes")
     tiny_hf_llama(tmp_path, "llama", hidden_size=64, intermediate_size=128, num_attention_heads=4,
@@ -167,7 +155,7 @@ def test_nf4_base_equals_transformers_bitsandbytes_and_trains(tmp_path, rng):
     assert ln.is_quantized(ours)
     idx = _ids(rng)
     with torch.no_grad():
-        ref = _bnb_llama(tmp_path)(torch.tensor(idx)).logits.numpy()
+        ref = bnb_nf4(LlamaForCausalLM, tmp_path)(torch.tensor(idx)).logits.numpy()
     with ln.no_grad():
         assert np.abs(to_numpy(ours(idx)[0].data) - ref).max() < 1e-4
     add_lora(ours, LoraConfig(r=4, target_modules="all-linear"))

@@ -7,12 +7,13 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from transformers import GPT2LMHeadModel
 
 import lora_np as ln
 from lora_np import to_numpy
 from lora_np.optim import AdamW
 from lora_np.quant import QuantLinear, QuantWeight, nf4_quantize
-from hf_oracle import tiny_hf_gpt2
+from hf_oracle import bnb_nf4, tiny_hf_gpt2
 
 pytest.importorskip("bitsandbytes")
 SIZES = dict(vocab_size=96, n_positions=32, n_embd=128, n_head=4, n_layer=2)
@@ -26,27 +27,13 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def _bnb_gpt2(path):
-    """transformers + bitsandbytes NF4 with double quantization and float32 compute. On a CPU with
-    AVX512-BF16, bitsandbytes repacks the weights for inference and rounds the absmax to bfloat16;
-    that path is switched off so the oracle computes in float32, as the config asks."""
-    from transformers import BitsAndBytesConfig, GPT2LMHeadModel
-    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                             bnb_4bit_compute_dtype=torch.float32)
-    model = GPT2LMHeadModel.from_pretrained(path, quantization_config=cfg, device_map="cpu", dtype=torch.float32)
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-    return model.eval()
-
-
 def _ids(rng, batch=2, length=24):
     return rng.integers(0, SIZES["vocab_size"], size=(batch, length))
 
 
 def test_nf4_logits_equal_transformers_bitsandbytes(checkpoint, rng):
     import bitsandbytes.functional as F
-    theirs = _bnb_gpt2(checkpoint)
+    theirs = bnb_nf4(GPT2LMHeadModel, checkpoint)
     ours = ln.load_gpt2(checkpoint, quantize="nf4")
     idx = _ids(rng)
     with torch.no_grad():
