@@ -121,3 +121,19 @@ def test_windows_without_a_completion_token_are_left_out(tmp_path):
     assert dropped == [0, 4, 8, 12, 16] and 20 in starts.tolist()
     x, y = data.batch("train", 64, np.random.default_rng(0))
     assert ((y != -1).sum(axis=1) > 0).all()
+
+
+def test_json_data_under_another_name_is_refused_not_read_as_text(tmp_path):
+    """A .json file, or JSON-lines records in a file not named .jsonl, would train on the raw JSON
+    characters; each is refused with the file's name and the *.jsonl rule, before any tokenizing."""
+    from lora_np.data import file_dataset
+    record = json.dumps({"prompt": "ab>", "completion": "ba"}) + "\n"
+    chat = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"}]})
+    for name, text in (("qa.json", record * 40), ("qa.txt", "\n" + record * 40), ("chat.data", chat + "\n")):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ValueError, match=rf"{name}.*\*\.jsonl"):
+            file_dataset(path, 4, CharTokenizer('abcdefghijklmnopqrstuvwxyz>{}":,[] \n'))
+    plain = tmp_path / "notes.txt"
+    plain.write_text("{not json at all}\n" * 20)
+    assert file_dataset(plain, 4).name == "text file notes.txt"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import TASKS, chat_dataset, encode_text, file_dataset, is_chat_jsonl, task_dataset
-from ..data.text_files import read_jsonl_examples, read_text_file
+from ..data.text_files import check_data_file_name, read_jsonl_examples, read_text_file
 from ..tokenizer import BPETokenizer, CharTokenizer
 
 
@@ -48,6 +48,7 @@ def new_tokenizer(args):
     if not args.data or args.vocab_size is None:
         raise ValueError("--tokenizer bpe needs --data FILE (the text it learns from) and --vocab-size N")
     path = Path(args.data)
+    check_data_file_name(path)
     text = ("".join(ex.prompt + ex.completion for ex in read_jsonl_examples(path))
             if path.suffix.lower() == ".jsonl" else read_text_file(path))
     return BPETokenizer.train(text, args.vocab_size)

@@ -3,6 +3,9 @@
     FILE.txt     plain UTF-8 text: every token is a target; the last tenth is validation.
     FILE.jsonl   one {"prompt": ..., "completion": ...} object per line (instruction tuning).
 
+Only a ``.jsonl`` name is read as JSON lines; JSON under any other name (a ``.json`` file, or a file
+whose first line is a prompt/completion or messages object) is refused, not trained on as text.
+
 JSONL examples are tokenized as ``prompt ids + completion ids + end`` (the prompt and the
 completion separately, so the boundary never merges into one token), where ``end`` is
 <|endoftext|> for a BPE model and a newline for a character model. Only the completion and its
@@ -153,7 +156,31 @@ def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="e
     return TokenDataset(tokenizer, splits, block_size, f"JSONL file {path.name}", has_answers=True)
 
 
+def _holds_json_records(path):
+    """True when the first non-blank line is a JSON object with "messages" or "prompt"/"completion"."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and ("messages" in obj or "prompt" in obj or "completion" in obj)
+
+
+def check_data_file_name(path):
+    """Refuse JSON data under a name that would be read as plain text (a .json file, or JSON-lines records
+    in a file not named .jsonl): training on the raw JSON characters is never what was meant."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl" or not path.is_file():
+        return
+    if path.suffix.lower() == ".json" or _holds_json_records(path):
+        raise ValueError(f"data file {path} holds JSON, which would be read as plain text; name JSON-lines data "
+                         f"(one {{\"prompt\", \"completion\"}} or {{\"messages\"}} object a line) *.jsonl")
+
+
 def file_dataset(path, block_size, tokenizer=None, unknown="error"):
-    """``jsonl_dataset`` for a .jsonl file, ``text_dataset`` for anything else."""
+    """``jsonl_dataset`` for a .jsonl file, ``text_dataset`` for anything else (JSON under another name is
+    refused: ``check_data_file_name``)."""
+    check_data_file_name(path)
     make = jsonl_dataset if Path(path).suffix.lower() == ".jsonl" else text_dataset
     return make(path, block_size, tokenizer, unknown=unknown)
