@@ -6,6 +6,9 @@ Oracle: PEFT on transformers' model of the same folder, float64 where the compar
 (RMSNorm and rotary tables kept in float64, ``llama_oracle.float64_transformers``).
 """
 
+import json
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -67,11 +70,16 @@ def test_our_adapter_file_loads_in_peft_and_merged_folder_in_transformers(tmp_pa
     ours = ln.load_model(tmp_path / "base", dtype=np.float64)
     add_lora(ours, LoraConfig(r=3, lora_alpha=6, target_modules="all-linear", init_lora_weights=False))
     save_adapter(ours, tmp_path / "ours")
+    # nn.Linear stores (out, in): PEFT's flag is False for the Llama family (True only for GPT-2's Conv1D)
+    assert json.loads((tmp_path / "ours" / "adapter_config.json").read_text())["fan_in_fan_out"] is False
     idx = _ids(rng)
     with ln.no_grad():
         logits = to_numpy(ours(idx)[0].data)
     with float64_transformers(), torch.no_grad():
-        peft = PeftModel.from_pretrained(load_hf(tmp_path / "base", "qwen2"), tmp_path / "ours").eval()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            peft = PeftModel.from_pretrained(load_hf(tmp_path / "base", "qwen2"), tmp_path / "ours").eval()
+        assert not [w for w in caught if "fan_in_fan_out" in str(w.message)], [str(w.message) for w in caught]
         assert max_rel_err(logits, peft(torch.tensor(idx)).logits) < 1e-10
         ln.save_model(ln.merge_and_unload(ours), tmp_path / "merged")
         merged = load_hf(tmp_path / "merged", "qwen2")

@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import backend
 from ..io.atomic import atomic_write_json, read_json
 from ..io.safetensors_file import read_safetensors, write_safetensors
+from ..llama import Llama
 from ..nn import Linear
 from .adapters import _require_adapter, _target_layers, active_adapter, add_lora, adapter_names, lora_layers
 from .config import LoraConfig
@@ -27,12 +28,13 @@ CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
 
 
-def _peft_config_dict(config):
+def _peft_config_dict(config, fan_in_fan_out):
     targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     return {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r, "lora_alpha": config.lora_alpha,
         "target_modules": targets, "lora_dropout": config.lora_dropout, "use_rslora": config.use_rslora,
-        "fan_in_fan_out": True, "bias": "none", "init_lora_weights": config.init_lora_weights, "inference_mode": True,
+        "fan_in_fan_out": fan_in_fan_out, "bias": "none", "init_lora_weights": config.init_lora_weights,
+        "inference_mode": True,
         "base_model_name_or_path": None, "modules_to_save": None, "layers_to_transform": None,
         "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "use_dora": config.use_dora, "revision": None,
     }
@@ -64,6 +66,14 @@ def _config_from_peft(cfg, path):
         raise ValueError(f"{path}: {exc}") from None
 
 
+def _fan_in_fan_out(model):
+    """PEFT's ``fan_in_fan_out`` for ``model``'s Hugging Face twin: True when its checkpoint stores weights
+    (in, out), as GPT-2's Conv1D does; False for the Llama family's nn.Linear, stored (out, in). lora_np
+    keeps every weight (in, out) and the files' lora_A (r, in) / lora_B (out, r) are the same either way:
+    the flag only tells PEFT the base's layout (set wrongly, PEFT warns and corrects it). Loading accepts both."""
+    return not isinstance(model, Llama)
+
+
 def save_adapter(model, path, adapter_name=None, metadata=None):
     """Write one adapter (the active one by default) as adapter_config.json + adapter_model.safetensors;
     ``metadata`` (str -> str) goes into the safetensors header."""
@@ -77,7 +87,7 @@ def save_adapter(model, path, adapter_name=None, metadata=None):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / WEIGHTS_FILE, tensors, metadata={**(metadata or {}), "format": "pt"})
-    atomic_write_json(path / CONFIG_FILE, _peft_config_dict(model.peft_config[name]))
+    atomic_write_json(path / CONFIG_FILE, _peft_config_dict(model.peft_config[name], _fan_in_fan_out(model)))
     return path
 
 
