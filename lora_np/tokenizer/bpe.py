@@ -247,7 +247,11 @@ class BPETokenizer:
     @classmethod
     def from_tiktoken(cls, path, pattern, special_tokens=None):
         """A tiktoken rank file (``base64 rank`` lines) with its split ``pattern`` (the file does not hold
-        it: e.g. ``pipeline.QWEN_REGEX``); ``special_tokens`` {content: id} are the added special tokens."""
+        it): ``lora_np.tokenizer`` exports the known ones, ``GPT2_REGEX``, ``QWEN_REGEX`` (Qwen2/2.5/3) and
+        ``LLAMA3_REGEX``. ``special_tokens`` {content: id} are the added special tokens.
+
+            from lora_np.tokenizer import BPETokenizer, QWEN_REGEX
+            tok = BPETokenizer.from_tiktoken("qwen.tiktoken", pattern=QWEN_REGEX)"""
         vocab, merges = read_tiktoken(path)
         added = [{"id": i, "content": t, "special": True} for t, i in (special_tokens or {}).items()]
         split = {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}
