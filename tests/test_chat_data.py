@@ -180,3 +180,21 @@ def test_fuzz_chat_jsonl(tmp_path_factory, data):
         return
     tokens, counts, _ = ds.splits["train"]
     assert not np.isin(tokens[counts], [tok.token_to_id("<|im_start|>")]).any()
+
+
+def test_packed_conversations_count_each_assistant_token_in_exactly_one_window(tmp_path):
+    """Many short conversations in long windows: over all of a split's windows, each assistant token is
+    scored exactly once (a direct count over the windows' targets) and nothing else is scored; before,
+    every conversation started a window that ran block_size tokens into the following ones, so the
+    last conversations were scored in up to ~10 windows and the first in 1."""
+    tok = ln.load_tokenizer(_folder(tmp_path, "qwen"))
+    data = _write_jsonl(tmp_path / "chat.jsonl", [{"messages": m} for m in CONVERSATIONS * 9])
+    for block in (16, 64, 256):
+        ds = chat_dataset(data, block, tok)
+        for split in ("train", "val"):
+            tokens, counts, starts = ds.splits[split]
+            [(_, y)] = ds.fixed_batches(split, len(starts), 1)  # every window once, in order
+            seen = np.zeros(len(tokens), np.int64)
+            for row, start in zip(y, starts):
+                seen[start + 1:start + 1 + block] += row != -1
+            assert (seen[counts] == 1).all() and (seen[~counts] == 0).all(), (block, split)

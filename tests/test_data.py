@@ -137,3 +137,28 @@ def test_json_data_under_another_name_is_refused_not_read_as_text(tmp_path):
     plain = tmp_path / "notes.txt"
     plain.write_text("{not json at all}\n" * 20)
     assert file_dataset(plain, 4).name == "text file notes.txt"
+
+
+def _times_scored(data, split):
+    """How often each stream position is a loss-counted target over all the split's windows (a direct
+    count: window k's targets are positions starts[k] + 1 … starts[k] + block_size)."""
+    tokens, counts, starts = data.splits[split]
+    [(_, y)] = data.fixed_batches(split, len(starts), 1)  # every window once, in order
+    seen = np.zeros(len(tokens), np.int64)
+    for row, start in zip(y, starts):
+        seen[start + 1:start + 1 + data.block_size] += row != -1
+    return seen, counts
+
+
+def test_packed_examples_count_each_target_in_exactly_one_window(tmp_path):
+    """Short examples packed in long windows: every completion token is scored in exactly one window,
+    the first example's as often as the last's (before, a window starting at each example ran on into
+    the next ones, so the last examples were scored in up to block_size / length windows)."""
+    rows = [("ab>", "ba"), ("abc>", "cba"), ("a>", "a"), ("abcabcabcab>", "bacbacba")] * 9
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in rows))
+    for block in (4, 7, 32):
+        data = jsonl_dataset(path, block, CharTokenizer("abc>\n"))
+        for split in ("train", "val"):
+            seen, counts = _times_scored(data, split)
+            assert (seen[counts] == 1).all() and (seen[~counts] == 0).all(), (block, split)

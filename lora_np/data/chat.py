@@ -16,7 +16,9 @@ This needs a template that renders a conversation's start the same way whatever 
 
 Conversations are *packed* as ``text_files.py`` packs prompt/completion pairs: back to back in one
 stream, each window starting at a conversation's first token (and every block_size tokens inside a
-longer one), windows that would hold no assistant token left out, the end of each split padded with
+longer one), each window scoring only the targets before the next window's start (so every assistant
+token counts in exactly one window, ``dataset.packed_windows``), windows that would score no
+assistant token left out, the end of each split padded with
 ``pad_token_id`` (else ``eos_token_id``) that the loss ignores. The last tenth of the conversations
 (at least one) is validation.
 
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..tokenizer.chat_template import check_messages
-from .dataset import TokenDataset, windows_with_targets
+from .dataset import TokenDataset
 from .text_files import read_text_file
 
 
@@ -123,7 +125,7 @@ def _pack(encoded, block_size, pad):
     tokens.append(np.full(block_size, pad, np.int64))
     counts.append(np.zeros(block_size, bool))
     counts = np.concatenate(counts)
-    return np.concatenate(tokens), counts, windows_with_targets(counts, np.array(starts, np.int64), block_size)
+    return np.concatenate(tokens), counts, np.array(starts, np.int64)
 
 
 def chat_dataset(path, block_size, tokenizer, val_fraction=0.1):
@@ -141,4 +143,4 @@ def chat_dataset(path, block_size, tokenizer, val_fraction=0.1):
     pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     n_val = max(1, int(len(encoded) * val_fraction))
     splits = {"train": _pack(encoded[:-n_val], block_size, pad), "val": _pack(encoded[-n_val:], block_size, pad)}
-    return TokenDataset(tokenizer, splits, block_size, f"chat file {path.name}", has_answers=True)
+    return TokenDataset(tokenizer, splits, block_size, f"chat file {path.name}", has_answers=True, packed=True)

@@ -16,11 +16,20 @@ class TokenDataset:
 
     ``has_answers``: the counted targets come in runs that are answers (a task's answer, a JSONL
     completion), so answer accuracy means something; in free text every token counts and it does not.
+
+    ``packed``: the splits are records packed back to back, ``starts`` each record's first token (and
+    every block_size tokens inside a longer one); each window then scores only the targets up to the
+    next window's start (``packed_windows``), so every counted token is scored in exactly one window.
     """
 
-    def __init__(self, tokenizer, splits, block_size, name, has_answers=False):
+    def __init__(self, tokenizer, splits, block_size, name, has_answers=False, packed=False):
         self.tokenizer, self.block_size, self.name = tokenizer, block_size, name
         self.has_answers = has_answers
+        self.stops = {}  # split -> the last target position each window scores (packed records only)
+        if packed:
+            for split, (tokens, counts, starts) in list(splits.items()):
+                starts, self.stops[split] = packed_windows(counts, starts, block_size)
+                splits[split] = (tokens, counts, starts)
         self.splits = splits  # split -> (tokens, counts, starts)
         for split, (tokens, _, starts) in splits.items():
             if len(tokens) < block_size + 1 or len(starts) == 0:
@@ -33,29 +42,42 @@ class TokenDataset:
                  for split, (tokens, _, starts) in self.splits.items()]
         return f"{self.name} ({', '.join(parts)})"
 
-    def _windows(self, split, starts):
-        tokens, counts, _ = self.splits[split]
-        offsets = np.asarray(starts)[:, None] + np.arange(self.block_size + 1)
+    def _windows(self, split, picks):
+        tokens, counts, starts = self.splits[split]
+        offsets = starts[picks][:, None] + np.arange(self.block_size + 1)
         w, keep = tokens[offsets], counts[offsets]
+        if split in self.stops:  # a packed window scores its targets up to its stop only
+            keep &= offsets <= self.stops[split][picks][:, None]
         y = np.where(keep[:, 1:], w[:, 1:], -1)
         return w[:, :-1], y
 
     def batch(self, split, batch_size, rng):
         """``batch_size`` random windows: (x, y) host int64 arrays of shape (B, block_size)."""
         starts = self.splits[split][2]
-        return self._windows(split, starts[rng.integers(0, len(starts), size=batch_size)])
+        return self._windows(split, rng.integers(0, len(starts), size=batch_size))
 
     def fixed_batches(self, split, batch_size, n_batches):
         """The same evaluation windows every time: evenly spaced over the split."""
         starts = self.splits[split][2]
         picks = np.linspace(0, len(starts) - 1, num=min(len(starts), batch_size * n_batches)).astype(np.int64)
-        return [self._windows(split, starts[picks[i:i + batch_size]]) for i in range(0, len(picks), batch_size)]
+        return [self._windows(split, picks[i:i + batch_size]) for i in range(0, len(picks), batch_size)]
 
 
-def windows_with_targets(counts, starts, block_size):
-    """The ``starts`` whose window scores at least one target (targets are positions s+1 … s+block_size)."""
-    scored = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-    return starts[scored[np.minimum(starts + block_size + 1, len(counts))] - scored[starts + 1] > 0]
+def packed_windows(counts, starts, block_size):
+    """(starts, stops) of packed records' windows: every counted target in exactly one window.
+
+    The window at s_i holds tokens s_i … s_i + block_size and scores the targets at positions
+    s_i + 1 … stop_i, stop_i = min(s_(i+1), s_i + block_size): the targets from the next start on
+    belong to the next window (starts are at most block_size apart, so the ranges (s_i, stop_i]
+    tile the stream). Without the stop, a record would be scored once per window starting within
+    block_size before it, so later records would weigh more. Each window still sees its record from
+    the record's first token. A window whose range holds no counted target is left out (nothing to
+    learn; its range holds no counted target that another window loses)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    stops = np.minimum(np.append(starts[1:], np.iinfo(np.int64).max), starts + block_size)
+    scored = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])  # scored[k] = counts[:k].sum()
+    keep = scored[np.minimum(stops + 1, len(counts))] - scored[starts + 1] > 0
+    return starts[keep], stops[keep]
 
 
 def task_dataset(task, block_size, n_train=6000, n_val=600, seed=0, tokenizer=None):

@@ -11,10 +11,12 @@ completion separately, so the boundary never merges into one token), where ``end
 <|endoftext|> for a BPE model and a newline for a character model. Only the completion and its
 end token count in the loss: the prompt is given, never predicted. Examples are *packed*: laid
 back to back into one stream, each window starting at an example's first token (and every
-block_size tokens inside an example longer than a window), so a window may run on into the next
-examples; attention is not reset at the end token, as in GPT-2's own training. A window that would
-hold no completion token (inside a prompt longer than the window) is left out: it has nothing to
-learn. The end of each split is *padded* with end tokens that the loss ignores, so the last
+block_size tokens inside an example longer than a window). A window may run on into the next
+examples (attention is not reset at the end token, as in GPT-2's own training), but it scores only
+the targets before the next window's start, so each completion token counts in exactly one window
+(``dataset.packed_windows``) and no example weighs more for where it sits in the file. A window
+that would score no completion token (inside a prompt longer than the window) is left out: it has
+nothing to learn. The end of each split is *padded* with end tokens that the loss ignores, so the last
 example gets a whole window. The last tenth of the examples (at least one) is validation.
 
 Blank lines in a JSONL file are skipped (a file may end with one, and JSON Lines tools write
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..tokenizer import CharTokenizer
-from .dataset import TokenDataset, windows_with_targets
+from .dataset import TokenDataset
 
 Example = namedtuple("Example", "prompt completion line")
 
@@ -128,8 +130,8 @@ def _end_of_example(tokenizer):
 
 
 def _pack(examples, tokenizer, block_size, end, path, unknown):
-    """One split: (tokens, counts, starts), examples back to back, padded at the end; windows
-    without a completion token are left out."""
+    """One split: (tokens, counts, starts), examples back to back, padded at the end (the starts are
+    all of them; ``TokenDataset(packed=True)`` leaves out those with nothing to score)."""
     tokens, counts, starts = [], [], []
     for ex in examples:
         p = _encode_file_text(tokenizer, ex.prompt, path, unknown, ex.line)
@@ -140,7 +142,7 @@ def _pack(examples, tokenizer, block_size, end, path, unknown):
     tokens += [end] * block_size
     counts += [False] * block_size
     counts = np.array(counts, bool)
-    return np.array(tokens, np.int64), counts, windows_with_targets(counts, np.array(starts, np.int64), block_size)
+    return np.array(tokens, np.int64), counts, np.array(starts, np.int64)
 
 
 def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="error"):
@@ -153,7 +155,7 @@ def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="e
     n_val = max(1, int(len(examples) * val_fraction))
     splits = {"train": _pack(examples[:-n_val], tokenizer, block_size, end, path, unknown),
               "val": _pack(examples[-n_val:], tokenizer, block_size, end, path, unknown)}
-    return TokenDataset(tokenizer, splits, block_size, f"JSONL file {path.name}", has_answers=True)
+    return TokenDataset(tokenizer, splits, block_size, f"JSONL file {path.name}", has_answers=True, packed=True)
 
 
 def _holds_json_records(path):
