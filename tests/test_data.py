@@ -162,3 +162,15 @@ def test_packed_examples_count_each_target_in_exactly_one_window(tmp_path):
         for split in ("train", "val"):
             seen, counts = _times_scored(data, split)
             assert (seen[counts] == 1).all() and (seen[~counts] == 0).all(), (block, split)
+
+
+def test_describe_counts_the_examples_tokens_not_the_padding(tmp_path):
+    """The start line's token counts are the examples' own tokens (prompt + completion + end, counted
+    here from the rows), not the block_size end tokens appended to pad each split's end."""
+    rows = [("ab>", "ba"), ("abc>", "cba"), ("a>", "a")] * 4
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in rows))
+    data = jsonl_dataset(path, 8, CharTokenizer("abc>\n"))
+    n_train = sum(len(p) + len(c) + 1 for p, c in rows[:-1])
+    n_val = len(rows[-1][0]) + len(rows[-1][1]) + 1
+    assert f"({n_train:,} train tokens in " in data.describe() and f", {n_val:,} val tokens in " in data.describe()

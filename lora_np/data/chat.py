@@ -143,4 +143,5 @@ def chat_dataset(path, block_size, tokenizer, val_fraction=0.1):
     pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     n_val = max(1, int(len(encoded) * val_fraction))
     splits = {"train": _pack(encoded[:-n_val], block_size, pad), "val": _pack(encoded[-n_val:], block_size, pad)}
-    return TokenDataset(tokenizer, splits, block_size, f"chat file {path.name}", has_answers=True, packed=True)
+    return TokenDataset(tokenizer, splits, block_size, f"chat file {path.name}", has_answers=True,
+                        packed=True, padding=block_size)

@@ -17,14 +17,17 @@ class TokenDataset:
     ``has_answers``: the counted targets come in runs that are answers (a task's answer, a JSONL
     completion), so answer accuracy means something; in free text every token counts and it does not.
 
+    ``padding``: how many tokens (that the loss ignores) each split's stream ends with, so that its last
+    record gets a whole window; ``describe`` does not count them.
+
     ``packed``: the splits are records packed back to back, ``starts`` each record's first token (and
     every block_size tokens inside a longer one); each window then scores only the targets up to the
     next window's start (``packed_windows``), so every counted token is scored in exactly one window.
     """
 
-    def __init__(self, tokenizer, splits, block_size, name, has_answers=False, packed=False):
+    def __init__(self, tokenizer, splits, block_size, name, has_answers=False, packed=False, padding=0):
         self.tokenizer, self.block_size, self.name = tokenizer, block_size, name
-        self.has_answers = has_answers
+        self.has_answers, self.padding = has_answers, padding  # padding: tokens appended to each split's end
         self.stops = {}  # split -> the last target position each window scores (packed records only)
         if packed:
             for split, (tokens, counts, starts) in list(splits.items()):
@@ -37,8 +40,8 @@ class TokenDataset:
                                  f"block_size + 1 = {block_size + 1}")
 
     def describe(self):
-        """One line: the data's name, and tokens and windows per split."""
-        parts = [f"{len(tokens):,} {split} tokens in {len(starts):,} windows"
+        """One line: the data's name, and real tokens (not the end's padding) and windows per split."""
+        parts = [f"{len(tokens) - self.padding:,} {split} tokens in {len(starts):,} windows"
                  for split, (tokens, _, starts) in self.splits.items()]
         return f"{self.name} ({', '.join(parts)})"
 

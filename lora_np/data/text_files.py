@@ -155,7 +155,8 @@ def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="e
     n_val = max(1, int(len(examples) * val_fraction))
     splits = {"train": _pack(examples[:-n_val], tokenizer, block_size, end, path, unknown),
               "val": _pack(examples[-n_val:], tokenizer, block_size, end, path, unknown)}
-    return TokenDataset(tokenizer, splits, block_size, f"JSONL file {path.name}", has_answers=True, packed=True)
+    return TokenDataset(tokenizer, splits, block_size, f"JSONL file {path.name}", has_answers=True,
+                        packed=True, padding=block_size)
 
 
 def _holds_json_records(path):
