@@ -248,6 +248,21 @@ def test_save_writes_files_tokenizers_and_transformers_read(qwen, tmp_path):
     assert fast.eos_token_id == qwen.eos_token_id and fast.pad_token_id == qwen.pad_token_id
 
 
+def test_save_writes_unk_only_when_the_source_had_one(qwen_dir, tmp_path):
+    """Qwen's folder names no unk (byte-level BPE needs none): the saved config names none either, as
+    transformers reads both; GPT-2's folder (transformers' own, unk <|endoftext|>) keeps its unk."""
+    transformers = pytest.importorskip("transformers")
+    ln.load_tokenizer(qwen_dir).save(tmp_path / "qwen")
+    assert "unk_token" not in json.loads((tmp_path / "qwen" / "tokenizer_config.json").read_text())
+    assert transformers.AutoTokenizer.from_pretrained(qwen_dir).unk_token is None
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "qwen").unk_token is None
+    fast = transformers.GPT2TokenizerFast(os.path.join(GPT2_DIR, "encoder.json"), os.path.join(GPT2_DIR, "vocab.bpe"))
+    fast.save_pretrained(tmp_path / "gpt2")
+    ln.load_tokenizer(tmp_path / "gpt2").save(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())["unk_token"] == fast.unk_token
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "again").unk_token == "<|endoftext|>"
+
+
 def test_gpt2_model_ids_in_config_json(tmp_path):
     """No tokenizer_config.json: eos/bos/pad ids from config.json (a list's first entry)."""
     shutil.copy(os.path.join(GPT2_DIR, "encoder.json"), tmp_path / "vocab.json")

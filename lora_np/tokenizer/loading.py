@@ -46,10 +46,11 @@ def read_tokenizer_config(tokenizer, path):
     config = read_json(path / CONFIG_FILE, "tokenizer config") if (path / CONFIG_FILE).is_file() else {}
     model_config = read_json(path / "config.json", "model config") if (path / "config.json").is_file() else {}
     names = dict(tokenizer.special_tokens_map)
+    gpt2_kind = tokenizer.is_gpt2_kind()
     for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
         token = _token_name(config.get(name), path / CONFIG_FILE, name)
-        if token is None and name in config:
-            names.pop(name, None)  # the config says there is none
+        if token is None and (name in config or (name == "unk_token" and not gpt2_kind)):
+            names.pop(name, None)  # the config says there is none; unk: only GPT-2's classes name one unasked
         elif token is not None:
             if tokenizer.token_to_id(token) is None:
                 raise ValueError(f"{path / CONFIG_FILE}: {name} {token!r} is not a token of this tokenizer")
