@@ -299,9 +299,10 @@ def test_defaults_come_from_the_config_dataclasses():
     assert (pre.steps, pre.lr, pre.batch_size, pre.warmup_steps) == (demo.pretrain_steps, demo.pretrain_lr,
                                                                       train.batch_size, train.warmup_steps)
     ft = parse(["finetune", "--out", "x"])
-    assert (ft.lora_r, ft.lora_alpha, ft.targets, ft.steps) == (LoraConfig().r, LoraConfig().lora_alpha,
-                                                                ",".join(LoraConfig().target_modules),
-                                                                demo.finetune_steps)
+    assert (ft.lora_r, ft.lora_alpha, ft.steps) == (LoraConfig().r, LoraConfig().lora_alpha, demo.finetune_steps)
+    assert ft.targets is None  # chosen from the base's family: LoraConfig's c_attn for GPT-2, q_proj,v_proj for Llama
+    from lora_np.app.cli import build_parser
+    assert ",".join(LoraConfig().target_modules) in build_parser().commands["finetune"].format_help()
     assert pre.given == {"out"}
 
 
@@ -619,3 +620,9 @@ def test_quiet_prints_results_only(base_dir, tmp_path, capsys):
     assert code == 0 and out == "" and err == "", (out, err)
     code, out, err = cli(capsys, "eval", "--model", base_dir, "--task", "copy", "--quiet")
     assert code == 0 and err == "" and out.startswith(f"model {base_dir}")
+
+
+def test_missing_data_names_every_jsonl_kind(capsys):
+    """finetune without --data or --task: the message names chat lines too, not only prompt/completion."""
+    code, _, err = cli(capsys, "finetune", "--base", "nowhere", "--out", "nowhere-out")
+    assert code == 2 and '{"messages": [...]}' in err and '"completion"' in err, err

@@ -50,3 +50,21 @@ def test_every_command_on_a_qwen3_folder(qwen_dir, tmp_path, capsys, backend_nam
     ids = torch.tensor([[9707, 11, 1879, 0, 576, 13]])
     assert_merged_folder_is_peft(transformers.Qwen3ForCausalLM, qwen_dir, adapter, merged, ids)
     assert np.isfinite(float(out.split('"loss": ')[1].split(",")[0].rstrip("}")))
+
+
+def test_finetune_without_targets_uses_pefts_default_for_the_family(qwen_dir, tmp_path, capsys):
+    """No --targets on a Qwen3 folder: PEFT's own default for qwen3 (q_proj, v_proj), said on stderr;
+    a target that matches nothing names only the embedding this model has (embed_tokens, not wte)."""
+    text = tmp_path / "prose.txt"
+    text.write_text(PROSE)
+    adapter = tmp_path / "adapter"
+    code, _, err = cli(capsys, "finetune", "--base", qwen_dir, "--data", text, "--out", adapter, "--steps", 1,
+                       "--batch-size", 1, "--block-size", 16, "--lora-r", 2)
+    assert code == 0, err
+    assert "LoRA on q_proj,v_proj" in err
+    saved = peft.LoraConfig.from_pretrained(str(adapter))
+    expected = peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING["qwen3"]
+    assert set(saved.target_modules) == set(expected)
+    code, _, err = cli(capsys, "finetune", "--base", qwen_dir, "--data", text, "--out", tmp_path / "x",
+                       "--steps", 1, "--targets", "c_attn")
+    assert code == 2 and "match no Linear" in err and "embed_tokens" in err and "wte" not in err, err

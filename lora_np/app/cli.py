@@ -137,8 +137,10 @@ def _lora_flags(p):
                    help="LoRA alpha (scaling alpha/r)")
     p.add_argument("--lora-dropout", type=float, default=LORA.lora_dropout,
                    check={"min": 0, "max": 1, "max_open": True}, help="dropout on the adapter's input during training")
-    p.add_argument("--targets", default=",".join(LORA.target_modules),
-                   help="comma-separated module-name suffixes: GPT-2's c_attn, c_proj, c_fc, wte (the token embedding); "
+    p.add_argument("--targets",
+                   help="comma-separated module-name suffixes (default: PEFT's for the model's family: "
+                        f"{','.join(LORA.target_modules)} for GPT-2 and character models, q_proj,v_proj for Llama/Qwen): "
+                        "GPT-2's c_attn, c_proj, c_fc, wte (the token embedding); "
                         "Llama/Qwen's q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, embed_tokens; "
                         "or all-linear (every Linear layer, as PEFT spells it)")
     p.add_argument("--dora", action="store_true", help="DoRA: train a magnitude per output and a LoRA direction")
@@ -153,7 +155,8 @@ def _lora_flags(p):
 
 def _finetune_parser(sub):
     p = sub.add_parser("finetune", help="fine-tune a model directory with LoRA (default) or fully")
-    p.add_argument("--base", help="model directory to start from (a char model or a Hugging Face GPT-2 folder); "
+    p.add_argument("--base", help="model directory to start from (a character model, or a Hugging Face GPT-2, Llama, "
+                                  "Qwen2 or Qwen3 folder); "
                                   "with --resume, read from the run")
     _output(p, "adapter directory (LoRA) or model directory (--full) to write")
     _data(p, "fine-tuning")

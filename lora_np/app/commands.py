@@ -26,8 +26,8 @@ from ..training.progress import say
 from .demo import DemoSettings, run_demo
 from .inputs import chat_prompt_ids, check_data_flags, make_dataset, new_tokenizer, prompt_ids, window
 from .memory import available_bytes, check_fits, fitting_sizes, format_bytes, parameter_count, run_bytes
-from .model_dir import (adapter_metadata, check_vocab_sizes, is_large, load_model_dir, load_tokenizer,
-                        read_model_config, save_tokenizer)
+from .model_dir import (adapter_metadata, check_vocab_sizes, default_lora_targets, is_large, load_model_dir,
+                        load_tokenizer, read_model_config, save_tokenizer)
 from .run_dir import check_output_dir, locked, output_dir, restore_run_args, save_run_config
 
 LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "targets", "dora", "init", "loraplus_ratio", "quantize")
@@ -167,6 +167,13 @@ def _check_converted_rank(args, config):
         f"(PEFT's conversion)", args.quiet)
 
 
+def _default_targets(args):
+    """--targets not typed (nor saved by the run --resume continues): PEFT's default for the base's family."""
+    if args.full or args.targets is not None:
+        return
+    args.targets = ",".join(default_lora_targets(args.base))
+
+
 def _lora_config(args):
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=targets,
@@ -180,6 +187,8 @@ def _make_trainable(model, args):
     if args.full:
         model.requires_grad_(True)
         return None, None
+    if "targets" not in args.given and not args.resume:
+        say(f"LoRA on {args.targets}, the default for this model's family (--targets chooses others)", args.quiet)
     add_lora(model, _lora_config(args))
     initial = initial_factors(model) if args.init in CONVERTED_INITS else None
     groups = loraplus_param_groups(model, args.lr, args.loraplus_ratio) if args.loraplus_ratio else None
@@ -203,6 +212,7 @@ def cmd_finetune(args):
     with prepared_out(args) as lock:
         _check_finetune_flags(args)
         tokenizer, config = read_model(args.base)
+        _default_targets(args)
         _check_converted_rank(args, config)
         block = choose_sizes(args, config, parameter_count(config) if args.full else 0)
         data = make_dataset(args, block, tokenizer)

@@ -22,7 +22,8 @@ def check_data_flags(args):
         raise ValueError("give --task or --data, not both")
     check_unknown_policy(args.unknown_chars)
     if not args.task and not args.data:
-        raise ValueError(f"{args.command} needs data: --data FILE (.txt text or .jsonl prompt/completion lines) "
+        raise ValueError(f"{args.command} needs data: --data FILE (.txt text, or .jsonl lines of "
+                         f"{{\"prompt\": ..., \"completion\": ...}} or chat {{\"messages\": [...]}}) "
                          f"or --task {{{','.join(sorted(TASKS))}}} (an embedded toy task)")
 
 

@@ -54,6 +54,13 @@ def _model_type(model_dir):
     return kind, hf, path
 
 
+def default_lora_targets(model_dir):
+    """The LoRA targets when --targets is not typed, PEFT's default for the model's family: GPT-2's
+    fused attention projection c_attn (a character model is a GPT-2), or q_proj and v_proj for
+    the Llama family (Llama, Qwen2, Qwen3)."""
+    return ("c_attn",) if _model_type(model_dir)[0] == "gpt2" else ("q_proj", "v_proj")
+
+
 def read_model_config(model_dir):
     """The model's config from its config.json alone (no weights read); errors name the file."""
     kind, hf, path = _model_type(model_dir)

@@ -77,9 +77,11 @@ def _target_layers(model, config, check_rank=True):
     linears = [n for n, m in candidates if isinstance(m, (Linear, LoraLinear))]
     if not chosen:
         suffixes = sorted({n.rsplit(".", 1)[-1] for n in linears})
+        embeddings = sorted({n.rsplit(".", 1)[-1] for n, m in candidates if isinstance(m, (Embedding, LoraEmbedding))}
+                            & set(EMBEDDING_TARGETS))  # only the names this model has
         raise ValueError(f"LoRA target_modules {config.target_modules!r} match no Linear layer; this model's "
-                         f"Linear layers end in {suffixes} (e.g. {linears[0] if linears else 'none'}), and the "
-                         f"token embedding {list(EMBEDDING_TARGETS)} may be targeted too")
+                         f"Linear layers end in {suffixes} (e.g. {linears[0] if linears else 'none'})"
+                         + (f", and its token embedding {embeddings[0]!r} may be targeted too" if embeddings else ""))
     for n, m in chosen:
         if isinstance(m, (Embedding, LoraEmbedding)) and n.rsplit(".", 1)[-1] not in EMBEDDING_TARGETS:
             raise ValueError(f"LoRA on an Embedding applies to the token embedding {list(EMBEDDING_TARGETS)} only; "
