@@ -247,3 +247,16 @@ def test_without_mpi4py_a_data_parallel_run_names_the_install(base, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install -r requirements-distributed.txt" in lines[0], lines
     assert not out.exists()
+
+
+@needs_mpi
+def test_data_parallel_in_one_process_is_refused(base, tmp_path):
+    """--data-parallel without mpiexec (mpi4py installed, one rank) would train alone and record
+    data_parallel: true, world_size: 1: refused with one line naming mpiexec, nothing written."""
+    out = tmp_path / "run"
+    proc = run(sys.executable, "-m", "lora_np", *map(str, FINETUNE), "--base", str(base), "--out", str(out),
+               "--data-parallel")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "needs several ranks" in lines[0] and "mpiexec -n 2 python -m lora_np finetune" in lines[0], lines
+    assert not out.exists()

@@ -266,6 +266,9 @@ def _join_ranks(args):
     job; the other commands run in one process."""
     if hasattr(args, "data_parallel"):
         distributed.init(required=args.data_parallel)
+        if args.data_parallel and distributed.world_size() < 2:
+            raise ValueError(f"--data-parallel needs several ranks, and this is one process; start it under MPI, "
+                             f"e.g. mpiexec -n 2 {args.prog} {args.command} ...")
     elif distributed.launched_ranks() > 1:
         raise ValueError(f"{args.command} runs in one process; start it without mpiexec (pretrain and finetune "
                          f"are the commands that train data-parallel)")
