@@ -127,3 +127,20 @@ def test_finetune_chat_data_is_rendered_with_the_template(chat_dir, tmp_path):
     tokens = ds.splits["train"][0]
     assert tokens[:len(expected)].tolist() == expected
     assert np.all(tokens[len(expected):] == fast.pad_token_id)
+
+
+def test_generate_chat_past_the_context_says_so(chat_dir, capsys):
+    """--chat with prompt + --max-new-tokens over the context (48): the window would slide past the
+    user's turn, so one line on stderr says after how many tokens (the prompt's length counted by
+    transformers' own template); within the context nothing is said."""
+    fast = transformers.PreTrainedTokenizerFast.from_pretrained(chat_dir)
+    n = len(fast.apply_chat_template([{"role": "user", "content": "hello world"}], add_generation_prompt=True,
+                                     return_dict=False))
+    code, _, err = cli(capsys, "generate", "--model", chat_dir, "--chat", "--prompt", "hello world",
+                       "--max-new-tokens", 48)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 0 and len(lines) == 1, err
+    assert f"the chat prompt is {n} tokens" in lines[0] and f"--max-new-tokens {48 - n} keeps it" in lines[0]
+    code, _, err = cli(capsys, "generate", "--model", chat_dir, "--chat", "--prompt", "hello world",
+                       "--max-new-tokens", 48 - n)
+    assert code == 0 and err.strip() == "", err

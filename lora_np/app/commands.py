@@ -232,9 +232,21 @@ def _generate_prompt(args, tokenizer, config):
     the prompt is continued up to the end of text. The prompt is --prompt, or standard input."""
     prompt = sys.stdin.read() if args.prompt in (None, "-") else args.prompt
     if args.chat:
-        return chat_prompt_ids(tokenizer, prompt.strip(), config.block_size), tokenizer.end_of_turn_id, ""
+        ids = chat_prompt_ids(tokenizer, prompt.strip(), config.block_size)
+        _say_chat_slides(args, len(ids), config.block_size)
+        return ids, tokenizer.end_of_turn_id, ""
     ids = prompt_ids(tokenizer, prompt, config.block_size, args.unknown_chars, f"{args.prog} generate")
     return ids, getattr(tokenizer, "eot_token_id", None), prompt
+
+
+def _say_chat_slides(args, n_prompt, block_size):
+    """A chat reply that could run past the context slides the window, and the conversation's start
+    (its system and user turns) drops out of what the model sees: said on stderr, as a cut prompt is."""
+    if n_prompt + args.max_new_tokens > block_size:
+        print(f"{args.prog} generate: the chat prompt is {n_prompt} tokens with its template; with --max-new-tokens "
+              f"{args.max_new_tokens} the reply may run past the model's context of {block_size}, and after "
+              f"{block_size - n_prompt} new tokens the conversation's start drops out of the window "
+              f"(--max-new-tokens {block_size - n_prompt} keeps it)", file=sys.stderr)
 
 
 def cmd_generate(args):
