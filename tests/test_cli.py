@@ -614,10 +614,12 @@ def test_openai_named_tokenizer_files_are_copied_as_they_are(tmp_path, capsys):
 
 
 def test_quiet_prints_results_only(base_dir, tmp_path, capsys):
-    """--quiet: no start-up line, no progress, no status lines; eval still prints its result."""
+    """--quiet: no start-up line, no progress, no status lines; finetune still prints its result (the
+    "done:" line with the final losses), eval its own."""
     code, out, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "q",
                          "--steps", 2, "--eval-every", 2, "--batch-size", 4, "--quiet")
-    assert code == 0 and out == "" and err == "", (out, err)
+    assert code == 0 and err == "" and len(out.splitlines()) == 1 and out.startswith("done: 2 steps"), (out, err)
+    assert "val_loss" in out
     code, out, err = cli(capsys, "eval", "--model", base_dir, "--task", "copy", "--quiet")
     assert code == 0 and err == "" and out.startswith(f"model {base_dir}")
 

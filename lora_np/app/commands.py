@@ -110,9 +110,11 @@ def run_training(model, data, tcfg, args, param_groups=None):
                    param_groups=param_groups)
     if result.status != "done":
         raise TrainingStopped(_stopped_message(result, args), 1 if result.status == "nan" else 130)
-    if not args.quiet and math.isnan(result.ms_per_step):
+    if not distributed.is_main():  # the "done:" line is the run's result (printed under --quiet too), said once
+        return result
+    if math.isnan(result.ms_per_step):
         print(f"done: the run had already finished its {result.step} steps; its final files are written")
-    elif not args.quiet:
+    else:
         last = result.history[-1] if result.history else {}
         print(f"done: {result.step} steps, {result.ms_per_step:.1f} ms/step, "
               + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "step"))
