@@ -144,3 +144,13 @@ def test_generate_chat_past_the_context_says_so(chat_dir, capsys):
     code, _, err = cli(capsys, "generate", "--model", chat_dir, "--chat", "--prompt", "hello world",
                        "--max-new-tokens", 48 - n)
     assert code == 0 and err.strip() == "", err
+
+
+def test_chat_content_of_another_type_is_named_with_its_article(chat_dir, tmp_path, capsys):
+    """'content': 3 is "an int", 'content': [...] "a list"."""
+    for content, said in ((3, "'content' is an int"), (["a"], "'content' is a list")):
+        data = _jsonl(tmp_path / "chat.jsonl", [[{"role": "user", "content": content},
+                                                 {"role": "assistant", "content": "x"}]])
+        code, _, err = cli(capsys, "finetune", "--base", chat_dir, "--data", data, "--out", tmp_path / "a",
+                           "--steps", 1, "--quiet")
+        assert code == 2 and said in err and not (tmp_path / "a").exists(), err

@@ -76,7 +76,9 @@ def check_messages(messages):
         if message.get("role") not in ROLES:
             raise ValueError(f"message {n}: unknown role {message.get('role')!r}; accepted: {', '.join(ROLES)}")
         if not isinstance(message.get("content"), str):
-            what = "is missing" if message.get("content") is None else f"is a {type(message['content']).__name__}"
+            kind = type(message.get("content")).__name__
+            article = "an" if kind[0] in "aeiou" else "a"
+            what = "is missing" if message.get("content") is None else f"is {article} {kind}"
             raise ValueError(f"message {n} ({message['role']}): 'content' {what}; it must be a string")
 
 
