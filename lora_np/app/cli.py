@@ -139,7 +139,8 @@ def _lora_flags(p):
                    check={"min": 0, "max": 1, "max_open": True}, help="dropout on the adapter's input during training")
     p.add_argument("--targets",
                    help="comma-separated module-name suffixes (default: PEFT's for the model's family: "
-                        f"{','.join(LORA.target_modules)} for GPT-2 and character models, q_proj,v_proj for Llama/Qwen): "
+                        f"{','.join(LORA.target_modules)} for GPT-2 and character models, q_proj,v_proj for "
+                        "Llama/Qwen): "
                         "GPT-2's c_attn, c_proj, c_fc, wte (the token embedding); "
                         "Llama/Qwen's q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, embed_tokens; "
                         "or all-linear (every Linear layer, as PEFT spells it)")
