@@ -35,7 +35,7 @@ import numpy as np
 
 from ..tokenizer.chat_template import check_messages
 from .dataset import TokenDataset
-from .text_files import read_text_file
+from .text_files import first_json_object, read_text_file
 
 
 def is_chat_jsonl(path):
@@ -43,13 +43,8 @@ def is_chat_jsonl(path):
     path = Path(path)
     if path.suffix.lower() != ".jsonl" or not path.is_file():
         return False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = next((line for line in f if line.strip()), "")
-    try:
-        obj = json.loads(first)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and "messages" in obj
+    obj = first_json_object(path)
+    return obj is not None and "messages" in obj
 
 
 def read_conversations(path):

@@ -159,15 +159,21 @@ def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="e
                         packed=True, padding=block_size)
 
 
-def _holds_json_records(path):
-    """True when the first non-blank line is a JSON object with "messages" or "prompt"/"completion"."""
+def first_json_object(path):
+    """The first non-blank line of ``path`` parsed as a JSON object, or None when it is not one."""
     with open(path, encoding="utf-8", errors="replace") as f:
         first = next((line for line in f if line.strip()), "")
     try:
         obj = json.loads(first)
     except json.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and ("messages" in obj or "prompt" in obj or "completion" in obj)
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _holds_json_records(path):
+    """True when the first non-blank line is a JSON object with "messages" or "prompt"/"completion"."""
+    obj = first_json_object(path)
+    return obj is not None and ("messages" in obj or "prompt" in obj or "completion" in obj)
 
 
 def check_data_file_name(path):
