@@ -140,6 +140,12 @@ def _(root):
     return order
 
 
+@mistake("topological_order", "the engine's own private sort called")
+def _(root):
+    from lora_np.autograd import _topological_order
+    return _topological_order(root)
+
+
 @mistake("mul_backward", "db not summed over the broadcast axis")
 def _(g, a, b):
     return g * b, g * a
@@ -375,8 +381,10 @@ def _inject(model, target_modules, make_adapter, match="peft", freeze=True, assi
     from lora_np.nn import Linear
     modules = dict(model.named_modules())
     for name, module in list(modules.items()):
-        hit = (any(name == t or name.endswith("." + t) for t in target_modules) if match == "peft"
-               else name.rsplit(".", 1)[-1] in target_modules)
+        hit = {"peft": any(name == t or name.endswith("." + t) for t in target_modules),
+               "last": name.rsplit(".", 1)[-1] in target_modules,
+               "substring": any(t in name for t in target_modules),
+               "endswith": name.endswith(tuple(target_modules))}[match]
         if isinstance(module, Linear) and hit:
             parent, _, attr = name.rpartition(".")
             if assign:
@@ -392,6 +400,10 @@ def _inject(model, target_modules, make_adapter, match="peft", freeze=True, assi
 
 mistake("inject_lora", "matching the last name component only ('attn.c_proj' then matches nothing)")(
     lambda model, t, make: _inject(model, t, make, match="last"))
+mistake("inject_lora", "substring matching: 'fc' in the name (PEFT wants the whole name or a '.'-tail)")(
+    lambda model, t, make: _inject(model, t, make, match="substring"))
+mistake("inject_lora", "name.endswith(target) without the '.': 'fc' matches 'c_fc'")(
+    lambda model, t, make: _inject(model, t, make, match="endswith"))
 mistake("inject_lora", "the base left trainable")(lambda model, t, make: _inject(model, t, make, freeze=False))
 mistake("inject_lora", "the wrapper bound to a local variable, not set on the parent module")(
     lambda model, t, make: _inject(model, t, make, assign=False))
@@ -562,6 +574,8 @@ def _nf4_codes(w, side="left", reciprocal=True, absmax_fn=lambda w: np.abs(w).ma
 
 
 mistake("nf4_quantize_block", "a value on a midpoint rounded up")(lambda w: _nf4_codes(w, side="right"))
+mistake("nf4_quantize_block", "w / absmax, not w · (1/absmax) in float32 as bitsandbytes")(
+    lambda w: _nf4_codes(w, reciprocal=False))
 mistake("nf4_quantize_block", "absmax = max(w), not max|w|")(lambda w: _nf4_codes(w, absmax_fn=np.max))
 mistake("nf4_quantize_block", "nearest level by |x - level| with argmin, without the float32 midpoints")(
     lambda w: (np.abs((w / np.abs(w).max())[:, None].astype(np.float64)
@@ -811,3 +825,31 @@ def test_key_patterns_name_real_formulas():
             continue
         for pattern in patterns:
             assert re.search(pattern, texts[where[name]]), f"KEYS[{name!r}] pattern {pattern!r} is nowhere in {where[name]}"
+
+
+@pytest.mark.parametrize("turn, named", [
+    (lambda e: 0.25 * e, "1/4 of the engine's everywhere — a mean where a sum belongs"),
+    (lambda e: 3 * e, "3× the engine's everywhere — a sum where a mean belongs"),
+    (lambda e: 0.7 * e, "0.7× the engine's everywhere"),
+    (lambda e: -e, "exactly the negative"),
+    (lambda e: e.T, "the transpose of the engine's"),
+    (lambda e: e * (1 + 2e-5), "agrees to 2e-05 only, a near miss — an eps missing"),
+    (lambda e: np.where(e > 0, np.inf, e), "inf or nan"),
+])
+def test_compare_names_the_common_mistakes(turn, named):
+    """A check's message names the mistake (makemore's cmp says only where), with the relative error."""
+    expected = np.random.default_rng(0).standard_normal((4, 4))
+    with pytest.raises(course.ExerciseFailed) as failure:
+        course.compare("dx", turn(expected), expected)
+    assert named in str(failure.value) and "relative error" in str(failure.value), str(failure.value)
+
+
+def test_compare_names_a_transposed_shape_and_stays_quiet_on_other_errors():
+    expected = np.random.default_rng(0).standard_normal((3, 5))
+    with pytest.raises(course.ExerciseFailed, match="the transpose's shape"):
+        course.compare("dW", expected.T, expected)
+    wrong = expected.copy()
+    wrong[0, 0] += 1.0                                # one entry off: nothing common to name
+    with pytest.raises(course.ExerciseFailed) as failure:
+        course.compare("dW", wrong, expected)
+    assert "differs from the engine's (relative error" in str(failure.value)

@@ -87,15 +87,61 @@ def check(fn):
 
 
 def compare(what, got, expected, atol=1e-8, rtol=1e-6):
-    """Raise ExerciseFailed unless ``got`` has ``expected``'s shape and values."""
+    """Raise ExerciseFailed unless ``got`` has ``expected``'s shape and values; the message gives the
+    relative error and names the mistake when it is a common one (see ``diagnose``)."""
     got = backend.to_numpy(got) if isinstance(got, Tensor) else np.asarray(got)
     expected = backend.to_numpy(expected)
     if got.shape != expected.shape:
-        raise ExerciseFailed(f"{what} has shape {got.shape}; expected {expected.shape}")
+        turned = " — the transpose's shape: a transpose?" if got.shape == expected.shape[::-1] else ""
+        raise ExerciseFailed(f"{what} has shape {got.shape}; expected {expected.shape}{turned}")
     if not np.allclose(got, expected, atol=atol, rtol=rtol):
         worst = np.unravel_index(np.argmax(np.abs(got - expected)), got.shape) if got.ndim else ()
-        raise ExerciseFailed(f"{what} differs from the engine's: at index {tuple(int(i) for i in worst)} "
-                             f"yours is {got[worst]:.6g}, the engine's {expected[worst]:.6g}")
+        raise ExerciseFailed(f"{what} differs from the engine's{diagnose(got, expected)} (relative error "
+                             f"{relative_error(got, expected):.1e}; at index {tuple(int(i) for i in worst)} "
+                             f"yours is {got[worst]:.6g}, the engine's {expected[worst]:.6g})")
+
+
+def relative_error(got, expected):
+    """max |got - expected| / max |expected|: one number for how far off, whatever the scale."""
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-300))
+
+
+def _constant_ratio(got, expected):
+    """The one number c with got = c · expected everywhere, or None."""
+    big = np.abs(expected) > 1e-9 * np.abs(expected).max()
+    if not big.any() or not np.all(np.isfinite(got)) or np.abs(got[~big]).max(initial=0) > 1e-9 * np.abs(got).max():
+        return None
+    ratio = float(np.median(got[big] / expected[big]))
+    return ratio if ratio != 0 and np.allclose(got, ratio * expected, rtol=1e-6, atol=1e-12) else None
+
+
+def _name_ratio(c):
+    for n in range(2, 65):
+        if np.isclose(c, 1 / n, rtol=1e-6):
+            return f"1/{n} of the engine's everywhere — a mean where a sum belongs, or a factor 1/{n} too many?"
+        if np.isclose(c, n, rtol=1e-6):
+            return f"{n}× the engine's everywhere — a sum where a mean belongs, or a factor {n} too many?"
+    return f"{c:.4g}× the engine's everywhere — a scale factor missing or extra?"
+
+
+def diagnose(got, expected):
+    """': <the likely mistake>' when ``got`` is ``expected`` turned by a common slip, else ''."""
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if got.shape != expected.shape or not np.abs(expected).max(initial=0) > 0 or not np.all(np.isfinite(got)):
+        return "" if np.all(np.isfinite(got)) else ": yours holds inf or nan: an overflow (exp of a large number?)"
+    rel = relative_error(got, expected)
+    if rel < 1e-3:
+        return f": it agrees to {rel:.0e} only, a near miss — an eps missing (or added twice), or a constant rounded?"
+    if np.allclose(got, -expected, rtol=1e-6, atol=1e-12):
+        return ": exactly the negative of the engine's — a sign flipped?"
+    if got.ndim >= 2 and got.shape[-1] == got.shape[-2] and \
+            np.allclose(got, np.swapaxes(expected, -1, -2), rtol=1e-6, atol=1e-12):
+        return ": the transpose of the engine's — a transpose, or the factors of a product swapped?"
+    ratio = _constant_ratio(got, expected)
+    if ratio is not None:
+        return ": " + _name_ratio(ratio)
+    return ""
 
 
 def cmp(what, got, expected, atol=1e-9):

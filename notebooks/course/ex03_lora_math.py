@@ -95,7 +95,7 @@ def _tiny_gpt():
 @exercise
 def inject_lora(fn):
     idx = np.random.default_rng(4).integers(0, 13, (2, 8))
-    for targets in (["c_attn"], ["c_fc", "attn.c_proj"]):
+    for targets in (["c_attn"], ["c_fc", "attn.c_proj"], ["c_attn", "fc"]):   # "fc" is no module's name or tail
         model = _tiny_gpt()
         base_logits = model(idx)[0].numpy()
         expected = sorted(n for n, m in model.named_modules() if isinstance(m, Linear) and _peft_match(n, targets))
@@ -103,8 +103,9 @@ def inject_lora(fn):
         wrapped = sorted(n for n, m in model.named_modules() if isinstance(m, LinearWithLoRA))
         if wrapped != expected:
             raise ExerciseFailed(f"targets {targets}: you wrapped {wrapped or 'nothing'}; PEFT wraps {expected} "
-                                 "(a name matches when it equals a target or ends with '.' + target; the wrapper "
-                                 "must replace the attribute on the parent module)")
+                                 "(a name matches when it equals a target or ends with '.' + target — not when it "
+                                 "merely contains it or ends with its letters; the wrapper must replace the "
+                                 "attribute on the parent module)")
         trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
         want = sorted(f"{n}.lora_{f}" for n in expected for f in "AB")
         if trainable != want:

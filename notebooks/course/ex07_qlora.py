@@ -11,9 +11,28 @@ from lora_np.quant.nf4 import NF4_MIDPOINTS
 from . import ExerciseFailed, compare, exercise
 
 
+def _divide_or_multiply(absmax):
+    """Values w for which w · (1/absmax) lands on a midpoint in float32 while w / absmax does not (or the
+    other way round): bitsandbytes multiplies by the reciprocal, and only these values tell the two apart."""
+    inv, found = np.float32(1) / absmax, []
+    for m in NF4_MIDPOINTS:
+        w = np.float32(m * absmax)
+        for step in (-2, -1, 0, 1, 2):
+            v = w
+            for _ in range(abs(step)):
+                v = np.nextafter(v, np.float32(step * np.inf))
+            if np.searchsorted(NF4_MIDPOINTS, np.float32(v * inv)) != np.searchsorted(NF4_MIDPOINTS, np.float32(v / absmax)):
+                found.append(v)
+    return np.array(found, dtype=np.float32)
+
+
 def _blocks():
+    """A block of small weights, a block of ties (every level and midpoint, times an absmax that is not
+    1, so that w/absmax and w·(1/absmax) differ), and a block of large weights."""
     rng = np.random.default_rng(7)
-    ties = np.concatenate([[1.0], NF4_MIDPOINTS, NF4_CODE, -NF4_MIDPOINTS[:14], np.zeros(18)]).astype(np.float32)
+    absmax = np.float32(1.3)
+    ties = np.concatenate([[absmax], _divide_or_multiply(absmax), NF4_MIDPOINTS * absmax, NF4_CODE * absmax,
+                           np.zeros(64)]).astype(np.float32)
     return [(rng.standard_normal(64) * 0.02).astype(np.float32), ties[:64],
             (rng.standard_normal(64) * 3).astype(np.float32)]
 
@@ -32,7 +51,8 @@ def nf4_quantize_block(fn):
             where = f" (first at index {wrong[0]}: yours {codes[wrong[0]]}, bitsandbytes' {ref_codes[wrong[0]]})" \
                 if len(wrong) else f" (shape {codes.shape}, expected (64,))"
             raise ExerciseFailed(f"codes of block {i} differ from nf4_quantize's{where}; a value exactly between two "
-                                 f"levels takes the lower one")
+                                 f"levels takes the lower one; scale by w · (1/absmax) in float32, as bitsandbytes "
+                                 f"does (block {i}'s absmax is {float(ref_absmax[0]):.4g})")
     return "the same codes and absmax as nf4_quantize (and bitsandbytes), midpoint ties included"
 
 
