@@ -3,6 +3,7 @@ cell of assertions that prints "all checks passed" — so a claim that stops bei
 The notebooks are a numbered course (01_, 02_, ...); exercises' solutions run with them
 (tests/test_exercises.py shows that each exercise's check fails on its stub)."""
 
+import re
 import time
 from pathlib import Path
 
@@ -51,3 +52,51 @@ def test_notebook_runs_within_budget(path, backend_name, monkeypatch):
     elapsed = time.perf_counter() - start
     assert elapsed < BUDGET_S, f"{path.name} took {elapsed:.0f} s, over its {BUDGET_S} s budget"
     assert "all checks passed" in _last_code_cell_text(nb), f"{path.name}'s last cell did not print 'all checks passed'"
+
+
+# ---------------------------------------------------------------- figures quoted in prose come from outputs
+# A figure is a number a reader takes as measured: one with a decimal point, or one followed by a unit
+# of time, memory, share or ratio (ms, µs, s is left out: "5 s" budgets are not measurements; %, MB, MiB,
+# GB, GiB, KB, ×). Math ($...$), code spans, links and section numbers (§4.1) are not prose figures. A
+# figure is sourced when an output of the same notebook prints it (with its unit, the output may have more
+# decimals), or, without a unit or with ×, when the notebook's code sets it (σ = 0.02, ratio=16).
+_NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`|\[[^\]]*\]\([^)]*\)|https?://\S+", re.S)
+_FIGURE = re.compile(r"(?<![\w.§,])(\d+(?:\.\d+)?)(\s?(?:ms|µs|%|MB|MiB|GB|GiB|KB|kB|×(?!\s?\d)))?")
+_EXTERNAL = {  # figures quoted from elsewhere or computed in the sentence itself: (notebook, figure) -> why
+    ("08_real_gpt2", "40 GB"): "GPT-2 paper: the size of WebText",
+    ("08_real_gpt2", "51 MB"): "arithmetic in the sentence: 256 × 50,257 × 4 bytes",
+}
+
+
+def prose_figures(markdown):
+    """(number, unit) for each figure in a markdown cell's prose."""
+    return [(n, u.strip()) for n, u in _FIGURE.findall(_NOT_PROSE.sub(" ", markdown)) if "." in n or u]
+
+
+def _sourced(number, unit, outputs, code):
+    at = rf"(?<![\d.]){re.escape(number)}(?!\d)"
+    if unit == "×" and re.search(at, code):          # a factor the code sets (ratio=16)
+        return True
+    if unit:
+        return re.search(at + r"(?:\.\d+)?\s?" + re.escape(unit), outputs) is not None
+    return re.search(at, outputs) is not None or re.search(at, code) is not None
+
+
+def test_prose_figures_rule():
+    assert prose_figures("LoRA measured 54 against 31 ms, $r = 8.5$, `0.25`, §4.1, 3.88 bits, 16× faster, 8 × 64") \
+        == [("31", "ms"), ("3.88", ""), ("16", "×")]
+    assert _sourced("31", "ms", "step: 31.2 ms", "") and not _sourced("31", "ms", "step: 131 ms", "")
+    assert _sourced("0.02", "", "", "w = rng.standard_normal(3) * 0.02") and not _sourced("1.5", "", "11.5", "")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_figure_quoted_in_prose_is_printed(path):
+    """A number in the text that no output prints is a claim a re-run cannot confirm (issue 37)."""
+    nb = nbformat.read(path, as_version=4)
+    outputs = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                        for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    unsourced = [f"cell {i}: {n}{' ' + u if u else ''}" for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                 for n, u in prose_figures(c.source)
+                 if not _sourced(n, u, outputs, code) and (path.stem, f"{n} {u}".strip()) not in _EXTERNAL]
+    assert not unsourced, f"{path.name}: figures in the prose that no output prints: {unsourced}"

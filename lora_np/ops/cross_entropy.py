@@ -28,7 +28,8 @@ def validated_targets(targets, n_rows, vocab, ignore_index):
 
 
 def cross_entropy(logits, targets, ignore_index=-1):
-    """Mean over rows of -log softmax(logits)[target].   dL/dlogits = (softmax - onehot) / N.
+    """Mean over rows of -log softmax(logits)[target], computed stably and fused with its backward
+    (derived in the nested ``backward``'s docstring and the module's; notebook 01 asks it as an exercise).
 
     ``logits``: (N, V) or (B, T, V); ``targets``: ints of shape (N,) or (B, T); rows whose target
     is ``ignore_index`` add nothing to the loss or the gradient.
@@ -54,6 +55,8 @@ def cross_entropy(logits, targets, ignore_index=-1):
     logits_shape = logits.shape
 
     def backward(g):
+        """dL/dz = (softmax(z) - onehot(t)) / N: L = log Σⱼ e^zⱼ - z_t gives e^zⱼ / Σ e^z - [j = t] per row,
+        and the mean over the N counted rows divides by N; ignored rows get 0."""
         grad = probs  # reused in place: the graph is used once, so this buffer is ours
         grad[rows, t] -= 1
         if n < keep.size:

@@ -27,7 +27,9 @@ def softmax_backward_array(g, y, axis=-1, out=None):
 
 
 def softmax(x, axis=-1):
-    """y = eˣ / Σ eˣ along ``axis``.   dL/dx = y ⊙ (g - Σ g ⊙ y)."""
+    """y = eˣ / Σ eˣ along ``axis``, the row maximum subtracted first. Its backward is
+    ``softmax_backward_array`` (the derivation is there: notebook 01 asks it as an exercise, so the
+    public op's help does not give it away)."""
     y = softmax_array(x.data, axis)
     return Tensor._from_op(y, (x,), lambda g: (softmax_backward_array(g, y, axis),))
 
