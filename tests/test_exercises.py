@@ -361,6 +361,27 @@ mistake("block_backward", "ln_2's backward evaluated at its output h2 instead of
     lambda g, cache, p: _block_backward(g, cache, p, ln_input="h2"))
 
 
+@mistake("embedding_backward", "dW[ids] += g: fancy-index += keeps one of the repeated tokens' rows")
+def _(g, ids, V):
+    dW = np.zeros((V, g.shape[-1]))
+    dW[ids.reshape(-1)] += g.reshape(-1, g.shape[-1])
+    return dW
+
+
+@mistake("embedding_backward", "each token's rows averaged, not summed")
+def _(g, ids, V):
+    dW = np.zeros((V, g.shape[-1]))
+    np.add.at(dW, ids.reshape(-1), g.reshape(-1, g.shape[-1]))
+    return dW / np.maximum(np.bincount(ids.reshape(-1), minlength=V), 1)[:, None]
+
+
+@mistake("embedding_backward", "only the first sequence of the batch")
+def _(g, ids, V):
+    dW = np.zeros((V, g.shape[-1]))
+    np.add.at(dW, ids[0], g[0])
+    return dW
+
+
 # 03 · LoRA's mathematics
 @mistake("lora_forward", "the scale s forgotten")
 def _(x, W, b, A, B, s, keep):
@@ -736,6 +757,21 @@ def _(g, a, b):
     return g * b * sig * (1 + a * (1 - sig)), g * a
 
 
+@mistake("gqa_kv_backward", "the mean over the group, not the sum")
+def _(g, n_kv):
+    return g.reshape(n_kv, -1, *g.shape[1:]).mean(axis=1)
+
+
+@mistake("gqa_kv_backward", "groups taken as every H_kv-th head (interleaved), not consecutive heads")
+def _(g, n_kv):
+    return g.reshape(-1, n_kv, *g.shape[1:]).sum(axis=0)
+
+
+@mistake("gqa_kv_backward", "the first query head of each group only")
+def _(g, n_kv):
+    return g[::g.shape[0] // n_kv]
+
+
 # ---------------------------------------------------------------- key expressions that give an answer away
 KEYS = {  # regular expressions on the text with all whitespace removed: code, LaTeX and plain-text forms
     "topological_order": [r"print\(inspect\.getsource\(_topological_order\)\)", r"visit\(parent\)order\.append",
@@ -751,6 +787,8 @@ KEYS = {  # regular expressions on the text with all whitespace removed: code, L
     "gelu_backward": [r"\\tfrac12\(1\+\\tanhu\)\+\\tfrac12\\,x", r"\(1-t\*\*2\)\*c\*\(1\+3\*0\.044715",
                       r"\(1-\\tanh\^2u\)\\?,?\\sqrt\{2/\\pi\}\\?,?\(1\+3"],
     "block_backward": [r"np\.concatenate\(\[dq,dk,dv\],axis=1\)", r"d\[\"x1\"\]=g\+dx1", r"d\[\"x\"\]=d\[\"x1\"\]\+dx"],
+    "embedding_backward": [r"np\.add\.at\(dW,ids", r"add\.at\(", r"\\sum_\{i:\\,?\\text\{ids\}_i=v\}"],
+    "gqa_kv_backward": [r"\.sum\(axis=1\)", r"\\sum_\{h:\\,?h//G=j\}", r"reshape\(n_kv,-1"],
     "lora_forward": [r"\(x\*keep\)@A\.T\)@B\.T", r"(?i)\(XA\^\\top\)\\?,?B\^\\top", r"(?i)\\big\(XA\^\\top\\big\)B\^\\top",
                      r"(?i)x\^\\top\\?,?A\^\\top\\?,?B\^\\top", r"(?i)\(xAᵀ\)Bᵀ"],
     "inject_lora": [r"name\.endswith\(\"\.\"\+t\)for", r"setattr\(modules\[parent\],attr"],

@@ -60,7 +60,7 @@ def test_notebook_runs_within_budget(path, backend_name, monkeypatch):
 # GB, GiB, KB, ×). Math ($...$), code spans, links and section numbers (§4.1) are not prose figures. A
 # figure is sourced when an output of the same notebook prints it (with its unit, the output may have more
 # decimals), or, without a unit or with ×, when the notebook's code sets it (σ = 0.02, ratio=16).
-_NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`|\[[^\]]*\]\([^)]*\)|https?://\S+", re.S)
+_NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`|\[[^\]]*\]\([^)]*\)|https?://\S+", re.DOTALL)
 _FIGURE = re.compile(r"(?<![\w.§,])(\d+(?:\.\d+)?)(\s?(?:ms|µs|%|MB|MiB|GB|GiB|KB|kB|×(?!\s?\d)))?")
 _EXTERNAL = {  # figures quoted from elsewhere or computed in the sentence itself: (notebook, figure) -> why
     ("08_real_gpt2", "40 GB"): "GPT-2 paper: the size of WebText",

@@ -149,3 +149,16 @@ def block_backward(fn):
         raise ExerciseFailed(f"wrong: {wrong} (the first, in backward order, is where the mistake is)")
     gradcheck(as_op(lambda x: block_forward(x, p)[0], lambda g, x: fn(g, block_forward(x, p)[1], p)["x"]), [leaf(x)])
     return f"all {len(INTERMEDIATES)} intermediates and {len(p)} parameters equal the engine's; dx equals central differences"
+
+
+@exercise
+def embedding_backward(fn):
+    """dW for y = W[ids]: every position's gradient row added into the row of its token, repeats summed
+    (ids below repeat tokens within a row and across the batch, so an assignment cannot pass)."""
+    V, C = 7, 3
+    ids = np.array([[1, 4, 1, 0], [4, 4, 6, 1]])
+    W, g = random(V, C), random(2, 4, C, seed=1)
+    dW = fn(g, ids, V)
+    compare("dW", dW, engine_grads(lambda w: ops.embedding(ids, w), W, g=g)[0])
+    gradcheck(as_op(lambda w: w[ids], lambda g, w: fn(g, ids, V)), [leaf(W)])
+    return "matches the engine's embedding and central differences (repeated tokens summed)"

@@ -102,3 +102,18 @@ def swiglu_backward(fn):
     compare("db (the up projection's gradient)", db, want[1])
     gradcheck(as_op(lambda a, b: silu(a) * b, fn), [leaf(a), leaf(b)])
     return "matches the engine's swiglu and central differences"
+
+
+@exercise
+def gqa_kv_backward(fn):
+    """Grouped-query attention shares each K/V head with G consecutive query heads (query head h reads
+    K/V head h // G). Given the gradient each query head sends to its copy of K, (H, T, d), return the
+    gradient of the shared K, (H_kv, T, d)."""
+    H, H_kv, T, d = 6, 2, 4, 3
+    q, k, v, g = random(H, T, d), random(H_kv, T, d, seed=1), random(H_kv, T, d, seed=2), random(H, T, d, seed=3)
+    copies = leaf(np.repeat(k, H // H_kv, axis=0))          # each query head's own copy of its K/V head
+    ops.scaled_dot_product_attention(leaf(q), copies, leaf(np.repeat(v, H // H_kv, axis=0))).backward(g)
+    dk = fn(np.asarray(copies.grad), H_kv)
+    compare("dk", dk, engine_grads(ops.scaled_dot_product_attention, q, k, v, g=g)[1])
+    gradcheck(as_op(lambda k: np.repeat(k, H // H_kv, axis=0), lambda g, k: fn(g, H_kv)), [leaf(k)])
+    return "equals the engine's grouped attention gradient and central differences (a sum over each group)"
