@@ -9,8 +9,7 @@ from .gradcheck import GradcheckError, gradcheck
 from .lora import (LoraConfig, LoraEmbedding, LoraLinear, adapter_names_per_row, add_lora, add_weighted_adapter,
                    count_parameters, delete_adapter, disable_lora, load_adapter, lora_state_dict, merge_and_unload,
                    merge_lora, print_trainable_parameters, save_adapter, set_adapter, unmerge_lora)
-from .llama import Llama, LlamaConfig
-from .model import GPT, GPTConfig
+from .models import GPT, GPTConfig, Llama, LlamaConfig
 from .quant import QuantLinear, dequantize_model, is_quantized, quantize_model
 from .tokenizer import BPETokenizer, load_tokenizer
 from .training import TrainConfig, TrainResult, evaluate, train

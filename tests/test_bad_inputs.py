@@ -287,7 +287,7 @@ CLI_CASES = [
     ("cli-pissa-with-dora", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--init", "pissa",
                              "--dora"], "choose one of them"),
     ("cli-pissa-rank-too-large", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--init",
-                                  "pissa", "--lora-r", "6"], "must not exceed the model width n_embd=8"),
+                                  "pissa", "--lora-r", "6"], "must not exceed the model width 8"),
     ("cli-unknown-init", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--init", "loftq"],
      "invalid choice"),
     ("cli-loraplus-ratio-zero", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}",

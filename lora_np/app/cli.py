@@ -18,7 +18,7 @@ from .. import __version__, backend, distributed, parallel
 from ..checks import check_int, check_number
 from ..data import TASKS
 from ..lora import LoraConfig
-from ..model import GPTConfig
+from ..models import GPTConfig
 from ..training import TrainConfig
 from .commands import (TrainingStopped, cmd_demo, cmd_eval, cmd_finetune, cmd_generate, cmd_merge,
                        cmd_pretrain)

@@ -19,7 +19,7 @@ from ..io.hf_checkpoint import save_model
 from ..io.train_checkpoint import latest_checkpoint
 from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, merge_and_unload, save_adapter
 from ..lora.conversion import CONVERTED_INITS, as_plain_lora, initial_factors
-from ..model import GPT, GPTConfig
+from ..models import GPT, GPTConfig, family_of
 from ..optim import loraplus_param_groups
 from ..training import TrainConfig, evaluate, train
 from ..training.progress import say
@@ -161,9 +161,10 @@ def _check_converted_rank(args, config):
     """PiSSA/OLoRA train on a residual base; saved for the original base, the adapter has rank 2r."""
     if args.full or args.init not in CONVERTED_INITS:
         return
-    if 2 * args.lora_r > config.n_embd:
+    width = family_of(config).sizes(config).width
+    if 2 * args.lora_r > width:
         raise ValueError(f"--init {args.init} saves a rank-2r adapter (2 × --lora-r {args.lora_r}), which must not "
-                         f"exceed the model width n_embd={config.n_embd}")
+                         f"exceed the model width {width}")
     say(f"--init {args.init} --lora-r {args.lora_r}: trains rank {args.lora_r} on the base minus its top "
         f"{args.lora_r} directions, and saves a rank-{2 * args.lora_r} LoRA that applies to the original base "
         f"(PEFT's conversion)", args.quiet)
@@ -233,11 +234,12 @@ def _generate_prompt(args, tokenizer, config):
     user turn with the model's template, stops at its end-of-turn token and echoes nothing; otherwise
     the prompt is continued up to the end of text. The prompt is --prompt, or standard input."""
     prompt = sys.stdin.read() if args.prompt in (None, "-") else args.prompt
+    context = family_of(config).sizes(config).context
     if args.chat:
-        ids = chat_prompt_ids(tokenizer, prompt.strip(), config.block_size)
-        _say_chat_slides(args, len(ids), config.block_size)
+        ids = chat_prompt_ids(tokenizer, prompt.strip(), context)
+        _say_chat_slides(args, len(ids), context)
         return ids, tokenizer.end_of_turn_id, ""
-    ids = prompt_ids(tokenizer, prompt, config.block_size, args.unknown_chars, f"{args.prog} generate")
+    ids = prompt_ids(tokenizer, prompt, context, args.unknown_chars, f"{args.prog} generate")
     return ids, getattr(tokenizer, "eot_token_id", None), prompt
 
 

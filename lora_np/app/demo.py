@@ -22,7 +22,7 @@ from ..data import task_dataset
 from ..io.atomic import atomic_write_json, atomic_write_text
 from ..io.gpt2_checkpoint import save_gpt2
 from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, save_adapter
-from ..model import GPT, GPTConfig
+from ..models import GPT, GPTConfig
 from ..training import TrainConfig, evaluate, train
 from .report import format_table, plot_results
 

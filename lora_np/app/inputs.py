@@ -8,6 +8,7 @@ import numpy as np
 
 from ..data import TASKS, chat_dataset, encode_text, file_dataset, is_chat_jsonl, task_dataset
 from ..data.text_files import check_data_file_name, read_jsonl_examples, read_text_file
+from ..models import family_of
 from ..tokenizer import BPETokenizer, CharTokenizer
 
 
@@ -57,10 +58,11 @@ def new_tokenizer(args):
 
 def window(args, config):
     """The training/evaluation window: --block-size, at most the model's context (its default)."""
+    context = family_of(config).sizes(config).context
     if args.block_size is None:
-        return config.block_size
-    if args.block_size > config.block_size:
-        raise ValueError(f"--block-size {args.block_size} exceeds the model's context of {config.block_size} tokens")
+        return context
+    if args.block_size > context:
+        raise ValueError(f"--block-size {args.block_size} exceeds the model's context of {context} tokens")
     return args.block_size
 
 

@@ -1,8 +1,8 @@
 """Will a run fit in memory? An estimate made before anything is allocated, so that a size that
 cannot fit is refused with one line instead of a MemoryError halfway (and a half-made --out).
 
-    weights          P = parameter_count(config)                    GPT-2: V·C + T·C + L·(12C² + 13C) + 2C;
-                                                                    Llama/Qwen: its layers, as built
+    weights          P = parameter_count(config)                    the family spec's tensor shapes, summed
+                                                                    (GPT-2: V·C + T·C + L·(12C² + 13C) + 2C)
     training state   3·P_trainable                                  gradient + AdamW's two moments
     activations      L·(ACT·B·T·C + ATT·B·H·T²) + B·T·V             kept for the backward pass
 
@@ -19,45 +19,21 @@ with LoRA, 2×64 with V 5000): the estimate came within 25% of each. It refuses 
 import os
 
 from .. import backend
-from ..llama import LlamaConfig
+from ..models import family_of
 from ..training.evaluation import micro_batch
 
 ACT, ATT, FIT_FRACTION = 16, 2, 0.7
 
 
-def gpt_parameter_count(config):
-    """GPT-2's parameters: wte and wpe; per block c_attn, c_proj, c_fc, c_proj (12C² weights, 9C
-    biases) and two LayerNorms (4C: weight and bias); ln_f. The LM head is wte (tied). With
-    ``bias=False`` the Linears have no biases and each LayerNorm only its C weights."""
-    V, T, C, L = config.vocab_size, config.block_size, config.n_embd, config.n_layer
-    norm = 2 * C if config.bias else C
-    biases = 9 * C if config.bias else 0
-    return V * C + T * C + L * (12 * C * C + biases + 2 * norm) + norm
-
-
-def llama_parameter_count(config):
-    """A Llama-family decoder's parameters (``llama.py``), from its config: embed_tokens (V, C); per
-    layer q/o (C·H·d each), k/v (C·H_kv·d each), gate/up/down (3·C·I), two RMSNorms (2C), and the
-    switches' extras (Qwen2's q/k/v biases, o and MLP biases, Qwen3's q_norm/k_norm of d each);
-    the final norm (C); an own lm_head (V, C) unless tied to embed_tokens."""
-    c = config
-    V, C, L, I, d = c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.head_dim
-    q, kv = c.num_attention_heads * d, c.num_key_value_heads * d
-    attention = 2 * C * q + 2 * C * kv + (q + 2 * kv if c.qkv_bias else 0) + (C if c.o_bias else 0)
-    attention += 2 * d if c.qk_norm else 0
-    mlp = 3 * C * I + (2 * I + C if c.mlp_bias else 0)
-    head = 0 if c.tie_word_embeddings else V * C
-    return V * C + L * (attention + mlp + 2 * C) + C + head
-
-
 def parameter_count(config):
-    """The parameters of the model ``config`` describes: a LlamaConfig's family, else GPT-2."""
-    return llama_parameter_count(config) if isinstance(config, LlamaConfig) else gpt_parameter_count(config)
+    """The parameters of the model ``config`` describes, from its family's spec (models/)."""
+    return family_of(config).parameter_count(config)
 
 
 def run_bytes(config, batch_size, block_size, n_trainable, itemsize=4, training=True):
     """(total, parts): the estimated peak bytes of a training step (or an evaluation)."""
-    B, T, C, L, H, V = batch_size, block_size, config.n_embd, config.n_layer, config.n_head, config.vocab_size
+    s = family_of(config).sizes(config)
+    B, T, C, L, H, V = batch_size, block_size, s.width, s.layers, s.heads, s.vocab_size
     if training:
         activations = L * (ACT * B * T * C + ATT * B * H * T * T) + B * T * V
     else:
@@ -99,9 +75,10 @@ def check_fits(config, batch_size, block_size, n_trainable, itemsize=4, training
     total, parts = run_bytes(config, batch_size, block_size, n_trainable, itemsize, training)
     free = available_bytes()
     if free is not None and total > free:
+        sizes = family_of(config).sizes(config)
         detail = ", ".join(f"{name} {format_bytes(b)}" for name, b in parts.items() if b)
         raise ValueError(f"this run needs about {format_bytes(total)} ({detail}; batch {batch_size} × "
-                         f"{block_size} tokens, {config.n_layer} layers × {config.n_embd} wide) but only "
+                         f"{block_size} tokens, {sizes.layers} layers × {sizes.width} wide) but only "
                          f"{format_bytes(free)} is available; use a smaller --batch-size, --block-size or model")
     return total
 

@@ -6,8 +6,9 @@
                                    tokenizer.json (SmolLM2, Llama 3.2, Qwen2.5, Qwen3 ...)
     a character model              config.json, model.safetensors, char_vocab.json
 
-``MODEL_TYPES`` maps config.json's ``model_type`` to how such a folder is read: its config (cheap,
-read before any data is tokenized or memory estimated) and its weights. An adapter directory holds
+config.json's ``model_type`` names the family (``lora_np.models``), whose spec reads the config
+(cheap, before any data is tokenized or memory estimated) and gives the default LoRA targets;
+``load_model`` reads the weights. An adapter directory holds
 the adapter files plus a copy of its base's tokenizer files. A LoRA adapter's safetensors metadata
 records the SHA-256 of the base weights it was trained on, so it is never applied to another base
 by mistake.
@@ -18,17 +19,17 @@ import time
 from pathlib import Path
 
 from ..io.atomic import atomic_write_bytes, read_json
-from ..io.gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE, config_from_hf, load_gpt2
-from ..io.hf_checkpoint import INDEX_FILE, LLAMA_TYPES, llama_config_from_hf, load_model
+from ..io.gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from ..io.hf_checkpoint import INDEX_FILE, load_model
 from ..io.safetensors_file import open_safetensors
 from ..lora import load_adapter
 from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
+from ..models import family_for_type, family_of
 from ..tokenizer import BPETokenizer, CharTokenizer, load_tokenizer  # load_tokenizer: any folder's (tokenizer.json too)
 from ..tokenizer.bpe import FILE_NAMES as BPE_FILE_NAMES
 from ..training.progress import say
 from .memory import format_bytes, parameter_count
 
-MODEL_TYPES = {"gpt2": (config_from_hf, load_gpt2), **{kind: (llama_config_from_hf, load_model) for kind in LLAMA_TYPES}}
 LARGE_MODEL_BYTES = 64 << 20  # loading takes a noticeable time from here on
 # Files that travel with a Hugging Face tokenizer; copied byte for byte into what the CLI writes.
 HF_TOKENIZER_FILES = tuple(name for pair in BPE_FILE_NAMES for name in pair) + (
@@ -43,29 +44,27 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def _model_type(model_dir):
+def _model_family(model_dir):
+    """(the family's spec, config.json's dict, its path); a folder without model_type is a GPT-2."""
     path = Path(model_dir) / CONFIG_FILE
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
     hf = read_json(path, "model config")
-    kind = hf.get("model_type", "gpt2") if isinstance(hf, dict) else None
-    if kind not in MODEL_TYPES:
-        raise ValueError(f"{path}: model_type {kind!r} is not supported; supported: {', '.join(MODEL_TYPES)}")
-    return kind, hf, path
+    return family_for_type(hf.get("model_type", "gpt2") if isinstance(hf, dict) else None, path), hf, path
 
 
 def default_lora_targets(model_dir):
-    """The LoRA targets when --targets is not typed, PEFT's default for the model's family: GPT-2's
-    fused attention projection c_attn (a character model is a GPT-2), or q_proj and v_proj for
-    the Llama family (Llama, Qwen2, Qwen3)."""
-    return ("c_attn",) if _model_type(model_dir)[0] == "gpt2" else ("q_proj", "v_proj")
+    """The LoRA targets when --targets is not typed, PEFT's default for the model's family (its
+    spec's ``lora_targets``): GPT-2's fused attention projection c_attn (a character model is a
+    GPT-2), or q_proj and v_proj for the Llama family (Llama, Qwen2, Qwen3)."""
+    return _model_family(model_dir)[0].lora_targets
 
 
 def read_model_config(model_dir):
     """The model's config from its config.json alone (no weights read); errors name the file."""
-    kind, hf, path = _model_type(model_dir)
+    family, hf, path = _model_family(model_dir)
     try:
-        return MODEL_TYPES[kind][0](hf, path)
+        return family.config_from_hf(hf, path)
     except ValueError as exc:
         raise ValueError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
 
@@ -105,9 +104,9 @@ def check_adapter_base(adapter_dir, model_dir):
 
 
 def describe_model(config, itemsize=4):
-    n = parameter_count(config)
-    return (f"{n:,} parameters, {config.n_layer} layers × {config.n_embd} wide, context {config.block_size}, "
-            f"vocabulary {config.vocab_size:,} ({format_bytes(n * itemsize)})")
+    n, s = parameter_count(config), family_of(config).sizes(config)
+    return (f"{n:,} parameters, {s.layers} layers × {s.width} wide, context {s.context}, "
+            f"vocabulary {s.vocab_size:,} ({format_bytes(n * itemsize)})")
 
 
 def is_large(config):
@@ -119,13 +118,13 @@ def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True):
     ``quantize`` ("nf4", "int8") loads the Linear weights quantized (QLoRA's frozen base).
     Unless ``quiet``, a model above LARGE_MODEL_BYTES says on stderr what it loads and how long it took."""
     tokenizer = load_tokenizer(model_dir)
-    kind, config = _model_type(model_dir)[0], read_model_config(model_dir)
+    config = read_model_config(model_dir)
     check_vocab_sizes(tokenizer, config, model_dir)
     quiet = quiet or not is_large(config)
     say(f"loading {model_dir}: {describe_model(config)}" + (f", quantized to {quantize}" if quantize else ""),
         quiet)
     start = time.perf_counter()
-    model = MODEL_TYPES[kind][1](model_dir, quantize=quantize)
+    model = load_model(model_dir, quantize=quantize)
     if adapter_dir is not None:
         check_adapter_base(adapter_dir, model_dir)
         load_adapter(model, adapter_dir)

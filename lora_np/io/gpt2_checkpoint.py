@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import GPT
+from ..models import GPT
+from ..models.gpt2_spec import config_from_hf, config_to_hf
 from ..quant.weight import QuantWeight, check_scheme
 from .atomic import atomic_write_json, read_json
-from .gpt2_layout import (CONFIG_FILE, WEIGHTS_FILE, check_config_against_tensors, check_tied_lm_head, config_from_hf,
-                          config_to_hf, model_dtype, state_dict_from_checkpoint)
+from .gpt2_layout import (CONFIG_FILE, WEIGHTS_FILE, check_config_against_tensors, check_tied_lm_head, model_dtype,
+                          state_dict_from_checkpoint)
 from .gpt2_quantized import load_quantized_gpt2
 from .safetensors_file import open_safetensors, write_safetensors
 
@@ -47,7 +48,7 @@ def load_gpt2(path, dtype=np.float32, quantize=None, double_quant=True, block_si
     stored, _ = open_safetensors(weights)  # the header, checked; tensors are read one at a time below
     sd, lm_head = state_dict_from_checkpoint(stored, weights)
     check_config_against_tensors(config, sd, path)
-    model = GPT(config, dtype=dtype)
+    model = GPT(config, dtype=dtype, empty=True)  # placeholders: every weight is read below
     try:
         model.load_state_dict(sd, strict=True)
     except ValueError as exc:

@@ -1,8 +1,9 @@
-"""GPT-2's Hugging Face layout: the config.json fields and the tensor names of model.safetensors.
+"""GPT-2's files as the hub has them: model.safetensors checked against config.json.
 
-    config.json         n_embd, n_layer, n_head, n_positions (or n_ctx), vocab_size, ... -> GPTConfig
     model.safetensors   "transformer.h.0.attn.c_attn.weight" (768, 2304), ... (the hub's files omit
                         "transformer." and carry attention-mask buffers and a tied lm_head.weight)
+
+The config and the tensor names and shapes are the family's spec (``models/gpt2_spec.py``).
 
 Shared by the float loader (``gpt2_checkpoint.py``) and the quantized one (``gpt2_quantized.py``),
 which check the same things before building anything.
@@ -11,7 +12,8 @@ which check the same things before building anything.
 import numpy as np
 
 from ..backend import to_numpy
-from ..model import GPTConfig
+from ..models.gpt2_spec import GPT2
+from .tensor_shapes import check_tensor_shapes
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 _TOP_LEVEL = ("wte.", "wpe.", "h.", "ln_f.")
@@ -27,49 +29,6 @@ def model_dtype(dtype):
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64; got {dtype!r}")
     return dt
-
-
-def config_from_hf(cfg, path="config.json"):
-    """A GPTConfig from a Hugging Face GPT-2 config dict, refusing variants this model does not compute."""
-    def field(name, *alternatives):
-        for key in (name,) + alternatives:
-            if key in cfg:
-                return cfg[key]
-        raise ValueError(f"{path}: missing field {name!r} (a GPT-2 config needs n_embd, n_layer, n_head, "
-                         f"n_positions, vocab_size)")
-
-    n_embd = field("n_embd")
-    if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"{path}: activation_function {cfg['activation_function']!r} is not supported; "
-                         f"lora_np computes GPT-2's tanh GELU ('gelu_new')")
-    if cfg.get("n_inner") is not None and cfg.get("n_inner") != (4 * n_embd if type(n_embd) is int else None):
-        raise ValueError(f"{path}: n_inner={cfg['n_inner']!r} is not supported; the MLP width is 4·n_embd")
-    eps = cfg.get("layer_norm_epsilon", 1e-5)
-    if type(eps) not in (int, float) or abs(eps - 1e-5) > 1e-12:
-        raise ValueError(f"{path}: layer_norm_epsilon={eps!r} is not supported; GPT-2 uses 1e-5")
-    dropout = cfg.get("resid_pdrop", 0.1)
-    if type(dropout) not in (int, float):
-        raise ValueError(f"{path}: resid_pdrop={dropout!r} must be a number in [0, 1)")
-    for flag, wanted in (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False),
-                         ("scale_attn_weights", True), ("tie_word_embeddings", True)):
-        if cfg.get(flag, wanted) != wanted:
-            raise ValueError(f"{path}: {flag}={cfg[flag]} is not supported (GPT-2 uses {wanted})")
-    return GPTConfig(vocab_size=field("vocab_size"), block_size=field("n_positions", "n_ctx"),
-                     n_layer=field("n_layer"), n_head=field("n_head"), n_embd=n_embd,
-                     dropout=float(dropout), bias=True)
-
-
-def config_to_hf(config, dtype):
-    return {
-        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-        "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_ctx": config.block_size,
-        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
-        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
-        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
-        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-        "tie_word_embeddings": True, "bos_token_id": None, "eos_token_id": None,
-        "dtype": str(np.dtype(dtype)), "torch_dtype": str(np.dtype(dtype)),
-    }
 
 
 def state_dict_from_checkpoint(tensors, path=WEIGHTS_FILE):
@@ -95,8 +54,9 @@ def state_dict_from_checkpoint(tensors, path=WEIGHTS_FILE):
 
 
 def check_config_against_tensors(config, sd, path):
-    """The config's sizes must match the file's embeddings and layer count, checked before a model of
-    that size is built (a damaged config could otherwise ask for an enormous one)."""
+    """The config's sizes must match the file's embeddings and layer count, then every tensor the
+    spec names must be there with its shape: checked before a model of that size is built (a
+    damaged config could otherwise ask for an enormous one)."""
     expected = {"transformer.wte.weight": (config.vocab_size, config.n_embd),
                 "transformer.wpe.weight": (config.block_size, config.n_embd)}
     for key, shape in expected.items():
@@ -106,6 +66,7 @@ def check_config_against_tensors(config, sd, path):
     layers = {key.split(".")[2] for key in sd if key.startswith("transformer.h.")}
     if len(layers) != config.n_layer or layers != {str(i) for i in range(config.n_layer)}:  # count first: cheap
         raise ValueError(f"{path}: config.json says n_layer={config.n_layer}; the weights hold {len(layers)} layers")
+    check_tensor_shapes(GPT2.tensor_shapes(config), sd, path)
 
 
 def check_tied_lm_head(lm_head, wte, weights):

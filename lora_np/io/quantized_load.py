@@ -1,11 +1,10 @@
-"""Filling a model skeleton from a checkpoint straight into 4-/8-bit codes, one tensor at a time.
+"""Filling a model from a checkpoint straight into 4-/8-bit codes, one tensor at a time.
 
-What the GPT-2 loader (gpt2_quantized.py) and the Llama family's (hf_checkpoint.py) share. Each
-builds a *narrow* skeleton of its model (the right modules and names, every width that a Linear
-weight would have set to 1, so that nothing of the float32 model is allocated), then hands each
-module to ``fill_quantized``: every ``Linear`` becomes a ``QuantLinear`` of its stored weight,
-read as float, quantized and dropped at once; every other parameter (embeddings, norms, biases)
-is read as stored, and the module's size attributes follow the tensor read. The peak is the final
+What the GPT-2 loader (gpt2_quantized.py) and the spec-driven one (hf_checkpoint.py) share. Each
+builds its model at full size with ``empty=True``: every weight a placeholder of the right shape
+with no memory behind it (``nn.init.placeholder``), then hands it to ``fill_quantized``: every
+``Linear`` becomes a ``QuantLinear`` of its stored weight, read as float, quantized and dropped at
+once; every other parameter (embeddings, norms, biases) is read as stored. The peak is the final
 model plus about one float tensor in flight, instead of the whole float32 model beside its codes.
 
 ``read(name)`` returns the named tensor as a float array in lora_np's layout ((in, out) for a
@@ -18,10 +17,6 @@ from ..quant.blocks import check_block_size
 from ..quant.linear import QuantLinear
 from ..quant.weight import QuantWeight
 
-# a module's size attribute -> the axis of its weight that gives it (Embedding, LayerNorm, RMSNorm)
-SIZE_ATTRIBUTES = {"num_embeddings": 0, "embedding_dim": 1, "normalized_shape": -1}
-
-
 def check_block_sizes(in_features, block_size, scheme):
     """Every Linear's in_features ({weight name: n}) must split into whole blocks: checked for all
     of them before anything is read, so a bad block size fails at once, not after minutes of work."""
@@ -30,13 +25,13 @@ def check_block_sizes(in_features, block_size, scheme):
 
 
 def _read_parameters(module, prefix, read):
-    """The module's own parameters (not its children's) read as stored; its sizes follow its weight."""
-    for attr in [n for n, _ in module.named_parameters() if "." not in n]:
-        setattr(module, attr, Parameter(read(prefix + attr)))
-        if attr == "weight":
-            for size, axis in SIZE_ATTRIBUTES.items():
-                if hasattr(module, size):
-                    setattr(module, size, module.weight.shape[axis])
+    """The module's own parameters (not its children's) read as stored, each checked against the
+    placeholder's shape (the spec's shapes were checked against the file before)."""
+    for attr, p in [(n, p) for n, p in module.named_parameters() if "." not in n]:
+        value = read(prefix + attr)
+        if value.shape != p.shape:
+            raise ValueError(f"{prefix + attr} has shape {value.shape} in the file, {p.shape} in the model")
+        setattr(module, attr, Parameter(value))
 
 
 def fill_quantized(module, prefix, read, quant):

@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import backend
 from ..io.atomic import atomic_write_json, read_json
 from ..io.safetensors_file import read_safetensors, write_safetensors
-from ..llama import Llama
+from ..models import family_of
 from ..nn import Linear
 from .adapters import _require_adapter, _target_layers, active_adapter, add_lora, adapter_names, lora_layers
 from .config import LoraConfig
@@ -67,11 +67,11 @@ def _config_from_peft(cfg, path):
 
 
 def _fan_in_fan_out(model):
-    """PEFT's ``fan_in_fan_out`` for ``model``'s Hugging Face twin: True when its checkpoint stores weights
-    (in, out), as GPT-2's Conv1D does; False for the Llama family's nn.Linear, stored (out, in). lora_np
+    """PEFT's ``fan_in_fan_out`` for ``model``'s Hugging Face twin, from its family's spec: True when its
+    checkpoint stores weights (in, out), as GPT-2's Conv1D does; False for nn.Linear's (out, in). lora_np
     keeps every weight (in, out) and the files' lora_A (r, in) / lora_B (out, r) are the same either way:
     the flag only tells PEFT the base's layout (set wrongly, PEFT warns and corrects it). Loading accepts both."""
-    return not isinstance(model, Llama)
+    return family_of(model).fan_in_fan_out
 
 
 def save_adapter(model, path, adapter_name=None, metadata=None):

@@ -14,12 +14,19 @@ def _check_shape(shape):
         check_int(f"each size in the parameter shape {tuple(shape)}", n, min=1)
 
 
-def normal(shape, std, dtype=np.float32):
-    """N(0, std²) draws; ``std=None``: allocated, not drawn, for a loader to fill (untouched pages
-    take no memory, so a model built to be loaded never holds a random copy beside the real one)."""
+def placeholder(shape, dtype=np.float32):
+    """A weight still to be read: the right shape and dtype, one zero behind it (a read-only,
+    zero-stride view) and no memory. A loader replaces it, so a model built to be loaded, even a
+    quantized one on a GPU, never holds a float copy of its weights beside the real ones."""
     _check_shape(shape)
+    return backend.xp.broadcast_to(backend.xp.zeros((), dtype=dtype), tuple(shape))
+
+
+def normal(shape, std, dtype=np.float32):
+    """N(0, std²) draws; ``std=None``: a ``placeholder``, for a loader to fill."""
     if std is None:
-        return backend.xp.empty(shape, dtype=dtype)
+        return placeholder(shape, dtype)
+    _check_shape(shape)
     return backend.asarray(backend.host_rng().normal(0.0, std, size=shape).astype(dtype))
 
 

@@ -1,6 +1,6 @@
 """One decoder for the Llama family: Llama 3.2, SmolLM2, Qwen2/Qwen2.5 and Qwen3 are config switches.
 
-GPT-2 (model.py), changed one piece at a time, as in rasbt's LLMs-from-scratch:
+GPT-2 (gpt2.py), changed one piece at a time, as in rasbt's LLMs-from-scratch:
 
     x = embed_tokens[idx]                                       no learned positions: RoPE, in attention
     for each layer:
@@ -13,23 +13,24 @@ GPT-2 (model.py), changed one piece at a time, as in rasbt's LLMs-from-scratch:
     RMS-normalises each q and k head (q_norm, k_norm) before the rotation. No biases elsewhere.
 
 Parameter names are Hugging Face's (``model.layers.0.self_attn.q_proj.weight``), so checkpoints
-and PEFT adapter files map one to one. As in GPT-2 here, every ``Linear`` stores its weight as
-(in, out): the loader transposes Hugging Face's (out, in) ``nn.Linear`` weights. The LM head weight
-is (V, C) like the embedding, and runs through the fused chunked head (``ops.lm_head_loss``).
+and PEFT adapter files map one to one; every ``Linear`` weight is stored (in, out), the transpose of
+Hugging Face's nn.Linear (the package docstring says why). The LM head weight is (V, C) like the
+embedding, and runs through the fused chunked head (``ops.lm_head_loss``). Generation passes a
+``KVCache`` (cache.py) down the same forward: ``hidden_states(idx, cache=cache)``.
 """
 
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import backend, ops
-from .autograd import Parameter, Tensor, is_grad_enabled, no_grad
-from .checks import check_int, check_number, check_probability
-from .generation import check_generate_args, decode
-from .nn import Embedding, Linear, Module, ModuleDict, ModuleList, RMSNorm, init
-from .ops.attention import grouped_views, sdpa_forward
-from .ops.index_arrays import check_token_batch
-from .ops.rope import ROPE_TYPES, rope_inv_freq, rope_tables
+from .. import ops
+from ..autograd import Parameter, Tensor, is_grad_enabled
+from ..checks import check_int, check_number, check_probability
+from ..nn import Embedding, Linear, Module, ModuleDict, ModuleList, RMSNorm, init
+from ..ops.index_arrays import check_token_batch
+from ..ops.rope import ROPE_TYPES, rope_inv_freq, rope_tables
+from .cache import attend, check_cache_positions
+from .generation import generate
 
 MODEL_TYPES = ("llama", "qwen2", "qwen3")  # config.json's model_type of the family's members
 LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
@@ -86,13 +87,6 @@ class LlamaConfig:
     def to_dict(self):
         return asdict(self)
 
-    # GPT's names for the same sizes, for the tools written around GPTConfig (the CLI's context
-    # window and its memory estimate)
-    block_size = property(lambda self: self.max_position_embeddings)
-    n_layer = property(lambda self: self.num_hidden_layers)
-    n_embd = property(lambda self: self.hidden_size)
-    n_head = property(lambda self: self.num_attention_heads)
-
 
 def check_rope_scaling(scaling):
     """None for plain RoPE, or a llama3 dict with its four numbers; any other type is refused."""
@@ -114,18 +108,18 @@ def check_rope_scaling(scaling):
 class LlamaAttention(Module):
     """Grouped-query self-attention with RoPE (and Qwen2's q/k/v biases, Qwen3's q/k norms)."""
 
-    def __init__(self, config, dtype, std=0.02):
+    def __init__(self, config, dtype, std=0.02, layer_idx=0):
         super().__init__()
         c, d = config, config.head_dim
         self.n_head, self.n_kv_head, self.head_dim, self.dropout = (c.num_attention_heads, c.num_key_value_heads,
                                                                     d, c.attention_dropout)
+        self.layer_idx = layer_idx
         self.q_proj = Linear(c.hidden_size, c.num_attention_heads * d, bias=c.qkv_bias, std=std, dtype=dtype)
         self.k_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, std=std, dtype=dtype)
         self.v_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, std=std, dtype=dtype)
         self.o_proj = Linear(c.num_attention_heads * d, c.hidden_size, bias=c.o_bias, std=std, dtype=dtype)
-        if c.qk_norm:
-            self.q_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype)
-            self.k_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype)
+        self.q_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype) if c.qk_norm else None  # Qwen3
+        self.k_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype) if c.qk_norm else None
 
     def rotated_qkv(self, x, cos, sin):
         """(B, T, C) -> q (B, H, T, d), k (B, H_kv, T, d) rotated by RoPE, v (B, H_kv, T, d)."""
@@ -133,7 +127,7 @@ class LlamaAttention(Module):
         q = self.q_proj(x).reshape(b, t, self.n_head, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.n_kv_head, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.n_kv_head, self.head_dim)
-        if "q_norm" in self._modules:
+        if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, d/2): broadcast over the heads
         q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)
@@ -144,9 +138,12 @@ class LlamaAttention(Module):
         b, _, t, _ = y.shape
         return self.o_proj(y.swapaxes(1, 2).reshape(b, t, self.n_head * self.head_dim))
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, cache=None):
         q, k, v = self.rotated_qkv(x, cos, sin)
-        return self.merge_heads(ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training))
+        if cache is None:
+            return self.merge_heads(ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training))
+        keys, values = cache.update(k.data, v.data, self.layer_idx)  # generation: attend over the cache
+        return self.merge_heads(Tensor(attend(q.data, keys, values)))
 
 
 class LlamaMLP(Module):
@@ -168,15 +165,15 @@ class LlamaDecoderLayer(Module):
 
     supports_gradient_checkpointing = True
 
-    def __init__(self, config, dtype, std=0.02):
+    def __init__(self, config, dtype, std=0.02, layer_idx=0):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
-        self.self_attn = LlamaAttention(config, dtype, std)
+        self.self_attn = LlamaAttention(config, dtype, std, layer_idx)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
         self.mlp = LlamaMLP(config, dtype, std)
 
-    def forward(self, x, cos, sin):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x, cos, sin, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -195,6 +192,8 @@ class Llama(Module):
     Weights start as N(0, 0.02²) draws (norms at 1, biases at 0); ``empty=True`` allocates them
     without drawing, for a loader that fills every one (``load_model``)."""
 
+    attention_windows = {}  # no sliding-window layers: every layer attends over the whole context
+
     def __init__(self, config, dtype=np.float32, empty=False):
         super().__init__()
         if not isinstance(config, LlamaConfig):
@@ -202,7 +201,7 @@ class Llama(Module):
         self.config, std = config, None if empty else 0.02
         self.model = ModuleDict(dict(
             embed_tokens=Embedding(config.vocab_size, config.hidden_size, std=std, dtype=dtype),
-            layers=ModuleList(LlamaDecoderLayer(config, dtype, std) for _ in range(config.num_hidden_layers)),
+            layers=ModuleList(LlamaDecoderLayer(config, dtype, std, i) for i in range(config.num_hidden_layers)),
             norm=RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype),
         ))
         if not config.tie_word_embeddings:
@@ -214,6 +213,10 @@ class Llama(Module):
         return self.model.embed_tokens.weight.dtype
 
     @property
+    def context_length(self):
+        return self.config.max_position_embeddings
+
+    @property
     def head_weight(self):
         """The (V, C) output weight: lm_head's, or the embedding's when they are tied."""
         return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
@@ -222,13 +225,15 @@ class Llama(Module):
         c = self.config
         return check_token_batch(idx, c.max_position_embeddings, "max_position_embeddings", c.vocab_size)
 
-    def hidden_states(self, idx):
-        """The final-norm output (B, T, C) for token ids (B, T)."""
+    def hidden_states(self, idx, cache=None):
+        """The final-norm output (B, T, C) for token ids (B, T). With a ``KVCache`` (generation, under
+        no_grad) the ids are the positions after the cache's and attention reads it too."""
         ids = self._check_idx(idx)
-        cos, sin = rope_tables(self.inv_freq, 0, ids.shape[1], self.dtype)
+        start = check_cache_positions(cache, ids.shape[1], self.context_length, "max_position_embeddings")
+        cos, sin = rope_tables(self.inv_freq, start, start + ids.shape[1], self.dtype)
         x = self.model.embed_tokens(ids)
         for layer in self.model.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, cache)
         return self.model.norm(x)
 
     def forward(self, idx, targets=None):
@@ -251,53 +256,3 @@ class Llama(Module):
         c = self.config
         return (f"model_type={c.model_type}, layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
                 f"heads={c.num_attention_heads}/{c.num_key_value_heads}, head_dim={c.head_dim}, vocab={c.vocab_size}")
-
-
-class LlamaKVCache:
-    """Keys and values of every layer, (B, H_kv, capacity, d) each, and the positions filled."""
-
-    def __init__(self, model, batch, capacity):
-        c, xp = model.config, backend.xp
-        shape = (batch, c.num_key_value_heads, capacity, c.head_dim)
-        self.length = 0
-        self.layers = [(xp.empty(shape, dtype=model.dtype), xp.empty(shape, dtype=model.dtype))
-                       for _ in range(c.num_hidden_layers)]
-
-
-def cached_attention(attn, x, cos, sin, kv, start):
-    """``LlamaAttention.forward`` for new positions start.., attending over the cached ones too."""
-    q, k, v = attn.rotated_qkv(x, cos, sin)
-    keys, values = kv
-    end = start + q.shape[2]
-    keys[:, :, start:end], values[:, :, start:end] = k.data, v.data
-    qd, kd, vd = grouped_views(q.data, keys[:, :, :end], values[:, :, :end])
-    y, _, _ = sdpa_forward(qd, kd, vd, causal=True)
-    return attn.merge_heads(Tensor(y.reshape(q.shape)))
-
-
-def cached_hidden_states(model, ids, cache):
-    """``Llama.hidden_states`` for ids (B, T) at positions cache.length.. (no grad, eval mode)."""
-    start = cache.length
-    cos, sin = rope_tables(model.inv_freq, start, start + ids.shape[1], model.dtype)
-    x = model.model.embed_tokens(ids)
-    for layer, kv in zip(model.model.layers, cache.layers):
-        x = x + cached_attention(layer.self_attn, layer.input_layernorm(x), cos, sin, kv, start)
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-    cache.length = start + ids.shape[1]
-    return model.model.norm(x)
-
-
-@no_grad()
-def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, stop_token_ids=None):
-    """(B, T) token ids -> (B, T + max_new_tokens) NumPy array, shorter when every row has produced
-    one of ``stop_token_ids`` (generation.py's rule). The cache holds at most
-    max_position_embeddings positions; past that the window slides (the last ones re-encoded)."""
-    limit = model.config.max_position_embeddings
-    stop = check_generate_args(max_new_tokens, temperature, top_k, model.config.vocab_size, stop_token_ids)
-    tokens = backend.xp.asarray(model._check_idx(idx))
-    cache = LlamaKVCache(model, tokens.shape[0], min(limit, tokens.shape[1] + max_new_tokens))
-
-    def next_logits(window, kv_cache):
-        return cached_hidden_states(model, window, kv_cache).data[:, -1] @ model.head_weight.data.T
-
-    return decode(model, tokens, max_new_tokens, (temperature, top_k), stop, cache, limit, next_logits)
