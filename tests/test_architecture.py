@@ -7,7 +7,10 @@
   outside, so every model gets adapters, QLoRA and mixed-adapter batches without code of its own);
 * no function longer than ``MAX_FUNCTION_LINES`` lines; ``backend.py`` at most ``MAX_BACKEND_LINES``;
 * no module assigns an attribute of an imported module or class at import time (module top level),
-  so importing one module never changes what another does.
+  so importing one module never changes what another does;
+* no ``isinstance(x, <family class>)`` outside ``lora_np/models/``: io/, lora/ and app/ ask the
+  family's spec (``models.family_of``), so a new family needs no new branch there;
+* one key/value cache class in the whole package (``models/cache.py``'s ``KVCache``).
 
 Each failure names the file and the function or line.
 """
@@ -20,7 +23,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lora_np"
 OPTIONAL_IMPORTS = {"cupy", "cupyx", "threadpoolctl", "mpi4py"}  # imported where used, so lora_np runs without them
-BASE_MODELS = ("lora_np/model.py", "lora_np/llama.py")
+BASE_MODELS = ("lora_np/models/gpt2.py", "lora_np/models/llama.py")
 ADAPTER_PACKAGES = ("lora_np.lora", "lora_np.quant")
 MAX_FUNCTION_LINES = 50
 MAX_BACKEND_LINES = 160
@@ -288,3 +291,46 @@ def test_no_module_changes_another_at_import():
                  if (path, line.split(" changes ")[1].split("'")[1]) not in ALLOWED_AT_IMPORT]
     assert not offenders, ("modules that change an imported module or class at import:\n  "
                            + "\n  ".join(offenders))
+
+
+def _family_classes():
+    """The model and config class names every ``ModelFamily(...)`` in lora_np/models/ names."""
+    names = set()
+    for path, tree in MODULES.values():
+        if path.startswith("lora_np/models/"):
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ModelFamily":
+                    names |= {kw.value.id for kw in node.keywords if kw.arg in ("model_class", "config_class")}
+    return names
+
+
+def _isinstance_of(tree, names):
+    """(line, source) of every isinstance(x, C) or isinstance(x, (..., C, ...)) with C in ``names``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+            classes = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+            if any((getattr(c, "id", None) or getattr(c, "attr", None)) in names for c in classes):
+                found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_the_family_check_sees_isinstance():
+    assert {"GPT", "GPTConfig", "Llama", "LlamaConfig"} <= _family_classes()
+    tree = ast.parse("isinstance(m, Llama)\nisinstance(m, (int, ln.GPT))\nisinstance(m, Linear)\n")
+    assert [line for line, _ in _isinstance_of(tree, _family_classes())] == [1, 2]
+
+
+def test_no_family_dispatch_outside_models():
+    names = _family_classes()
+    offenders = [f"{path}:{line} {source}" for path, tree in MODULES.values() if not path.startswith("lora_np/models/")
+                 for line, source in _isinstance_of(tree, names)]
+    assert not offenders, ("isinstance on a model family outside lora_np/models/ (ask models.family_of(x) for its "
+                           "spec instead):\n  " + "\n  ".join(offenders))
+
+
+def test_one_cache_class():
+    caches = [f"{path}:{node.lineno} {node.name}" for path, tree in MODULES.values() for node in ast.walk(tree)
+              if isinstance(node, ast.ClassDef) and "cache" in node.name.lower()]
+    assert caches == ["lora_np/models/cache.py:" + caches[0].split(":")[1].split()[0] + " KVCache"], (
+        "one key/value cache class, models/cache.py's KVCache; found:\n  " + "\n  ".join(caches))

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import lora_np as ln
-import lora_np.generation as generation
 from hf_oracle import tiny_hf_gpt2
 from llama_oracle import SIZES, float64_transformers, load_hf, tiny_hf_llama
 from test_chat_cli import chat_dir, cli  # noqa: F401 (chat_dir is a fixture)
@@ -78,7 +77,8 @@ def test_sampling_rows_after_their_stop_hold_the_first_stop_id(tmp_path):
     assert np.isin(out[:, -1], [3, 5]).all()
 
 
-@pytest.mark.parametrize("bad, error", [([61], ValueError), (-1, ValueError), ("0", TypeError), ([1.5], ValueError), (None, None)])
+@pytest.mark.parametrize("bad, error", [([61], ValueError), (-1, ValueError), ("0", TypeError), ([1.5], ValueError),
+                                        (None, None)])
 def test_bad_stop_ids_are_refused(bad, error):
     model = ln.GPT(ln.GPTConfig(vocab_size=61, block_size=8, n_layer=1, n_head=2, n_embd=8))
     if error is None:  # a NumPy integer is a token id
@@ -88,7 +88,7 @@ def test_bad_stop_ids_are_refused(bad, error):
         model.generate(np.zeros((1, 2), dtype=np.int64), 3, stop_token_ids=bad)
 
 
-def test_generate_chat_stops_at_end_of_turn_after_one_forward(chat_dir, capsys, monkeypatch):
+def test_generate_chat_stops_at_end_of_turn_after_one_forward(chat_dir, capsys, monkeypatch):  # noqa: F811
     """ln_f outputs ones and only <|im_end|>'s embedding row is non-zero, so its logit is the largest
     at every step: the reply is <|im_end|> at once, after one forward, not --max-new-tokens of them."""
     model = ln.load_gpt2(chat_dir)
@@ -98,8 +98,8 @@ def test_generate_chat_stops_at_end_of_turn_after_one_forward(chat_dir, capsys, 
     tr.wte.weight.data[ln.load_tokenizer(chat_dir).end_of_turn_id] = 1.0
     ln.save_gpt2(model, chat_dir)
     calls = []
-    forward = generation.cached_hidden_states
-    monkeypatch.setattr(generation, "cached_hidden_states", lambda *a: calls.append(1) or forward(*a))
+    forward = ln.GPT.hidden_states
+    monkeypatch.setattr(ln.GPT, "hidden_states", lambda *a, **k: calls.append(1) or forward(*a, **k))
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello world\n"))
     code, out, err = cli(capsys, "generate", "--model", chat_dir, "--chat", "--max-new-tokens", 20, "--temperature", 0)
     assert (code, out) == (0, "\n"), err

@@ -105,11 +105,13 @@ def test_kv_cache_generation_equals_recomputing_the_window(hf_pair, rng):
     np.testing.assert_array_equal(out, tokens)
 
 
-def test_model_file_holds_no_kv_cache_code():
-    """nanoGPT's shape: the KV cache lives in generation.py only; model.py never mentions it."""
+def test_model_files_hold_no_second_cached_forward():
+    """transformers' shape: one forward per block, given the cache; no cached_* copy of any layer."""
     import inspect
-    import lora_np.model
-    assert "cache" not in inspect.getsource(lora_np.model).lower()
+    import lora_np.models.gpt2
+    import lora_np.models.llama
+    for module in (lora_np.models.gpt2, lora_np.models.llama):
+        assert "def cached_" not in inspect.getsource(module)
 
 
 def test_sampled_generation_is_reproducible_and_respects_top_k():

@@ -199,7 +199,8 @@ def _merge_parser(sub):
     p = sub.add_parser("merge", help="fold an adapter into its base: a plain model folder of the base's kind")
     p.add_argument("--base", required=True, help="the model directory the adapter was trained on")
     p.add_argument("--adapter", required=True, help="the LoRA adapter directory to fold in")
-    _output(p, "model directory to write (loads with transformers' AutoModelForCausalLM.from_pretrained)", resumable=False)
+    _output(p, "model directory to write (loads with transformers' AutoModelForCausalLM.from_pretrained)",
+            resumable=False)
     _common(p)
     p.set_defaults(func=cmd_merge)
 

@@ -13,7 +13,8 @@ the last term is one (B, T, V) array (training's fused LM head never holds them 
 keeps one layer's activations of a micro-batch b and three (b, T, V) arrays (logits, their softmax
 and its log), with b from ``training.evaluation.micro_batch``. All in bytes of the dtype.
 Calibrated against tracemalloc's peak over a training step (4×128 wide at T 256, 2×256 at T 512
-with LoRA, 2×64 with V 5000): the estimate came within 25% of each. It refuses what is far out of reach (terabytes for --n-embd 100000), not what is close.
+with LoRA, 2×64 with V 5000): the estimate came within 25% of each. It refuses what is far out of
+reach (terabytes for --n-embd 100000), not what is close.
 """
 
 import os

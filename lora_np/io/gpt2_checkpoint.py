@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models import GPT
-from ..models.gpt2_spec import config_from_hf, config_to_hf
+from ..models import GPT, find_family
+from ..models.gpt2_spec import GPT2, config_from_hf, config_to_hf
 from ..quant.weight import QuantWeight, check_scheme
 from .atomic import atomic_write_json, read_json
 from .gpt2_layout import (CONFIG_FILE, WEIGHTS_FILE, check_config_against_tensors, check_tied_lm_head, model_dtype,
@@ -59,7 +59,7 @@ def load_gpt2(path, dtype=np.float32, quantize=None, double_quant=True, block_si
 
 def save_gpt2(model, path):
     """Write ``model`` as config.json + model.safetensors (each atomically) into directory ``path``."""
-    if not isinstance(model, GPT):
+    if find_family(model) is not GPT2:
         raise TypeError(f"save_gpt2 needs a GPT; got {type(model).__name__}")
     if any(isinstance(getattr(m, "weight", None), QuantWeight) for _, m in model.named_modules()):
         raise ValueError("save_gpt2: this model's Linear layers are quantized (NF4/int8 codes), and a GPT-2 "

@@ -3,7 +3,8 @@
 ``load_gpt2(path, quantize="nf4")`` lands here. The float model is never built: the safetensors
 header is read and checked first (names, shapes, config agreement: nothing is allocated for a
 file that does not fit), then each tensor is read on its own from the file, quantized if it is a
-Linear weight, and dropped (``quantized_load.fill_quantized``, shared with the Llama family). The peak is therefore the final model plus the largest single tensor
+Linear weight, and dropped (``quantized_load.fill_quantized``, shared with the Llama family). The
+peak is therefore the final model plus the largest single tensor
 (for GPT-2, the float32 token embedding, which QLoRA keeps in float32 anyway), instead of the
 whole float32 file, the float32 model and a copy of both.
 

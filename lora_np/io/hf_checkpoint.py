@@ -4,23 +4,6 @@
     <dir>/model.safetensors                one file, or
     <dir>/model.safetensors.index.json     {"weight_map": {tensor name: shard file}} and the shards
 
-GPT-2 folders go to ``load_gpt2``; the others build a ``Llama`` (llama.py), the one decoder of the
-family, from the config's switches. RoPE settings come either the way transformers ≥ 5 writes them
-(``rope_parameters``: {"rope_type", "rope_theta", ...}) or the way downloaded Llama 3.2 / Qwen2.5
-folders have them (``rope_theta`` and ``rope_scaling``). Everything is checked before the model
-is built: the config's sizes against every tensor's name and shape in the file headers, each shard
-against the index. Tensors are then read one at a time (bfloat16 and float16 widened to float32 on
-the way, ``io/safetensors_file.py``), and each (out, in) ``nn.Linear`` weight is transposed into
-lora_np's (in, out) layout. With ``quantize``, each Linear weight is quantized as soon as it is
-read (``io/quantized_load.py``): the float32 model is never built. Pickle files are never opened.
-"""
-
-"""Hugging Face model folders of any supported family: ``load_model(path)`` and ``save_model(model, path)``.
-
-    <dir>/config.json                      "model_type": "gpt2" | "llama" | "qwen2" | "qwen3", sizes, RoPE
-    <dir>/model.safetensors                one file, or
-    <dir>/model.safetensors.index.json     {"weight_map": {tensor name: shard file}} and the shards
-
 config.json's ``model_type`` picks the family's spec (``lora_np.models``): GPT-2 folders, with
 their hub-file quirks, go to ``load_gpt2``; any other family is read here from its spec alone: its
 config, then the file headers checked against the tensor names and shapes the config implies (each
@@ -36,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from ..models import family_for_type, family_of
+from ..models import family_for_type, find_family
 from ..quant.weight import QuantWeight, check_scheme
 from .atomic import atomic_write_json, read_json
 from .gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_gpt2, model_dtype, save_gpt2
@@ -79,7 +62,8 @@ def open_index(path):
         listed = {n for n, s in weight_map.items() if s == shard}
         if set(tensors) != listed:
             raise ValueError(f"{path / shard}: its tensors disagree with {INDEX_FILE}: in the shard only "
-                             f"{sorted(set(tensors) - listed)[:4]}, in the index only {sorted(listed - set(tensors))[:4]}")
+                             f"{sorted(set(tensors) - listed)[:4]}, in the index only "
+                             f"{sorted(listed - set(tensors))[:4]}")
         stored.update(tensors)
     return stored
 
@@ -160,10 +144,9 @@ def _check_plain_float(model):
 def save_model(model, path):
     """Write a GPT or a Llama as a folder ``from_pretrained`` loads (config.json + model.safetensors,
     each atomically), e.g. after ``merge_and_unload``."""
-    try:
-        family = family_of(model)
-    except TypeError:
-        raise TypeError(f"save_model needs a GPT or a Llama; got {type(model).__name__}") from None
+    family = find_family(model)
+    if family is None:
+        raise TypeError(f"save_model needs a GPT or a Llama; got {type(model).__name__}")
     if family.name == "gpt2":
         return save_gpt2(model, path)
     _check_plain_float(model)

@@ -19,7 +19,7 @@ instead of doing that silently.
 
 from .. import ops
 from ..autograd import Parameter
-from ..nn import Embedding, Module, ParameterDict
+from ..nn import Embedding, ParameterDict
 from .init import check_embedding_init, embedding_factors
 from .layer import AdaptedLayer
 
@@ -77,11 +77,7 @@ class LoraEmbedding(AdaptedLayer):
         pass
 
     def to_base(self):
-        plain = Embedding.__new__(Embedding)
-        Module.__init__(plain)
-        plain.num_embeddings, plain.embedding_dim = self.num_embeddings, self.embedding_dim
-        plain.weight = self.weight
-        return plain
+        return Embedding.from_weight(self.weight)
 
     def forward_with(self, idx, name):
         y = ops.embedding(idx, self.weight)

@@ -122,7 +122,8 @@ def load_adapter(model, path, adapter_name="default"):
     tensors, _ = read_safetensors(path / WEIGHTS_FILE)
     for key, value in tensors.items():
         if value.dtype.kind != "f":
-            raise ValueError(f"{path / WEIGHTS_FILE}: {key} has dtype {value.dtype}; LoRA weights must be floating point")
+            raise ValueError(f"{path / WEIGHTS_FILE}: {key} has dtype {value.dtype}; "
+                             f"LoRA weights must be floating point")
     tensors = {(k if k.startswith(PREFIX) else PREFIX + k): v for k, v in tensors.items()}
     # PEFT < 0.12 wrote DoRA's magnitude as "...lora_magnitude_vector.weight"; PEFT reads both, so do we
     tensors = {k.removesuffix(".weight") if k.endswith(".lora_magnitude_vector.weight") else k: v

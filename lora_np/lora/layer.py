@@ -109,21 +109,26 @@ class LoraLinear(AdaptedLayer):
         if config.use_dora:
             self.lora_magnitude_vector[name] = LoraFactor(dora_weight_norm(self.weight.data, a, b, config.scaling)[0])
 
+    def magnitude(self, name):
+        """DoRA's magnitude m (out,) of adapter ``name``, or None for a plain LoRA adapter: the one
+        place that asks whether an adapter is DoRA."""
+        factor = self.lora_magnitude_vector[name] if name in self.lora_magnitude_vector else None
+        return None if factor is None else factor.weight
+
     def delete_adapter(self, name):
-        del self.lora_A[name], self.lora_B[name]
-        if name in self.lora_magnitude_vector:
+        if self.magnitude(name) is not None:
             del self.lora_magnitude_vector[name]
+        del self.lora_A[name], self.lora_B[name]
         del self.scaling[name], self.r[name], self.lora_dropout[name]
 
     def adapter_parameters(self, name):
-        params = [self.lora_A[name].weight, self.lora_B[name].weight]
-        return params + ([self.lora_magnitude_vector[name].weight] if name in self.lora_magnitude_vector else [])
+        return list(self.file_tensors(name).values())
 
     def file_tensors(self, name):
         """PEFT's key suffix -> Parameter, for ``save_adapter`` and ``load_adapter``."""
         tensors = {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
-        if name in self.lora_magnitude_vector:
-            tensors["lora_magnitude_vector"] = self.lora_magnitude_vector[name].weight
+        if self.magnitude(name) is not None:
+            tensors["lora_magnitude_vector"] = self.magnitude(name)
         return tensors
 
     def factors(self, name):
@@ -135,21 +140,22 @@ class LoraLinear(AdaptedLayer):
         name = self.active_adapter
         if self.merged_adapter is not None or name is None:
             return
-        delta = self.delta_weight(name)
-        if name in self.lora_magnitude_vector:
+        magnitude = self.magnitude(name)
+        if magnitude is not None:
             norm, adapted = dora_weight_norm(self.weight.data, *self.factors(name))
             self._merged_norm = norm
-            self.weight.data = adapted * (self.lora_magnitude_vector[name].weight.data / norm)
+            self.weight.data = adapted * (magnitude.data / norm)
         else:
-            self.weight.data = self.weight.data + delta
+            self.weight.data = self.weight.data + self.delta_weight(name)
         self.merged_adapter = name
 
     def unmerge(self):
         name = self.merged_adapter
         if name is None:
             return
-        if name in self.lora_magnitude_vector:
-            self.weight.data = self.weight.data / (self.lora_magnitude_vector[name].weight.data / self._merged_norm)
+        magnitude = self.magnitude(name)
+        if magnitude is not None:
+            self.weight.data = self.weight.data / (magnitude.data / self._merged_norm)
             self._merged_norm = None
         self.weight.data = self.weight.data - self.delta_weight(name)
         self.merged_adapter = None
@@ -159,11 +165,7 @@ class LoraLinear(AdaptedLayer):
         quantized base, a Linear otherwise."""
         if isinstance(self.weight, QuantWeight):
             return QuantLinear(self.weight, self.bias)
-        plain = Linear.__new__(Linear)
-        Module.__init__(plain)
-        plain.in_features, plain.out_features = self.in_features, self.out_features
-        plain.weight, plain.bias = self.weight, self.bias
-        return plain
+        return Linear.from_parameters(self.weight, self.bias)
 
     def forward_with(self, x, name):
         """The layer with adapter ``name`` (None: the base alone), whatever is active. A quantized base
@@ -171,10 +173,10 @@ class LoraLinear(AdaptedLayer):
         quantized = isinstance(self.weight, QuantWeight)
         if name is None:
             return (quant_linear if quantized else ops.linear)(x, self.weight, self.bias)
-        a, b = self.lora_A[name].weight, self.lora_B[name].weight
-        if name in self.lora_magnitude_vector:  # DoRA needs the float W (add_lora refuses it on a quantized base)
-            return dora_linear(x, self.weight, self.bias, a, b, self.lora_magnitude_vector[name].weight,
-                               self.scaling[name], self.lora_dropout[name], self.training)
+        a, b, magnitude = self.lora_A[name].weight, self.lora_B[name].weight, self.magnitude(name)
+        if magnitude is not None:  # DoRA needs the float W (add_lora refuses it on a quantized base)
+            return dora_linear(x, self.weight, self.bias, a, b, magnitude, self.scaling[name], self.lora_dropout[name],
+                               self.training)
         lora_linear = quant_lora_linear if quantized else ops.lora_linear
         return lora_linear(x, self.weight, self.bias, a, b, self.scaling[name], self.lora_dropout[name], self.training)
 

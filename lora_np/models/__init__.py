@@ -22,8 +22,8 @@ from .cache import KVCache
 from .generation import generate
 from .gpt2 import GPT, GPTConfig
 from .llama import Llama, LlamaConfig
-from .registry import FAMILIES, MODEL_TYPES, family_for_type, family_of
+from .registry import FAMILIES, MODEL_TYPES, family_for_type, family_of, find_family
 from .spec import ModelFamily, Sizes
 
 __all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "KVCache", "generate", "FAMILIES", "MODEL_TYPES",
-           "family_for_type", "family_of", "ModelFamily", "Sizes"]
+           "family_for_type", "family_of", "find_family", "ModelFamily", "Sizes"]

@@ -53,9 +53,9 @@ class KVCache:
             return self._update_window(k, v, layer_idx, window)
         entry = self.layers.get(layer_idx)
         if entry is None:
-            shape = k.shape[:2] + (self.capacity,) + k.shape[3:]
-            entry = self.layers[layer_idx] = [backend.xp.empty(shape, dtype=k.dtype),
-                                              backend.xp.empty(v.shape[:2] + shape[2:3] + v.shape[3:], dtype=v.dtype), 0]
+            xp, room = backend.xp, (self.capacity,)
+            entry = self.layers[layer_idx] = [xp.empty(k.shape[:2] + room + k.shape[3:], dtype=k.dtype),
+                                              xp.empty(v.shape[:2] + room + v.shape[3:], dtype=v.dtype), 0]
         keys, values, start = entry
         end = start + k.shape[2]
         if end > self.capacity:

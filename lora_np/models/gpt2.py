@@ -167,4 +167,5 @@ class GPT(Module):
 
     def extra_repr(self):
         c = self.config
-        return f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, vocab_size={c.vocab_size}, block_size={c.block_size}"
+        return (f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, vocab_size={c.vocab_size}, "
+                f"block_size={c.block_size}")

@@ -36,7 +36,8 @@ def rope_settings(cfg, path):
 
 def _refuse_unsupported(cfg, path):
     if cfg.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"{path}: hidden_act {cfg['hidden_act']!r} is not supported; the family's MLP is SwiGLU ('silu')")
+        raise ValueError(f"{path}: hidden_act {cfg['hidden_act']!r} is not supported; "
+                         f"the family's MLP is SwiGLU ('silu')")
     if cfg.get("use_sliding_window") or any(t != "full_attention" for t in cfg.get("layer_types") or ()):
         raise ValueError(f"{path}: sliding-window attention layers are not supported; lora_np attends over the "
                          f"whole context (set use_sliding_window to false)")
@@ -57,7 +58,8 @@ def config_from_hf(cfg, path="config.json"):
                             "rope_parameters", "attention_bias", "mlp_bias", "tie_word_embeddings",
                             "attention_dropout", "model_type", "architectures", "dtype", "torch_dtype"}
     return LlamaConfig(
-        **{k: cfg[k] for k in _FIELDS}, num_key_value_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+        **{k: cfg[k] for k in _FIELDS},
+        num_key_value_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
         head_dim=cfg.get("head_dim"), rms_norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_theta=theta,
         rope_scaling=scaling, qkv_bias=True if kind == "qwen2" else bias, o_bias=bias and kind != "qwen2",
         mlp_bias=bool(cfg.get("mlp_bias", False)), qk_norm=kind == "qwen3",
@@ -110,7 +112,8 @@ def tensor_shapes(config):
     if c.o_bias:
         layer["self_attn.o_proj.bias"] = (hid,)
     if c.mlp_bias:
-        layer.update({f"mlp.{n}_proj.bias": (c.intermediate_size if n != "down" else hid,) for n in ("gate", "up", "down")})
+        layer.update({"mlp.gate_proj.bias": (c.intermediate_size,), "mlp.up_proj.bias": (c.intermediate_size,),
+                      "mlp.down_proj.bias": (hid,)})
     if c.qk_norm:
         layer.update({"self_attn.q_norm.weight": (c.head_dim,), "self_attn.k_norm.weight": (c.head_dim,)})
     shapes = {"model.embed_tokens.weight": (c.vocab_size, hid), "model.norm.weight": (hid,)}

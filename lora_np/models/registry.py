@@ -15,10 +15,18 @@ def family_for_type(model_type, where="config.json"):
     raise ValueError(f"{where}: model_type {model_type!r} is not supported; supported: {', '.join(MODEL_TYPES)}")
 
 
-def family_of(obj):
-    """The spec of a model (by its class) or of a config (by its class); a TypeError for anything else."""
+def find_family(obj):
+    """The spec of a model (by its class) or of a config (by its class), or None."""
     for family in FAMILIES:
         if isinstance(obj, (family.model_class, family.config_class)):
             return family
+    return None
+
+
+def family_of(obj):
+    """``find_family``, with a TypeError for an object of no known family."""
+    family = find_family(obj)
+    if family is not None:
+        return family
     raise TypeError(f"{type(obj).__name__} is not a model or config of a family lora_np knows "
                     f"({', '.join(f.model_class.__name__ for f in FAMILIES)})")

@@ -14,6 +14,13 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(init.normal((num_embeddings, embedding_dim), std, dtype))
 
+    @classmethod
+    def from_weight(cls, weight):
+        """An Embedding around an existing (num_embeddings, embedding_dim) weight (nothing drawn or copied)."""
+        layer = cls(*weight.shape, std=None, dtype=weight.dtype)
+        layer.weight = weight
+        return layer
+
     def forward(self, idx):
         return ops.embedding(idx, self.weight)
 

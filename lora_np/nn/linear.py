@@ -15,6 +15,14 @@ class Linear(Module):
         self.weight = Parameter(init.normal((in_features, out_features), std, dtype))
         self.bias = Parameter(init.zeros((out_features,), dtype)) if bias else None
 
+    @classmethod
+    def from_parameters(cls, weight, bias=None):
+        """A Linear around existing parameters, weight (in, out) and bias (out,) or None: e.g. the
+        plain layer left when an adapter is removed (nothing is drawn or copied)."""
+        layer = cls(*weight.shape, bias=False, std=None, dtype=weight.dtype)
+        layer.weight, layer.bias = weight, bias
+        return layer
+
     def forward(self, x):
         return ops.linear(x, self.weight, self.bias)
 

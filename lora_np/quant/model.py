@@ -20,7 +20,7 @@ function exactly: ``dequantize_model(model)`` first, then merge in float
 """
 
 from ..autograd import Parameter
-from ..nn import Linear, Module
+from ..nn import Linear
 from .blocks import check_block_size
 from .linear import QuantLinear
 from .weight import QuantWeight, check_scheme
@@ -68,11 +68,8 @@ def dequantize_model(model):
     for name, m in list(model.named_modules()):
         if isinstance(m, QuantLinear):
             parent, attr = _parent_and_attr(model, name)
-            plain = Linear.__new__(Linear)
-            Module.__init__(plain)
-            plain.in_features, plain.out_features = m.in_features, m.out_features
-            plain.weight, plain.bias = Parameter(m.weight.dequantize(), requires_grad=trainable), m.bias
-            setattr(parent, attr, plain)
+            weight = Parameter(m.weight.dequantize(), requires_grad=trainable)
+            setattr(parent, attr, Linear.from_parameters(weight, m.bias))
         elif isinstance(getattr(m, "weight", None), QuantWeight):
             m.weight = Parameter(m.weight.dequantize(), requires_grad=trainable)
     return model
