@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import ops
+from .. import backend, ops
 from ..autograd import Tensor, is_grad_enabled
 from ..checks import check_int, check_probability
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
-from ..ops.attention import split_heads
+from ..ops.attention import heads_view, split_heads
 from ..ops.index_arrays import check_token_batch
 from .cache import attend, check_cache_positions
 from .generation import generate
@@ -66,8 +66,9 @@ class CausalSelfAttention(Module):
         else:  # generation: this layer's keys and values join the cache, the queries attend over all of them
             q, k, v = split_heads(qkv.data, self.n_head)
             keys, values = cache.update(k, v, self.layer_idx)
-            b, t, c = x.shape
-            y = Tensor(attend(q, keys, values).transpose(0, 2, 1, 3).reshape(b, t, c))
+            y = backend.xp.empty(x.shape, dtype=x.dtype)  # each head written straight into the merged layout
+            attend(q, keys, values, y=heads_view(y, self.n_head))
+            y = Tensor(y)
         return self.resid_dropout(self.c_proj(y))
 
 
