@@ -2,7 +2,8 @@
 probabilities are never held; the forward keeps only Y and each query row's log-sum-exp.
 
 Forward, for one block of query rows (q_i, already scaled by 1/√d) and the key blocks j it may see:
-    S_ij = q_i k_jᵀ + M_ij                       (M = -∞ above the causal diagonal)
+    S_ij = q_i k_jᵀ + M_ij                       (M = -∞ above the causal diagonal and, with a
+                                                  sliding window W, where j ≤ i - W)
     m_new = max(m, rowmax S_ij)                  running row maximum, starting at -∞
     P̃_ij = e^(S_ij - m_new)                      this block's unnormalised probabilities
     l = e^(m - m_new) l + rowsum P̃_ij            running denominator Σ_j e^(S - m)
@@ -13,8 +14,14 @@ Why the rescaling is exact: every term of l and A carries a factor e^(-m) for th
 current when it was added; multiplying the old sums by e^(m_old - m_new) turns e^(-m_old) into
 e^(-m_new), so at the end l = Σ e^(S - m) and A = Σ e^(S - m) v for the final m, and
 A / l = Σ e^S v / Σ e^S = P v. Subtracting the running maximum keeps every exponent ≤ 0 (no
-overflow), as the plain softmax does with the true maximum; the first key block (key 0, which every
-causal query sees) makes m finite at once, so e^(m - m_new) is never e^(-∞ + ∞).
+overflow), as the plain softmax does with the true maximum. The key blocks are walked from the
+diagonal back, the first one at least as wide as the query block, so it holds every row's own key
+(seen by every causal query, window or not): m is finite after it, and e^(m - m_new), e^(S - m_new)
+are never e^(-∞ + ∞). A later block may hide a whole row (left of its window): that row's S is -∞,
+its max leaves m unchanged and it adds e^-∞ = 0 to l and A.
+Sliding window W: query block [a, b) needs keys a + T_k - T_q - W < j < b + T_k - T_q only
+(``attention_blocks``), so the key blocks left of the window are never visited: O(T·W) time, and
+memory O(block²) whatever the window.
 
 Backward, from G = dL/dY, recomputing each block's probabilities from the saved L:
     P_ij = e^(S_ij - L_i)                        exactly softmax's row-normalised probabilities
@@ -24,6 +31,16 @@ Backward, from G = dL/dY, recomputing each block's probabilities from the saved 
 Why D_i: softmax's Jacobian-vector product is dS = P ⊙ (dP - rowsum(dP ⊙ P)), and
 rowsum(dP ⊙ P)_r = Σ_j (G vᵀ)_rj P_rj = Σ_c G_rc Σ_j P_rj v_jc = Σ_c G_rc Y_rc: one dot product of
 two (T, d) rows that needs no full row of P, so every key block's dS is known from its own P.
+The mask (causal or windowed) is a constant: a hidden pair has P = e^(-∞ - L) = 0, so it adds
+nothing to dv, dk, dq or D, and the blocks it hides wholly are skipped as in the forward.
+
+Loop order. Like the forward, the backward puts the query blocks outside and the key blocks
+inside: each query block's dq_i is summed in a small local buffer and written once, while dk_j and
+dv_j are added into the whole (T_k, d) gradients in place. FlashAttention-2's backward (Dao 2023,
+Algorithm 2) is the other way round: key blocks outside, so that a GPU thread block owns dk_j, dv_j
+in fast memory, and dq accumulated across key blocks (atomic adds). Here the parallelism is over
+batch items and heads (``_for_heads``): one thread owns a whole head, so adding into its dk, dv
+((T_k, d) each) needs no atomics, and the query-outer order lets both passes share one block walk.
 
 Cost: the backward computes q kᵀ and the exponentials a second time (~1.4× the plain op's
 arithmetic); memory: O(block²) per thread instead of O(T²) per head. Grouped-query attention works
@@ -36,93 +53,65 @@ Plain version: ``lora_np.ops.reference.scaled_dot_product_attention``.
 import math
 
 from .. import backend, parallel
+from .attention_blocks import KeyMask, add_product, key_blocks, masked_scores
 
 QUERY_BLOCK = 128  # query rows per block
 KEY_BLOCK = 256    # keys per block: S is (rows, G, QUERY_BLOCK, KEY_BLOCK) per thread, a few MB
 
 
-def _blocks(t_q, t_k, causal):
-    """(a, b, [(c, f), ...]): query rows [a, b) and the key blocks [c, f) they may see (causal:
-    keys up to b - 1 + t_k - t_q; queries are the last t_q positions)."""
-    for a in range(0, t_q, QUERY_BLOCK):
-        b = min(a + QUERY_BLOCK, t_q)
-        e = min(t_k, b + t_k - t_q) if causal else t_k
-        yield a, b, [(c, min(c + KEY_BLOCK, e)) for c in range(0, e, KEY_BLOCK)]
+def _key_blocks(a, b, c, e):
+    """Key blocks of query rows [a, b)'s keys [c, e), the diagonal one first and at least b - a wide,
+    so that it holds every row's own key (which every causal query sees, window or not)."""
+    return key_blocks(c, e, max(KEY_BLOCK, b - a))
 
 
-def _scores(q_i, k, a, c, f, offset):
-    """S_ij = q_i k_jᵀ (q_i, rows a.., already scaled); with a causal ``offset`` = T_k - T_q, -∞ where
-    key j comes after query i (j > i + offset): only blocks that cross the diagonal have such keys."""
-    xp = backend.xp
-    s = q_i @ k[..., c:f, :].swapaxes(-1, -2)
-    if offset is not None and f - 1 > a + offset:
-        after = xp.arange(c, f) > xp.arange(a, a + q_i.shape[-2])[:, None] + offset   # (rows, keys)
-        s += xp.where(after, -xp.inf, 0.0).astype(s.dtype)     # broadcast over batch, heads and group
-    return s
-
-
-def flash_forward_kernel(y, lse, q, k, v, causal):
+def flash_forward_kernel(y, lse, q, k, v, mask):
     """Y and L = log Σ e^S for every query row (module docstring), key block by key block."""
     xp = backend.xp
     scale = 1.0 / math.sqrt(q.shape[-1])
-    offset = k.shape[-2] - q.shape[-2] if causal else None
-    for a, b, key_blocks in _blocks(q.shape[-2], k.shape[-2], causal):
+    for a, b, c, e in mask.blocks(q.shape[-2], k.shape[-2], QUERY_BLOCK):
         q_i = q[..., a:b, :] * scale
-        m = xp.full(q_i.shape[:-1] + (1,), -xp.inf, dtype=q.dtype)
-        l = xp.zeros_like(m)
-        acc = xp.zeros(q_i.shape[:-1] + v.shape[-1:], dtype=q.dtype)
-        for c, f in key_blocks:
-            s = _scores(q_i, k, a, c, f, offset)
-            m_new = xp.maximum(m, s.max(axis=-1, keepdims=True))
+        m = xp.full(q_i.shape[:-1] + (1,), -xp.inf, dtype=q.dtype)      # running row maximum
+        l = xp.zeros_like(m)                                             # running Σ e^(S - m)
+        acc = xp.zeros(q_i.shape[:-1] + v.shape[-1:], dtype=q.dtype)     # running A = Σ e^(S - m) v
+        for c_j, f in _key_blocks(a, b, c, e):
+            s = masked_scores(q_i, k[..., c_j:f, :], mask, a, b, c_j)     # S_ij = q_i k_jᵀ + M_ij
+            m_new = xp.maximum(m, s.max(axis=-1, keepdims=True))         # m_new = max(m, rowmax S_ij)
             s -= m_new
-            p = xp.exp(s, out=s)                                    # P̃ = e^(S - m_new)
-            alpha = xp.exp(m - m_new)
+            p = xp.exp(s, out=s)                                         # P̃_ij = e^(S_ij - m_new)
+            alpha = xp.exp(m - m_new)                                    # e^(m - m_new) rescales the old sums
             l *= alpha
-            l += p.sum(axis=-1, keepdims=True)
+            l += p.sum(axis=-1, keepdims=True)                           # l = e^(m - m_new) l + rowsum P̃_ij
             acc *= alpha
-            acc += p @ v[..., c:f, :]
+            acc += p @ v[..., c_j:f, :]                                  # A = e^(m - m_new) A + P̃_ij v_j
             m = m_new
-        xp.divide(acc, l, out=y[..., a:b, :])
-        lse[..., a:b] = (m + xp.log(l))[..., 0]
+        xp.divide(acc, l, out=y[..., a:b, :])                            # Y_i = A / l
+        lse[..., a:b] = (m + xp.log(l))[..., 0]                          # L_i = m + log l
 
 
-def group_product(left, right):
-    """Σ_g left_g right_g over the group axis (-3): (…, G, m, n), (…, G, n, p) -> (…, 1, m, p), as one
-    product (…, 1, m, G·n) @ (…, 1, G·n, p) (a K/V head's gradient from its G query heads)."""
-    xp = backend.xp
-    m, p = left.shape[-2], right.shape[-1]
-    left_rows = xp.moveaxis(left, -3, -2).reshape(left.shape[:-3] + (1, m, -1))
-    return left_rows @ right.reshape(right.shape[:-3] + (1, -1, p))
-
-
-def _accumulate(dst, left, right):
-    """dst += left right, summed over the query group when ``dst`` is a K/V head shared by G queries."""
-    dst += group_product(left, right) if left.shape[-3] != dst.shape[-3] else left @ right
-
-
-def flash_backward_kernel(dq, dk, dv, g, q, k, v, y, lse, causal):
-    """(dq, dk, dv) from G = dL/dY, each block's P recomputed from L (module docstring)."""
+def flash_backward_kernel(dq, dk, dv, g, q, k, v, y, lse, mask):
+    """(dq, dk, dv) from G = dL/dY, each block's P recomputed from L (module docstring): query
+    blocks outside, key blocks inside; dq_i is summed locally, dk and dv in place."""
     xp = backend.xp
     scale = 1.0 / math.sqrt(q.shape[-1])
-    offset = k.shape[-2] - q.shape[-2] if causal else None
     dk[...] = 0
     dv[...] = 0
-    for a, b, key_blocks in _blocks(q.shape[-2], k.shape[-2], causal):
+    for a, b, c, e in mask.blocks(q.shape[-2], k.shape[-2], QUERY_BLOCK):
         q_i, g_i = q[..., a:b, :] * scale, g[..., a:b, :]
         lse_i = lse[..., a:b, None]
-        d_i = (g_i * y[..., a:b, :]).sum(axis=-1, keepdims=True)   # D = rowsum(G ⊙ Y)
+        d_i = (g_i * y[..., a:b, :]).sum(axis=-1, keepdims=True)      # D_i = rowsum(G_i ⊙ Y_i)
         dq_i = xp.zeros(q_i.shape, dtype=q.dtype)
-        for c, f in key_blocks:
-            s = _scores(q_i, k, a, c, f, offset)
+        for c_j, f in _key_blocks(a, b, c, e):
+            s = masked_scores(q_i, k[..., c_j:f, :], mask, a, b, c_j)
             s -= lse_i
-            p = xp.exp(s, out=s)                                       # P = e^(S - L)
-            _accumulate(dv[..., c:f, :], p.swapaxes(-1, -2), g_i)      # dv += Pᵀ G
-            dp = g_i @ v[..., c:f, :].swapaxes(-1, -2)                 # dP = G vᵀ
+            p = xp.exp(s, out=s)                     # in the forward P = e^(S - m)/l, so now P = e^(S - L)
+            add_product(dv[..., c_j:f, :], p.swapaxes(-1, -2), g_i)      # Y = P v, so dv_j += P_ijᵀ G_i
+            dp = g_i @ v[..., c_j:f, :].swapaxes(-1, -2)                 # ... and dP_ij = G_i v_jᵀ
             dp -= d_i
-            dp *= p                                                    # dS = P ⊙ (dP - D)
-            dq_i += dp @ k[..., c:f, :]
-            _accumulate(dk[..., c:f, :], dp.swapaxes(-1, -2), q_i)     # dk += dSᵀ q / √d
-        xp.multiply(dq_i, scale, out=dq[..., a:b, :])                  # dq = dS k / √d
+            dp *= p                                                      # P = softmax(S): dS = P ⊙ (dP - D_i)
+            dq_i += dp @ k[..., c_j:f, :]                                # S = q̃ kᵀ (q̃ = q/√d): dq̃_i += dS k_j
+            add_product(dk[..., c_j:f, :], dp.swapaxes(-1, -2), q_i)     # ... and dk_j += dSᵀ q̃_i
+        xp.multiply(dq_i, scale, out=dq[..., a:b, :])                    # q̃ = q/√d, so dq = dq̃ / √d
 
 
 def _for_heads(kernel, rows, shared):
@@ -133,18 +122,20 @@ def _for_heads(kernel, rows, shared):
     parallel.for_rows(kernel, rows, shared, grain=1)
 
 
-def flash_forward(q, k, v, causal, y=None):
-    """Plain arrays (B, H.., T, d) -> (Y, L): ``y`` is the (possibly strided) output buffer."""
+def flash_forward(q, k, v, causal, y=None, window=None):
+    """Plain arrays (B, H.., T, d) -> (Y, L): ``y`` is the (possibly strided) output buffer;
+    ``window``: a sliding window of that many keys (``attention_blocks``)."""
     xp = backend.xp
     y = xp.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype) if y is None else y
     lse = xp.empty(q.shape[:-1], dtype=q.dtype)
-    _for_heads(flash_forward_kernel, (y, lse, q, k, v), (causal,))
+    _for_heads(flash_forward_kernel, (y, lse, q, k, v), (KeyMask.of(q.shape[-2], k.shape[-2], causal, window),))
     return y, lse
 
 
-def flash_backward(g, q, k, v, y, lse, causal, out=None):
+def flash_backward(g, q, k, v, y, lse, causal, out=None, window=None):
     """(dq, dk, dv) from g = dL/dY; ``out``: optional buffers to write into (views of one gradient)."""
     xp = backend.xp
     dq, dk, dv = out if out is not None else (xp.empty(x.shape, dtype=x.dtype) for x in (q, k, v))
-    _for_heads(flash_backward_kernel, (dq, dk, dv, g, q, k, v, y, lse), (causal,))
+    mask = KeyMask.of(q.shape[-2], k.shape[-2], causal, window)
+    _for_heads(flash_backward_kernel, (dq, dk, dv, g, q, k, v, y, lse), (mask,))
     return dq, dk, dv

@@ -60,8 +60,10 @@ def gelu(x):
     return 0.5 * x * (1.0 + (math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)).tanh())
 
 
-def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=True):
-    """softmax(q kᵀ/√d + M) v, M = -∞ where key j is after query i (queries are the last T_q of T_k).
+def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=True, window=None, flash_min_t=None):
+    """softmax(q kᵀ/√d + M) v, M = -∞ where key j is after query i (queries are the last T_q of T_k),
+    or (``window`` W) at least W keys before it: query i sees keys i - W < j ≤ i. ``flash_min_t``
+    (which kernels run) changes nothing here.
 
     Grouped-query attention: H query heads over H_kv = H / G key/value heads, query head h reads
     K/V head h // G: q is viewed (…, H_kv, G, T_q, d) and k, v (…, H_kv, 1, T_k, d), and matmul broadcasts.
@@ -74,18 +76,20 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=T
     xp, (t_q, t_k) = backend.xp, (q.shape[-2], k.shape[-2])
     scores = q @ k.swapaxes(-1, -2) * (1.0 / math.sqrt(q.shape[-1]))                # (…, T_q, T_k)
     if causal:
-        scores = scores + Tensor(xp.triu(xp.full((t_q, t_k), -xp.inf, dtype=q.dtype), k=1 + t_k - t_q))
+        i, j = xp.arange(t_q)[:, None] + t_k - t_q, xp.arange(t_k)                    # query i's key index
+        hidden = (j > i) | (j <= i - window) if window is not None else j > i
+        scores = scores + Tensor(xp.where(hidden, -xp.inf, 0.0).astype(q.dtype))
     e = (scores - Tensor(scores.data.max(axis=-1, keepdims=True))).exp()   # a constant shift, no overflow
     att = e / e.sum(axis=-1, keepdims=True)
     return (dropout(att, dropout_p, training) @ v).reshape(y_shape)
 
 
-def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True):
+def causal_self_attention(qkv, n_head, dropout_p=0.0, training=True, window=None, flash_min_t=None):
     """(B, T, 3C) packed q|k|v -> (B, T, C): causal attention per head, heads split and merged."""
     b, t, c3 = qkv.shape
     c = c3 // 3
     heads = qkv.reshape(b, t, 3, n_head, c // n_head).permute(2, 0, 3, 1, 4)   # (3, B, H, T, d)
-    y = scaled_dot_product_attention(heads[0], heads[1], heads[2], True, dropout_p, training)  # (B, H, T, d)
+    y = scaled_dot_product_attention(heads[0], heads[1], heads[2], True, dropout_p, training, window)  # (B, H, T, d)
     return y.permute(0, 2, 1, 3).reshape(b, t, c)
 
 
