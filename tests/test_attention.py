@@ -207,10 +207,9 @@ def test_flash_min_t_argument_picks_the_kernels(rng, monkeypatch):
     qkv, q = leaf(rng, 1, 4, 3 * 4), leaf(rng, 1, 2, 4, 2)
     default = attention.FLASH_MIN_T
     for flash_min_t, expect_flash in ((0, True), (math.inf, False), (None, False), (4, True), (5, False)):
-        for op in (lambda: ops.causal_self_attention(qkv, 2, flash_min_t=flash_min_t),
-                   lambda: ops.scaled_dot_product_attention(q, q, q, flash_min_t=flash_min_t)):
+        for op, args in ((ops.causal_self_attention, (qkv, 2)), (ops.scaled_dot_product_attention, (q, q, q))):
             calls.clear()
-            op()
+            op(*args, flash_min_t=flash_min_t)
             assert bool(calls) == expect_flash, flash_min_t
     assert attention.FLASH_MIN_T == default == 1024
 

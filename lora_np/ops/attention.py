@@ -29,8 +29,8 @@ costs the least arithmetic. From ``flash_min_t`` query rows on (an argument of e
 by default the constant FLASH_MIN_T; and without dropout) the op runs
 ``flash_attention.py`` instead: FlashAttention-2's blocks with an online softmax, which keep only Y
 and one log-sum-exp per row and recompute P block by block in the backward (about a third more
-arithmetic, O(block²) memory instead of O(T²); with a window, O(T·W) time). FLASH_MIN_T is where the recomputation stops
-costing time, measured on GPT-2 small's attention shape by ``benchmarks/bench_memory.py``
+arithmetic, O(block²) memory instead of O(T²); with a window, O(T·W) time). FLASH_MIN_T is where
+the recomputation stops costing time, measured on GPT-2 small's attention shape by ``benchmarks/bench_memory.py``
 (``--switch-point``; results in ``benchmarks/results_memory.md``). With dropout the plain kernels
 always run: their P and keep-mask make the backward replay the forward's mask exactly. Both sets
 walk the same blocks (``attention_blocks.KeyMask.blocks``), build each block's mask when they reach

@@ -25,26 +25,26 @@ def row_mean(a):
 def layer_norm_kernel(y, xhat, rstd, x, w, b, eps):
     """On (rows, C): x̂ = (x - μ) r with r = 1/√(σ² + eps) (kept, for the backward), y = x̂ ⊙ w + b."""
     xp = backend.xp
-    xp.subtract(x, row_mean(x), out=xhat)
+    xp.subtract(x, row_mean(x), out=xhat)                # x - μ, in x̂ until x̂ is written
     xp.multiply(xhat, xhat, out=y)                       # (x - μ)², in y until y is written
-    xp.divide(1.0, xp.sqrt(row_mean(y) + eps), out=rstd)
-    xhat *= rstd
+    xp.divide(1.0, xp.sqrt(row_mean(y) + eps), out=rstd)  # r = 1/√(σ² + eps), σ² = mean((x - μ)²)
+    xhat *= rstd                                         # x̂ = (x - μ) r
     if w is None:
         y[...] = xhat
     else:
-        xp.multiply(xhat, w, out=y)
+        xp.multiply(xhat, w, out=y)                      # y = x̂ ⊙ w
     if b is not None:
-        y += b
+        y += b                                           #     + b
 
 
 def layer_norm_dx_kernel(dx, g, xhat, rstd, w):
     """On (rows, C): dL/dx = r (d - mean(d) - x̂ mean(d ⊙ x̂)) with d = g ⊙ w."""
     xp = backend.xp
-    d = g if w is None else g * w
+    d = g if w is None else g * w                        # in the forward y = x̂ ⊙ w + b, so now dx̂ = d = g ⊙ w
     xp.multiply(d, xhat, out=dx)                         # d ⊙ x̂, in dx until dx is written
     mean_d_xhat = row_mean(dx)
-    xp.subtract(d, row_mean(d), out=dx)
-    dx -= xhat * mean_d_xhat
+    xp.subtract(d, row_mean(d), out=dx)                  # x̂ = (x - μ) r, μ and r depend on every x: so
+    dx -= xhat * mean_d_xhat                             # dx = r (d - mean(d) - x̂ mean(d ⊙ x̂))
     dx *= rstd
 
 
@@ -73,8 +73,8 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
             dx = xp.empty_like(g2)
             parallel.for_rows(layer_norm_dx_kernel, (dx, g2, xhat, rstd), (w,))
             dx = dx.reshape(shape)
-        dw = xp.einsum("ni,ni->i", g2, xhat) if need_w else None  # sums over all rows: one pass each,
-        db = g2.sum(axis=0) if need_b else None                   # whatever the row blocks
+        dw = xp.einsum("ni,ni->i", g2, xhat) if need_w else None  # y = x̂ ⊙ w + b: dw = Σ g ⊙ x̂, db = Σ g,
+        db = g2.sum(axis=0) if need_b else None                   # over all rows, one pass each
         return (dx,) + ((dw,) if has_w else ()) + ((db,) if has_b else ())
 
     return Tensor._from_op(y.reshape(shape), parents, backward)

@@ -20,18 +20,19 @@ from ..autograd import Tensor
 def rms_norm_kernel(y, xhat, r, x, w, eps):
     """On (rows, C): r = 1/√(mean(x²) + eps) (kept), x̂ = x r (kept), y = x̂ ⊙ w."""
     xp = backend.xp
-    xp.divide(1.0, xp.sqrt(xp.einsum("ij,ij->i", x, x)[:, None] / x.shape[1] + eps), out=r)
-    xp.multiply(x, r, out=xhat)
-    xp.multiply(xhat, w, out=y)
+    mean_x2 = xp.einsum("ij,ij->i", x, x)[:, None] / x.shape[1]
+    xp.divide(1.0, xp.sqrt(mean_x2 + eps), out=r)        # r = 1/√(mean(x²) + eps)
+    xp.multiply(x, r, out=xhat)                          # x̂ = x r
+    xp.multiply(xhat, w, out=y)                          # y = x̂ ⊙ w
 
 
 def rms_norm_dx_kernel(dx, g, xhat, r, w):
     """On (rows, C): dL/dx = r (d - x̂ mean(d ⊙ x̂)) with d = g ⊙ w."""
     xp = backend.xp
-    d = g * w
-    mean_d_xhat = xp.einsum("ij,ij->i", d, xhat)[:, None] / g.shape[1]
-    xp.multiply(xhat, mean_d_xhat, out=dx)
-    xp.subtract(d, dx, out=dx)
+    d = g * w                                            # in the forward y = x̂ ⊙ w, so now dx̂ = d = g ⊙ w
+    mean_d_xhat = xp.einsum("ij,ij->i", d, xhat)[:, None] / g.shape[1]   # mean(d ⊙ x̂)
+    xp.multiply(xhat, mean_d_xhat, out=dx)               # x̂ = x r and r depends on every x, so now
+    xp.subtract(d, dx, out=dx)                           # dx = r (d - x̂ mean(d ⊙ x̂))
     dx *= r
 
 

@@ -46,9 +46,9 @@ def rope_kernel(y, x, cos, sin):
     h = x.shape[-1] // 2
     x1, x2, y1, y2 = x[..., :h], x[..., h:], y[..., :h], y[..., h:]
     xp.multiply(x1, cos, out=y1)
-    y1 -= x2 * sin
+    y1 -= x2 * sin                      # y₁ = x₁ cos θ - x₂ sin θ
     xp.multiply(x2, cos, out=y2)
-    y2 += x1 * sin
+    y2 += x1 * sin                      # y₂ = x₂ cos θ + x₁ sin θ
 
 
 def _rotate(x, cos, sin):
@@ -72,7 +72,7 @@ def rope(x, cos, sin):
     xd = backend.xp.ascontiguousarray(x.data)
     y = _rotate(xd, cos, sin)
 
-    def backward(g):
+    def backward(g):   # in the forward y = R(θ) x, so now dx = R(θ)ᵀ g = R(-θ) g: the same kernel, sin → -sin
         return (_rotate(backend.xp.ascontiguousarray(g), cos, -sin),)
 
     return Tensor._from_op(y, (x,), backward)
