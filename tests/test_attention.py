@@ -320,9 +320,9 @@ def test_flash_window_visits_only_the_blocks_in_the_window(rng, monkeypatch):
     monkeypatch.setattr(flash, "KEY_BLOCK", 4)
     visited, real = [], flash.masked_scores
 
-    def recording(q_i, k_j, mask, a, b, c, out=None):
-        visited.append((a, b, c, c + k_j.shape[-2]))
-        return real(q_i, k_j, mask, a, b, c, out)
+    def recording(q_i, k_j, mask, a, c, out=None):
+        visited.append((a, a + q_i.shape[-2], c, c + k_j.shape[-2]))
+        return real(q_i, k_j, mask, a, c, out)
 
     monkeypatch.setattr(flash, "masked_scores", recording)
     q, k, v = leaf(rng, 1, 1, 64, 2), leaf(rng, 1, 1, 64, 2), leaf(rng, 1, 1, 64, 2)
@@ -388,10 +388,11 @@ def _held_after_generating(model, n):
 
 def test_gpt_generation_memory_is_flat_in_its_length():
     """KV-cache generation through the public API: what stays held after 300 tokens is what stays
-    after 30 (tracemalloc; a few KB of thread-pool bookkeeping either way), not one mask per length."""
+    after 30 (tracemalloc; up to some 30 KB of thread-pool bookkeeping either way), not one mask per
+    length (a per-length mask cache held about 300 KB more after the longer one)."""
     if lora_np.backend.get_backend() != "numpy":
         pytest.skip("tracemalloc sees host allocations only")
     model = lora_np.GPT(lora_np.GPTConfig(vocab_size=11, block_size=320, n_layer=1, n_head=2, n_embd=8)).eval()
     _held_after_generating(model, 2)
     short, long = _held_after_generating(model, 30), _held_after_generating(model, 300)
-    assert long < short + 16 * 1024, (short, long)
+    assert long < short + 64 * 1024, (short, long)

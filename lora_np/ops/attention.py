@@ -73,7 +73,7 @@ def attention_kernel(y, p, keep, q, k, v, mask, blocks, keep_scale):
     scale = 1.0 / math.sqrt(q.shape[-1])
     for a, b, c, e in blocks:
         q_a, k_c = q[..., a:b, :] * scale, k[..., c:e, :]
-        s = masked_scores(q_a, k_c, mask, a, b, c, out=p[..., a:b, c:e])    # S = (q/√d) kᵀ + M
+        s = masked_scores(q_a, k_c, mask, a, c, out=p[..., a:b, c:e])        # S = (q/√d) kᵀ + M
         softmax_array(s, axis=-1, out=s)                                     # P = softmax(S), by rows
         if keep is not None:
             s = s * keep[..., a:b, c:e] * keep_scale                         # P' = P ⊙ keep / (1 - p)

@@ -45,20 +45,31 @@ class KeyMask(NamedTuple):
         """[(a, b, c, e)]: query rows [a, b), ``rows`` at a time, and the keys [c, e) they may see."""
         return [(a, min(a + rows, t_q)) + self.key_range(a, min(a + rows, t_q), t_k) for a in range(0, t_q, rows)]
 
-    def additive(self, a, b, c, f, dtype):
-        """The (b - a, f - c) mask to add to rows [a, b) of S over keys [c, f): -∞ where hidden, 0
-        where seen; None when every key of the block is seen by every row (most blocks)."""
+    def add_to(self, s, a, c):
+        """S + M in place, for the block ``s`` of query rows [a, a + rows) over keys [c, c + cols):
+        -∞ on the keys a row does not see. Row r's own key is column r + diag; the hidden keys are
+        the columns right of it (j > r + diag) and, with a window, those at least W left of it
+        (j ≤ r + diag - W). Only the columns that hold one are touched, as a triangle of -∞ (most
+        blocks hold none; in a chunk of the plain kernels the triangle is (rows, rows), not (rows, T))."""
         if self.offset is None:
-            return None
-        hides_later = f - 1 > a + self.offset
-        hides_earlier = self.window is not None and c <= b - 1 + self.offset - self.window
-        if not (hides_later or hides_earlier):
-            return None
-        xp = backend.xp
-        i = xp.arange(a, b)[:, None] + self.offset                   # each row's own key index
-        j = xp.arange(c, f)
-        hidden = j > i if self.window is None else (j > i) | (j <= i - self.window)
-        return xp.where(hidden, -xp.inf, 0.0).astype(dtype)        # broadcasts over batch, heads, group
+            return s
+        rows, cols = s.shape[-2:]
+        diag = a + self.offset - c
+        if diag + 1 < cols:                                    # later keys: j > r + diag
+            lo = max(0, diag + 1)
+            s[..., lo:] += _minus_infinity(rows, cols - lo, diag + 1 - lo, above=True, dtype=s.dtype)
+        hi = min(cols, rows + diag - self.window) if self.window is not None else 0
+        if hi > 0:                                             # window: j ≤ r + diag - W
+            s[..., :hi] += _minus_infinity(rows, hi, diag - self.window, above=False, dtype=s.dtype)
+        return s
+
+
+def _minus_infinity(rows, cols, k, above, dtype):
+    """(rows, cols): -∞ where column - row ≥ k (``above``) or ≤ k, 0 elsewhere; built per call
+    (nothing is cached, so nothing grows with the lengths seen)."""
+    xp = backend.xp
+    full = xp.full((rows, cols), -xp.inf, dtype=dtype)
+    return xp.triu(full, k=k) if above else xp.tril(full, k=k)
 
 
 def key_blocks(c, e, size):
@@ -102,11 +113,7 @@ def add_product(dst, left, right, first=False):
         dst += left @ right
 
 
-def masked_scores(q_i, k_j, mask, a, b, c, out=None):
-    """S = q_i k_jᵀ + M for query rows [a, b) (q_i already scaled by 1/√d) and keys [c, c + len(k_j)),
-    written into ``out`` if given; M is added only to blocks that hide a key."""
-    s = backend.xp.matmul(q_i, k_j.swapaxes(-1, -2), out=out)
-    hidden = mask.additive(a, b, c, c + k_j.shape[-2], s.dtype)
-    if hidden is not None:
-        s += hidden
-    return s
+def masked_scores(q_i, k_j, mask, a, c, out=None):
+    """S = q_i k_jᵀ + M for query rows [a, a + len(q_i)) (q_i already scaled by 1/√d) and keys
+    [c, c + len(k_j)), written into ``out`` if given (``KeyMask.add_to`` adds the -∞)."""
+    return mask.add_to(backend.xp.matmul(q_i, k_j.swapaxes(-1, -2), out=out), a, c)

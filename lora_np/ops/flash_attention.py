@@ -75,7 +75,7 @@ def flash_forward_kernel(y, lse, q, k, v, mask):
         l = xp.zeros_like(m)                                             # running Σ e^(S - m)
         acc = xp.zeros(q_i.shape[:-1] + v.shape[-1:], dtype=q.dtype)     # running A = Σ e^(S - m) v
         for c_j, f in _key_blocks(a, b, c, e):
-            s = masked_scores(q_i, k[..., c_j:f, :], mask, a, b, c_j)     # S_ij = q_i k_jᵀ + M_ij
+            s = masked_scores(q_i, k[..., c_j:f, :], mask, a, c_j)        # S_ij = q_i k_jᵀ + M_ij
             m_new = xp.maximum(m, s.max(axis=-1, keepdims=True))         # m_new = max(m, rowmax S_ij)
             s -= m_new
             p = xp.exp(s, out=s)                                         # P̃_ij = e^(S_ij - m_new)
@@ -102,7 +102,7 @@ def flash_backward_kernel(dq, dk, dv, g, q, k, v, y, lse, mask):
         d_i = (g_i * y[..., a:b, :]).sum(axis=-1, keepdims=True)      # D_i = rowsum(G_i ⊙ Y_i)
         dq_i = xp.zeros(q_i.shape, dtype=q.dtype)
         for c_j, f in _key_blocks(a, b, c, e):
-            s = masked_scores(q_i, k[..., c_j:f, :], mask, a, b, c_j)
+            s = masked_scores(q_i, k[..., c_j:f, :], mask, a, c_j)
             s -= lse_i
             p = xp.exp(s, out=s)                     # in the forward P = e^(S - m)/l, so now P = e^(S - L)
             add_product(dv[..., c_j:f, :], p.swapaxes(-1, -2), g_i)      # Y = P v, so dv_j += P_ijᵀ G_i
