@@ -81,13 +81,14 @@ class KVCache:
         return k, v
 
 
-def attend(q, keys, values, y=None):
+def attend(q, keys, values, y=None, window=None):
     """Causal attention of the new queries q (B, H, T, d) over the keys and values a cache returned
-    (B, H_kv, T_k, d each, T ≤ T_k), the mask aligned bottom-right: query i is position T_k - T + i.
+    (B, H_kv, T_k, d each, T ≤ T_k), the mask aligned bottom-right: query i is position T_k - T + i;
+    with a sliding ``window``, it sees only the keys j with i - window < j ≤ i.
     Grouped-query heads read their shared K/V head without a copy. Returns the (B, H, T, d) output,
     written into ``y`` when given (e.g. a heads view of the merged (B, T, H·d) layout)."""
     qd, kd, vd = grouped_views(q, keys, values)
-    out, _, _ = sdpa_forward(qd, kd, vd, causal=True, y=y if qd is q else None)
+    out, _, _ = sdpa_forward(qd, kd, vd, causal=True, y=y if qd is q else None, window=window)
     if y is not None and out is not y:
         y[...] = out.reshape(q.shape)
         return y
