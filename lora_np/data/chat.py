@@ -45,7 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tokenizer.chat_template import check_messages, has_generation_blocks, render_chat, render_chat_with_spans
+from ..tokenizer.chat_template import (
+    check_messages,
+    has_generation_blocks,
+    render_chat,
+    render_chat_with_spans,
+)
 from .dataset import TokenDataset
 from .text_files import first_json_object, read_text_file
 
