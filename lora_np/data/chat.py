@@ -4,25 +4,37 @@
     {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                   {"role": "assistant", "content": "Hello!"}]}
 
-Each conversation is rendered with the model's own chat template (``tokenizer.apply_chat_template``)
-and encoded once, so its ids are the ones transformers' ``apply_chat_template`` gives. An assistant
-turn's *span* in the rendered text runs from the end of the messages before it rendered with
-``add_generation_prompt=True`` (the prompt ends with the assistant's header, "<|im_start|>assistant\\n")
-to the end of the messages through it: its text, its end-of-turn token (<|im_end|>, <|eot_id|>) and
-whatever the template writes after it before the next turn. A token counts in the loss when its
-text overlaps a span; everything else (system, user, tool turns, headers) is given, never predicted.
-This needs a template that renders a conversation's start the same way whatever follows it
-(ChatML, Llama 3 and most do); one that rewrites earlier turns is refused with the line number.
+Each conversation is rendered with the model's own chat template (``chat_template.py``, as
+transformers' ``apply_chat_template`` renders it) and encoded once, so its ids are transformers' ids.
+Which tokens count in the loss, and which renderings are trained on, follows the template:
 
-Conversations are *packed* as ``text_files.py`` packs prompt/completion pairs: back to back in one
-stream, each window starting at a conversation's first token (and every block_size tokens inside a
+1. **The template marks the assistant's text with ``{% generation %}``**: the whole conversation,
+   one rendering, and a token counts when its text overlaps a generation block, exactly transformers'
+   ``return_assistant_tokens_mask`` (a block that holds the assistant's header counts the header too).
+2. **Otherwise, each assistant turn is scored in the rendering where it is the last turn**, as the
+   template renders it when the model answers: from the end of the messages before it rendered with
+   ``add_generation_prompt=True`` (the prompt ends with the assistant's header, "<|im_start|>assistant\\n")
+   to the end of the messages through it: its text, its end-of-turn token (<|im_end|>, <|eot_id|>) and
+   whatever the template writes after it. Everything else (system, user, tool turns, headers) is
+   given, never predicted.
+   - Most templates (ChatML, Qwen2.5, Llama 3, SmolLM2) render a conversation's start the same way
+     whatever follows, so every turn's rendering is a prefix of the whole conversation's: the whole
+     rendering is trained once with every turn's span scored (the same predictions, as a causal model's
+     prediction sees only the tokens before it).
+   - A template that rewrites earlier turns once later ones follow (Qwen3 drops earlier turns'
+     ``<think>`` blocks) gives one rendering per assistant turn, each ending with the turn it scores.
+   A template whose prompt for a turn is not the start of that turn's rendering is refused, naming the
+   message.
+
+Renderings are *packed* as ``text_files.py`` packs prompt/completion pairs: back to back in one
+stream, each window starting at a rendering's first token (and every block_size tokens inside a
 longer one), each window scoring only the targets before the next window's start (so every assistant
 token counts in exactly one window, ``dataset.packed_windows``), windows that would score no
 assistant token left out, the end of each split padded with
 ``pad_token_id`` (else ``eos_token_id``) that the loss ignores. The last tenth of the conversations
 (at least one) is validation.
 
-Bad input stops before any training, naming the file and line: a line that is not JSON or has no
+Bad input stops before any training, naming the file and line (lines and messages counted from 1): a line that is not JSON or has no
 ``messages`` list, an unknown role or a missing ``content`` (``chat_template.check_messages``), a
 template that raises, and a conversation with **no assistant turn** (it has nothing to learn from:
 an error, not a silent skip, so a file of the wrong shape is noticed).
@@ -33,7 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tokenizer.chat_template import check_messages
+from ..tokenizer.chat_template import (
+    check_messages,
+    has_generation_blocks,
+    render_chat,
+    render_chat_with_spans,
+)
 from .dataset import TokenDataset
 from .text_files import first_json_object, read_text_file
 
@@ -82,30 +99,45 @@ def _check_assistant_turns(messages):
 
 
 def assistant_spans(tokenizer, messages):
-    """(rendered text, [(start, end), ...]): each assistant turn's span (see the module docstring)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans = []
-    for k, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        prompt = tokenizer.apply_chat_template(messages[:k], add_generation_prompt=True, tokenize=False)
-        through = tokenizer.apply_chat_template(messages[:k + 1], tokenize=False)
-        if not (text.startswith(through) and through.startswith(prompt)):
-            raise ValueError(f"the chat template renders message {k} differently once later messages follow "
-                             f"(it rewrites earlier turns), so the assistant's tokens cannot be found")
-        spans.append((len(prompt), len(through)))
-    return text, spans
+    """[(rendered text, [(start, end), ...]), ...]: the renderings of ``messages`` to train on and the
+    characters the loss counts in each (see the module docstring)."""
+    template, variables = tokenizer.chat_template, tokenizer.special_tokens_map
+    if has_generation_blocks(template):
+        text, spans = render_chat_with_spans(template, messages, False, variables)
+        if not spans:
+            raise ValueError("the chat template's {% generation %} blocks mark no text in this conversation, "
+                             "so it has nothing to learn from")
+        return [(text, spans)]
+    turns = [_last_turn(template, variables, messages, k) for k, m in enumerate(messages) if m["role"] == "assistant"]
+    text = render_chat(template, messages, False, variables)
+    if all(text.startswith(through) for _, through in turns):
+        return [(text, [(len(prompt), len(through)) for prompt, through in turns])]
+    return [(through, [(len(prompt), len(through))]) for prompt, through in turns]
+
+
+def _last_turn(template, variables, messages, k):
+    """(prompt, through): messages[:k] with the generation prompt, and messages[:k + 1] rendered."""
+    prompt = render_chat(template, messages[:k], True, variables)
+    through = render_chat(template, messages[:k + 1], False, variables)
+    if not through.startswith(prompt):
+        raise ValueError(f"message {k + 1}: the chat template's prompt for this assistant turn "
+                         f"(add_generation_prompt) is not the start of its rendering with the turn, so the "
+                         f"assistant's tokens cannot be found")
+    return prompt, through
 
 
 def conversation_tokens(tokenizer, messages):
-    """(ids, counts): the conversation's token ids (int64) and which of them the loss counts (bool)."""
-    text, spans = assistant_spans(tokenizer, messages)
-    ids, token_spans = tokenizer.encode_with_spans(text, allow_special=True)
-    first, last = np.array(token_spans, dtype=np.int64).reshape(-1, 2).T  # each token's [first, last) characters
-    counts = np.zeros(len(ids), dtype=bool)
-    for start, end in spans:
-        counts |= (first < end) & (last > start)
-    return np.asarray(ids, dtype=np.int64), counts
+    """[(ids, counts), ...]: for each rendering of ``assistant_spans``, its token ids (int64) and which
+    of them the loss counts (bool)."""
+    samples = []
+    for text, spans in assistant_spans(tokenizer, messages):
+        ids, token_spans = tokenizer.encode_with_spans(text, allow_special=True)
+        first, last = np.array(token_spans, dtype=np.int64).reshape(-1, 2).T  # each token's [first, last) characters
+        counts = np.zeros(len(ids), dtype=bool)
+        for start, end in spans:
+            counts |= (first < end) & (last > start)
+        samples.append((np.asarray(ids, dtype=np.int64), counts))
+    return samples
 
 
 def _pack(encoded, block_size, pad):
@@ -129,7 +161,7 @@ def chat_dataset(path, block_size, tokenizer, val_fraction=0.1):
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(f"{path} holds conversations, but the model's tokenizer has no chat template "
                          f"(tokenizer_config.json 'chat_template' or chat_template.jinja) to render them with")
-    encoded = []
+    encoded = []  # per conversation, its renderings' (ids, counts)
     for messages, number in read_conversations(path):
         try:
             encoded.append(conversation_tokens(tokenizer, messages))
@@ -137,6 +169,7 @@ def chat_dataset(path, block_size, tokenizer, val_fraction=0.1):
             raise ValueError(f"{path}, line {number}: {exc}") from None
     pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     n_val = max(1, int(len(encoded) * val_fraction))
-    splits = {"train": _pack(encoded[:-n_val], block_size, pad), "val": _pack(encoded[-n_val:], block_size, pad)}
+    train, val = [s for c in encoded[:-n_val] for s in c], [s for c in encoded[-n_val:] for s in c]
+    splits = {"train": _pack(train, block_size, pad), "val": _pack(val, block_size, pad)}
     return TokenDataset(tokenizer, splits, block_size, f"chat file {path.name}", has_answers=True,
                         packed=True, padding=block_size)

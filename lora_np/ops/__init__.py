@@ -10,6 +10,7 @@ from .cross_entropy import cross_entropy
 from .dropout import dropout
 from .elementwise import add, div, exp, log, mul, neg, pow, sqrt, sub, tanh
 from .embedding import embedding
+from .geglu import geglu
 from .gelu import gelu
 from .indexing import getitem
 from .join import concatenate, split, stack
@@ -22,6 +23,7 @@ from .reductions import max, mean, sum
 from .rms_norm import rms_norm
 from .rope import rope
 from .shape import permute, reshape, swapaxes, transpose
+from .softcap import softcap
 from .softmax import log_softmax, softmax
 from .swiglu import swiglu
 
@@ -30,7 +32,7 @@ __all__ = [
     "sum", "mean", "max", "reshape", "transpose", "permute", "swapaxes", "getitem",
     "concatenate", "split", "stack", "softmax", "log_softmax", "cross_entropy", "layer_norm",
     "gelu", "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention", "linear",
-    "lora_linear", "lm_head_loss", "rms_norm", "rope", "swiglu",
+    "lora_linear", "lm_head_loss", "rms_norm", "rope", "swiglu", "geglu", "softcap",
 ]
 
 

@@ -4,7 +4,7 @@ Each function has the signature of its fused namesake in ``lora_np.ops`` and com
 values, but is built from matmul, add, mul, exp, log, tanh, sum, mean, reshape, indexing... whose
 own backward passes are gradchecked one by one, so its gradient comes for free from the chain
 rule. The fused ops (``linear.py``, ``lora_linear.py``, ``dora_linear.py``, ``layer_norm.py``,
-``gelu.py``, ``attention.py``, ``cross_entropy.py``, ``lm_head_loss.py``) compute the same thing
+``gelu.py``, ``geglu.py``, ``softcap.py``, ``attention.py``, ``cross_entropy.py``, ``lm_head_loss.py``) compute the same thing
 with a hand-derived backward and fewer saved arrays; ``tests/test_reference.py`` checks that the two agree in value and gradient.
 This is llm.c's ``matmul_forward_naive`` beside its fast matmul, at picoGPT length.
 """
@@ -126,3 +126,13 @@ def rope(x, cos, sin):
 def swiglu(a, b):
     """h = silu(a) ⊙ b with silu(a) = a σ(a) = a / (1 + e⁻ᵃ)."""
     return a / ((-a).exp() + 1.0) * b
+
+
+def geglu(a, b):
+    """h = gelu(a) ⊙ b, GELU in its tanh form (Gemma's gelu_pytorch_tanh)."""
+    return gelu(a) * b
+
+
+def softcap(x, cap):
+    """y = cap · tanh(x / cap)."""
+    return (x * (1.0 / cap)).tanh() * cap

@@ -16,8 +16,8 @@ Plain version: ``lora_np.ops.reference.swiglu``.
 
 import numpy as np
 
-from .. import backend, parallel
-from ..autograd import Tensor
+from .. import backend
+from .gated import gated
 
 
 def sigmoid_into(s, a):
@@ -52,27 +52,7 @@ def swiglu_backward_kernel(da, db, g, a, b):
     da *= g
 
 
-def _rows(t):
-    x = backend.xp.ascontiguousarray(t)
-    return x.reshape(-1, x.shape[-1])
-
-
 def swiglu(a, b):
     """h = silu(a) ⊙ b for two Tensors of the same shape (``a`` = gate(x), ``b`` = up(x)).
     Backward: the module docstring. Plain version: ``lora_np.ops.reference.swiglu``."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        raise ValueError(f"swiglu: gate and up must have one shape and dtype; got {a.shape} {a.dtype}, "
-                         f"{b.shape} {b.dtype}")
-    xp = backend.xp
-    shape = a.shape
-    a2, b2 = _rows(a.data), _rows(b.data)
-    h = xp.empty_like(a2)
-    parallel.for_rows(swiglu_kernel, (h, a2, b2))
-    need_a, need_b = a.requires_grad, b.requires_grad
-
-    def backward(g):
-        da, db = xp.empty_like(a2), xp.empty_like(b2)
-        parallel.for_rows(swiglu_backward_kernel, (da, db, _rows(g), a2, b2))
-        return (da.reshape(shape) if need_a else None), (db.reshape(shape) if need_b else None)
-
-    return Tensor._from_op(h.reshape(shape), (a, b), backward)
+    return gated("swiglu", swiglu_kernel, swiglu_backward_kernel, a, b)

@@ -7,14 +7,25 @@ so the text, and then the ids, are the same: a sandboxed Jinja environment with 
 ``lstrip_blocks``, the ``loopcontrols`` extension, a ``tojson`` filter that keeps non-ASCII text as it
 is, the globals ``raise_exception`` and ``strftime_now``, and the variables ``messages``,
 ``add_generation_prompt``, ``tools``, ``documents`` and the special tokens' names (``bos_token``,
-``eos_token``, ...). A ``{% generation %}`` block renders its body (the loss mask of ``data/chat.py``
-comes from rendering prefixes, so the tag's tracking is not needed).
+``eos_token``, ...). The messages are copied as transformers copies them: keys whose value is None
+are dropped (so ``"content": null`` is a missing content), and a reasoning text under any of
+``reasoning_content``, ``thinking``, ``reasoning`` is given to the template under the first two too.
 
-Messages are checked first: each a dict with a known ``role`` and a string ``content``.
+``{% generation %}...{% endgeneration %}`` renders its body; ``render_chat_with_spans`` also returns
+the (start, end) characters of each such block, the spans transformers' ``return_assistant_tokens_mask``
+marks (``data/chat.py`` turns them into the loss mask).
+
+Messages are checked first (numbered from 1): each a dict with a known ``role`` and a string
+``content``; an assistant message that calls tools may leave ``content`` out (``tool_calls``, a
+non-empty list, as the OpenAI format and transformers have it). Whatever the template raises (its
+``raise_exception``, an undefined name, or Python's own errors such as an OverflowError from a huge
+``range``) is one ValueError naming the template's source and the error.
 """
 
+import contextvars
 import functools
 import json
+import re
 from datetime import datetime
 
 import jinja2
@@ -23,10 +34,24 @@ import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 ROLES = ("system", "user", "assistant", "tool")
+REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
+GENERATION_TAG = re.compile(r"\{\%-?\s*generation\s*-?\%\}")
+
+_generation_spans = contextvars.ContextVar("generation_spans", default=None)  # (text so far, spans) while tracked
+
+
+class ChatTemplate(str):
+    """A template's text that remembers where it was read (``source``: a file, a file's key), for errors."""
+
+    def __new__(cls, text, source="the chat template"):
+        template = super().__new__(cls, text)
+        template.source = source
+        return template
 
 
 class _GenerationTag(jinja2.ext.Extension):
-    """``{% generation %}...{% endgeneration %}`` (transformers' assistant-mask marker): just its body."""
+    """``{% generation %}...{% endgeneration %}`` (transformers' assistant-mask marker): its body, and,
+    while ``render_chat_with_spans`` tracks them, the body's (start, end) in the text rendered so far."""
 
     tags = {"generation"}
 
@@ -36,7 +61,13 @@ class _GenerationTag(jinja2.ext.Extension):
         return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
     def _body(self, caller):
-        return caller()
+        text = caller()
+        tracked = _generation_spans.get()
+        if tracked is not None:
+            blocks, spans = tracked
+            start = sum(map(len, blocks))
+            spans.append((start, start + len(text)))
+        return text
 
 
 def _raise_exception(message):
@@ -62,40 +93,80 @@ def compile_template(template):
     try:
         return env.from_string(template)
     except jinja2.exceptions.TemplateSyntaxError as exc:
-        raise ValueError(f"chat template, line {exc.lineno}: {exc.message}") from None
+        raise ValueError(f"{_source(template)}, line {exc.lineno}: {exc.message}") from None
+
+
+def _source(template):
+    return getattr(template, "source", "the chat template")
 
 
 def check_messages(messages):
-    """A list of {"role": one of ROLES, "content": str} dicts; the first bad one is named."""
+    """A list of {"role": one of ROLES, "content": str} dicts (see the module docstring); the first bad
+    one is named, counting from 1."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ValueError(f"messages must be a non-empty list of {{'role': ..., 'content': ...}} dicts; "
                          f"got {messages!r:.80}")
-    for n, message in enumerate(messages):
+    for n, message in enumerate(messages, start=1):
         if not isinstance(message, dict):
             raise ValueError(f"message {n} must be a dict with 'role' and 'content'; got {message!r:.80}")
         if message.get("role") not in ROLES:
             raise ValueError(f"message {n}: unknown role {message.get('role')!r}; accepted: {', '.join(ROLES)}")
-        if not isinstance(message.get("content"), str):
-            kind = type(message.get("content")).__name__
+        calls = message.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and calls and message["role"] == "assistant"):
+            raise ValueError(f"message {n} ({message['role']}): 'tool_calls' must be a non-empty list in an "
+                             f"assistant message; got {calls!r:.60}")
+        content = message.get("content")
+        if not isinstance(content, str) and not (content is None and calls):
+            kind = type(content).__name__
             article = "an" if kind[0] in "aeiou" else "a"
-            what = "is missing" if message.get("content") is None else f"is {article} {kind}"
-            raise ValueError(f"message {n} ({message['role']}): 'content' {what}; it must be a string")
+            what = "is missing" if content is None else f"is {article} {kind}"
+            raise ValueError(f"message {n} ({message['role']}): 'content' {what}; it must be a string "
+                             f"(an assistant message with 'tool_calls' may leave it out)")
 
 
-def render_chat(template, messages, add_generation_prompt=False, variables=None):
-    """The chat text of ``messages`` (see the module docstring); ``variables``: the special tokens' names
-    and anything else the template reads. A template that raises is a ValueError with its message."""
+def template_messages(messages):
+    """The messages as transformers hands them to the template: None values dropped, reasoning aliased."""
+    copied = []
+    for message in messages:
+        message = {key: value for key, value in message.items() if value is not None}
+        reasoning = next((message[key] for key in REASONING_KEYS if key in message), None)
+        if reasoning is not None:
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        copied.append(message)
+    return copied
+
+
+def render_chat_with_spans(template, messages, add_generation_prompt=False, variables=None):
+    """(chat text, [(start, end), ...] of each ``{% generation %}`` block) for ``messages`` (see the
+    module docstring); ``variables``: the special tokens' names and anything else the template reads."""
     if not isinstance(template, str):
         raise ValueError("this tokenizer has no chat template (tokenizer_config.json 'chat_template' or "
                          "chat_template.jinja); a base model's folder usually has none")
     check_messages(messages)
     compiled = compile_template(template)
     context = {"tools": None, "documents": None, **(variables or {})}
+    blocks, spans = [], []
+    token = _generation_spans.set((blocks, spans))
     try:
-        return compiled.render(messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt,
-                               **context)
-    except jinja2.exceptions.TemplateError as exc:
-        raise ValueError(f"the chat template refused these messages: {exc}") from None
+        for block in compiled.generate(messages=template_messages(messages),
+                                       add_generation_prompt=add_generation_prompt, **context):
+            blocks.append(block)
+    except Exception as exc:  # the template is code from the model's folder: whatever it raises is its error
+        what = str(exc) if isinstance(exc, jinja2.exceptions.TemplateError) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{_source(template)} refused these messages: {what}") from None
+    finally:
+        _generation_spans.reset(token)
+    return "".join(blocks), spans
+
+
+def render_chat(template, messages, add_generation_prompt=False, variables=None):
+    """The chat text of ``messages`` (``render_chat_with_spans`` without the spans)."""
+    return render_chat_with_spans(template, messages, add_generation_prompt, variables)[0]
+
+
+def has_generation_blocks(template):
+    """True when the template marks the assistant's text with ``{% generation %}`` (transformers' test)."""
+    return isinstance(template, str) and GENERATION_TAG.search(template) is not None
 
 
 def end_of_turn_id(tokenizer):

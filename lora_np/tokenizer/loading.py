@@ -17,6 +17,7 @@ from pathlib import Path
 from ..io.atomic import read_json
 from .bpe import BPETokenizer
 from .char import VOCAB_FILE as CHAR_VOCAB_FILE, CharTokenizer
+from .chat_template import ChatTemplate
 from .gpt2_files import FILE_NAMES
 from .tokenizer_json import CONFIG_FILE, TOKENIZER_FILE
 
@@ -83,7 +84,7 @@ def _from_model_config(tokenizer, config, name, path):
 
 def _chat_template(config, path):
     if (path / TEMPLATE_FILE).is_file():
-        return (path / TEMPLATE_FILE).read_text(encoding="utf-8")
+        return ChatTemplate((path / TEMPLATE_FILE).read_text(encoding="utf-8"), str(path / TEMPLATE_FILE))
     template = config.get("chat_template")
     if isinstance(template, list):
         named = [t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"]
@@ -91,4 +92,4 @@ def _chat_template(config, path):
     if template is not None and not isinstance(template, str):
         raise ValueError(f"{path / CONFIG_FILE}: chat_template must be a string or a list of "
                          f"{{'name', 'template'}} with a 'default'; got {template!r:.60}")
-    return template
+    return None if template is None else ChatTemplate(template, f"{path / CONFIG_FILE} 'chat_template'")
