@@ -382,6 +382,50 @@ def _(g, ids, V):
     return dW
 
 
+def _ln_steps_backward(g, c, w, eps=1e-5, both_paths=True, mean=True, mu_path=True):
+    """Layer norm's atomic backward with one switch per mistake (the right answer with the defaults)."""
+    C = c["x"].shape[-1]
+    d = {"w": (g * c["xhat"]).sum(axis=0), "b": g.sum(axis=0), "xhat": g * w}
+    d["rstd"] = (d["xhat"] * c["xc"]).sum(axis=-1, keepdims=True)
+    d["var"] = -0.5 * (c["var"] + eps) ** -1.5 * d["rstd"]
+    d["xc2"] = np.ones_like(c["xc2"]) * d["var"] / (C if mean else 1)
+    d["xc"] = d["xhat"] * c["rstd"] + (2 * c["xc"] * d["xc2"] if both_paths else 0)
+    d["mu"] = -d["xc"].sum(axis=-1, keepdims=True)
+    d["x"] = d["xc"] + (d["mu"] / C if mu_path else 0)
+    return d
+
+
+mistake("layer_norm_steps_backward", "xc feeds xhat and xc2: the xc2 path's gradient not added")(
+    lambda g, c, w: _ln_steps_backward(g, c, w, both_paths=False))
+mistake("layer_norm_steps_backward", "the variance's mean backpropagated as a sum (no 1/C)")(
+    lambda g, c, w: _ln_steps_backward(g, c, w, mean=False))
+mistake("layer_norm_steps_backward", "dx without the path through the mean")(
+    lambda g, c, w: _ln_steps_backward(g, c, w, mu_path=False))
+
+
+def _attention_steps_backward(g, c, merge="heads_then_time", scale=True, rowsum=True):
+    """Attention's atomic backward with one switch per mistake (the right answer with the defaults)."""
+    H, T, hd = c["q"].shape
+    grads = {"out": g.reshape(T, H, hd).transpose(1, 0, 2) if merge == "heads_then_time" else g.reshape(H, T, hd)}
+    grads["probs"] = grads["out"] @ c["v"].swapaxes(-1, -2)
+    grads["v"] = c["probs"].swapaxes(-1, -2) @ grads["out"]
+    p = c["probs"]
+    grads["masked"] = p * (grads["probs"] - ((grads["probs"] * p).sum(axis=-1, keepdims=True) if rowsum else 0))
+    grads["scaled"] = grads["masked"]
+    grads["scores"] = grads["scaled"] / (np.sqrt(hd) if scale else 1.0)
+    grads["q"] = grads["scores"] @ c["k"]
+    grads["k"] = grads["scores"].swapaxes(-1, -2) @ c["q"]
+    return grads
+
+
+mistake("attention_steps_backward", "the merge undone by g.reshape(H, T, d): heads and time mixed up")(
+    lambda g, c: _attention_steps_backward(g, c, merge="reshape"))
+mistake("attention_steps_backward", "the 1/√d scale not applied on the way back")(
+    lambda g, c: _attention_steps_backward(g, c, scale=False))
+mistake("attention_steps_backward", "softmax's backward without the row sum")(
+    lambda g, c: _attention_steps_backward(g, c, rowsum=False))
+
+
 # 03 · LoRA's mathematics
 @mistake("lora_forward", "the scale s forgotten")
 def _(x, W, b, A, B, s, keep):
@@ -772,6 +816,57 @@ def _(g, n_kv):
     return g[::g.shape[0] // n_kv]
 
 
+def _att_back(g, q, k, v):
+    P, hd = _attention(q, k, v), q.shape[1]
+    dp = g @ v.T
+    ds = P * (dp - (dp * P).sum(axis=-1, keepdims=True))
+    return ds @ k / np.sqrt(hd), ds.T @ q / np.sqrt(hd), P.T @ g
+
+
+def _rms_back(g, x, w):
+    r, xhat = _rms_parts(x)
+    d = g * w
+    return r * (d - xhat * (d * xhat).mean(-1, keepdims=True)), (g * xhat).sum(axis=0)
+
+
+def _llama_layer_backward(g, c, p, cos, sin, residual=True, unrotate=True, group_sum=True, n_head=4, n_kv=2):
+    """A whole Llama layer's backward with one switch per mistake (the right answer with the defaults)."""
+    T, hd, G = c["x"].shape[0], c["q"].shape[-1], n_head // n_kv
+    ch, sh = _halves(cos, sin)
+    sig = 1 / (1 + np.exp(-c["a"]))
+    d = {"mlp.down_proj.weight": g.T @ c["m"], "m": g @ p["mlp.down_proj.weight"]}
+    d["a"], d["b"] = d["m"] * c["b"] * sig * (1 + c["a"] * (1 - sig)), d["m"] * c["a"] * sig
+    d["mlp.gate_proj.weight"], d["mlp.up_proj.weight"] = d["a"].T @ c["h2"], d["b"].T @ c["h2"]
+    d["h2"] = d["a"] @ p["mlp.gate_proj.weight"] + d["b"] @ p["mlp.up_proj.weight"]
+    dx1, d["post_attention_layernorm.weight"] = _rms_back(d["h2"], c["x1"], p["post_attention_layernorm.weight"])
+    d["x1"] = g + dx1 if residual else dx1
+    d["self_attn.o_proj.weight"], d["att"] = d["x1"].T @ c["att"], d["x1"] @ p["self_attn.o_proj.weight"]
+    dq, dk, dv = (np.zeros((n_head, T, hd)) for _ in range(3))
+    for h in range(n_head):
+        dq[h], dk[h], dv[h] = _att_back(d["att"][:, h * hd:(h + 1) * hd], c["q_rot"][h], c["k_rot"][h // G],
+                                        c["v"][h // G])
+    reduce = (lambda t: t.reshape(n_kv, G, T, hd).sum(axis=1)) if group_sum else \
+        (lambda t: t.reshape(n_kv, G, T, hd).mean(axis=1))
+    d["q_rot"], d["k_rot"], d["v"] = dq, reduce(dk), reduce(dv)
+    d["q"], d["k"] = ((t * ch - _rotate_half(t * sh)) if unrotate else t for t in (d["q_rot"], d["k_rot"]))
+    d["h1"] = 0
+    for n in "qkv":
+        flat = d[n].transpose(1, 0, 2).reshape(T, -1)
+        d[f"self_attn.{n}_proj.weight"] = flat.T @ c["h1"]
+        d["h1"] = d["h1"] + flat @ p[f"self_attn.{n}_proj.weight"]
+    dx, d["input_layernorm.weight"] = _rms_back(d["h1"], c["x"], p["input_layernorm.weight"])
+    d["x"] = d["x1"] + dx if residual else dx
+    return d
+
+
+mistake("llama_layer_backward", "the residual connections' gradients dropped")(
+    lambda g, c, p, cos, sin: _llama_layer_backward(g, c, p, cos, sin, residual=False))
+mistake("llama_layer_backward", "q and k's gradients not rotated back (RoPE's backward skipped)")(
+    lambda g, c, p, cos, sin: _llama_layer_backward(g, c, p, cos, sin, unrotate=False))
+mistake("llama_layer_backward", "each K/V head's gradient averaged over its query heads, not summed")(
+    lambda g, c, p, cos, sin: _llama_layer_backward(g, c, p, cos, sin, group_sum=False))
+
+
 # ---------------------------------------------------------------- key expressions that give an answer away
 KEYS = {  # regular expressions on the text with all whitespace removed: code, LaTeX and plain-text forms
     "topological_order": [r"print\(inspect\.getsource\(_topological_order\)\)", r"visit\(parent\)order\.append",
@@ -787,6 +882,12 @@ KEYS = {  # regular expressions on the text with all whitespace removed: code, L
     "gelu_backward": [r"\\tfrac12\(1\+\\tanhu\)\+\\tfrac12\\,x", r"\(1-t\*\*2\)\*c\*\(1\+3\*0\.044715",
                       r"\(1-\\tanh\^2u\)\\?,?\\sqrt\{2/\\pi\}\\?,?\(1\+3"],
     "block_backward": [r"np\.concatenate\(\[dq,dk,dv\],axis=1\)", r"d\[\"x1\"\]=g\+dx1", r"d\[\"x\"\]=d\[\"x1\"\]\+dx"],
+    "layer_norm_steps_backward": [r"-0\.5\*\(c\[\"var\"\]\+eps\)\*\*-1\.5", r"2\*c\[\"xc\"\]\*d\[\"xc2\"\]",
+                                  r"\(\\mathrm\{var\}\+\\epsilon\)\^\{-3/2\}", r"2\\,?\\mathrm\{xc\}\\odot"],
+    "attention_steps_backward": [r"g\.reshape\(T,H,d\)\.transpose\(1,0,2\)", r"\[\"scores\"\]\.swapaxes\(-1,-2\)@c\[\"q\"\]",
+                                 r"\[\"scaled\"\]=grads\[\"masked\"\]"],
+    "llama_layer_backward": [r"gqa_kv_backward\(dk,n_kv_heads\)", r"rope_backward\(d\[\"q_rot\"\]",
+                             r"d\[\"x1\"\]=g\+dx1"],
     "embedding_backward": [r"np\.add\.at\(dW,ids", r"add\.at\(", r"\\sum_\{i:\\,?\\text\{ids\}_i=v\}"],
     "gqa_kv_backward": [r"\.sum\(axis=1\)", r"\\sum_\{h:\\,?h//G=j\}", r"reshape\(n_kv,-1"],
     "lora_forward": [r"\(x\*keep\)@A\.T\)@B\.T", r"(?i)\(XA\^\\top\)\\?,?B\^\\top", r"(?i)\\big\(XA\^\\top\\big\)B\^\\top",

@@ -7,6 +7,7 @@ import numpy as np
 
 from lora_np import gradcheck, ops
 from lora_np.autograd import Tensor
+from lora_np.ops.softmax import softmax_array
 
 from . import ExerciseFailed, as_op, cmp, compare, exercise, leaf, random
 from .ex01_autograd import engine_grads
@@ -140,13 +141,7 @@ def block_backward(fn):
     out, cache = block_forward(x, p)
     engine_out, want = engine_block_grads(x, p, g)
     compare("block_forward's output against the engine's", out, engine_out)
-    mine = fn(g, cache, p)
-    missing = [k for k in (*INTERMEDIATES, *p) if k not in mine]
-    if missing:
-        raise ExerciseFailed(f"your dict has no gradient for {missing}; it needs {list(INTERMEDIATES)} and every parameter")
-    wrong = [k for k in (*INTERMEDIATES, *p) if not cmp(f"d{k}" if k in INTERMEDIATES else k, mine[k], want[k])]
-    if wrong:
-        raise ExerciseFailed(f"wrong: {wrong} (the first, in backward order, is where the mistake is)")
+    cmp_all(fn(g, cache, p), want, (*INTERMEDIATES, *p), label=lambda k: f"d{k}" if k in INTERMEDIATES else k)
     gradcheck(as_op(lambda x: block_forward(x, p)[0], lambda g, x: fn(g, block_forward(x, p)[1], p)["x"]), [leaf(x)])
     return f"all {len(INTERMEDIATES)} intermediates and {len(p)} parameters equal the engine's; dx equals central differences"
 
@@ -162,3 +157,94 @@ def embedding_backward(fn):
     compare("dW", dW, engine_grads(lambda w: ops.embedding(ids, w), W, g=g)[0])
     gradcheck(as_op(lambda w: w[ids], lambda g, w: fn(g, ids, V)), [leaf(W)])
     return "matches the engine's embedding and central differences (repeated tokens summed)"
+
+
+# Layer norm and attention in atomic steps (makemore part 4's "exercise 1"): the forward is written
+# once, for arrays and for Tensors alike; the check runs it on Tensors with a cache that records the
+# gradient reaching every step, and compares the learner's gradients with those, one ``cmp`` line each.
+
+class Taps(dict):
+    """A cache whose every entry is tapped (``_tap``): ``grads[name]`` holds the gradient that reached
+    ``cache[name]`` once backward has run."""
+
+    def __init__(self):
+        super().__init__()
+        self.grads = {}
+
+    def __setitem__(self, name, t):
+        super().__setitem__(name, _tap(name, t, self.grads))
+
+
+def layer_norm_steps(x, w, b, cache=None):
+    """Layer norm in seven atomic steps over the last axis, x (N, C); returns (y, cache). ``cache``
+    is the dict to fill (the check passes one that records the engine's gradients)."""
+    c = {} if cache is None else cache
+    c["x"] = x
+    c["mu"] = c["x"].mean(-1, keepdims=True)            # (N, 1)
+    c["xc"] = c["x"] - c["mu"]                          # (N, C)
+    c["xc2"] = c["xc"] ** 2                             # (N, C)
+    c["var"] = c["xc2"].mean(-1, keepdims=True)         # (N, 1)  the biased variance
+    c["rstd"] = (c["var"] + EPS) ** -0.5                # (N, 1)
+    c["xhat"] = c["xc"] * c["rstd"]                     # (N, C)
+    return c["xhat"] * w + b, c
+
+
+LN_STEPS = ("w", "b", "xhat", "rstd", "var", "xc2", "xc", "mu", "x")   # in backward order
+
+
+def cmp_all(mine, want, names, label=lambda k: f"d{k}"):
+    """cmp on every name, in order; ExerciseFailed naming the wrong ones (the first is the mistake)."""
+    missing = [k for k in names if k not in mine]
+    if missing:
+        raise ExerciseFailed(f"your dict has no gradient for {missing}; it needs {list(names)}")
+    wrong = [k for k in names if not cmp(label(k), mine[k], want[k])]
+    if wrong:
+        raise ExerciseFailed(f"wrong: {wrong} (the first, in backward order, is where the mistake is)")
+
+
+@exercise
+def layer_norm_steps_backward(fn):
+    x, w, b, g = random(4, 6) * 3 + 1, random(6, seed=1), random(6, seed=2), random(4, 6, seed=3)
+    taps, tw, tb = Taps(), leaf(w), leaf(b)
+    layer_norm_steps(leaf(x), tw, tb, taps)[0].backward(g)
+    want = {**taps.grads, "w": tw.grad, "b": tb.grad}
+    cmp_all(fn(g, layer_norm_steps(x, w, b)[1], w), want, LN_STEPS)
+    compare("dx against the fused ops.layer_norm", fn(g, layer_norm_steps(x, w, b)[1], w)["x"],
+            engine_grads(ops.layer_norm, x, w, b, g=g)[0])
+    gradcheck(as_op(lambda x, w, b: layer_norm_steps(x, w, b)[0],
+                    lambda g, x, w, b: tuple(fn(g, layer_norm_steps(x, w, b)[1], w)[k] for k in ("x", "w", "b"))),
+              [leaf(x), leaf(w), leaf(b)])
+    return f"all {len(LN_STEPS)} gradients equal the engine's on the same steps; dx the fused op's and central differences"
+
+
+def attention_steps(q, k, v, cache=None, softmax=softmax_array):
+    """Causal attention for H heads in atomic steps: q, k, v (H, T, d) -> (T, H·d), the heads merged
+    side by side (head h owns columns h·d ... (h+1)·d - 1); returns (y, cache). The check passes
+    Tensors, ``ops.softmax`` and a recording cache."""
+    c = {} if cache is None else cache
+    c["q"], c["k"], c["v"] = q, k, v
+    H, T, d = q.shape
+    c["scores"] = c["q"] @ c["k"].swapaxes(-1, -2)                   # (H, T, T)
+    c["scaled"] = c["scores"] * (1.0 / math.sqrt(d))
+    c["masked"] = c["scaled"] + np.triu(np.full((T, T), -np.inf), k=1)
+    c["probs"] = softmax(c["masked"], axis=-1)                       # (H, T, T), rows sum to 1
+    c["out"] = c["probs"] @ c["v"]                                   # (H, T, d)
+    return c["out"].transpose((1, 0, 2)).reshape(T, H * d), c        # merge heads: (T, H, d) -> (T, H·d)
+
+
+ATTENTION_STEPS = ("out", "probs", "v", "masked", "scaled", "scores", "q", "k")   # in backward order
+
+
+@exercise
+def attention_steps_backward(fn):
+    q, k, v = random(3, 5, 4), random(3, 5, 4, seed=1), random(3, 5, 4, seed=2)    # H=3, T=5, d=4
+    g = random(5, 12, seed=3)
+    taps = Taps()
+    attention_steps(leaf(q), leaf(k), leaf(v), taps, softmax=ops.softmax)[0].backward(g)
+    cmp_all(fn(g, attention_steps(q, k, v)[1]), taps.grads, ATTENTION_STEPS)
+
+    def backward(g, q, k, v):
+        grads = fn(g, attention_steps(q, k, v)[1])
+        return grads["q"], grads["k"], grads["v"]
+    gradcheck(as_op(lambda q, k, v: attention_steps(q, k, v)[0], backward), [leaf(q), leaf(k), leaf(v)])
+    return f"all {len(ATTENTION_STEPS)} gradients equal the engine's on the same steps, and central differences"
