@@ -214,7 +214,8 @@ def layer_norm_steps_backward(fn):
     gradcheck(as_op(lambda x, w, b: layer_norm_steps(x, w, b)[0],
                     lambda g, x, w, b: tuple(fn(g, layer_norm_steps(x, w, b)[1], w)[k] for k in ("x", "w", "b"))),
               [leaf(x), leaf(w), leaf(b)])
-    return f"all {len(LN_STEPS)} gradients equal the engine's on the same steps; dx the fused op's and central differences"
+    return (f"all {len(LN_STEPS)} gradients equal the engine's on the same steps; dx the fused op's and "
+            f"central differences")
 
 
 def attention_steps(q, k, v, cache=None, softmax=softmax_array):
