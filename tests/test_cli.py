@@ -24,7 +24,7 @@ import lora_np.data
 from lora_np import to_numpy
 from lora_np.app.cli import main
 from lora_np.app.commands import load_model_dir
-from lora_np.app.report import comparable_rows
+from lora_np.app.report import ACCURACY_TOLERANCE_POINTS, LOSS_TOLERANCE, comparable_rows, rows_that_disagree
 from helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,13 +79,53 @@ def _readme_block(kind):
 
 def test_readme_quick_table_is_what_a_fresh_run_prints(demo_run, backend_name):
     """Issue 16 item 11: the README's numbers come from the code. Same seed, same table (the
-    timing and memory-peak rows aside); refresh with `python tools/update_readme_demo.py --run quick`."""
+    timing and memory-peak rows aside), up to the cross-machine tolerance the README states
+    (issue 38 item 1: another CPU's BLAS kernels move the third digit); refresh with
+    `python tools/update_readme_demo.py --run quick`."""
     out, proc, _ = demo_run
     assert proc.returncode == 0, proc.stderr
-    readme_rows = comparable_rows(_readme_block("quick"))
-    assert len(readme_rows) >= 10, "README: no generated quick table between the demo:quick markers"
-    fresh = comparable_rows((out / "results.md").read_text())
-    assert readme_rows == fresh, "README's quick table is stale: run python tools/update_readme_demo.py --run quick"
+    assert len(comparable_rows(_readme_block("quick"))) >= 10, "README: no generated quick table between the demo:quick markers"
+    stale = rows_that_disagree(_readme_block("quick"), (out / "results.md").read_text())
+    assert not stale, f"README's quick table is stale: run python tools/update_readme_demo.py --run quick: {stale}"
+
+
+def test_readme_states_the_tolerance_the_test_uses():
+    text = (ROOT / "README.md").read_text()
+    loss_abs, loss_rel = LOSS_TOLERANCE
+    assert f"losses within {loss_abs:g} or {100 * loss_rel:g}%" in text
+    assert f"accuracies within {ACCURACY_TOLERANCE_POINTS:g} points" in text
+
+
+def test_the_tolerance_lets_the_kernels_differ_and_nothing_else():
+    """Numbers seen on three OpenBLAS kernel sets pass; a count, a size, a larger loss or accuracy move fail."""
+    table = _readme_block("quick")
+    row = next(r for r in comparable_rows(table) if r.startswith("| val loss on B"))
+    full, lora = (float(x) for x in re.findall(r"\d+\.\d+", row))
+    acc_row = next(r for r in comparable_rows(table) if r.startswith("| answer accuracy on B"))
+    acc = float(re.findall(r"(\d+\.\d)%", acc_row)[1])
+    assert rows_that_disagree(table, table) == []
+    near = table.replace(row, f"| val loss on B (shift) | {full + 0.02:.3f} | {lora * 1.05:.3f} |")
+    near = near.replace(acc_row, acc_row.replace(f"{acc:.1f}%", f"{acc - 3.1:.1f}%"))
+    assert rows_that_disagree(table, near) == []
+    far_loss = table.replace(row, f"| val loss on B (shift) | {full:.3f} | {lora * 1.2:.3f} |")
+    far_acc = table.replace(acc_row, acc_row.replace(f"{acc:.1f}%", f"{acc + 6:.1f}%"))
+    count_row = next(r for r in comparable_rows(table) if r.startswith("| trainable parameters"))
+    other_count = table.replace(count_row, count_row.replace("4,096", "4,097"))
+    assert other_count != table
+    for changed in (far_loss, far_acc, other_count, table.replace("| saved size |", "| saved sizes |")):
+        assert len(rows_that_disagree(table, changed)) == 1
+
+
+def test_the_demo_is_bit_identical_on_one_machine(demo_run, tmp_path):
+    """Across machines the README allows a tolerance; on one machine, the same seed gives the same bits."""
+    out, proc, _ = demo_run
+    assert proc.returncode == 0, proc.stderr
+    assert main(["demo", "--quick", "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    first, again = (json.loads((d / "results.json").read_text()) for d in (out, tmp_path / "again"))
+    for run in ("full", "lora"):
+        assert first[run]["history"] == again[run]["history"] and first[run]["B"] == again[run]["B"]
+    assert first["base"]["A"] == again["base"]["A"]
+    assert comparable_rows((out / "results.md").read_text()) == comparable_rows((tmp_path / "again" / "results.md").read_text())
 
 
 def test_readme_full_section_is_generated():
