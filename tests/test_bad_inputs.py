@@ -206,6 +206,9 @@ CLI_CASES = [
     ("cli-corrupt-base", ["finetune", "--base", "{damaged}", "--task", "shift", "--out", "{out}"], "truncated"),
     ("cli-unknown-target", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}", "--targets", "q_proj"],
      "q_proj"),
+    # issue 35 item 4: a typo beside a good name was dropped silently
+    ("cli-mistyped-target-beside-a-good-one", ["finetune", "--base", "{ckpt}", "--task", "shift", "--out", "{out}",
+                                               "--targets", "c_attn,cproj"], "['cproj'] match no layer"),
     ("cli-negative-steps", ["pretrain", "--task", "copy", "--out", "{out}", "--steps", "-5"],
      "--steps must be a positive integer; got -5"),
     ("cli-bad-backend", ["pretrain", "--task", "copy", "--out", "{out}", "--backend", "tpu"], "'numpy', 'cupy'"),

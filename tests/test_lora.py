@@ -96,6 +96,16 @@ def test_unmatched_target_lists_existing_linear_names():
         add_lora(_gpt(), LoraConfig(target_modules=["q_proj"]))
 
 
+def test_a_mistyped_target_beside_a_good_one_is_an_error():
+    """Issue 35 item 4: ["c_attn", "cproj"] trained c_attn alone and wrote "cproj" into the config."""
+    model = _gpt()
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match=r"\['cproj'\] match no layer.*\['c_attn', 'c_fc', 'c_proj'\].*'wte'"):
+        add_lora(model, LoraConfig(target_modules=["c_attn", "cproj"]))
+    assert not lora_np.lora.lora_layers(model) and not hasattr(model, "peft_config")
+    assert all(np.array_equal(p.data, before[n]) for n, p in model.named_parameters())
+
+
 def test_rank_larger_than_layer_and_duplicate_names():
     with pytest.raises(ValueError, match=r"r=9 exceeds min\(in, out\) = 8"):
         add_lora(_gpt(), LoraConfig(r=9))

@@ -93,6 +93,20 @@ def _target_layers(model, config, check_rank=True):
     return chosen
 
 
+def _check_every_target_matches(model, config):
+    """A list of target names: each must name a layer, or a typo beside a good name would be dropped silently."""
+    if isinstance(config.target_modules, str):
+        return
+    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, (Linear, LoraLinear, Embedding, LoraEmbedding))]
+    unmatched = [t for t in config.target_modules if not any(_matches(n, (t,)) for n, _ in candidates)]
+    if unmatched and len(unmatched) < len(config.target_modules):  # none matching: _target_layers says so
+        linears = sorted({n.rsplit(".", 1)[-1] for n, m in candidates if isinstance(m, (Linear, LoraLinear))})
+        embeddings = sorted({n.rsplit(".", 1)[-1] for n, _ in candidates} & set(EMBEDDING_TARGETS))
+        raise ValueError(f"LoRA target_modules {unmatched} match no layer of this model (every name must match "
+                         f"one); its Linear layers end in {linears}"
+                         + (f", and its token embedding is {embeddings[0]!r}" if embeddings else ""))
+
+
 def _refresh_trainable(model):
     """Only the active adapter's A and B train; every other parameter is frozen."""
     for p in model.parameters():
@@ -104,11 +118,14 @@ def _refresh_trainable(model):
                 p.requires_grad = True
 
 
-def add_lora(model, config, adapter_name="default"):
+def add_lora(model, config, adapter_name="default", every_target=True):
     """Give every targeted Linear an adapter named ``adapter_name`` and freeze everything else.
 
     The first adapter becomes active; later ones are added inactive (as PEFT's add_adapter) until
-    ``set_adapter``. All checks run before the model changes. Returns the model.
+    ``set_adapter``. With ``every_target`` (the default), each name of a ``target_modules`` list must
+    match a layer (a mistyped name is an error, not dropped); ``load_adapter`` passes False, as PEFT
+    loads a file whose list names more than the model has. All checks run before the model changes.
+    Returns the model.
     """
     if not isinstance(config, LoraConfig):
         raise TypeError(f"add_lora needs a LoraConfig; got {type(config).__name__}")
@@ -117,6 +134,8 @@ def add_lora(model, config, adapter_name="default"):
     if adapter_name in adapter_names(model):
         raise ValueError(f"adapter {adapter_name!r} already exists on this model; adapters: {adapter_names(model)}")
     _refuse_if_merged(model, "add_lora")
+    if every_target:
+        _check_every_target_matches(model, config)
     _add_adapter_layers(model, config, adapter_name, _target_layers(model, config))
     if model.active_adapter is None:
         set_adapter(model, adapter_name)
