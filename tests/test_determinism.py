@@ -39,7 +39,7 @@ def test_same_seed_same_bits_across_processes(tmp_path):
     assert _losses(tmp_path / "a_lora") == _losses(tmp_path / "b_lora")
     a, meta_a = read_safetensors(tmp_path / "a_lora" / "adapter_model.safetensors")
     b, meta_b = read_safetensors(tmp_path / "b_lora" / "adapter_model.safetensors")
-    assert meta_a["base_model_sha256"] == meta_b["base_model_sha256"]  # (the recorded base paths differ)
+    assert meta_a["base_model_fingerprint"] == meta_b["base_model_fingerprint"]  # (the recorded base paths differ)
     assert a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
     _run("pretrain", "--task", "copy", "--out", tmp_path / "c", "--seed", 8, *TINY)
     assert _losses(tmp_path / "c") != _losses(tmp_path / "a")

@@ -174,6 +174,12 @@ def _model_and_adapter(p):
     """The model a command reads (generate, eval), and the adapter it may apply on top."""
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--adapter", help="LoRA adapter directory to apply")
+    _force(p)
+
+
+def _force(p):
+    p.add_argument("--force", action="store_true", help="apply --adapter even if it records another base model "
+                   "(the check of the base's tensors is skipped, and said)")
 
 
 def _generate_parser(sub):
@@ -199,6 +205,7 @@ def _merge_parser(sub):
     p = sub.add_parser("merge", help="fold an adapter into its base: a plain model folder of the base's kind")
     p.add_argument("--base", required=True, help="the model directory the adapter was trained on")
     p.add_argument("--adapter", required=True, help="the LoRA adapter directory to fold in")
+    _force(p)
     _output(p, "model directory to write (loads with transformers' AutoModelForCausalLM.from_pretrained)",
             resumable=False)
     _common(p)

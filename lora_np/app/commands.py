@@ -256,7 +256,7 @@ def _say_chat_slides(args, n_prompt, block_size):
 def cmd_generate(args):
     tokenizer, config = read_model(args.model)
     ids, stop, echo = _generate_prompt(args, tokenizer, config)
-    model = load_model_dir(args.model, args.adapter, quiet=args.quiet)[0]
+    model = load_model_dir(args.model, args.adapter, quiet=args.quiet, force=args.force)[0]
     backend.manual_seed(args.seed)
     out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          stop_token_ids=None if stop is None else [stop])  # stops at it, as HF's generate
@@ -273,7 +273,7 @@ def cmd_generate(args):
 def cmd_merge(args):
     with prepared_out(args, resumable=False) as lock:
         quiet = args.quiet or not is_large(read_model(args.base)[1])
-        model, tokenizer = load_model_dir(args.base, args.adapter, quiet=args.quiet)
+        model, tokenizer = load_model_dir(args.base, args.adapter, quiet=args.quiet, force=args.force)
         say(f"merging {args.adapter} into the base weights, then writing {args.out}", quiet)
         merge_and_unload(model)
         with output_dir(args.out, args.overwrite, lock):
@@ -301,7 +301,7 @@ def cmd_eval(args):
     block = choose_sizes(args, config, 0, training=False)
     data = make_dataset(args, block, tokenizer)
     check_fits(config, args.batch_size, block, 0, training=False)
-    model = load_model_dir(args.model, args.adapter, quiet=args.quiet)[0]
+    model = load_model_dir(args.model, args.adapter, quiet=args.quiet, force=args.force)[0]
     n = len(data.splits["val"][2])
     say(f"evaluating {min(n, args.batch_size * args.eval_batches):,} of {n:,} validation windows of {block} tokens",
         args.quiet)

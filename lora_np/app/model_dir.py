@@ -10,8 +10,9 @@ config.json's ``model_type`` names the family (``lora_np.models``), whose spec r
 (cheap, before any data is tokenized or memory estimated) and gives the default LoRA targets;
 ``load_model`` reads the weights. An adapter directory holds
 the adapter files plus a copy of its base's tokenizer files. A LoRA adapter's safetensors metadata
-records the SHA-256 of the base weights it was trained on, so it is never applied to another base
-by mistake.
+records a fingerprint of the base's tensors (io/fingerprint.py: names, shapes, a strided sample of
+values; older adapters: the SHA-256 of the weights file), so it is not applied to another base by
+mistake; the same weights saved again otherwise (as shards, in another dtype) are the same base.
 """
 
 import hashlib
@@ -19,8 +20,9 @@ import time
 from pathlib import Path
 
 from ..io.atomic import atomic_write_bytes, read_json
+from ..io.fingerprint import weights_fingerprint
 from ..io.gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE
-from ..io.hf_checkpoint import INDEX_FILE, load_model
+from ..io.hf_checkpoint import INDEX_FILE, load_model, open_checkpoint
 from ..io.safetensors_file import open_safetensors
 from ..lora import load_adapter
 from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
@@ -95,12 +97,37 @@ def weights_file(model_dir):
     return single if single.is_file() or not (Path(model_dir) / INDEX_FILE).is_file() else Path(model_dir) / INDEX_FILE
 
 
-def check_adapter_base(adapter_dir, model_dir):
+def base_fingerprint(model_dir):
+    """The fingerprint of a model folder's weights (io/fingerprint.py): the same for the same tensors
+    however they are stored (one file or shards, bfloat16 or float32)."""
+    return weights_fingerprint(open_checkpoint(Path(model_dir)))
+
+
+def _adapter_base_differs(meta, model_dir):
+    """What says the adapter's base is not ``model_dir`` (a phrase), or None when they agree or nothing was recorded."""
+    if meta.get("base_model_fingerprint"):
+        if meta["base_model_fingerprint"] != base_fingerprint(model_dir):
+            return f"a sample of the base's tensors differs from {model_dir}'s"
+    elif meta.get("base_model_sha256") and meta["base_model_sha256"] != file_sha256(weights_file(model_dir)):
+        return f"the SHA-256 of the base's weights file differs from {weights_file(model_dir)}'s (an adapter saved " \
+               f"before tensor fingerprints: the same weights saved otherwise differ too)"
+    return None
+
+
+def check_adapter_base(adapter_dir, model_dir, force=False):
+    """Refuse an adapter recorded as trained on another base; with ``force``, say what is skipped and go on."""
+    if not Path(adapter_dir).is_dir():
+        raise FileNotFoundError(f"adapter directory not found: {adapter_dir}")
     _, meta = open_safetensors(Path(adapter_dir) / ADAPTER_WEIGHTS)
-    expected = meta.get("base_model_sha256")
-    if expected and expected != file_sha256(weights_file(model_dir)):
-        raise ValueError(f"adapter {adapter_dir} was trained on another base model (SHA-256 of the base "
-                         f"weights differs from {weights_file(model_dir)})")
+    differs = _adapter_base_differs(meta, model_dir)
+    if differs is None:
+        return
+    trained_on = f" (it was trained on {meta['base_model_path']})" if meta.get("base_model_path") else ""
+    if not force:
+        raise ValueError(f"adapter {adapter_dir} was trained on another base model{trained_on}: {differs}; "
+                         f"--force applies it anyway")
+    say(f"--force: applying {adapter_dir} although it was trained on another base model{trained_on}: {differs}",
+        False)
 
 
 def describe_model(config, itemsize=4):
@@ -113,10 +140,11 @@ def is_large(config):
     return parameter_count(config) * 4 >= LARGE_MODEL_BYTES
 
 
-def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True):
-    """(model, tokenizer) from a model directory, with a LoRA adapter applied if given;
-    ``quantize`` ("nf4", "int8") loads the Linear weights quantized (QLoRA's frozen base).
-    Unless ``quiet``, a model above LARGE_MODEL_BYTES says on stderr what it loads and how long it took."""
+def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True, force=False):
+    """(model, tokenizer) from a model directory, with a LoRA adapter applied if given (``force``:
+    even one recorded as trained on another base); ``quantize`` ("nf4", "int8") loads the Linear
+    weights quantized (QLoRA's frozen base). Unless ``quiet``, a model above LARGE_MODEL_BYTES says
+    on stderr what it loads and how long it took."""
     tokenizer = load_tokenizer(model_dir)
     config = read_model_config(model_dir)
     check_vocab_sizes(tokenizer, config, model_dir)
@@ -126,7 +154,7 @@ def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True):
     start = time.perf_counter()
     model = load_model(model_dir, quantize=quantize)
     if adapter_dir is not None:
-        check_adapter_base(adapter_dir, model_dir)
+        check_adapter_base(adapter_dir, model_dir, force)
         load_adapter(model, adapter_dir)
     say(f"loaded in {time.perf_counter() - start:.1f} s" + (f" (adapter {adapter_dir})" if adapter_dir else ""),
         quiet)
@@ -134,5 +162,4 @@ def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True):
 
 
 def adapter_metadata(base_dir):
-    return {"base_model_sha256": file_sha256(weights_file(base_dir)),
-            "base_model_path": str(Path(base_dir).resolve())}
+    return {"base_model_fingerprint": base_fingerprint(base_dir), "base_model_path": str(Path(base_dir).resolve())}
