@@ -6,12 +6,14 @@ Oracles: transformers reads the merged folder (and, where an install of transfor
 by LORA_NP_TRANSFORMERS4, that older version too: tests/transformers4_logits.py), PEFT reads the adapter.
 """
 
+import json
 import shutil
 
 import pytest
 
 from helpers import cli
 from llama_oracle import tiny_hf_llama
+from transformers4_logits import TRANSFORMERS4, transformers4_logits
 from lora_np.app.cli import main
 from lora_np.app.model_dir import base_fingerprint
 from lora_np.io.safetensors_file import open_safetensors
@@ -90,3 +92,86 @@ def test_a_changed_sample_value_changes_the_fingerprint(trained, tmp_path):
         f.seek(last.start + last.nbytes - 2)
         f.write(((bits + 1) & 0xFFFF).to_bytes(2, "little"))
     assert base_fingerprint(copy) != base_fingerprint(base)
+
+
+@pytest.fixture(scope="module")
+def merged(trained, tmp_path_factory):
+    base, adapter = trained
+    # a hub-like base: written by transformers 4.x (rope_theta at the top level, its version), with decoding defaults
+    config = json.loads((base / "config.json").read_text())
+    config.pop("rope_parameters")  # a rope_theta no version defaults to, so that a reader missing it is caught
+    config.update(rope_theta=250000.0, rope_scaling=None, transformers_version="4.42.3")
+    (base / "config.json").write_text(json.dumps(config))
+    (base / "generation_config.json").write_text(json.dumps({"bos_token_id": 151643, "eos_token_id": 151645,
+                                                             "temperature": 0.7, "do_sample": True}))
+    out = tmp_path_factory.mktemp("merged") / "merged"
+    assert main(["merge", "--base", str(base), "--adapter", str(adapter), "--out", str(out), "--quiet"]) == 0
+    return base, adapter, out
+
+
+def _peft_merged_logits(base, adapter, ids):
+    peft = pytest.importorskip("peft")
+    model = peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32)
+    assert str(model.peft_config["default"].base_model_name_or_path) == str(base)
+    return model.merge_and_unload().eval()(ids).logits.detach()
+
+
+IDS = torch.tensor([[9707, 11, 1879, 0, 576, 13, 42, 7]])
+
+
+def test_merged_folder_is_the_bases_kind(merged):
+    """Item 7: bfloat16 like the base (the same size, not twice it), generation_config.json copied, no .lock."""
+    base, _, out = merged
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"])
+    assert {t.stored for t in open_safetensors(out / "model.safetensors")[0].values()} == {"BF16"}
+    assert abs((out / "model.safetensors").stat().st_size - (base / "model.safetensors").stat().st_size) < 4096
+    assert (out / "generation_config.json").read_bytes() == (base / "generation_config.json").read_bytes()
+    config = json.loads((out / "config.json").read_text())
+    assert config["torch_dtype"] == config["dtype"] == "bfloat16"
+
+
+def test_merged_folder_is_read_by_transformers_as_peft_merges(merged):
+    """Items 3 and 6: AutoPeft finds the base from the adapter (its absolute path, as given), and the
+    merged folder (bfloat16) gives PEFT's merged logits up to bfloat16's rounding of the weights."""
+    base, adapter, out = merged
+    expected = _peft_merged_logits(base, adapter, IDS)
+    got = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()(IDS).logits.detach()
+    assert torch.allclose(got, expected, atol=0.05 * float(expected.abs().max()))
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.9
+
+
+def test_merge_dtype_float32_keeps_every_bit_of_the_merge(merged, tmp_path):
+    """--dtype float32: the merged weights as computed; the logits are PEFT's merged model's to float32 rounding."""
+    base, adapter, _ = merged
+    out = tmp_path / "merged32"
+    assert main(["merge", "--base", str(base), "--adapter", str(adapter), "--out", str(out), "--quiet",
+                 "--dtype", "float32"]) == 0
+    assert {t.stored for t in open_safetensors(out / "model.safetensors")[0].values()} == {"F32"}
+    expected = _peft_merged_logits(base, adapter, IDS)
+    got = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()(IDS).logits.detach()
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_merged_config_reads_the_same_in_both_forms(merged):
+    """Item 3, without transformers 4.x at hand: what 4.x reads (rope_theta, rope_scaling at the top
+    level; it ignores rope_parameters) and what 5.x reads are the base's RoPE, and the base's
+    transformers_version is kept beside both forms."""
+    base, _, out = merged
+    config, base_config = (json.loads((d / "config.json").read_text()) for d in (out, base))
+    assert config["rope_theta"] == base_config["rope_theta"] and config["rope_scaling"] is None
+    assert config["rope_parameters"] == {"rope_type": "default", "rope_theta": base_config["rope_theta"]}
+    assert config["transformers_version"] == "4.42.3"
+    read = transformers.AutoConfig.from_pretrained(out)
+    assert read.rope_parameters["rope_theta"] == base_config["rope_theta"]
+
+
+@pytest.mark.skipif(not TRANSFORMERS4, reason="set LORA_NP_TRANSFORMERS4 to a `pip install --target` folder of "
+                    "transformers 4.x (see tests/transformers4_logits.py)")
+def test_transformers_4_reads_the_merged_folder(merged, tmp_path):
+    """Item 3: transformers 4.x (a separate install, in a subprocess) reads the merged folder with the
+    base's RoPE: its logits are 5.x's."""
+    _, _, out = merged
+    got = transformers4_logits(out, IDS, tmp_path)
+    expected = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()(IDS).logits.detach()
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-4 * float(expected.abs().max()))

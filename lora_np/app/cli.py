@@ -206,6 +206,8 @@ def _merge_parser(sub):
     p.add_argument("--base", required=True, help="the model directory the adapter was trained on")
     p.add_argument("--adapter", required=True, help="the LoRA adapter directory to fold in")
     _force(p)
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="what the merged weights are stored as (default: the base's, e.g. bfloat16)")
     _output(p, "model directory to write (loads with transformers' AutoModelForCausalLM.from_pretrained)",
             resumable=False)
     _common(p)

@@ -26,8 +26,8 @@ from ..training.progress import say
 from .demo import DemoSettings, run_demo
 from .inputs import chat_prompt_ids, check_data_flags, make_dataset, new_tokenizer, prompt_ids, window
 from .memory import available_bytes, check_fits, fitting_sizes, format_bytes, parameter_count, run_bytes
-from .model_dir import (adapter_metadata, check_vocab_sizes, default_lora_targets, is_large, load_model_dir,
-                        load_tokenizer, read_model_config, save_tokenizer)
+from .model_dir import (adapter_metadata, check_vocab_sizes, copy_generation_config, default_lora_targets, is_large,
+                        load_model_dir, load_tokenizer, read_model_config, save_tokenizer, stored_dtype)
 from .run_dir import check_output_dir, locked, output_dir, restore_run_args, save_run_config
 
 LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "targets", "dora", "init", "loraplus_ratio", "quantize")
@@ -207,7 +207,7 @@ def _save_finetuned(model, args, tokenizer, initial):
         if initial is not None:  # PiSSA/OLoRA trained on a residual base: save a LoRA for the original one
             say(f"converting the {args.init} adapter for the original base (reloading {args.base})", args.quiet)
             model = as_plain_lora(model, initial, load_model_dir(args.base)[0], model.peft_config["default"])
-        save_adapter(model, args.out, metadata=adapter_metadata(args.base))
+        save_adapter(model, args.out, metadata=adapter_metadata(args.base), base_model_name_or_path=args.base)
     save_tokenizer(tokenizer, args.base, args.out)
 
 
@@ -273,13 +273,16 @@ def cmd_generate(args):
 def cmd_merge(args):
     with prepared_out(args, resumable=False) as lock:
         quiet = args.quiet or not is_large(read_model(args.base)[1])
+        dtype = args.dtype or stored_dtype(args.base)
         model, tokenizer = load_model_dir(args.base, args.adapter, quiet=args.quiet, force=args.force)
         say(f"merging {args.adapter} into the base weights, then writing {args.out}", quiet)
         merge_and_unload(model)
         with output_dir(args.out, args.overwrite, lock):
-            save_model(model, args.out)
+            save_model(model, args.out, dtype)
             save_tokenizer(tokenizer, args.base, args.out)
-    print(f"merged {args.adapter} into {args.base}: {args.out}")
+            copy_generation_config(args.base, args.out)
+    kept = "" if args.dtype else ", as the base" if dtype else ""
+    print(f"merged {args.adapter} into {args.base}: {args.out} ({dtype or 'float32'}{kept})")
     return 0
 
 

@@ -91,6 +91,22 @@ def save_tokenizer(tokenizer, source_dir, out):
             atomic_write_bytes(out / name, (source_dir / name).read_bytes())
 
 
+GENERATION_CONFIG = "generation_config.json"  # the base's decoding defaults; a merged folder keeps them
+STORED_FLOATS = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def copy_generation_config(source_dir, out):
+    if (Path(source_dir) / GENERATION_CONFIG).is_file():
+        atomic_write_bytes(Path(out) / GENERATION_CONFIG, (Path(source_dir) / GENERATION_CONFIG).read_bytes())
+
+
+def stored_dtype(model_dir):
+    """The float dtype a folder's weights are stored in ("float32", "bfloat16", "float16"), or None
+    (float64, or mixed): what a merged folder is written as by default."""
+    kinds = {t.stored for t in open_checkpoint(Path(model_dir)).values()}
+    return STORED_FLOATS.get(kinds.pop()) if len(kinds) == 1 else None
+
+
 def weights_file(model_dir):
     """The file that identifies a folder's weights: model.safetensors, or a sharded folder's index."""
     single = Path(model_dir) / WEIGHTS_FILE

@@ -30,7 +30,7 @@ RUN_CONFIG, LOCK_FILE = "run_config.json", ".lock"
 # What a command writes into --out; --overwrite removes these (and nothing else) first.
 RUN_FILES = ("checkpoints", "log.jsonl", RUN_CONFIG, "config.json", "model.safetensors", "adapter_config.json",
              "adapter_model.safetensors", "char_vocab.json", "vocab.json", "merges.txt", "tokenizer.json",
-             "tokenizer_config.json", "special_tokens_map.json", "results.json", "results.md", "loss_curves.png",
+             "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "results.json", "results.md", "loss_curves.png",
              "costs.png", "rank_sweep.png", "base", "full_finetune", "adapter", "encoder.json", "vocab.bpe")
 FINAL_FILES = ("model.safetensors", "adapter_model.safetensors")
 # Options that say how to run, not what to compute: free to differ on --resume.
@@ -76,12 +76,16 @@ class OutputLock:
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self.release()
+            self.file.close()
+            self.file = None
             raise ValueError(f"--out {self.out} is in use by another lora_np run; wait for it to finish, or "
                              f"choose another --out") from None
 
     def release(self):
+        """Remove the lock file while still holding it (the folder keeps only what the command wrote), then let go."""
         if self.file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.out / LOCK_FILE)
             self.file.close()
             self.file = None
 

@@ -57,8 +57,9 @@ def load_gpt2(path, dtype=np.float32, quantize=None, double_quant=True, block_si
     return model.eval()
 
 
-def save_gpt2(model, path):
-    """Write ``model`` as config.json + model.safetensors (each atomically) into directory ``path``."""
+def save_gpt2(model, path, dtype=None):
+    """Write ``model`` as config.json + model.safetensors (each atomically) into directory ``path``;
+    ``dtype`` ("float32", "bfloat16", "float16"; default: the model's) is what the weights are stored as."""
     if find_family(model) is not GPT2:
         raise TypeError(f"save_gpt2 needs a GPT; got {type(model).__name__}")
     if any(isinstance(getattr(m, "weight", None), QuantWeight) for _, m in model.named_modules()):
@@ -72,6 +73,6 @@ def save_gpt2(model, path):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {name: p.data for name, p in model.named_parameters()}  # no host copy: written one by one
-    write_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-    atomic_write_json(path / CONFIG_FILE, config_to_hf(model.config, model.dtype))
+    write_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"}, float_dtype=dtype)
+    atomic_write_json(path / CONFIG_FILE, config_to_hf(model.config, dtype or model.dtype))
     return path

@@ -141,22 +141,27 @@ def _check_plain_float(model):
                              f"merge_and_unload(model) first to save the merged model")
 
 
-def save_model(model, path):
+def save_model(model, path, dtype=None):
     """Write a GPT or a Llama as a folder ``from_pretrained`` loads (config.json + model.safetensors,
-    each atomically), e.g. after ``merge_and_unload``."""
+    each atomically), e.g. after ``merge_and_unload``. ``dtype`` ("float32", "bfloat16", "float16";
+    default: the model's) is what the weights are stored as, converted one tensor at a time.
+
+    Only the model is written: no tokenizer files (a model holds no tokenizer), and no
+    generation_config.json. Copy those from the base folder beside it, as ``lora_np merge`` does;
+    a tokenizer lora_np built itself is written by its own ``tokenizer.save(path)``."""
     family = find_family(model)
     if family is None:
         raise TypeError(f"save_model needs a GPT or a Llama; got {type(model).__name__}")
     if family.name == "gpt2":
-        return save_gpt2(model, path)
+        return save_gpt2(model, path, dtype)
     _check_plain_float(model)
-    config_json = family.config_to_hf(model.config, model.dtype)  # refuses what model_type cannot express
+    config_json = family.config_to_hf(model.config, dtype or model.dtype)  # refuses what model_type cannot express
     flip = not family.fan_in_fan_out
     tensors = {}
     for name, p in model.named_parameters():  # no host copy: write_safetensors takes one tensor at a time
         tensors[name] = p.data.T if flip and family.is_linear_weight(name) else p.data
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    write_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+    write_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"}, float_dtype=dtype)
     atomic_write_json(path / CONFIG_FILE, config_json)
     return path

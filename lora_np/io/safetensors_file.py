@@ -130,7 +130,31 @@ def _array(value):
     return value if hasattr(value, "dtype") and hasattr(value, "shape") else np.asarray(value)
 
 
-def safetensors_header(arrays, metadata=None):
+# What ``write_safetensors(..., float_dtype=)`` may write a floating tensor as.
+FLOAT_STORED = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+
+
+def encode_bfloat16(x):
+    """float32 values as bfloat16 bits (uint16), rounded to nearest, ties to even, as torch's
+    ``.to(torch.bfloat16)``: the top half of ``bits + 0x7FFF + (bit 16)``; a NaN stays a (quiet) NaN."""
+    f = np.ascontiguousarray(x, dtype=np.float32)
+    bits = f.view(np.uint32).astype(np.uint64)
+    out = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(f)
+    out[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)
+    return out
+
+
+def _cast(arr, stored):
+    """A host array as the bytes of ``stored`` ("F32", "BF16", "F16")."""
+    return encode_bfloat16(arr) if stored == "BF16" else arr.astype(DTYPES[stored], copy=False)
+
+
+def _stored(arr, float_stored=None):
+    return float_stored if float_stored and arr.dtype.kind == "f" else STORED[_dtype_key(arr)]
+
+
+def safetensors_header(arrays, metadata=None, float_stored=None):
     """The header bytes the ``safetensors`` package writes for ``arrays`` (name -> array, host or
     device; only dtype and shape are read), and the names in the order their bytes follow it.
 
@@ -138,12 +162,12 @@ def safetensors_header(arrays, metadata=None):
     reversed), then by name; offsets tile the buffer in that order; compact JSON with
     ``__metadata__`` first; the header padded with spaces to a multiple of 8 bytes, after its
     8-byte little-endian length."""
-    order = sorted(arrays, key=lambda name: (-ENUM_RANK[STORED[_dtype_key(arrays[name])]], name))
+    order = sorted(arrays, key=lambda name: (-ENUM_RANK[_stored(arrays[name], float_stored)], name))
     header, offset = {"__metadata__": metadata} if metadata else {}, 0
     for name in order:
         arr = arrays[name]
-        nbytes = math.prod(arr.shape) * arr.dtype.itemsize
-        header[name] = {"dtype": STORED[_dtype_key(arr)], "shape": list(arr.shape),
+        nbytes = math.prod(arr.shape) * np.dtype(DTYPES[_stored(arr, float_stored)]).itemsize
+        header[name] = {"dtype": _stored(arr, float_stored), "shape": list(arr.shape),
                         "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     blob = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -155,21 +179,29 @@ def _dtype_key(arr):
     return arr.dtype.kind, arr.dtype.itemsize
 
 
-def _tensor_bytes(arrays, order):
+def _tensor_bytes(arrays, order, float_stored=None):
     """Each tensor's bytes in turn, as a flat uint8 view: C-contiguous and little-endian, copied
-    only where the array is not already (and, on CuPy, brought to the host one tensor at a time)."""
+    only where the array is not already (and, on CuPy, brought to the host one tensor at a time);
+    with ``float_stored``, a floating tensor is converted to it then, one tensor at a time."""
     for name in order:
         arr = arrays[name]
         host = arr if isinstance(arr, np.ndarray) else to_numpy(arr)
+        if float_stored and host.dtype.kind == "f":
+            host = _cast(host, float_stored)
         host = np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("<"))
         yield host.reshape(-1).view(np.uint8)
 
 
-def write_safetensors(path, tensors, metadata=None):
+def write_safetensors(path, tensors, metadata=None, float_dtype=None):
     """Write name -> array (host or device; float, int or bool) to ``path`` atomically, streamed:
     the header, then each tensor's bytes straight from its array, so writing holds no copy of the
     file (``safetensors.numpy.save`` builds the whole file in memory beside a copy of every tensor).
-    The file is byte for byte the package's (metadata keys aside, which it writes in hash order)."""
+    The file is byte for byte the package's (metadata keys aside, which it writes in hash order).
+    ``float_dtype`` ("float32", "bfloat16", "float16"): every floating tensor is written as that,
+    converted one tensor at a time (bfloat16 rounded to nearest even, as torch rounds)."""
+    if float_dtype is not None and float_dtype not in FLOAT_STORED:
+        raise ValueError(f"write_safetensors: float_dtype must be one of {list(FLOAT_STORED)}; got {float_dtype!r}")
+    float_stored = FLOAT_STORED.get(float_dtype)
     if not isinstance(tensors, dict) or not all(isinstance(k, str) for k in tensors):
         raise TypeError("write_safetensors: tensors must be a dict from names (str) to arrays")
     if "__metadata__" in tensors:
@@ -180,5 +212,5 @@ def write_safetensors(path, tensors, metadata=None):
             raise TypeError(f"write_safetensors: tensor {name!r} has unsupported dtype {arr.dtype}; "
                             f"writable: float16/32/64, (u)int8/16/32/64, bool")
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    header, order = safetensors_header(arrays, meta)
-    atomic_write_parts(path, itertools.chain((header,), _tensor_bytes(arrays, order)))
+    header, order = safetensors_header(arrays, meta, float_stored)
+    atomic_write_parts(path, itertools.chain((header,), _tensor_bytes(arrays, order, float_stored)))

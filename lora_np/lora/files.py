@@ -28,14 +28,14 @@ CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
 
 
-def _peft_config_dict(config, fan_in_fan_out):
+def _peft_config_dict(config, fan_in_fan_out, base_model_name_or_path=None):
     targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     return {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r, "lora_alpha": config.lora_alpha,
         "target_modules": targets, "lora_dropout": config.lora_dropout, "use_rslora": config.use_rslora,
         "fan_in_fan_out": fan_in_fan_out, "bias": "none", "init_lora_weights": config.init_lora_weights,
         "inference_mode": True,
-        "base_model_name_or_path": None, "modules_to_save": None, "layers_to_transform": None,
+        "base_model_name_or_path": base_model_name_or_path, "modules_to_save": None, "layers_to_transform": None,
         "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "use_dora": config.use_dora, "revision": None,
     }
 
@@ -74,9 +74,11 @@ def _fan_in_fan_out(model):
     return family_of(model).fan_in_fan_out
 
 
-def save_adapter(model, path, adapter_name=None, metadata=None):
+def save_adapter(model, path, adapter_name=None, metadata=None, base_model_name_or_path=None):
     """Write one adapter (the active one by default) as adapter_config.json + adapter_model.safetensors;
-    ``metadata`` (str -> str) goes into the safetensors header."""
+    ``metadata`` (str -> str) goes into the safetensors header. ``base_model_name_or_path`` (the base's
+    hub name or folder, as PEFT records it) is where ``AutoPeftModelForCausalLM.from_pretrained``
+    finds the base; without it PEFT can load the adapter only onto a base model it is given."""
     name = adapter_name or active_adapter(model)
     _require_adapter(model, name, " to save")
     tensors = {}
@@ -87,7 +89,8 @@ def save_adapter(model, path, adapter_name=None, metadata=None):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / WEIGHTS_FILE, tensors, metadata={**(metadata or {}), "format": "pt"})
-    atomic_write_json(path / CONFIG_FILE, _peft_config_dict(model.peft_config[name], _fan_in_fan_out(model)))
+    base = None if base_model_name_or_path is None else str(base_model_name_or_path)
+    atomic_write_json(path / CONFIG_FILE, _peft_config_dict(model.peft_config[name], _fan_in_fan_out(model), base))
     return path
 
 
@@ -138,7 +141,7 @@ def load_adapter(model, path, adapter_name="default"):
                              f"{config.target_modules!r}, use_dora={config.use_dora}")
         model.peft_config[adapter_name] = config
     else:
-        add_lora(model, config, adapter_name)
+        add_lora(model, config, adapter_name, every_target=False)
     layers = dict(lora_layers(model))
     for module_name, arrays in staged.items():
         layer = layers[module_name]

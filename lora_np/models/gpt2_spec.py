@@ -4,10 +4,9 @@
     model.safetensors   "transformer.h.0.attn.c_attn.weight" (768, 2304), ... stored (in, out): Conv1D
 """
 
-import numpy as np
 
 from .gpt2 import GPT, GPTConfig
-from .spec import ModelFamily, Sizes
+from .spec import ModelFamily, Sizes, dtype_name
 
 
 def config_from_hf(cfg, path="config.json"):
@@ -49,7 +48,7 @@ def config_to_hf(config, dtype):
         "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
         "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
         "tie_word_embeddings": True, "bos_token_id": None, "eos_token_id": None,
-        "dtype": str(np.dtype(dtype)), "torch_dtype": str(np.dtype(dtype)),
+        "dtype": dtype_name(dtype), "torch_dtype": dtype_name(dtype),
     }
 
 

@@ -8,10 +8,9 @@ RoPE settings come either the way transformers ≥ 5 writes them (``rope_paramet
 ``rope_scaling``). Variants the decoder does not compute are refused with the field named.
 """
 
-import numpy as np
 
 from .llama import MODEL_TYPES, Llama, LlamaConfig
-from .spec import ModelFamily, Sizes
+from .spec import ModelFamily, Sizes, dtype_name
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 _FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -19,15 +18,17 @@ _FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"
 
 
 def rope_settings(cfg, path):
-    """(rope_theta, rope_scaling or None) from either spelling of the RoPE settings."""
-    params = cfg.get("rope_parameters")
-    if isinstance(params, dict) and params:
-        theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
-        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
-    else:
-        theta, scaling = cfg.get("rope_theta", 10000.0), cfg.get("rope_scaling")
-    if scaling is not None and not isinstance(scaling, dict):
-        raise ValueError(f"{path}: rope_scaling must be an object or null; got {scaling!r}")
+    """(rope_theta, rope_scaling or None) from either spelling of the RoPE settings, with
+    transformers' precedence (5.x, ``convert_rope_params_to_dict``; 4.x reads the top-level keys
+    alone): a non-empty top-level ``rope_scaling`` wins over ``rope_parameters``, and rope_theta
+    comes from the chosen object, else the top-level ``rope_theta``, else 10,000."""
+    params, top = cfg.get("rope_parameters"), cfg.get("rope_scaling")
+    for key, value in (("rope_parameters", params), ("rope_scaling", top)):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{path}: {key} must be an object or null; got {value!r}")
+    chosen = top or params or {}
+    theta = chosen.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    scaling = {k: v for k, v in chosen.items() if k != "rope_theta"} or None
     if scaling and scaling.get("partial_rotary_factor", 1.0) != 1.0:
         raise ValueError(f"{path}: partial_rotary_factor={scaling['partial_rotary_factor']} is not supported "
                          f"(lora_np rotates the whole head)")
@@ -53,6 +54,13 @@ def config_from_hf(cfg, path="config.json"):
     _refuse_unsupported(cfg, path)
     kind = cfg["model_type"]
     theta, scaling = rope_settings(cfg, path)
+    try:  # LlamaConfig's own checks (head counts, RoPE type) name the file they came from
+        return _llama_config(cfg, kind, theta, scaling)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _llama_config(cfg, kind, theta, scaling):
     bias = bool(cfg.get("attention_bias", False))
     known = set(_FIELDS) | {"num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling",
                             "rope_parameters", "attention_bias", "mlp_bias", "tie_word_embeddings",
@@ -82,16 +90,23 @@ def check_expressible(config):
 
 
 def config_to_hf(config, dtype):
-    """config.json's fields for ``config``; a config its model_type cannot express is refused."""
+    """config.json's fields for ``config``; a config its model_type cannot express is refused.
+
+    Readable by transformers 4.x and 5.x alike: RoPE in both spellings (4.x reads the top-level
+    ``rope_theta`` and ``rope_scaling`` and ignores ``rope_parameters``; 5.x reads ``rope_scaling``
+    first when it is set: the same values), the dtype as ``torch_dtype`` (4.x) and ``dtype`` (5.x).
+    The base's ``transformers_version`` (in ``config.extra``) is kept, as both forms are there for
+    whichever version reads it. ``dtype``: a NumPy dtype or "bfloat16"."""
     check_expressible(config)
     c = config
     rope = {"rope_type": "default", "rope_theta": c.rope_theta} if c.rope_scaling is None else \
         {**c.rope_scaling, "rope_theta": c.rope_theta}
     out = {**c.extra, "model_type": c.model_type, "architectures": [ARCHITECTURES[c.model_type]],
            **{k: getattr(c, k) for k in _FIELDS}, "num_key_value_heads": c.num_key_value_heads,
-           "head_dim": c.head_dim, "hidden_act": "silu", "rms_norm_eps": c.rms_norm_eps, "rope_parameters": rope,
-           "tie_word_embeddings": c.tie_word_embeddings, "mlp_bias": c.mlp_bias,
-           "attention_dropout": c.attention_dropout, "dtype": str(np.dtype(dtype))}
+           "head_dim": c.head_dim, "hidden_act": "silu", "rms_norm_eps": c.rms_norm_eps,
+           "rope_theta": c.rope_theta, "rope_scaling": None if c.rope_scaling is None else dict(c.rope_scaling),
+           "rope_parameters": rope, "tie_word_embeddings": c.tie_word_embeddings, "mlp_bias": c.mlp_bias,
+           "attention_dropout": c.attention_dropout, "torch_dtype": dtype_name(dtype), "dtype": dtype_name(dtype)}
     if c.model_type != "qwen2":
         out["attention_bias"] = c.qkv_bias
     return out

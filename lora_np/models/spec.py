@@ -9,6 +9,8 @@ model file and one spec beside it (``gpt2_spec.py``, ``llama_spec.py``), then na
 from dataclasses import dataclass
 from math import prod
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -60,3 +62,8 @@ class ModelFamily:
 
     def gguf_architecture(self, config):
         return self.gguf_architectures[getattr(config, "model_type", self.name)]
+
+
+def dtype_name(dtype):
+    """config.json's name of a weights dtype: a NumPy dtype's name, or "bfloat16" (which NumPy lacks)."""
+    return dtype if dtype == "bfloat16" else str(np.dtype(dtype))
