@@ -14,6 +14,8 @@ import contextlib
 
 import torch
 
+import tokenizer_folders
+
 SIZES = dict(vocab_size=96, hidden_size=32, intermediate_size=56, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
 KINDS = ("llama", "qwen2", "qwen3")
@@ -38,6 +40,14 @@ def tiny_hf_llama(path, kind="llama", dtype=torch.float32, max_shard_size=None, 
             p.copy_(1 + 0.2 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
     model.to(dtype).save_pretrained(path, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     return model.float()
+
+
+def tiny_qwen3_folder(path, seed=0, **overrides):
+    """A tiny random Qwen3 with Qwen's real tokenizer.json (vocabulary 151,936): a folder the CLI reads."""
+    tokenizer_folders.write_folder(path, "qwen")
+    tiny_hf_llama(path, "qwen3", vocab_size=151936, max_position_embeddings=64, bos_token_id=151643,
+                  eos_token_id=151645, seed=seed, **overrides)
+    return path
 
 
 def _rms_norm_forward(self, hidden_states):

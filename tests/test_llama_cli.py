@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from helpers import cli
-from llama_oracle import tiny_hf_llama
+from llama_oracle import tiny_qwen3_folder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 from peft_oracle import assert_merged_folder_is_peft  # noqa: E402 (needs torch, skipped above)
-tokenizer_folders = pytest.importorskip("tokenizer_folders")
 
 PROSE = ("Grouped-query attention shares each key and value head among several query heads. "
          "RMSNorm drops the mean; RoPE rotates pairs of features by position.\n") * 10
@@ -23,10 +22,7 @@ PROSE = ("Grouped-query attention shares each key and value head among several q
 
 @pytest.fixture(scope="module")
 def qwen_dir(tmp_path_factory):
-    path = tokenizer_folders.write_folder(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3", "qwen")
-    tiny_hf_llama(path, "qwen3", vocab_size=151936, max_position_embeddings=64, bos_token_id=151643,
-                  eos_token_id=151645)
-    return path
+    return tiny_qwen3_folder(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3")
 
 
 def test_every_command_on_a_qwen3_folder(qwen_dir, tmp_path, capsys, backend_name):

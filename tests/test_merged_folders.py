@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from helpers import cli
-from llama_oracle import tiny_hf_llama
+from llama_oracle import tiny_qwen3_folder
 from transformers4_logits import TRANSFORMERS4, transformers4_logits
 from lora_np.app.cli import main
 from lora_np.app.model_dir import base_fingerprint
@@ -20,23 +20,15 @@ from lora_np.io.safetensors_file import open_safetensors
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-tokenizer_folders = pytest.importorskip("tokenizer_folders")
 
 PROSE = "RMSNorm drops the mean; RoPE rotates pairs of features by position.\n" * 20
-
-
-def _qwen_folder(path, seed=0, **kw):
-    tokenizer_folders.write_folder(path, "qwen")
-    tiny_hf_llama(path, "qwen3", vocab_size=151936, max_position_embeddings=64, bos_token_id=151643,
-                  eos_token_id=151645, seed=seed, **kw)
-    return path
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A bfloat16 Qwen3 base and a LoRA adapter trained on it for 2 steps."""
     root = tmp_path_factory.mktemp("merged")
-    base = _qwen_folder(root / "base", dtype=torch.bfloat16)
+    base = tiny_qwen3_folder(root / "base", dtype=torch.bfloat16)
     text = root / "prose.txt"
     text.write_text(PROSE)
     adapter = root / "adapter"
@@ -60,7 +52,7 @@ def test_the_same_weights_saved_as_shards_or_float32_are_the_same_base(trained, 
     code, _, err = cli(capsys, "generate", "--model", sharded, "--adapter", adapter, "--prompt", "RoPE",
                          "--max-new-tokens", 2)
     assert code == 0, err
-    other = _qwen_folder(tmp_path / "other", seed=1, dtype=torch.bfloat16)
+    other = tiny_qwen3_folder(tmp_path / "other", seed=1, dtype=torch.bfloat16)
     assert base_fingerprint(other) != base_fingerprint(base)
     capsys.readouterr()  # transformers' progress bars
     code, _, err = cli(capsys, "generate", "--model", other, "--adapter", adapter, "--prompt", "RoPE",

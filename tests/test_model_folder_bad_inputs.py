@@ -15,11 +15,10 @@ import pytest
 
 import lora_np as ln
 from helpers import cli
-from llama_oracle import tiny_hf_llama
+from llama_oracle import tiny_hf_llama, tiny_qwen3_folder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-tokenizer_folders = pytest.importorskip("tokenizer_folders")
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}
 
@@ -27,10 +26,7 @@ YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """A Qwen3 folder the CLI reads (Qwen's tokenizer.json), in float32."""
-    path = tokenizer_folders.write_folder(tmp_path_factory.mktemp("good") / "qwen3", "qwen")
-    tiny_hf_llama(path, "qwen3", vocab_size=151936, max_position_embeddings=64, bos_token_id=151643,
-                  eos_token_id=151645)
-    return path
+    return tiny_qwen3_folder(tmp_path_factory.mktemp("good") / "qwen3")
 
 
 def _config(**changes):

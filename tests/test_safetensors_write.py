@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
+from safetensors.torch import load_file as torch_load
 from safetensors.torch import save_file as torch_save
 
 from lora_np import GPT, GPTConfig, backend, load_gpt2, save_gpt2
@@ -145,3 +146,22 @@ def test_saving_a_model_copies_no_weight(tmp_path, backend_name):
     assert peak < 1 << 20, f"saving an 8 MiB model allocated {peak / 2**20:.1f} MiB"
     for (_, a), (_, b) in zip(load_gpt2(tmp_path).named_parameters(), model.named_parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_float_dtype_writes_bfloat16_as_torch_rounds_it(tmp_path):
+    """write_safetensors(float_dtype="bfloat16"): round to nearest even, as torch's .to(torch.bfloat16),
+    ties, subnormals, infinities and NaN included; the safetensors package reads what was written."""
+    rng = np.random.default_rng(0)
+    ties = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 1e-40, -1e-41, np.inf, -np.inf, np.nan, 0.0, -0.0,
+                     3.0e38, 65504.0], dtype=np.float32)
+    x = np.concatenate([ties, rng.standard_normal(1000).astype(np.float32) * 10.0 ** rng.integers(-30, 30, 1000)])
+    write_safetensors(tmp_path / "w.safetensors", {"w": x, "i": np.arange(3)}, float_dtype="bfloat16")
+    got = torch_load(tmp_path / "w.safetensors")
+    expected = torch.from_numpy(x).to(torch.bfloat16)
+    assert got["w"].dtype == torch.bfloat16 and got["i"].dtype == torch.int64
+    assert torch.equal(got["w"].view(torch.int16)[~expected.isnan()], expected.view(torch.int16)[~expected.isnan()])
+    assert got["w"].isnan().tolist() == expected.isnan().tolist()
+    write_safetensors(tmp_path / "h.safetensors", {"w": x}, float_dtype="float16")
+    assert torch_load(tmp_path / "h.safetensors")["w"].dtype == torch.float16
+    with pytest.raises(ValueError, match="float_dtype must be one of"):
+        write_safetensors(tmp_path / "x.safetensors", {"w": x}, float_dtype="int8")

@@ -166,7 +166,8 @@ def safetensors_header(arrays, metadata=None, float_stored=None):
     header, offset = {"__metadata__": metadata} if metadata else {}, 0
     for name in order:
         arr = arrays[name]
-        nbytes = math.prod(arr.shape) * np.dtype(DTYPES[_stored(arr, float_stored)]).itemsize
+        cast = float_stored and arr.dtype.kind == "f"
+        nbytes = math.prod(arr.shape) * (np.dtype(DTYPES[float_stored]).itemsize if cast else arr.dtype.itemsize)
         header[name] = {"dtype": _stored(arr, float_stored), "shape": list(arr.shape),
                         "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
