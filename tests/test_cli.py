@@ -548,7 +548,8 @@ def test_a_second_run_on_the_same_out_is_refused(base_dir, tmp_path, capsys):
     args = ["finetune", "--base", base_dir, "--task", "shift", "--out", out, "--steps", 2, "--eval-every", 2,
             "--batch-size", 4, "--quiet"]
     assert cli(capsys, *args)[0] == 0
-    assert (out / ".lock").is_file()  # left behind, like a crash would: no process holds it
+    assert not (out / ".lock").exists()  # issue 35 item 7: a finished command leaves no lock file
+    (out / ".lock").touch()  # as a crashed run leaves it: the file, no process holding it
     held = OutputLock(out)
     held.take()
     try:
