@@ -316,6 +316,21 @@ def _small_bpe_json():
     return json.loads(hf.to_str())
 
 
+def test_post_processor_naming_a_missing_token_names_the_file(tmp_path):
+    """Issue 38: the error names tokenizer.json and its folder, through the Python API too."""
+    obj = _small_bpe_json()
+    obj["post_processor"] = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|nope|>"}},
+                                                                      {"Sequence": {"id": "A"}}]}
+    _write_json(tmp_path, obj)
+    path = re.escape(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ValueError, match=rf"^{path}: post_processor TemplateProcessing: .*<\|nope\|>.* names no token"):
+        ln.load_tokenizer(tmp_path)
+    obj["post_processor"]["special_tokens"] = {"<|nope|>": {"id": "<|nope|>", "ids": [99999], "tokens": ["<|nope|>"]}}
+    _write_json(tmp_path, obj)
+    with pytest.raises(ValueError, match=rf"^{path}: post_processor: token id 99999 is not a token"):
+        ln.load_tokenizer(tmp_path)
+
+
 def test_other_model_types_are_named(tmp_path):
     models = tokenizers.models
     for model, name in ((models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"), "WordPiece (BERT)"),
@@ -327,14 +342,17 @@ def test_other_model_types_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda o: o["model"].update(byte_fallback=True), "byte_fallback"),
+    (lambda o: o["model"].update(unk_token="<nope>"), "unk_token '<nope>' is not in the vocabulary"),
     (lambda o: o.update(normalizer={"type": "NFKC"}), "normalizer 'NFKC' is not supported"),
     (lambda o: o.update(normalizer={"type": "Sequence", "normalizers": [{"type": "Lowercase"}]}), "'Lowercase'"),
-    (lambda o: o.update(pre_tokenizer={"type": "Metaspace", "replacement": "▁"}), "pre_tokenizer 'Metaspace'"),
+    (lambda o: o.update(pre_tokenizer={"type": "Metaspace", "replacement": "▁"}), "a byte-level BPE needs"),
+    (lambda o: o.update(pre_tokenizer={"type": "Metaspace", "replacement": "ab"}), "Metaspace with replacement 'ab'"),
+    (lambda o: o.update(normalizer={"type": "Replace", "pattern": {"Regex": " +"}, "content": "_"}),
+     "normalizer Replace {'Regex': ' +'}"),
     (lambda o: o.update(pre_tokenizer={"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Removed"}),
      "behavior 'Removed'"),
-    (lambda o: o.update(pre_tokenizer={"type": "Digits"}), "must end with a ByteLevel step"),
-    (lambda o: o.update(decoder={"type": "Metaspace"}), "decoder 'Metaspace'"),
+    (lambda o: o.update(pre_tokenizer={"type": "Digits"}), "needs a pre-tokenizer ending with ByteLevel"),
+    (lambda o: o.update(decoder={"type": "Metaspace"}), "decoder {'type': 'Metaspace'} is not supported"),
     (lambda o: o.update(decoder=None), "decoder None"),
     (lambda o: o.update(post_processor={"type": "BertProcessing"}), "post_processor 'BertProcessing'"),
     (lambda o: o.update(truncation={"max_length": 8}), "'truncation' is set"),
