@@ -122,6 +122,15 @@ def test_smollm2_lacks_byte_tokens_and_still_equals_transformers(smollm2):
         assert ours.pad_token_id == oracles[0].pad_token_id
 
 
+def test_smollm2_from_the_gguf_saves_a_folder_tokenizers_reads(smollm2, tmp_path):
+    _, ours, folder, _ = smollm2
+    ours.save(tmp_path)
+    rust = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in TEXTS:
+        assert rust.encode(text).ids == ours.encode(text, add_special_tokens=True), text
+    assert ln.load_tokenizer(tmp_path).chat_template == ours.chat_template
+
+
 def test_smollm2_chat_template_from_the_gguf(smollm2):
     _, ours, folder, fresh = smollm2
     for hf in _oracles(folder, fresh):

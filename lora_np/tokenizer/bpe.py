@@ -14,13 +14,17 @@
 Merges never cross a word, so each word is encoded (and cached) on its own.
 """
 
+import heapq
+
 from .byte_level import BYTE_TO_UNICODE, byte_level
 from .pre_tokenizers import PreTokenizer
 
 _CACHE_LIMIT = 200_000
 _NO_RANK = float("inf")
+_LONG_WORD = 64  # symbols from which the heap's O(n log n) beats rescanning every pair per merge
 
-__all__ = ["BPE", "BYTE_TO_UNICODE", "apply_merges", "byte_level", "check_vocab", "pre_tokenize"]
+__all__ = ["BPE", "BYTE_TO_UNICODE", "apply_merges", "apply_merges_by_position", "byte_level", "check_vocab",
+           "pre_tokenize"]
 
 pre_tokenize = PreTokenizer.gpt2()  # GPT-2's words: " Hello", ",", " world", "'s", "  " ... (notebook 08's name)
 
@@ -48,6 +52,42 @@ def apply_merges(symbols, ranks):
     return symbols
 
 
+def apply_merges_by_position(symbols, ranks):
+    """``tokenizers``' own order, in O(n log n): a heap of (rank, position) pops the lowest-ranked pair,
+    leftmost first, and merges that one occurrence; the pairs it forms with its neighbours join the heap.
+
+    It equals ``apply_merges`` when the merges are ``well_ordered`` (a learned BPE's are); merges recovered
+    from a SentencePiece vocabulary need not be (Gemma's), and long words (a SentencePiece text has no
+    spaces to split at) need its speed. ``next_of``/``prev_of`` link the
+    symbols still alive.
+    """
+    n = len(symbols)
+    symbols, prev_of, next_of = list(symbols), list(range(-1, n - 1)), list(range(1, n + 1))
+    heap = [(ranks[pair], i) for i, pair in enumerate(zip(symbols, symbols[1:])) if pair in ranks]
+    heapq.heapify(heap)
+    while heap:
+        rank, i = heapq.heappop(heap)
+        j = next_of[i]
+        if symbols[i] is None or j >= n or ranks.get((symbols[i], symbols[j])) != rank:
+            continue  # stale: one side was merged away since the pair was pushed
+        symbols[i], symbols[j] = symbols[i] + symbols[j], None
+        next_of[i] = next_of[j]
+        if next_of[i] < n:
+            prev_of[next_of[i]] = i
+        for a, b in ((prev_of[i], i), (i, next_of[i])):
+            if a >= 0 and b < n and (symbols[a], symbols[b]) in ranks:
+                heapq.heappush(heap, (ranks[symbols[a], symbols[b]], a))
+    return [s for s in symbols if s is not None]
+
+
+def well_ordered(merges):
+    """True when every merge that uses a token ranks after every merge that makes it: then a merge never
+    forms a pair ranked before its own, and merging all occurrences at once (``apply_merges``) is
+    ``tokenizers``' one-at-a-time order (``apply_merges_by_position``)."""
+    last_made = {a + b: rank for rank, (a, b) in enumerate(merges)}  # the last merge making each token
+    return all(last_made.get(a, -1) < rank and last_made.get(b, -1) < rank for rank, (a, b) in enumerate(merges))
+
+
 class BPE:
     """``vocab`` {token: id 0..V-1}, ranked ``merges`` [(left, right)], and how a missing symbol is
     handled (see the module docstring). ``encode_word(word) -> ids``."""
@@ -60,6 +100,7 @@ class BPE:
         if unk_token is not None and unk_token not in self.vocab:
             raise ValueError(f"{source}: the BPE model's unk_token {unk_token!r} is not in the vocabulary")
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        self.well_ordered = well_ordered(self.merges)
         self.byte_level, self.ignore_merges = bool(byte_level), bool(ignore_merges)
         self.byte_fallback, self.unk_token, self.fuse_unk = bool(byte_fallback), unk_token, bool(fuse_unk)
         self._cache = {}
@@ -81,10 +122,11 @@ class BPE:
         vocab = self.vocab
         if self.ignore_merges and chars in vocab:
             return [vocab[chars]]
+        merge = apply_merges if self.well_ordered and len(chars) < _LONG_WORD else apply_merges_by_position
         try:
-            return [vocab[s] for s in apply_merges(list(chars), self.ranks)]
+            return [vocab[s] for s in merge(list(chars), self.ranks)]
         except KeyError:  # a symbol the vocabulary lacks: merges must then see its replacement
-            return [vocab[s] for s in apply_merges(self._known_symbols(chars), self.ranks)]
+            return [vocab[s] for s in merge(self._known_symbols(chars), self.ranks)]
 
     def _known_symbols(self, chars):
         """``chars`` as vocabulary symbols, in ``tokenizers``' order: byte tokens, a pending unk, or nothing."""
