@@ -227,6 +227,12 @@ def _missing_bytes_pair(tmp_path, unk):
     return tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json")), ln.load_tokenizer(tmp_path)
 
 
+def _in_order(piece, data):
+    """``piece``'s bytes appear in ``data`` in order (a token joined across a dropped byte: "aby" in "axby")."""
+    rest = iter(data)
+    return all(byte in rest for byte in piece)
+
+
 @pytest.mark.parametrize("unk", [None, "<unk>"])
 def test_byte_level_vocabulary_missing_bytes_equals_tokenizers(tmp_path, unk):
     """Issue 33: a byte-level vocabulary may lack byte tokens (SmolLM2's lacks 21). tokenizers drops such a
@@ -236,6 +242,9 @@ def test_byte_level_vocabulary_missing_bytes_equals_tokenizers(tmp_path, unk):
         ids = hf.encode(text, add_special_tokens=False).ids
         assert ours.encode(text) == ids, text
         assert ours.decode(ids) == hf.decode(ids), text
+        with_spans, spans = ours.encode_with_spans(text)  # a dropped byte does not shift the spans after it
+        assert with_spans == ids and all(_in_order(ours.id_to_bytes[i], text[a:b].encode()) for i, (a, b) in
+                                         zip(ids, spans) if ours.id_to_token(i) != "<unk>"), text
     assert ours.encode("axby") == ([ours.vocab["aby"]] if unk is None else [ours.vocab[c] for c in ("a", "<unk>", "b", "y")])
 
 

@@ -151,7 +151,8 @@ class Tokenizer:
             for word in self.pre_tokenizer(normal):
                 word_ids = self.model.encode_word(word)
                 ids.extend(word_ids)
-                spans.extend((start + to_raw[a][0], start + to_raw[min(b, len(to_raw)) - 1][1])
+                last = len(to_raw) - 1  # an unk token's bytes are not the text's: keep its span inside the text
+                spans.extend((start + to_raw[min(a, last)][0], start + to_raw[min(b - 1, last)][1])
                              for a, b in _char_spans(self.decoder.word_text(word), word_ids, self.id_to_bytes, at))
                 at += len(word)
         return ids, spans
@@ -190,11 +191,33 @@ def _check_text(text):
 
 
 def _char_spans(word, ids, id_to_bytes, at):
-    """Each token's [start, end) in characters of the text ``word`` starts at position ``at`` of."""
+    """Each token's [start, end) in characters of the text ``word`` starts at position ``at`` of.
+
+    A byte the vocabulary lacks has no token (``bpe.py``), and a token may join the bytes around it: then
+    a token's bytes are matched in order in the word's, skipping the dropped ones."""
+    data = word.encode("utf-8")
     char_ends = list(itertools.accumulate(len(c.encode("utf-8")) for c in word))  # byte where char i ends
+    skips = sum(len(id_to_bytes[i]) for i in ids) != len(data)
     spans, b = [], 0
     for i in ids:
-        nb = b + len(id_to_bytes[i])
-        spans.append((at + bisect.bisect_right(char_ends, b), at + bisect.bisect_left(char_ends, nb) + 1))
+        piece = id_to_bytes[i]
+        start, nb = b, b + len(piece)
+        if skips:
+            start, nb = _match_in_order(data, piece, b)
+        spans.append((at + bisect.bisect_right(char_ends, start), at + bisect.bisect_left(char_ends, nb) + 1))
         b = nb
     return spans
+
+
+def _match_in_order(data, piece, b):
+    """(start, end) in ``data`` of ``piece``'s bytes found one by one from ``b`` on, skipping others; a piece
+    not found so (an unk token's text) stands for the one byte at ``b``."""
+    start, j = None, b
+    for byte in piece:
+        while j < len(data) and data[j] != byte:
+            j += 1
+        if j >= len(data):
+            return b, min(b + 1, len(data))
+        start = j if start is None else start
+        j += 1
+    return (b if start is None else start), j
