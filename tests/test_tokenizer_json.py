@@ -108,7 +108,7 @@ def test_rank_file_ids_equal_tiktoken(qwen_from_tiktoken, tiktoken_qwen, kind):
 
 
 REGEX_FEATURES = {
-    "scoped_ignorecase": "IT'S YOU'LL WE'D I'M THEY'VE 'T 'Re 'Sx 'LLama 'Dee",  # (?i:...) applies to the contractions only
+    "scoped_ignorecase": "IT'S YOU'LL WE'D I'M THEY'VE 'T 'Re 'Sx 'LLama 'Dee",  # (?i:...) applies to the contractions only  # noqa: E501
     "case_folding": "'ſt x'ſt it\u2019s 'ſ 'K \u212a'S",  # long s folds to s, so 'ſ is a contraction
     "numbers_beyond_nd": "Ⅻ ² ³ ½ ① ٣ ߁ 𝟘 ᛮ",  # \p{N}: letter numbers (Nl) and other numbers (No) too
     "unicode_spaces": "a bc　d e fg​h i",  # what \s is and is not
@@ -245,7 +245,8 @@ def test_byte_level_vocabulary_missing_bytes_equals_tokenizers(tmp_path, unk):
         with_spans, spans = ours.encode_with_spans(text)  # a dropped byte does not shift the spans after it
         assert with_spans == ids and all(_in_order(ours.id_to_bytes[i], text[a:b].encode()) for i, (a, b) in
                                          zip(ids, spans) if ours.id_to_token(i) != "<unk>"), text
-    assert ours.encode("axby") == ([ours.vocab["aby"]] if unk is None else [ours.vocab[c] for c in ("a", "<unk>", "b", "y")])
+    expected = ["aby"] if unk is None else ["a", "<unk>", "b", "y"]
+    assert ours.encode("axby") == [ours.vocab[t] for t in expected]
 
 
 def test_gpt2_folders_both_namings(tmp_path):
@@ -417,7 +418,7 @@ def test_folder_without_tokenizer(tmp_path):
 
 
 # ---- fuzzing: a mutated file loads, or is refused with ValueError / FileNotFoundError --------
-_FUZZ = settings(max_examples=int(os.environ.get("H6_FUZZ", 80)), deadline=None, suppress_health_check=list(HealthCheck))
+_FUZZ = settings(max_examples=int(os.environ.get("H6_FUZZ", 80)), deadline=None, suppress_health_check=list(HealthCheck))  # noqa: E501
 _JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
                             | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
                             | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)

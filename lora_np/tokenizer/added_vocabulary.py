@@ -44,7 +44,8 @@ def check_added(added, vocab, source):
     for t in added:
         if not (isinstance(t, dict) and type(t.get("id")) is int and t["id"] >= 0
                 and isinstance(t.get("content"), str) and t["content"]):
-            raise ValueError(f"{source}: an added token needs an int 'id' >= 0 and a non-empty 'content'; got {t!r:.80}")
+            raise ValueError(f"{source}: an added token needs an int 'id' >= 0 and a non-empty 'content'; "
+                             f"got {t!r:.80}")
         content, i = t["content"], t["id"]
         if (i < len(vocab) and vocab.get(content) != i) or (content in vocab and vocab[content] != i):
             raise ValueError(f"{source}: added token {content!r} has id {i}, which the vocabulary gives another token")

@@ -156,4 +156,5 @@ def check_vocab(vocab, merges, source):
         raise ValueError(f"{source}: token ids must be the integers 0..{len(vocab) - 1}, each used once")
     for rank, (a, b) in enumerate(merges):
         if a not in vocab or b not in vocab or a + b not in vocab:
-            raise ValueError(f"{source}: merge {rank} ({a!r} {b!r}) uses or makes a token that is not in the vocabulary")
+            raise ValueError(f"{source}: merge {rank} ({a!r} {b!r}) uses or makes a token that is not in the "
+                             f"vocabulary")

@@ -24,11 +24,12 @@ The result is the tokenizer that transformers' GGUF loader builds (``integration
 from pathlib import Path
 
 from .byte_level import BYTE_TO_UNICODE, bytes_as_chars
+from .chat_template import ChatTemplate
 from .pre_tokenizers import LLAMA3_REGEX, QWEN_REGEX, PreTokenizer
 
 CONTROL, USER_DEFINED = 3, 4
-_GPT4O_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-                r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+_GPT4O_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
                 r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 # tokenizer.ggml.pre -> split regex (None: GPT-2's ByteLevel pre-tokenizer), as transformers maps them.
 PRE_TOKENIZERS = {
@@ -91,11 +92,13 @@ def read_gguf_tokenizer(path, reader=None):
     if len(vocab) != len(tokens):
         raise ValueError(f"{path}: tokenizer.ggml.tokens names a token twice ({len(tokens) - len(vocab)} repeats)")
     spelled = list(vocab)
-    names = {name: spelled[meta[f"tokenizer.ggml.{key}"]] for name, key in _NAMES.items()
-             if isinstance(meta.get(f"tokenizer.ggml.{key}"), int) and 0 <= meta[f"tokenizer.ggml.{key}"] < len(spelled)}
+    ids = {name: meta.get(f"tokenizer.ggml.{key}") for name, key in _NAMES.items()}
+    names = {name: spelled[i] for name, i in ids.items() if isinstance(i, int) and 0 <= i < len(spelled)}
     add_bos = meta.get("tokenizer.ggml.add_bos_token", kind == "llama")
+    template = meta.get("tokenizer.chat_template")
     return {**parts, "source": str(path), "added_tokens": _added(meta, vocab, kind == "gpt2"),
-            "special_tokens_map": names, "chat_template": meta.get("tokenizer.chat_template"),
+            "special_tokens_map": names,
+            "chat_template": None if template is None else ChatTemplate(template, f"{path} tokenizer.chat_template"),
             "post_processor": _bos_template(names.get("bos_token"), vocab) if add_bos else None}
 
 

@@ -28,8 +28,8 @@ GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s
 # Qwen2/2.5/3's and Llama 3's patterns: case-insensitive contractions (a scoped (?i:...) group),
 # letters with one leading non-letter, digits one at a time (Qwen) or up to three (Llama 3), and
 # newlines kept with the symbols before them. Python's ``regex`` module reads them as the Rust engines do.
-QWEN_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-LLAMA3_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""  # noqa: E501
+LLAMA3_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""  # noqa: E501
 
 
 def split_isolated(pattern, text):
@@ -150,7 +150,8 @@ def _split_regex(spec):
         try:
             compiled = regex.compile(pattern["Regex"])
         except regex.error as exc:
-            raise ValueError(f"pre_tokenizer Split: the regex {pattern['Regex']!r:.60} does not compile: {exc}") from None
+            raise ValueError(f"pre_tokenizer Split: the regex {pattern['Regex']!r:.60} does not compile: "
+                             f"{exc}") from None
     elif isinstance(pattern, dict) and isinstance(pattern.get("String"), str) and pattern["String"]:
         compiled = regex.compile(regex.escape(pattern["String"]))
     else:

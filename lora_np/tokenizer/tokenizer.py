@@ -18,7 +18,6 @@ import operator
 import re
 
 from .added_vocabulary import AddedVocabulary
-from .bpe import BPE
 from .chat_template import end_of_turn_id, render_chat
 from .decoders import Decoder
 from .normalizers import Normalizer
@@ -32,7 +31,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 class Tokenizer:
     """``encode(text) -> list[int]``, ``decode(ids) -> str``, ``apply_chat_template(messages)``.
 
-    ``model`` is a ``BPE``; ``added_tokens`` are tokenizer.json's [{"id", "content", "special"}, ...];
+    ``model`` is a ``bpe.BPE``; ``added_tokens`` are tokenizer.json's [{"id", "content", "special"}, ...];
     ``special_tokens_map`` names the bos/eos/pad/unk tokens; ``chat_template`` is a Jinja string.
     """
 
@@ -45,8 +44,8 @@ class Tokenizer:
         self.decoder = decoder if isinstance(decoder, Decoder) else (
             Decoder(decoder) if decoder is not None else Decoder.byte_level_decoder())
         if self.pre_tokenizer.byte_level != model.byte_level or self.decoder.byte_level != model.byte_level:
-            raise ValueError(f"{source}: a byte-level BPE needs a pre-tokenizer ending with ByteLevel and the ByteLevel "
-                             f"decoder; a SentencePiece-style one needs neither")
+            raise ValueError(f"{source}: a byte-level BPE needs a pre-tokenizer ending with ByteLevel and the "
+                             f"ByteLevel decoder; a SentencePiece-style one needs neither")
         self.special_tokens_map = {k: v for k, v in (special_tokens_map or {}).items() if v is not None}
         self.chat_template = chat_template
         self.id_to_bytes = self._decode_table()
