@@ -22,7 +22,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lora_np"
-OPTIONAL_IMPORTS = {"cupy", "cupyx", "threadpoolctl", "mpi4py"}  # imported where used, so lora_np runs without them
+OPTIONAL_IMPORTS = {"cupy", "cupyx", "threadpoolctl", "mpi4py", "gguf"}  # optional: imported where used
 BASE_MODELS = ("lora_np/models/gpt2.py", "lora_np/models/llama.py")
 ADAPTER_PACKAGES = ("lora_np.lora", "lora_np.quant")
 MAX_FUNCTION_LINES = 50

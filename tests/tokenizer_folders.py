@@ -75,7 +75,7 @@ def qwen_tokenizer_json():
     from tokenizers import normalizers
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    from lora_np.tokenizer.pipeline import QWEN_REGEX
+    from lora_np.tokenizer.pre_tokenizers import QWEN_REGEX
     tok = TikTokenConverter(vocab_file=qwen_tiktoken_path(), pattern=QWEN_REGEX,
                             extra_special_tokens=QWEN_SPECIAL).converted()
     tok.normalizer = normalizers.NFC()
@@ -86,7 +86,7 @@ def llama3_tokenizer_json():
     """Llama 3's pipeline around Qwen's vocabulary (the pieces differ, the vocabulary need not)."""
     from tokenizers import Tokenizer, pre_tokenizers, processors, Regex, AddedToken
 
-    from lora_np.tokenizer.pipeline import LLAMA3_REGEX
+    from lora_np.tokenizer.pre_tokenizers import LLAMA3_REGEX
     obj = json.loads(qwen_tokenizer_json())
     obj["added_tokens"], obj["normalizer"] = [], None
     tok = Tokenizer.from_str(json.dumps(obj))

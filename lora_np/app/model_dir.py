@@ -28,7 +28,7 @@ from ..lora import load_adapter
 from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
 from ..models import family_for_type, family_of
 from ..tokenizer import BPETokenizer, CharTokenizer, load_tokenizer  # load_tokenizer: any folder's (tokenizer.json too)
-from ..tokenizer.bpe import FILE_NAMES as BPE_FILE_NAMES
+from ..tokenizer.gpt2_files import FILE_NAMES as BPE_FILE_NAMES
 from ..training.progress import say
 from .memory import format_bytes, parameter_count
 

@@ -1,9 +1,12 @@
-"""``load_tokenizer(path)``: the tokenizer of any model folder the library reads, in one call.
+"""``load_tokenizer(path)``: the tokenizer of any model folder or GGUF file the library reads, in one call.
 
     char_vocab.json                    a character model (CharTokenizer)
-    tokenizer.json                     Hugging Face's one file (Llama 3, Qwen2/2.5/3, GPT-2 too)
+    tokenizer.json                     Hugging Face's one file (Llama 3, Qwen2/2.5/3, SmolLM2, Gemma, GPT-2)
     vocab.json + merges.txt            GPT-2's files, Hugging Face's names
     encoder.json + vocab.bpe           the same, OpenAI's names
+    x.gguf, or a folder holding one    llama.cpp's file: its tokenizer.ggml.* metadata and chat template
+                                       (``gguf_tokenizer.py``); the file says everything, so the folder's
+                                       config files are not read
 
 Beside a BPE's files, ``tokenizer_config.json`` names the special tokens (``bos_token``,
 ``eos_token``, ``pad_token``, ``unk_token``: a string or {"content": ...}) and holds the chat template
@@ -15,7 +18,7 @@ it, which wins, as in transformers). An id missing there is taken from ``config.
 from pathlib import Path
 
 from ..io.atomic import read_json
-from .bpe import BPETokenizer
+from .bpe_tokenizer import BPETokenizer
 from .char import VOCAB_FILE as CHAR_VOCAB_FILE, CharTokenizer
 from .chat_template import ChatTemplate
 from .gpt2_files import FILE_NAMES
@@ -25,8 +28,10 @@ TEMPLATE_FILE = "chat_template.jinja"
 
 
 def load_tokenizer(path):
-    """CharTokenizer or BPETokenizer of the model folder ``path`` (see the module docstring)."""
+    """CharTokenizer or BPETokenizer of the model folder or GGUF file ``path`` (see the module docstring)."""
     path = Path(path)
+    if path.suffix == ".gguf" and not path.is_dir():
+        return BPETokenizer.from_gguf(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")
     if (path / CHAR_VOCAB_FILE).is_file():
@@ -36,10 +41,21 @@ def load_tokenizer(path):
     elif any((path / name).exists() for pair in FILE_NAMES for name in pair):
         tokenizer = BPETokenizer.from_dir(path)
     else:
-        raise FileNotFoundError(f"no tokenizer in {path}: expected tokenizer.json, vocab.json + merges.txt or "
-                                f"encoder.json + vocab.bpe (a BPE model), or {CHAR_VOCAB_FILE} (a character model)")
+        return BPETokenizer.from_gguf(_one_gguf(path))
     read_tokenizer_config(tokenizer, path)
     return tokenizer
+
+
+def _one_gguf(path):
+    found = sorted(path.glob("*.gguf"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(f"{path} holds {len(found)} GGUF files ({', '.join(f.name for f in found[:4])}); "
+                         f"name the one to read")
+    raise FileNotFoundError(f"no tokenizer in {path}: expected tokenizer.json, vocab.json + merges.txt or "
+                            f"encoder.json + vocab.bpe (a BPE model), a .gguf file, or {CHAR_VOCAB_FILE} "
+                            f"(a character model)")
 
 
 def read_tokenizer_config(tokenizer, path):

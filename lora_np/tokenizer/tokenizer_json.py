@@ -1,12 +1,15 @@
-"""Hugging Face's one-file tokenizer, ``tokenizer.json``: read the byte-level BPE parts, write them back.
+"""Hugging Face's one-file tokenizer, ``tokenizer.json``: read its stages, write them back.
 
     {"added_tokens": [{"id", "content", "special", "lstrip", "rstrip", "single_word", "normalized"}],
-     "normalizer": NFC | Sequence of NFC | null,            (pipeline.py)
-     "pre_tokenizer": Split / ByteLevel / Digits / Sequence, (pipeline.py)
-     "post_processor": ByteLevel | TemplateProcessing | Sequence of them | null,
-     "decoder": ByteLevel,
+     "normalizer": NFC | Replace | Prepend | Sequence of them | null,       (normalizers.py)
+     "pre_tokenizer": Split / ByteLevel / Digits / Metaspace / Sequence | null, (pre_tokenizers.py)
+     "post_processor": ByteLevel | TemplateProcessing | Sequence of them | null, (post_processor.py)
+     "decoder": ByteLevel | Sequence[Replace, ByteFallback, Fuse, Strip],    (decoders.py)
      "model": {"type": "BPE", "vocab": {token: id}, "merges": ["a b", ...] or [["a", "b"], ...],
-               "ignore_merges": bool, ...}}
+               "ignore_merges", "byte_fallback", "unk_token", "fuse_unk"}}       (bpe.py)
+
+Byte-level BPEs (GPT-2, Llama 3, Qwen, SmolLM2) and SentencePiece-style ones (Gemma: " " -> "▁",
+byte fallback) are both BPE models; the pre-tokenizer says which (it ends with ByteLevel or not).
 
 A ``TemplateProcessing`` post-processor (Llama 3 puts its <|begin_of_text|> there) adds its special
 tokens only when ``encode(..., add_special_tokens=True)`` asks. An added token's ``normalized`` flag is
@@ -19,12 +22,13 @@ import json
 from pathlib import Path
 
 from ..io.atomic import atomic_write_json, atomic_write_text, read_json
-from .pipeline import Normalizer, PreTokenizer
+from .decoders import Decoder
+from .normalizers import Normalizer
+from .pre_tokenizers import PreTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 _OTHER_MODELS = {"WordPiece": "WordPiece (BERT)", "Unigram": "Unigram (SentencePiece)", "WordLevel": "WordLevel"}
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
 
 
 def read_tokenizer_json(path):
@@ -38,16 +42,15 @@ def read_tokenizer_json(path):
         if obj.get(key) is not None:
             raise ValueError(f"{path}: '{key}' is set ({obj[key]!r:.60}); lora_np reads tokenizer.json files "
                              f"without {key} (set it to null)")
-    decoder = obj.get("decoder")
-    if not (isinstance(decoder, dict) and decoder.get("type") == "ByteLevel"):
-        kind = decoder.get("type") if isinstance(decoder, dict) else decoder
-        raise ValueError(f"{path}: decoder {kind!r:.60} is not supported: lora_np reads the ByteLevel decoder")
     return {"vocab": model.get("vocab"), "merges": _read_merges(model.get("merges"), path), "source": str(path),
             "added_tokens": [_read_added(t, path) for t in _list(obj, "added_tokens", path)],
             "normalizer": _checked(Normalizer, obj, "normalizer", path),
             "pre_tokenizer": _checked(PreTokenizer, obj, "pre_tokenizer", path),
-            "post_processor": _checked(_checked_post_processor, obj, "post_processor", path),
+            "decoder": _checked(Decoder, obj, "decoder", path),
+            "post_processor": obj.get("post_processor"),  # its tokens are checked once the vocabulary is built
             "ignore_merges": bool(model.get("ignore_merges", False)),
+            "byte_fallback": bool(model.get("byte_fallback", False)),
+            "unk_token": model.get("unk_token"), "fuse_unk": bool(model.get("fuse_unk", False)),
             "special_tokens_map": None}
 
 
@@ -76,10 +79,9 @@ def _check_model(model, path):
     if kind != "BPE":
         name = _OTHER_MODELS.get(kind, repr(kind)) if isinstance(kind, str) else repr(kind)
         raise ValueError(f"{path}: model type {name} is not supported: lora_np reads byte-level BPE "
-                         f"tokenizers (GPT-2, Llama 3, Qwen)")
-    if model.get("byte_fallback"):
-        raise ValueError(f"{path}: a BPE with byte_fallback (a SentencePiece-style BPE) is not supported: "
-                         f"lora_np reads byte-level BPE tokenizers")
+                         f"tokenizers (GPT-2, Llama 3, Qwen) and SentencePiece-style BPEs (Gemma)")
+    if model.get("unk_token") is not None and not isinstance(model["unk_token"], str):
+        raise ValueError(f"{path}: the BPE model's unk_token must be a string or null; got {model['unk_token']!r:.60}")
     for key in ("continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
             raise ValueError(f"{path}: BPE option {key}={model[key]!r} is not supported (lora_np reads it empty)")
@@ -110,41 +112,6 @@ def _read_added(token, path):
     return {"id": token.get("id"), "content": token.get("content"), "special": bool(token.get("special", False))}
 
 
-def post_processor_ids(spec, token_to_id):
-    """(prefix ids, suffix ids) a post-processor puts around one sequence: ByteLevel adds none,
-    TemplateProcessing its special tokens (e.g. Llama 3's <|begin_of_text|>)."""
-    kind = spec.get("type") if isinstance(spec, dict) else spec
-    if spec is None or kind == "ByteLevel":
-        return [], []
-    if kind == "Sequence" and isinstance(spec.get("processors"), list):
-        parts = [post_processor_ids(s, token_to_id) for s in spec["processors"]]
-        return [i for p, _ in parts for i in p], [i for _, s in reversed(parts) for i in s]
-    if kind == "TemplateProcessing" and isinstance(spec.get("single"), list):
-        return _template_ids(spec, token_to_id)
-    raise ValueError(f"post_processor {kind!r:.60} is not supported: lora_np reads ByteLevel, TemplateProcessing "
-                     f"and a Sequence of them")
-
-
-def _checked_post_processor(spec):
-    post_processor_ids(spec, lambda name: 0)
-    return spec
-
-
-def _template_ids(spec, token_to_id):
-    prefix, suffix, seen_text = [], [], False
-    for item in spec["single"]:
-        if "Sequence" in item:
-            seen_text = True
-            continue
-        name = item.get("SpecialToken", {}).get("id")
-        known = (spec.get("special_tokens") or {}).get(name, {}).get("ids")
-        ids = known if known is not None else [token_to_id(name)]
-        if name is None or None in ids:
-            raise ValueError(f"post_processor TemplateProcessing: {item!r:.60} names no known token")
-        (suffix if seen_text else prefix).extend(ids)
-    return prefix, suffix
-
-
 def make_directory(directory):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -155,12 +122,14 @@ def tokenizer_json_object(tok):
     """The ``tokenizer.json`` object of a ``BPETokenizer`` (read back by ``tokenizers`` and ``read_tokenizer_json``)."""
     added = [{"id": t["id"], "content": t["content"], "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": t["special"]} for t in tok.added_tokens]
-    model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-             "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": tok.ignore_merges,
-             "vocab": dict(sorted(tok.vocab.items(), key=lambda item: item[1])), "merges": [list(m) for m in tok.merges]}
+    bpe = tok.model
+    model = {"type": "BPE", "dropout": None, "unk_token": bpe.unk_token, "continuing_subword_prefix": None,
+             "end_of_word_suffix": None, "fuse_unk": bpe.fuse_unk, "byte_fallback": bpe.byte_fallback,
+             "ignore_merges": bpe.ignore_merges, "vocab": dict(sorted(bpe.vocab.items(), key=lambda item: item[1])),
+             "merges": [list(m) for m in bpe.merges]}
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
             "normalizer": tok.normalizer.json, "pre_tokenizer": tok.pre_tokenizer.json,
-            "post_processor": tok.post_processor, "decoder": dict(_BYTE_LEVEL), "model": model}
+            "post_processor": tok.post_processor.json, "decoder": tok.decoder.json, "model": model}
 
 
 def write_tokenizer_files(directory, tok):
