@@ -8,6 +8,7 @@ decides who may read the result (0644 under the usual 022); a file that already 
 mode. (``tempfile.mkstemp`` would make every file 0600, unreadable to other users.)
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -83,3 +84,21 @@ def read_json(path, what="JSON file"):
     if not isinstance(obj, dict):
         raise ValueError(f"{what} {path} must hold a JSON object; got {type(obj).__name__}")
     return obj
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A fresh temporary path beside ``path`` for a writer that opens files by name (gguf.GGUFWriter):
+    renamed onto ``path`` when the block ends, removed if it raises, so ``path`` is never half-written."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
+    fd, tmp = _create_temp_beside(path)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

