@@ -210,6 +210,8 @@ def _merge_parser(sub):
                    help="what the merged weights are stored as (default: the base's, e.g. bfloat16)")
     _output(p, "model directory to write (loads with transformers' AutoModelForCausalLM.from_pretrained)",
             resumable=False)
+    p.add_argument("--gguf", choices=("f16", "q8_0"), help="write model.gguf (this type) and the adapter as "
+                   "adapter.gguf for llama.cpp instead of model.safetensors (Llama family; needs pip install gguf)")
     _common(p)
     p.set_defaults(func=cmd_merge)
 

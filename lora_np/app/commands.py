@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import backend, distributed
 from ..io.gpt2_checkpoint import save_gpt2
+from ..io.gguf_write import save_gguf, save_lora_gguf
 from ..io.hf_checkpoint import save_model
 from ..io.train_checkpoint import latest_checkpoint
 from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, merge_and_unload, save_adapter
@@ -276,9 +277,14 @@ def cmd_merge(args):
         dtype = args.dtype or stored_dtype(args.base)
         model, tokenizer = load_model_dir(args.base, args.adapter, quiet=args.quiet, force=args.force)
         say(f"merging {args.adapter} into the base weights, then writing {args.out}", quiet)
-        merge_and_unload(model)
         with output_dir(args.out, args.overwrite, lock):
-            save_model(model, args.out, dtype)
+            if args.gguf:  # llama.cpp's files: the adapter alone (before merging), then the merged model
+                save_lora_gguf(model, Path(args.out) / "adapter.gguf")
+            merge_and_unload(model)
+            if args.gguf:
+                save_gguf(model, Path(args.out) / "model.gguf", args.gguf, tokenizer_from=args.base)
+            else:
+                save_model(model, args.out, dtype)
             save_tokenizer(tokenizer, args.base, args.out)
             copy_generation_config(args.base, args.out)
     kept = "" if args.dtype else ", as the base" if dtype else ""

@@ -72,7 +72,7 @@ class GGUFTensor:
     def read(self):
         gguf = require_gguf()
         values = gguf.quants.dequantize(np.asarray(self.tensor.data), self.tensor.tensor_type)
-        return np.ascontiguousarray(self._hf_rows(values.reshape(self.shape)), dtype=np.float32)
+        return np.array(self._hf_rows(values.reshape(self.shape)), dtype=np.float32)  # a copy: F32 is a view of the file
 
     def blocks(self):
         """The stored bytes of each row of the (out, in) matrix, rows in HF order (a copy, not the mapping)."""
