@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from ..quant.gguf_weight import GGUFWeight, ggml_type, require_gguf
-from .gguf_names import ARCHITECTURES, CONFIG_KEYS, PERMUTED_QK, hf_name, qk_heads, unpermute_rows
+from .gguf_names import (
+    ARCHITECTURES,
+    CONFIG_KEYS,
+    PERMUTED_QK,
+    hf_name,
+    qk_heads,
+    unpermute_rows,
+)
 
 TOKENS = "tokenizer.ggml.tokens"
 
