@@ -27,6 +27,7 @@ from .gguf_names import (
 )
 
 TOKENS = "tokenizer.ggml.tokens"
+READ_ROWS = 4096
 
 
 def find_gguf(path):
@@ -76,15 +77,24 @@ class GGUFTensor:
     def _hf_rows(self, rows):
         return rows if self.n_head is None else unpermute_rows(rows, self.n_head)
 
+    def _rows(self):
+        """The stored bytes, one row of the (out, in) matrix per row (a 1-D tensor: one row), HF order."""
+        rows = np.asarray(self.tensor.data).view(np.uint8).reshape(self.shape[0] if len(self.shape) == 2 else 1, -1)
+        return rows if len(self.shape) == 1 else self._hf_rows(rows)
+
     def read(self):
+        """The float32 values in HF layout, decoded ``READ_ROWS`` rows at a time into one new array (never
+        a view of the file), so that a large embedding costs itself plus one chunk's temporaries."""
         gguf = require_gguf()
-        values = gguf.quants.dequantize(np.asarray(self.tensor.data), self.tensor.tensor_type)
-        return np.array(self._hf_rows(values.reshape(self.shape)), dtype=np.float32)  # a copy: F32 is a view of the file
+        rows, out = self._rows(), np.empty(self.shape, np.float32)
+        flat = out.reshape(rows.shape[0], -1)
+        for r in range(0, rows.shape[0], READ_ROWS):
+            flat[r:r + READ_ROWS] = gguf.quants.dequantize(rows[r:r + READ_ROWS], self.tensor.tensor_type)
+        return out
 
     def blocks(self):
         """The stored bytes of each row of the (out, in) matrix, rows in HF order (a copy, not the mapping)."""
-        rows = np.asarray(self.tensor.data).view(np.uint8).reshape(self.shape[0], -1)
-        return np.ascontiguousarray(self._hf_rows(rows))
+        return np.ascontiguousarray(self._rows())
 
     def quant_weight(self, dtype=np.float32):
         """The frozen (in, out) weight in its GGUF blocks (``quant/gguf_weight.py``)."""
