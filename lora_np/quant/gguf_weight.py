@@ -6,7 +6,9 @@ A GGUF matrix is stored as Wᵀ (out, in), row by row; each row is in/bs blocks 
 32 4-bit codes q, w = d·q + m). So, as for NF4 (``weight.py``), any band of rows of Wᵀ and any
 block-aligned band of its columns decodes on its own, and the tiled matmul of ``linear_op.py``
 runs unchanged on these bytes: ``band(r0, r1, c0, c1)`` hands it one dequantized tile. The
-decoding is llama.cpp's own NumPy port, ``gguf.quants.dequantize``; nothing here parses blocks.
+decoding is llama.cpp's own NumPy codecs (``gguf.quants.Q4_1.dequantize_blocks`` ..., what
+``gguf.quants.dequantize`` calls 16 rows at a time), given a whole tile's blocks in one call;
+nothing here parses blocks.
 
 A ``GGUFWeight`` is a ``QuantWeight`` (scheme ``"gguf:q4_1"`` ...), so ``QuantLinear``, LoRA
 (``quant_lora_linear``), ``dequantize_model`` and ``count_parameters`` treat it as the NF4 base.
