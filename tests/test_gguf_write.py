@@ -143,7 +143,8 @@ def test_lora_gradients_on_gguf_base_equal_float_path(tmp_path):
     grads = []
     for quantize in ("gguf", None):
         model = ln.load_model(path, dtype=np.float64, quantize=quantize)
-        ln.add_lora(model, ln.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]))
+        targets = ["q_proj", "v_proj", "up_proj", "down_proj"]
+        ln.add_lora(model, ln.LoraConfig(r=4, lora_alpha=8, target_modules=targets))
         rng = np.random.default_rng(0)  # the same A and B for both models: parameters come in the same order
         for name, p in model.named_parameters():
             if "lora_" in name:

@@ -107,7 +107,8 @@ def hf_config(reader, path):
     if arch not in ARCHITECTURES:
         raise ValueError(f"{path}: GGUF architecture {arch!r} is not supported; lora_np reads {list(ARCHITECTURES)}")
     cfg = {"model_type": arch}
-    cfg.update({hf: field(reader, f"{arch}.{key}") for key, hf in CONFIG_KEYS.items() if f"{arch}.{key}" in reader.fields})
+    cfg.update({hf: field(reader, f"{arch}.{key}") for key, hf in CONFIG_KEYS.items()
+                if f"{arch}.{key}" in reader.fields})
     if "vocab_size" not in cfg and TOKENS in reader.fields:
         cfg["vocab_size"] = len(reader.fields[TOKENS].data)
     if arch == "llama" and "head_dim" not in cfg and f"{arch}.rope.dimension_count" in reader.fields:

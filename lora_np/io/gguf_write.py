@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from ..llama import Llama
+from ..models import find_family
 from ..lora.adapters import active_adapter, lora_layers
 from ..quant.gguf_weight import require_gguf
 from .atomic import atomic_path, read_json
 from .gguf_names import CONFIG_KEYS, PERMUTED_QK, gguf_name, permute_rows, qk_heads
 from .gguf_read import find_gguf, open_reader
-from .hf_checkpoint import _check_plain_float, check_expressible, llama_config_to_hf
+from .hf_checkpoint import _check_plain_float
 
 OUT_TYPES = ("f16", "q8_0", "f32")
 _INT_KEYS = ("context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
@@ -116,20 +116,25 @@ def add_tokenizer(writer, source, vocab_size):
                             f"folder holding one or a tokenizer.json")
 
 
+def _llama_family(model, caller):
+    family = find_family(model)
+    if family is None or family.name == "gpt2":
+        raise TypeError(f"{caller} needs a Llama-family model (llama / qwen2 / qwen3); got {type(model).__name__}")
+    return family
+
+
 def save_gguf(model, path, outtype="f16", tokenizer_from=None):
     """Write a float ``Llama`` (e.g. after ``merge_and_unload``) as a GGUF file llama.cpp and transformers
     load; ``outtype`` "f16" or "q8_0" (or "f32"); ``tokenizer_from``: where the tokenizer fields come from."""
     gguf = require_gguf()
-    if not isinstance(model, Llama):
-        raise TypeError(f"save_gguf needs a Llama (llama / qwen2 / qwen3); got {type(model).__name__}")
+    family = _llama_family(model, "save_gguf")
     if outtype not in OUT_TYPES:
         raise ValueError(f"save_gguf: outtype {outtype!r} is not supported; accepted: {list(OUT_TYPES)}")
     _check_plain_float(model)
-    check_expressible(model.config)
     if model.config.rope_scaling:
         raise ValueError(f"save_gguf: RoPE scaling {model.config.rope_scaling} is not written to GGUF (unscaled only)")
-    cfg = llama_config_to_hf(model.config, model.dtype)
-    writer = gguf.GGUFWriter(None, cfg["model_type"])
+    cfg = family.config_to_hf(model.config, model.dtype)  # refuses what model_type cannot express
+    writer = gguf.GGUFWriter(None, family.gguf_architecture(model.config))
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(Path(path).stem)
     writer.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
@@ -161,16 +166,15 @@ def _adapter_pairs(model, name, cfg):
 def save_lora_gguf(model, path, adapter_name=None):
     """Write the (active) LoRA adapter of a ``Llama`` as a llama.cpp LoRA adapter GGUF file."""
     gguf = require_gguf()
-    if not isinstance(model, Llama):
-        raise TypeError(f"save_lora_gguf needs a Llama with a LoRA adapter; got {type(model).__name__}")
+    family = _llama_family(model, "save_lora_gguf")
     name = adapter_name or active_adapter(model)
-    cfg = llama_config_to_hf(model.config, model.dtype)
+    cfg = family.config_to_hf(model.config, model.dtype)
     pairs = _adapter_pairs(model, name, cfg)
     alphas = sorted({round(p[3], 6) for p in pairs})
     if not pairs or len(alphas) != 1:
         raise ValueError(f"save_lora_gguf: adapter {name!r} needs at least one LoRA Linear and one alpha/r "
                          f"ratio·r for all (llama.cpp has one adapter.lora.alpha); got {alphas}")
-    writer = gguf.GGUFWriter(None, cfg["model_type"])
+    writer = gguf.GGUFWriter(None, family.gguf_architecture(model.config))
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, pairs[0][3])
