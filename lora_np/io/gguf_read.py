@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..quant.gguf_weight import GGUFWeight, ggml_type, require_gguf
+from ..tokenizer.gguf_tokenizer import open_gguf as open_reader  # the one opener: missing, unreadable, no gguf
 from .gguf_names import (
     ARCHITECTURES,
     CONFIG_KEYS,
@@ -43,19 +44,6 @@ def find_gguf(path):
         raise ValueError(f"{path}: holds {len(files)} GGUF files ({', '.join(f.name for f in files[:4])}); "
                          f"name the one to load")
     return files[0] if files else None
-
-
-def open_reader(path):
-    """gguf.GGUFReader over ``path``, any failure to parse it one ValueError naming the file."""
-    gguf = require_gguf()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: {path}")
-    try:
-        return gguf.GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError, IndexError, struct errors ... on a damaged file
-        raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); is it truncated, or "
-                         f"written by a newer llama.cpp than the installed gguf package?") from e
 
 
 def field(reader, key, default=None):
