@@ -5,6 +5,8 @@
     a Llama / Qwen2 / Qwen3 folder config.json, model.safetensors (or an index and its shards),
                                    tokenizer.json (SmolLM2, Llama 3.2, Qwen2.5, Qwen3 ...)
     a character model              config.json, model.safetensors, char_vocab.json
+    a llama.cpp GGUF file          x.gguf (or a folder holding one and no model.safetensors): config,
+                                   weights, tokenizer and chat template all in the one file
 
 config.json's ``model_type`` names the family (``lora_np.models``), whose spec reads the config
 (cheap, before any data is tokenized or memory estimated) and gives the default LoRA targets;
@@ -20,8 +22,9 @@ import time
 from pathlib import Path
 
 from ..io.atomic import atomic_write_bytes, read_json
-from ..io.fingerprint import weights_fingerprint
+from ..io.fingerprint import gguf_fingerprint, weights_fingerprint
 from ..io.gpt2_checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from ..io.gguf_read import find_gguf, open_gguf
 from ..io.hf_checkpoint import INDEX_FILE, load_model, open_checkpoint
 from ..io.safetensors_file import open_safetensors
 from ..lora import load_adapter
@@ -47,7 +50,12 @@ def file_sha256(path):
 
 
 def _model_family(model_dir):
-    """(the family's spec, config.json's dict, its path); a folder without model_type is a GPT-2."""
+    """(the family's spec, config.json's dict, its path); a folder without model_type is a GPT-2. A GGUF
+    file's config is the one its metadata stands for (io/gguf_read.py)."""
+    gguf_file = find_gguf(model_dir) if Path(model_dir).exists() else None
+    if gguf_file is not None:
+        hf = open_gguf(gguf_file)[0]
+        return family_for_type(hf["model_type"], gguf_file), hf, gguf_file
     path = Path(model_dir) / CONFIG_FILE
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
@@ -103,6 +111,8 @@ def copy_generation_config(source_dir, out):
 def stored_dtype(model_dir):
     """The float dtype a folder's weights are stored in ("float32", "bfloat16", "float16"), or None
     (float64, or mixed): what a merged folder is written as by default."""
+    if find_gguf(model_dir) is not None:
+        return None  # a GGUF base merges into a float32 folder, or into GGUF again with merge --gguf
     kinds = {t.stored for t in open_checkpoint(Path(model_dir)).values()}
     return STORED_FLOATS.get(kinds.pop()) if len(kinds) == 1 else None
 
@@ -115,7 +125,10 @@ def weights_file(model_dir):
 
 def base_fingerprint(model_dir):
     """The fingerprint of a model folder's weights (io/fingerprint.py): the same for the same tensors
-    however they are stored (one file or shards, bfloat16 or float32)."""
+    however they are stored (one file or shards, bfloat16 or float32); a GGUF file's, of its blocks."""
+    gguf_file = find_gguf(model_dir)
+    if gguf_file is not None:
+        return gguf_fingerprint(open_gguf(gguf_file)[1])
     return weights_fingerprint(open_checkpoint(Path(model_dir)))
 
 

@@ -48,3 +48,14 @@ def weights_fingerprint(tensors):
         digest.update(f"{name}:{list(tensors[name].shape)};".encode())
         digest.update(tensor_sample(tensors[name]).astype("<f4").tobytes())
     return digest.hexdigest()
+
+
+def gguf_fingerprint(tensors):
+    """Hex SHA-256 over HF name -> GGUFTensor (io/gguf_read.py): names, shapes and a strided sample of
+    each tensor's stored bytes (its blocks as the file holds them: a GGUF base is its quantized file)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        raw = np.asarray(tensors[name].tensor.data).reshape(-1).view(np.uint8)
+        digest.update(f"{name}:{list(tensors[name].shape)};".encode())
+        digest.update(raw[sample_positions(raw.shape)].tobytes())
+    return digest.hexdigest()

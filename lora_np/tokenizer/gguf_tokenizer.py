@@ -21,6 +21,7 @@ The result is the tokenizer that transformers' GGUF loader builds (``integration
   left half first (Gemma's scores do not follow its merge order; its file order does).
 """
 
+import functools
 from pathlib import Path
 
 from .byte_level import BYTE_TO_UNICODE, bytes_as_chars
@@ -56,10 +57,19 @@ def open_gguf(path):
     except ImportError:
         raise ImportError(f"{path}: reading a GGUF file needs the gguf package (pip install gguf)") from None
     try:
-        return GGUFReader(path)
+        stat = path.stat()
+        return _cached_reader(GGUFReader, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     except Exception as exc:  # the reader raises ValueError, IndexError, struct errors ... on a damaged file
         raise ValueError(f"{path}: not a readable GGUF file, truncated or damaged ({type(exc).__name__}: "
                          f"{str(exc)[:120]})") from None
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_reader(reader_class, path, mtime_ns, size):
+    """One ``GGUFReader`` per file version: its constructor parses every metadata array element by element
+    in Python (Gemma 3's 262k-token vocabulary: tens of seconds), and a command reads the config, the
+    tokenizer and the weights from the same file. A changed file (mtime, size) is read afresh."""
+    return reader_class(path)
 
 
 def gguf_fields(reader, prefix):
