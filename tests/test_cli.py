@@ -251,6 +251,32 @@ def test_finetune_resume_keeps_its_base_and_extends_with_steps(base_dir, tmp_pat
     assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 6
 
 
+def test_resume_accepts_new_reporting_settings_and_refuses_optimization_ones(base_dir, tmp_path, capsys):
+    """Issue 38 item 9: --eval-every only says when to evaluate and checkpoint, so a resume may change
+    it; the run then ends on the weights of a run that never stopped (oracle: the straight run's
+    adapter, bit for bit). Settings that change the optimization (--lr, --batch-size,
+    --grad-accum-steps) are still refused."""
+    from lora_np.io.safetensors_file import read_safetensors
+    common = ["--base", base_dir, "--task", "shift", "--batch-size", "4", "--quiet"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert cli(capsys, "finetune", *common, "--out", straight, "--steps", "4", "--eval-every", "2")[0] == 0
+    assert cli(capsys, "finetune", *common, "--out", split, "--steps", "4", "--eval-every", "2")[0] == 0
+    import shutil  # as if the run had stopped at step 2: its checkpoint the latest, no final files
+    shutil.rmtree(split / "checkpoints" / "step_000004")
+    (split / "checkpoints" / "latest.json").write_text(json.dumps({"dir": "step_000002", "step": 2}))
+    (split / "adapter_model.safetensors").unlink()
+    for flag, value in (("--lr", "0.1"), ("--batch-size", "8"), ("--grad-accum-steps", "2")):
+        code, _, err = cli(capsys, "finetune", "--out", split, "--resume", flag, value, "--quiet")
+        assert code == 2 and f"{flag} {value} differs from the saved" in err, err
+    code, _, err = cli(capsys, "finetune", "--out", split, "--resume", "--eval-every", "1", "--quiet")
+    assert code == 0, err
+    assert json.loads((split / "run_config.json").read_text())["eval_every"] == 1
+    evaluated = [r["step"] for r in map(json.loads, (split / "log.jsonl").read_text().splitlines()) if "val_loss" in r]
+    assert evaluated == [2, 3, 4]
+    ours, theirs = (read_safetensors(d / "adapter_model.safetensors")[0] for d in (split, straight))
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+
+
 def test_existing_out_needs_resume_or_overwrite(base_dir, tmp_path, capsys):
     """Item 5: a second run into the same --out is refused; --overwrite replaces it (and its
     checkpoints, so a later --resume cannot pick up the old run)."""
