@@ -282,6 +282,58 @@ def check_same_settings(**items):
                               f"start every rank with the same command, data and model files")
 
 
+def fingerprint(model, samples=4096):
+    """32 hex digits standing for a model's weights, cheaply: every parameter's name, shape, dtype and
+    a strided sample of at most ``samples`` of its values (and a quantized weight's codes alike).
+    The same files give the same digits on every rank; a different base almost surely does not, at
+    the cost of reading a few thousand values per tensor, not the whole model."""
+    h = hashlib.blake2b(digest_size=16)
+    arrays = [(name, p.data) for name, p in model.named_parameters()]
+    arrays += [(f"{name}.weight.codes", m.weight.codes) for name, m in model.named_modules()
+               if hasattr(getattr(m, "weight", None), "codes")]
+    for name, array in arrays:
+        flat = array.reshape(-1)
+        sample = np.ascontiguousarray(backend.to_numpy(flat[::max(1, flat.size // samples)]))
+        h.update(f"{name}{array.dtype}{array.shape}".encode())
+        h.update(sample.view(np.uint8))
+    return h.hexdigest()
+
+
+def _ranks_text(ranks):
+    return f"rank{'s' * (len(ranks) > 1)} {', '.join(map(str, ranks))}"
+
+
+def start_together(prepare, fingerprint_of=None):
+    """``prepare()`` on every rank, then one agreement before anything is written: every rank sends
+    (its error or None, ``fingerprint_of(prepared)``) in one allgather. If a rank failed to load or
+    check its inputs, every rank raises :class:`CollectiveError` naming the ranks and their errors;
+    if fingerprints differ (the same --base path holding other weights on another node), it names
+    the ranks whose differ from rank 0's. So a rank that cannot start leaves --out as it was: no
+    rank has touched it yet. In a single process: ``prepare()``, its errors as they are."""
+    if world_size() == 1:
+        return prepare()
+    prepared, error, mark = None, None, None
+    try:
+        prepared = prepare()
+        mark = fingerprint_of(prepared) if fingerprint_of else None
+    except (ValueError, OSError, MemoryError, backend.BackendUnavailableError) as exc:
+        error = " ".join(str(exc).split()) or type(exc).__name__
+    every = _world[1].allgather((error, mark))
+    errors = {}
+    for r, (e, _) in enumerate(every):
+        if e is not None:
+            errors.setdefault(e, []).append(r)
+    if errors:
+        raise CollectiveError("; ".join(f"{_ranks_text(r)}: {e}" for e, r in errors.items())
+                              + " (every rank stopped before writing anything)")
+    differ = [r for r, (_, m) in enumerate(every) if m != every[0][1]]
+    if differ:
+        raise CollectiveError(f"the model weights loaded by {_ranks_text(differ)} differ from rank 0's (the same "
+                              f"--base path holds other files on their nodes?); every rank must train the same "
+                              f"model: copy the same files to every node")
+    return prepared
+
+
 def abort(code=1):
     """Stop every rank of the job with exit status ``code`` (MPI_Abort). A rank that fails alone
     must not exit normally: it would hang in MPI_Finalize and its peers in their next Allreduce.

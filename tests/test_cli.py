@@ -251,6 +251,32 @@ def test_finetune_resume_keeps_its_base_and_extends_with_steps(base_dir, tmp_pat
     assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 6
 
 
+def test_resume_accepts_new_reporting_settings_and_refuses_optimization_ones(base_dir, tmp_path, capsys):
+    """Issue 38 item 9: --eval-every only says when to evaluate and checkpoint, so a resume may change
+    it; the run then ends on the weights of a run that never stopped (oracle: the straight run's
+    adapter, bit for bit). Settings that change the optimization (--lr, --batch-size,
+    --grad-accum-steps) are still refused."""
+    from lora_np.io.safetensors_file import read_safetensors
+    common = ["--base", base_dir, "--task", "shift", "--batch-size", "4", "--quiet"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert cli(capsys, "finetune", *common, "--out", straight, "--steps", "4", "--eval-every", "2")[0] == 0
+    assert cli(capsys, "finetune", *common, "--out", split, "--steps", "4", "--eval-every", "2")[0] == 0
+    import shutil  # as if the run had stopped at step 2: its checkpoint the latest, no final files
+    shutil.rmtree(split / "checkpoints" / "step_000004")
+    (split / "checkpoints" / "latest.json").write_text(json.dumps({"dir": "step_000002", "step": 2}))
+    (split / "adapter_model.safetensors").unlink()
+    for flag, value in (("--lr", "0.1"), ("--batch-size", "8"), ("--grad-accum-steps", "2")):
+        code, _, err = cli(capsys, "finetune", "--out", split, "--resume", flag, value, "--quiet")
+        assert code == 2 and f"{flag} {value} differs from the saved" in err, err
+    code, _, err = cli(capsys, "finetune", "--out", split, "--resume", "--eval-every", "1", "--quiet")
+    assert code == 0, err
+    assert json.loads((split / "run_config.json").read_text())["eval_every"] == 1
+    evaluated = [r["step"] for r in map(json.loads, (split / "log.jsonl").read_text().splitlines()) if "val_loss" in r]
+    assert evaluated == [2, 3, 4]
+    ours, theirs = (read_safetensors(d / "adapter_model.safetensors")[0] for d in (split, straight))
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+
+
 def test_existing_out_needs_resume_or_overwrite(base_dir, tmp_path, capsys):
     """Item 5: a second run into the same --out is refused; --overwrite replaces it (and its
     checkpoints, so a later --resume cannot pick up the old run)."""
@@ -443,7 +469,7 @@ def test_a_large_model_says_what_loading_and_merging_do(base_dir, tmp_path, caps
     assert f"loading {base_dir}:" in err and "parameters, 1 layers × 16 wide" in err and "loaded in" in err
     assert "merging" in err
     code, out, err = cli(capsys, "eval", "--model", base_dir, "--task", "copy", "--batch-size", 4, "--eval-batches", 2)
-    assert code == 0 and "loaded in" in err and "evaluating 8 of " in err, err
+    assert code == 0 and "loaded in" in err and "evaluating the validation split of task 'copy': 8 of " in err, err
     assert re.search(r"^batch 2/2 \| loss \d+\.\d{4} \| \d+\.\d ms/batch \| ETA 0:00$", err, re.M), err
 
 
@@ -486,25 +512,27 @@ def test_eval_streams_windows_and_gives_the_plain_computation(base_dir, monkeypa
 
 
 def test_defaults_that_do_not_fit_are_reduced_and_said(base_dir, tmp_path, capsys, monkeypatch):
-    """Item 3: on a model folder, untyped --batch-size and --block-size shrink to fit the memory
-    available, the choice is said and recorded; typed ones are the user's and are refused instead."""
+    """Item 3, and issue 32 item 4: on a model folder, a run that does not fit keeps the user's
+    --batch-size and splits it into micro-batches (gradient accumulation: the same update), said
+    and recorded; typed sizes are the user's and are refused instead."""
     from lora_np.app import memory
     from lora_np.app.memory import run_bytes
     config = load_model_dir(base_dir)[0].config
-    budget = run_bytes(config, 2, 8, 0)[0] / memory.FIT_FRACTION
+    budget = run_bytes(config, 4, 16, 0)[0] / memory.FIT_FRACTION  # a micro-batch of 4 windows fits, 8 does not
     monkeypatch.setattr(memory, "available_bytes", lambda: budget + 1)
     out = tmp_path / "fit"
     code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", out, "--steps", 1,
                        "--eval-every", 1, "--quiet")
     assert code == 0, err
     saved = json.loads((out / "run_config.json").read_text())
-    assert saved["batch_size"] < 32 and saved["block_size"] <= 16
+    assert (saved["batch_size"], saved["grad_accum_steps"], saved["block_size"]) == (32, 8, 16)
     code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "fit2",
                        "--steps", 1, "--eval-every", 1)
-    assert f"--batch-size {saved['batch_size']} --block-size {saved['block_size']}: chosen to fit" in err
+    assert "--grad-accum-steps 8 --block-size 16: chosen to fit" in err and "batch of 32 windows is kept" in err
+    assert "batch 32 × 16 tokens in 8 micro-batches" in err
     monkeypatch.setattr(memory, "available_bytes", lambda: run_bytes(config, 2, 8, 0)[0])
     code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "typed",
-                       "--batch-size", 32, "--block-size", 16)
+                       "--batch-size", 32, "--block-size", 16, "--grad-accum-steps", 1)
     assert code == 2 and "this run needs about" in err and not (tmp_path / "typed").exists()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 from lora_np import distributed
 
@@ -260,3 +260,47 @@ def test_data_parallel_in_one_process_is_refused(base, tmp_path):
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "needs several ranks" in lines[0] and "mpiexec -n 2 python -m lora_np finetune" in lines[0], lines
     assert not out.exists()
+
+
+def _node_copy(base, node, case):
+    """``base`` copied to ``node``/base: as it is, truncated (a copy cut short on that node), or with
+    other weights (one value of one tensor moved: a strided sample must still see it)."""
+    shutil.copytree(base, node / "base")
+    weights = node / "base" / "model.safetensors"
+    if case == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-64])
+    elif case == "other_weights":
+        tensors = load_file(weights)
+        name = sorted(tensors)[0]
+        tensors[name].reshape(-1)[0] += 0.5
+        save_file(tensors, weights)
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", ["truncated", "other_weights"])
+def test_ranks_agree_before_out_is_touched(base, tmp_path, case):
+    """Issue 38 items 2 and 3: the same relative --base holds, on rank 1's node (its working
+    directory), a truncated file or other weights. Every rank loads, then one collective: exit 2,
+    one line naming rank 1, an earlier run in --out (with --overwrite) left byte for byte as it
+    was, and a new --out never created."""
+    _node_copy(base, tmp_path / "node0", None)
+    _node_copy(base, tmp_path / "node1", case)
+    earlier, new = tmp_path / "earlier", tmp_path / "new"
+    args = [*FINETUNE, "--steps", "2", "--eval-every", "2", "--batch-size", "8"]
+    done = run(sys.executable, "-m", "lora_np", *args, "--base", tmp_path / "node0" / "base", "--out", earlier)
+    assert done.returncode == 0, done.stderr
+    before = _files(earlier)
+    expected = "rank 1:" if case == "truncated" else "the model weights loaded by rank 1 differ from rank 0's"
+    for out, extra in ((earlier, ["--overwrite"]), (new, [])):
+        command = [sys.executable, "-m", "lora_np", *args, "--base", "base", "--out", out, *extra]
+        proc = run(MPIEXEC, "-n", "1", "-wdir", tmp_path / "node0", *command, ":",
+                   "-n", "1", "-wdir", tmp_path / "node1", *command)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
+        assert lines[0].startswith("python -m lora_np finetune: error:"), lines
+    assert _files(earlier) == before
+    assert not new.exists()

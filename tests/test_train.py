@@ -118,3 +118,51 @@ def test_a_model_with_nothing_to_train_is_refused(data):
     model = _model().requires_grad_(False)
     with pytest.raises(ValueError, match="requires_grad"):
         train(model, data, TrainConfig(steps=2), quiet=True)
+
+
+class _Fixed:
+    """A dataset whose every batch is the same (x, y): the step's input is known exactly."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def batch(self, split, batch_size, rng):
+        return self.x[:batch_size], self.y[:batch_size]
+
+
+def _step_once(x, y, config):
+    """The float64 model's trainable weights after one training_step on (x, y)."""
+    from lora_np.training.loop import _Optimization, training_step
+    lora_np.manual_seed(1)
+    model = add_lora(GPT(GPTConfig(vocab_size=10, block_size=16, n_layer=2, n_head=2, n_embd=16), dtype=np.float64),
+                     LoraConfig(r=2, init_lora_weights="gaussian", target_modules=["c_attn", "c_fc"]))
+    opt = _Optimization.create(model, config)
+    loss, lr, stop = training_step(model, _Fixed(x, y), opt, config)
+    return loss, {k: v.copy() for k, v in model.state_dict().items() if ".lora_" in k}
+
+
+@pytest.mark.parametrize("accum", [2, 3, 6])
+def test_accumulated_micro_batches_give_the_update_of_one_big_batch(accum):
+    """Oracle: one step on the whole batch (grad_accum_steps=1), float64. The rows hold very different
+    numbers of scored targets (1 to 16), so a mean of micro-batch means would move the update; the
+    exact per-token weighting W_m / W gives the same loss and weights to rounding. Clipping is on
+    (grad_clip small), so the gradient's norm must agree too."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 10, size=(6, 16))
+    y = rng.integers(0, 10, size=(6, 16))
+    for row, keep in enumerate([16, 1, 3, 16, 2, 9]):
+        y[row, :16 - keep] = -1
+    big = TrainConfig(steps=2, batch_size=6, lr=1e-2, warmup_steps=0, grad_clip=0.05)
+    loss_big, w_big = _step_once(x, y, big)
+    loss_acc, w_acc = _step_once(x, y, TrainConfig(**{**big.__dict__, "grad_accum_steps": accum}))
+    assert abs(loss_acc - loss_big) < 1e-12
+    for name, w in w_big.items():
+        np.testing.assert_allclose(w_acc[name], w, rtol=0, atol=1e-12, err_msg=name)
+    # the update moved the weights: the comparison is not between two untouched copies
+    assert max(np.abs(w - _step_once(x, y, TrainConfig(**{**big.__dict__, "lr": 1e-9}))[1][n]).max()
+               for n, w in w_big.items()) > 1e-4
+
+
+def test_grad_accum_steps_above_the_batch_is_refused():
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        TrainConfig(batch_size=4, grad_accum_steps=5)

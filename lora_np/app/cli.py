@@ -51,10 +51,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _common(p):
+def _common(p, seed_help="seed for initialisation, data order and dropout"):
     p.add_argument("--backend", help="numpy (CPU) or cupy (GPU); default: $LORA_NP_BACKEND or numpy")
-    p.add_argument("--seed", type=int, default=TRAIN.seed, check=NON_NEGATIVE,
-                   help="seed for initialisation, data order and dropout")
+    p.add_argument("--seed", type=int, default=TRAIN.seed, check=NON_NEGATIVE, help=seed_help)
     p.add_argument("--quiet", action="store_true", help="print only results: no progress, no status lines")
 
 
@@ -79,8 +78,11 @@ def _training(p, steps, lr, lr_help="", fits=False):
     p.add_argument("--steps", type=int, default=steps, check=POSITIVE,
                    help="optimizer steps (with --resume: a new total, to extend the run)")
     p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE,
-                   help="windows per optimizer step" + ("; halved until the run fits in memory unless typed" if fits
-                                                         else ""))
+                   help="windows per optimizer step (over every rank); kept as given whatever the memory")
+    p.add_argument("--grad-accum-steps", type=int, default=TRAIN.grad_accum_steps, check=POSITIVE,
+                   help="run each batch through forward and backward in this many micro-batches, whose gradients "
+                        "add up to the same update in less memory" + ("; raised until the run fits in memory "
+                                                                      "unless typed" if fits else ""))
     p.add_argument("--lr", type=float, default=lr, check={"min": 0, "min_open": True},
                    help=f"peak learning rate (warmup, then cosine decay){lr_help}")
     p.add_argument("--warmup-steps", type=int, default=TRAIN.warmup_steps, check=NON_NEGATIVE,
@@ -162,7 +164,9 @@ def _finetune_parser(sub):
     _output(p, "adapter directory (LoRA) or model directory (--full) to write")
     _data(p, "fine-tuning")
     p.add_argument("--block-size", type=int, check=POSITIVE,
-                   help="training window in tokens (default: the model's context, smaller if it would not fit)")
+                   help="training window in tokens (default: sized to the data: a .jsonl file's longest record "
+                        "rounded up to a multiple of 64, a text's the model's context; at most the context, smaller "
+                        "if it would not fit)")
     _lora_flags(p)
     _training(p, DEMO.finetune_steps, None, f" (default: {DEMO.lora_lr:g} with LoRA, {DEMO.full_lr:g} with --full)",
               fits=True)
@@ -212,7 +216,7 @@ def _merge_parser(sub):
             resumable=False)
     p.add_argument("--gguf", choices=("f16", "q8_0"), help="write model.gguf (this type) and the adapter as "
                    "adapter.gguf for llama.cpp instead of model.safetensors (Llama family; needs pip install gguf)")
-    _common(p)
+    _common(p, seed_help="unused: merging draws no random numbers (accepted as every command accepts it)")
     p.set_defaults(func=cmd_merge)
 
 
@@ -223,11 +227,17 @@ def _eval_parser(sub):
                    help="evaluate the base inside the adapted model (needs --adapter)")
     _data(p, "evaluation")
     p.add_argument("--block-size", type=int, check=POSITIVE,
-                   help="evaluation window in tokens (default: the model's context, smaller if it would not fit)")
+                   help="evaluation window in tokens (default: sized to the data as finetune's; at most the "
+                        "model's context)")
+    p.add_argument("--stride", type=int, check=POSITIVE,
+                   help="with a text file: a window starts every this many tokens, and scores only the tokens "
+                        "past the previous window (transformers' perplexity rule); smaller gives each token more "
+                        "context for more work (default: --block-size, disjoint windows)")
     p.add_argument("--batch-size", type=int, default=TRAIN.batch_size, check=POSITIVE,
                    help="windows per batch (they stream through the model in slices that bound memory)")
     p.add_argument("--eval-batches", type=int, default=TRAIN.eval_batches, check=POSITIVE,
-                   help="batches to evaluate (evenly spaced over the validation split)")
+                   help="with --task: batches to evaluate (evenly spaced over its validation split); a --data "
+                        "file is evaluated whole, each scored token once")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     _common(p)
     p.set_defaults(func=cmd_eval)

@@ -22,10 +22,11 @@ from ..lora import LoraConfig, add_lora, count_parameters, disable_lora, merge_a
 from ..lora.conversion import CONVERTED_INITS, as_plain_lora, initial_factors
 from ..models import GPT, GPTConfig, family_of
 from ..optim import loraplus_param_groups
-from ..training import TrainConfig, evaluate, train
-from ..training.progress import say
+from ..training import TrainConfig, evaluate_batches, train
+from ..training.progress import plural, say
 from .demo import DemoSettings, run_demo
-from .inputs import chat_prompt_ids, check_data_flags, make_dataset, new_tokenizer, prompt_ids, window
+from .inputs import (chat_prompt_ids, check_data_flags, eval_inputs, make_dataset, model_context, new_tokenizer,
+                     prompt_ids, window)
 from .memory import available_bytes, check_fits, fitting_sizes, format_bytes, parameter_count, run_bytes
 from .model_dir import (adapter_metadata, check_vocab_sizes, copy_generation_config, default_lora_targets, is_large,
                         load_model_dir, load_tokenizer, read_model_config, save_tokenizer, stored_dtype)
@@ -69,23 +70,33 @@ def read_model(model_dir):
     return tokenizer, config
 
 
-def choose_sizes(args, config, n_trainable, training=True):
-    """--batch-size and --block-size: the user's, or defaults that fit in memory (said when reduced)."""
-    block = window(args, config)
-    typed = args.given | ({"batch_size", "block_size"} if getattr(args, "resume", False) else set())
-    batch, fitted = fitting_sizes(config, args.batch_size, block, n_trainable, training=training, typed=typed)
-    if (batch, fitted) != (args.batch_size, block):
-        need = run_bytes(config, args.batch_size, block, n_trainable, training=training)[0]
-        say(f"--batch-size {batch} --block-size {fitted}: chosen to fit in the {format_bytes(available_bytes())} "
-            f"available (batch {args.batch_size} × {block} tokens would need about {format_bytes(need)}); "
-            f"give them to choose yourself", args.quiet)
-    args.batch_size, args.block_size = batch, fitted
-    return fitted
+def micro_rows(args):
+    """Windows in one forward pass of a training step: this rank's rows of --batch-size, split
+    into --grad-accum-steps micro-batches."""
+    return -(-(args.batch_size // distributed.world_size()) // args.grad_accum_steps)
+
+
+def choose_sizes(args, config, n_trainable, data, make_data):
+    """--grad-accum-steps and --block-size that fit in memory: the user's, or more micro-batches
+    for the same --batch-size (the same update), then a shorter window, each said on stderr.
+    ``make_data(block)`` rebuilds the data when the window shrinks. Returns the data."""
+    rows = args.batch_size // distributed.world_size()
+    typed = args.given | ({"grad_accum_steps", "block_size"} if getattr(args, "resume", False) else set())
+    accum, block = fitting_sizes(config, rows, data.block_size, n_trainable, typed=typed, accum=args.grad_accum_steps)
+    if (accum, block) != (args.grad_accum_steps, data.block_size):
+        need = run_bytes(config, micro_rows(args), data.block_size, n_trainable)[0]
+        say(f"--grad-accum-steps {accum} --block-size {block}: chosen to fit in the {format_bytes(available_bytes())} "
+            f"available ({micro_rows(args)} windows × {data.block_size} tokens a pass would need about "
+            f"{format_bytes(need)}); the batch of {args.batch_size} windows is kept, in {plural(accum, 'micro-batch')} "
+            f"whose gradients add up to the same update; give --grad-accum-steps or --block-size to choose yourself",
+            args.quiet)
+    args.grad_accum_steps, args.block_size = accum, block
+    return data if block == data.block_size else make_data(block)
 
 
 def train_config(args):
-    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                       warmup_steps=min(args.warmup_steps, args.steps), eval_every=args.eval_every,
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum_steps=args.grad_accum_steps,
+                       lr=args.lr, warmup_steps=min(args.warmup_steps, args.steps), eval_every=args.eval_every,
                        seed=args.seed, grad_clip=args.grad_clip)
 
 
@@ -114,24 +125,29 @@ def run_training(model, data, tcfg, args, param_groups=None):
     if not distributed.is_main():  # the "done:" line is the run's result (printed under --quiet too), said once
         return result
     if math.isnan(result.ms_per_step):
-        print(f"done: the run had already finished its {result.step} steps; its final files are written")
+        print(f"done: the run had already finished its {plural(result.step, 'step')}; its final files are written")
     else:
         last = result.history[-1] if result.history else {}
-        print(f"done: {result.step} steps, {result.ms_per_step:.1f} ms/step, "
+        print(f"done: {plural(result.step, 'step')}, {result.ms_per_step:.1f} ms/step, "
               + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "step"))
     return result
 
 
+def _prepare_pretrain(args):
+    """(model, data): everything pretrain reads and checks before --out is touched."""
+    check_data_flags(args)
+    data = make_dataset(args, args.block_size, new_tokenizer(args))
+    config = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+                       n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
+    check_fits(config, micro_rows(args), args.block_size, parameter_count(config))
+    backend.manual_seed(args.seed)
+    return GPT(config), data
+
+
 def cmd_pretrain(args):
     with prepared_out(args) as lock:
-        check_data_flags(args)
-        data = make_dataset(args, args.block_size, new_tokenizer(args))
-        config = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-                           n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
-        check_fits(config, args.batch_size, args.block_size, parameter_count(config))
+        model, data = distributed.start_together(lambda: _prepare_pretrain(args))
         tcfg = train_config(args)
-        backend.manual_seed(args.seed)
-        model = GPT(config)
         with output_dir(args.out, args.overwrite, lock):
             run_training(model, data, tcfg, args)
             if distributed.is_main():
@@ -212,18 +228,27 @@ def _save_finetuned(model, args, tokenizer, initial):
     save_tokenizer(tokenizer, args.base, args.out)
 
 
+def _prepare_finetune(args):
+    """(model, data, tokenizer, AdamW's groups, PiSSA/OLoRA's initial factors): everything finetune
+    reads and checks before --out is touched, inputs first, the weights last."""
+    _check_finetune_flags(args)
+    tokenizer, config = read_model(args.base)
+    _default_targets(args)
+    _check_converted_rank(args, config)
+    data = make_dataset(args, window(args, config), tokenizer, model_context(config))
+    data = choose_sizes(args, config, parameter_count(config) if args.full else 0, data,
+                        lambda block: make_dataset(args, block, tokenizer, model_context(config)))
+    model = load_model_dir(args.base, quantize=args.quantize, quiet=args.quiet)[0]
+    groups, initial = _make_trainable(model, args)
+    check_fits(model.config, micro_rows(args), data.block_size, count_parameters(model)[0], model.dtype.itemsize)
+    return model, data, tokenizer, groups, initial
+
+
 def cmd_finetune(args):
     with prepared_out(args) as lock:
-        _check_finetune_flags(args)
-        tokenizer, config = read_model(args.base)
-        _default_targets(args)
-        _check_converted_rank(args, config)
-        block = choose_sizes(args, config, parameter_count(config) if args.full else 0)
-        data = make_dataset(args, block, tokenizer)
+        model, data, tokenizer, groups, initial = distributed.start_together(
+            lambda: _prepare_finetune(args), lambda prepared: distributed.fingerprint(prepared[0]))
         tcfg = train_config(args)
-        model = load_model_dir(args.base, quantize=args.quantize, quiet=args.quiet)[0]
-        groups, initial = _make_trainable(model, args)
-        check_fits(model.config, args.batch_size, block, count_parameters(model)[0], model.dtype.itemsize)
         with output_dir(args.out, args.overwrite, lock):
             run_training(model, data, tcfg, args, groups)
             _save_finetuned(model, args, tokenizer, initial)
@@ -305,17 +330,13 @@ def _eval_summary(args, data, metrics):
 def cmd_eval(args):
     if args.disable_adapter and not args.adapter:
         raise ValueError("--disable-adapter needs --adapter (it evaluates the base inside the adapted model)")
-    check_data_flags(args)
     tokenizer, config = read_model(args.model)
-    block = choose_sizes(args, config, 0, training=False)
-    data = make_dataset(args, block, tokenizer)
-    check_fits(config, args.batch_size, block, 0, training=False)
+    data = eval_inputs(args, tokenizer, config)
+    check_fits(config, args.batch_size, data.block_size, 0, training=False)
     model = load_model_dir(args.model, args.adapter, quiet=args.quiet, force=args.force)[0]
-    n = len(data.splits["val"][2])
-    say(f"evaluating {min(n, args.batch_size * args.eval_batches):,} of {n:,} validation windows of {block} tokens",
-        args.quiet)
+    say(f"evaluating {data.what}", args.quiet)
     with disable_lora(model) if args.disable_adapter else contextlib.nullcontext():
-        metrics = evaluate(model, data, "val", args.batch_size, args.eval_batches, progress=not args.quiet)
+        metrics = evaluate_batches(model, data.batches, data.has_answers, progress=not args.quiet)
     if args.json:
         print(json.dumps({"model": str(args.model), "adapter": args.adapter, "adapter_disabled": args.disable_adapter,
                           "data": data.name, **metrics}))

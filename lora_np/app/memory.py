@@ -78,23 +78,27 @@ def check_fits(config, batch_size, block_size, n_trainable, itemsize=4, training
     if free is not None and total > free:
         sizes = family_of(config).sizes(config)
         detail = ", ".join(f"{name} {format_bytes(b)}" for name, b in parts.items() if b)
-        raise ValueError(f"this run needs about {format_bytes(total)} ({detail}; batch {batch_size} × "
-                         f"{block_size} tokens, {sizes.layers} layers × {sizes.width} wide) but only "
-                         f"{format_bytes(free)} is available; use a smaller --batch-size, --block-size or model")
+        raise ValueError(f"this run needs about {format_bytes(total)} ({detail}; {batch_size} windows × "
+                         f"{block_size} tokens a pass, {sizes.layers} layers × {sizes.width} wide) but only "
+                         f"{format_bytes(free)} is available; use a smaller --block-size or model, more "
+                         f"--grad-accum-steps (the same update in smaller micro-batches) or a smaller --batch-size")
     return total
 
 
-def fitting_sizes(config, batch_size, block_size, n_trainable, itemsize=4, training=True, typed=()):
-    """(batch_size, block_size) within FIT_FRACTION of the memory available: the batch, then the
-    window, halved while the estimate is above it, except the ones in ``typed`` (the user's own)."""
+def fitting_sizes(config, batch_size, block_size, n_trainable, itemsize=4, training=True, typed=(), accum=1):
+    """(grad_accum_steps, block_size) within FIT_FRACTION of the memory available, for ``batch_size``
+    windows a step (this process's): the batch is kept and split into more micro-batches (twice as
+    many each time, a micro-batch of ceil(batch / steps) windows) while the estimate is above it,
+    which leaves the update as it was; then the window is halved. An option in ``typed`` (the
+    user's own: "grad_accum_steps", "block_size") is left as it is."""
     free = available_bytes()
     budget = FIT_FRACTION * free if free is not None else float("inf")
 
-    def needed(b, t):
-        return run_bytes(config, b, t, n_trainable, itemsize, training)[0]
+    def needed(a, t):
+        return run_bytes(config, -(-batch_size // a), t, n_trainable, itemsize, training)[0]
 
-    while needed(batch_size, block_size) > budget and batch_size > 1 and "batch_size" not in typed:
-        batch_size //= 2
-    while needed(batch_size, block_size) > budget and block_size > 64 and "block_size" not in typed:
+    while needed(accum, block_size) > budget and -(-batch_size // accum) > 1 and "grad_accum_steps" not in typed:
+        accum = min(batch_size, 2 * accum)
+    while needed(accum, block_size) > budget and block_size > 64 and "block_size" not in typed:
         block_size //= 2
-    return batch_size, block_size
+    return accum, block_size

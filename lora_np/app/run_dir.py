@@ -4,7 +4,8 @@
     --out DIR --overwrite  what an earlier run left in DIR (its known files) is replaced
     --out DIR --resume     the run in DIR continues from its last checkpoint, with the settings saved
                            in DIR/run_config.json; an option typed again must agree with them,
-                           except --steps, which sets a new total and so extends the run
+                           except --steps, which sets a new total and so extends the run, and
+                           the reporting settings (--eval-every), which change what is reported only
 
 Everything is checked before DIR is touched; a command that fails before its first checkpoint
 removes the DIR it created. While a command writes DIR it holds an exclusive lock on DIR/.lock
@@ -35,6 +36,9 @@ RUN_FILES = ("checkpoints", "log.jsonl", RUN_CONFIG, "config.json", "model.safet
 FINAL_FILES = ("model.safetensors", "adapter_model.safetensors")
 # Options that say how to run, not what to compute: free to differ on --resume.
 HOW_TO_RUN = {"resume", "overwrite", "quiet", "backend", "out", "checks", "prog", "data_parallel", "world_size"}
+# Options that say what a run reports, not what it computes: on --resume a typed one replaces the
+# saved one (evaluations and checkpoints read the weights, never change them or any RNG).
+REPORTING = {"eval_every"}
 NOT_SAVED = ("func", "given", "checks", "prog")
 PATH_OPTIONS = ("base", "data")
 
@@ -151,14 +155,15 @@ def restore_run_args(args):
     """
     out = Path(args.out)
     saved = read_json(out / RUN_CONFIG, "run configuration (needed by --resume)")
-    for key in sorted(args.given - HOW_TO_RUN - {"steps"}):
+    for key in sorted(args.given - HOW_TO_RUN - REPORTING - {"steps"}):
         if key in saved and _normalised(key, getattr(args, key)) != saved[key]:
             flag = "--" + key.replace("_", "-")
             raise ValueError(f"--resume continues the run in {out} with its saved settings, but {flag} "
                              f"{getattr(args, key)} differs from the saved {saved[key]}; drop {flag}, or start "
                              f"a new run (a new --out, or --overwrite)")
     for key, value in saved.items():
-        if key not in HOW_TO_RUN and key != "given" and not (key == "steps" and "steps" in args.given):
+        typed_anew = key in args.given and (key == "steps" or key in REPORTING)
+        if key not in HOW_TO_RUN and key != "given" and not typed_anew:
             setattr(args, key, value)
     done = steps_done(out)
     if "steps" in args.given and args.steps < done:

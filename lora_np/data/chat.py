@@ -51,7 +51,7 @@ from ..tokenizer.chat_template import (
     render_chat,
     render_chat_with_spans,
 )
-from .dataset import TokenDataset
+from .dataset import packed_dataset
 from .text_files import first_json_object, read_text_file
 
 
@@ -140,23 +140,10 @@ def conversation_tokens(tokenizer, messages):
     return samples
 
 
-def _pack(encoded, block_size, pad):
-    """One split: (tokens, counts, starts), conversations back to back, padded at the end."""
-    tokens, counts, starts = [np.zeros(0, np.int64)], [np.zeros(0, bool)], []
-    at = 0
-    for ids, mask in encoded:
-        starts.extend(range(at, at + len(ids), block_size))
-        tokens.append(ids)
-        counts.append(mask)
-        at += len(ids)
-    tokens.append(np.full(block_size, pad, np.int64))
-    counts.append(np.zeros(block_size, bool))
-    counts = np.concatenate(counts)
-    return np.concatenate(tokens), counts, np.array(starts, np.int64)
-
-
-def chat_dataset(path, block_size, tokenizer, val_fraction=0.1):
-    """A TokenDataset of the conversations in ``path`` (see the module docstring)."""
+def chat_dataset(path, block_size, tokenizer, val_fraction=0.1, context=None, whole=False):
+    """A TokenDataset of the conversations in ``path`` (see the module docstring). ``block_size`` None:
+    sized to the longest conversation (``dataset.records_window``, at most ``context``); ``whole``:
+    every conversation in the validation split (evaluating the whole file)."""
     path = Path(path)
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(f"{path} holds conversations, but the model's tokenizer has no chat template "
@@ -168,8 +155,4 @@ def chat_dataset(path, block_size, tokenizer, val_fraction=0.1):
         except ValueError as exc:
             raise ValueError(f"{path}, line {number}: {exc}") from None
     pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    n_val = max(1, int(len(encoded) * val_fraction))
-    train, val = [s for c in encoded[:-n_val] for s in c], [s for c in encoded[-n_val:] for s in c]
-    splits = {"train": _pack(train, block_size, pad), "val": _pack(val, block_size, pad)}
-    return TokenDataset(tokenizer, splits, block_size, f"chat file {path.name}", has_answers=True,
-                        packed=True, padding=block_size)
+    return packed_dataset(encoded, tokenizer, block_size, pad, f"chat file {path.name}", val_fraction, context, whole)

@@ -83,6 +83,78 @@ def packed_windows(counts, starts, block_size):
     return starts[keep], stops[keep]
 
 
+WINDOW_MULTIPLE = 64  # a window sized to the data is rounded up to a multiple of this many tokens
+
+
+def records_window(lengths, context, multiple=WINDOW_MULTIPLE):
+    """(block_size, note): the window that holds the longest record (its length in tokens rounded up
+    to a multiple of ``multiple``), at most ``context``; ``note`` says so for the start-up line.
+    A window the model's whole context long would score one short record among thousands of
+    positions that score nothing (issue 35: 8,192 for ~70-token chats, 20× slower)."""
+    longest = int(max(lengths))
+    block = min(context, max(multiple, -(-longest // multiple) * multiple))
+    capped = f", capped by the model's context of {context}" if block == context and longest > context else ""
+    return block, (f"windows sized to the data: the longest record is {longest} tokens, rounded up to a multiple "
+                   f"of {multiple}{capped}; --block-size sets another")
+
+
+def pack_records(records, block_size, pad):
+    """One split of records (ids, counts) laid back to back: (tokens, counts, starts), each record's
+    first token a start (and every block_size tokens inside a longer one), the stream padded at the
+    end with ``block_size`` tokens ``pad`` that the loss ignores, so the last record gets a whole
+    window. ``TokenDataset(packed=True)`` then leaves out the windows with nothing to score."""
+    tokens, counts, starts, at = [np.zeros(0, np.int64)], [np.zeros(0, bool)], [], 0
+    for ids, mask in records:
+        starts.extend(range(at, at + len(ids), block_size))
+        tokens.append(np.asarray(ids, np.int64))
+        counts.append(np.asarray(mask, bool))
+        at += len(ids)
+    tokens.append(np.full(block_size, pad, np.int64))
+    counts.append(np.zeros(block_size, bool))
+    return np.concatenate(tokens), np.concatenate(counts), np.array(starts, np.int64)
+
+
+def packed_dataset(groups, tokenizer, block_size, pad, name, val_fraction=0.1, context=None, whole=False):
+    """A TokenDataset of ``groups`` of records (ids, counts): one group per example (a JSONL line's one
+    record, a conversation's renderings), kept in one split. The last ``val_fraction`` of the groups
+    (at least one) is validation, or with ``whole`` every group is (an evaluation of the whole file).
+    ``block_size`` None: ``records_window`` (needs ``context``), and the dataset's ``window_note`` says so."""
+    note = ""
+    if block_size is None:
+        block_size, note = records_window([len(ids) for group in groups for ids, _ in group], context)
+    n_val = len(groups) if whole else max(1, int(len(groups) * val_fraction))
+    parts = {"val": groups} if whole else {"train": groups[:-n_val], "val": groups[-n_val:]}
+    splits = {split: pack_records([r for group in part for r in group], block_size, pad)
+              for split, part in parts.items()}
+    data = TokenDataset(tokenizer, splits, block_size, name, has_answers=True, packed=True, padding=block_size)
+    data.window_note = note
+    return data
+
+
+def stride_windows(tokens, block_size, stride):
+    """(x, y) windows over a token stream that score each token once, as transformers' perplexity
+    guide does: windows of ``block_size + 1`` tokens start every ``stride`` tokens (stride ≤ block_size);
+    each scores only the targets past the previous window's end, with the context before them given
+    (the first window scores all but the stream's first token). The last window, shorter, is padded
+    with targets -1. Stride = block_size: disjoint windows, the fastest; a smaller stride gives each
+    scored token more context, for block_size / stride times the work."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n, xs, ys, scored_to = len(tokens), [], [], 0  # scored_to: targets before this position are scored
+    for begin in range(0, max(n - 1, 1), stride):
+        end = min(begin + block_size + 1, n)
+        w = np.zeros(block_size + 1, np.int64)
+        w[:end - begin] = tokens[begin:end]
+        y = np.full(block_size, -1, np.int64)
+        first = max(scored_to, begin + 1)
+        y[first - begin - 1:end - begin - 1] = tokens[first:end]
+        xs.append(w[:-1])
+        ys.append(y)
+        scored_to = end
+        if end == n:
+            break
+    return np.stack(xs), np.stack(ys)
+
+
 def task_dataset(task, block_size, n_train=6000, n_val=600, seed=0, tokenizer=None):
     """A copy/reverse task as a TokenDataset (in the shared task vocabulary unless ``tokenizer`` is given)."""
     tokenizer = tokenizer or CharTokenizer(VOCAB)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..tokenizer import CharTokenizer
-from .dataset import TokenDataset
+from .dataset import TokenDataset, packed_dataset
 
 Example = namedtuple("Example", "prompt completion line")
 
@@ -82,22 +82,46 @@ def _encode_file_text(tokenizer, text, path, unknown, line=None):
     return tokens
 
 
-def text_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="error"):
-    """A user's text file: every token is a target; the last ``val_fraction`` is validation.
-    Without a ``tokenizer``, a character vocabulary is built from the text."""
-    path = Path(path)
+def read_text_tokens(path, tokenizer=None, unknown="error"):
+    """(tokens, tokenizer) of a text file; without a ``tokenizer``, a character vocabulary built from it."""
     text = read_text_file(path)
     tokenizer = tokenizer or CharTokenizer.from_text(text)
-    tokens = _encode_file_text(tokenizer, text, path, unknown)
+    return _encode_file_text(tokenizer, text, path, unknown), tokenizer
+
+
+def text_window(n_tokens, context, multiple=64):
+    """(block_size, note): the model's context, or, in a text too short for two windows of it (train
+    and validation), the longest window that both hold (rounded down to a multiple of ``multiple``
+    when it is longer than that); ``note`` says which for the start-up line."""
+    largest = (n_tokens - 2) // 2
+    if largest >= context:
+        return context, ""
+    block = largest // multiple * multiple if largest >= multiple else largest
+    return max(block, 1), (f"windows of {max(block, 1)} tokens: the longest that this text's train and validation "
+                           f"parts both hold (the model's context is {context}); --block-size sets another")
+
+
+def text_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="error", context=None):
+    """A user's text file: every token is a target; the last ``val_fraction`` is validation.
+    Without a ``tokenizer``, a character vocabulary is built from the text. ``block_size`` None: the
+    model's ``context``, shortened to fit a short text (``text_window``)."""
+    path = Path(path)
+    tokens, tokenizer = read_text_tokens(path, tokenizer, unknown)
+    note = ""
+    if block_size is None:
+        block_size, note = text_window(len(tokens), context)
     unit = "characters" if isinstance(tokenizer, CharTokenizer) else "tokens"
     n_val = max(block_size + 1, int(len(tokens) * val_fraction))
     if len(tokens) < n_val + block_size + 1:
+        fits = f"; a block size of at most {(len(tokens) - 2) // 2} fits it (--block-size)" if len(tokens) > 3 else ""
         raise ValueError(f"data file {path} has {len(tokens)} {unit}; with block_size={block_size} it needs "
-                         f"at least {n_val + block_size + 1} (train and validation windows)")
+                         f"at least {n_val + block_size + 1} (train and validation windows){fits}")
     splits = {}
     for split, part in (("train", tokens[:-n_val]), ("val", tokens[-n_val:])):
         splits[split] = (part, np.ones(len(part), dtype=bool), np.arange(len(part) - block_size))
-    return TokenDataset(tokenizer, splits, block_size, f"text file {path.name}")
+    data = TokenDataset(tokenizer, splits, block_size, f"text file {path.name}")
+    data.window_note = note
+    return data
 
 
 def _parse_jsonl_line(path, number, line):
@@ -129,34 +153,29 @@ def _end_of_example(tokenizer):
     return tokenizer.eot_token_id
 
 
-def _pack(examples, tokenizer, block_size, end, path, unknown):
-    """One split: (tokens, counts, starts), examples back to back, padded at the end (the starts are
-    all of them; ``TokenDataset(packed=True)`` leaves out those with nothing to score)."""
-    tokens, counts, starts = [], [], []
+def _example_records(examples, tokenizer, end, path, unknown):
+    """Each example as a record (ids, counts): prompt ids + completion ids + end, the completion and
+    the end counted."""
+    records = []
     for ex in examples:
         p = _encode_file_text(tokenizer, ex.prompt, path, unknown, ex.line)
         c = _encode_file_text(tokenizer, ex.completion, path, unknown, ex.line)
-        starts.extend(range(len(tokens), len(tokens) + len(p) + len(c) + 1, block_size))
-        tokens += [*p, *c, end]
-        counts += [False] * len(p) + [True] * (len(c) + 1)
-    tokens += [end] * block_size
-    counts += [False] * block_size
-    counts = np.array(counts, bool)
-    return np.array(tokens, np.int64), counts, np.array(starts, np.int64)
+        records.append((np.array([*p, *c, end], np.int64), np.array([False] * len(p) + [True] * (len(c) + 1))))
+    return records
 
 
-def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="error"):
-    """Prompt/completion pairs (see the module docstring); the loss counts completion tokens only."""
+def jsonl_dataset(path, block_size, tokenizer=None, val_fraction=0.1, unknown="error", context=None, whole=False):
+    """Prompt/completion pairs (see the module docstring); the loss counts completion tokens only.
+    ``block_size`` None: sized to the longest example (``dataset.records_window``, at most ``context``);
+    ``whole``: every example in the validation split (evaluating the whole file)."""
     path = Path(path)
     examples = read_jsonl_examples(path)
     if tokenizer is None:
         tokenizer = CharTokenizer.from_text("".join(ex.prompt + ex.completion for ex in examples) + "\n")
     end = _end_of_example(tokenizer)
-    n_val = max(1, int(len(examples) * val_fraction))
-    splits = {"train": _pack(examples[:-n_val], tokenizer, block_size, end, path, unknown),
-              "val": _pack(examples[-n_val:], tokenizer, block_size, end, path, unknown)}
-    return TokenDataset(tokenizer, splits, block_size, f"JSONL file {path.name}", has_answers=True,
-                        packed=True, padding=block_size)
+    records = _example_records(examples, tokenizer, end, path, unknown)
+    return packed_dataset([[r] for r in records], tokenizer, block_size, end, f"JSONL file {path.name}",
+                          val_fraction, context, whole)
 
 
 def first_json_object(path):
@@ -187,9 +206,9 @@ def check_data_file_name(path):
                          f"(one {{\"prompt\", \"completion\"}} or {{\"messages\"}} object a line) *.jsonl")
 
 
-def file_dataset(path, block_size, tokenizer=None, unknown="error"):
+def file_dataset(path, block_size, tokenizer=None, unknown="error", context=None):
     """``jsonl_dataset`` for a .jsonl file, ``text_dataset`` for anything else (JSON under another name is
-    refused: ``check_data_file_name``)."""
+    refused: ``check_data_file_name``). ``block_size`` None: sized to the data, at most ``context``."""
     check_data_file_name(path)
     make = jsonl_dataset if Path(path).suffix.lower() == ".jsonl" else text_dataset
-    return make(path, block_size, tokenizer, unknown=unknown)
+    return make(path, block_size, tokenizer, unknown=unknown, context=context)

@@ -7,7 +7,7 @@
 the fixed-window evaluation, ``progress.py`` what a run prints while it works.
 """
 
-from .evaluation import evaluate
+from .evaluation import evaluate, evaluate_batches
 from .loop import TrainConfig, TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "evaluate_batches"]

@@ -60,18 +60,26 @@ class _Tally:
 
 
 def evaluate(model, dataset, split="val", batch_size=32, n_batches=8, progress=False):
-    """{"loss", "token_acc"[, "answer_acc"]} over the same windows every call (model left in its mode).
-    Free text has no answers, so no answer accuracy either. ``progress``: a bar (or, off a
-    terminal, a line every 30 s) while it works."""
+    """{"loss", "token_acc"[, "answer_acc"]} over the same windows every call (model left in its mode):
+    ``n_batches`` batches of windows evenly spaced over ``split``. Free text has no answers, so no
+    answer accuracy either. ``progress``: a bar (or, off a terminal, a line every 30 s) while it works."""
+    return evaluate_batches(model, dataset.fixed_batches(split, batch_size, n_batches),
+                            getattr(dataset, "has_answers", False), progress)
+
+
+def evaluate_batches(model, batches, has_answers=False, progress=False):
+    """The metrics of ``evaluate`` over given (x, y) batches: the loss is the mean over every scored
+    target (y != -1) of all of them, so windows that score each token once (``stride_windows``,
+    packed records) give the data's exact per-token loss, whatever the batches' sizes."""
     was_training = model.training
     model.eval()
-    tally, step = _Tally(), micro_batch(batch_size, dataset.block_size, model.config.vocab_size, model.dtype.itemsize)
-    batches = dataset.fixed_batches(split, batch_size, n_batches)
+    tally = _Tally()
     bar = Progress(len(batches), 0, not progress, 30.0, unit="batch")
     try:
         with no_grad():
             for x, y in batches:
                 start = time.perf_counter()
+                step = micro_batch(len(x), x.shape[1], model.config.vocab_size, model.dtype.itemsize)
                 for lo in range(0, len(x), step):
                     xb, yb = x[lo:lo + step], y[lo:lo + step]
                     if (yb != -1).any():
@@ -80,4 +88,4 @@ def evaluate(model, dataset, split="val", batch_size=32, n_batches=8, progress=F
     finally:
         bar.close()
         model.train(was_training)
-    return tally.metrics(getattr(dataset, "has_answers", False))
+    return tally.metrics(has_answers)

@@ -5,8 +5,9 @@
 It trains whatever requires grad (everything for full fine-tuning, only A and B after add_lora),
 stops cleanly on a NaN/inf loss (keeping the last good checkpoint) and on Ctrl-C (saving first),
 and resumes a run bit for bit: weights, optimizer moments, schedule and both RNGs come back.
-One step is: a batch, the forward and its loss, the backward, then ``_apply_gradients`` (clip,
-AdamW, the schedule).
+One step (``training_step``) reads top to bottom as nanoGPT's: micro-batches accumulate their
+gradients (``grad_accum_steps``), then one clip, one AdamW step, one schedule step; the loop
+(``_Run.run``) calls it and reports. Resume, interrupt and data parallelism are helpers they call.
 """
 
 import math
@@ -21,13 +22,14 @@ from ..io.train_checkpoint import latest_checkpoint, load_checkpoint, save_check
 from ..lora import count_parameters
 from ..optim import AdamW, WarmupCosine, clip_grad_norm_
 from .evaluation import evaluate
-from .progress import Progress, RunLog, StepClock, deferred_interrupt, say
+from .progress import Progress, RunLog, StepClock, deferred_interrupt, plural, say
 
 
 @dataclass
 class TrainConfig:
     steps: int = 500
-    batch_size: int = 32
+    batch_size: int = 32  # windows per optimizer step (the global batch, over every rank)
+    grad_accum_steps: int = 1  # micro-batches the batch runs through forward/backward in (same update)
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 20
@@ -42,8 +44,11 @@ class TrainConfig:
     progress_seconds: float = 30.0  # off a terminal: a progress line at most this often
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every"):
+        for name in ("steps", "batch_size", "grad_accum_steps", "eval_every", "eval_batches", "log_every"):
             check_int(name, getattr(self, name), min=1)
+        if self.grad_accum_steps > self.batch_size:
+            raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) splits the batch of {self.batch_size} "
+                             f"windows into micro-batches, so it must not exceed batch_size")
         for name in ("warmup_steps", "seed", "memory_steps"):
             check_int(name, getattr(self, name), min=0)
         if not math.isfinite(check_number("lr", self.lr, min=0, min_open=True)):
@@ -84,50 +89,61 @@ class _Optimization:
         return cls(params, optimizer, schedule, np.random.default_rng(config.seed))
 
 
-def _training_step(model, dataset, opt, config, interrupt):
-    """One optimizer step; returns (loss, lr). A non-finite loss returns before anything is applied.
-    With several ranks, each takes its rows of the global batch (see ``_data_parallel_backward``)."""
-    x, y = dataset.batch("train", config.batch_size, opt.data_rng)
-    if distributed.world_size() > 1:
-        loss_value = _data_parallel_backward(model, x, y, opt, interrupt)
-    else:
-        _, loss = model(x, y)
-        loss_value = loss.item()
-        if math.isfinite(loss_value):
-            loss.backward()
-    if not math.isfinite(loss_value):
-        return loss_value, None
-    return loss_value, _apply_gradients(opt, config)
+def training_step(model, dataset, opt, config, stop_requested=False):
+    """One optimizer step, nanoGPT's way: returns (loss, lr or None on a non-finite loss, stop agreed).
 
-
-def _data_parallel_backward(model, x, y, opt, interrupt):
-    """This rank's rows through forward and backward, then one Allreduce that leaves every rank
-    with the global batch's gradient and loss (each rank's weighted by the targets it counts, see
-    lora_np.distributed) and the ranks' agreement on a Ctrl-C (``interrupt["agreed"]``), so they
-    all stop after the same step. A rank with a non-finite loss sends it, and every rank stops."""
-    x, y = distributed.shard_batch(x, y)
-    counted, loss_value = int((y != -1).sum()), 0.0
-    if counted:
-        _, loss = model(x, y)
-        loss_value = loss.item()
-        if math.isfinite(loss_value):
-            loss.backward()
-    total, (loss_sum, stops) = distributed.allreduce_gradients(
-        opt.params, weight=counted, values=[loss_value * counted, float(interrupt["stop"])])
-    interrupt["agreed"] = stops > 0
-    if total == 0:
-        raise distributed.CollectiveError("a training batch has no target that counts in the loss on any rank")
-    return loss_sum / total
-
-
-def _apply_gradients(opt, config):
-    """Clip the gradients, step AdamW, clear the gradients, advance the schedule: the new lr."""
+    The global batch of ``config.batch_size`` windows (this rank's rows of it, under MPI) runs
+    through forward and backward in ``config.grad_accum_steps`` micro-batches whose gradients add
+    up in ``.grad``. The loss is the mean over the global batch's scored targets,
+    ``L = (1/W) Σ_i ℓ_i``; a micro-batch m holding W_m of them has the model's loss
+    ``L_m = (1/W_m) Σ_{i∈m} ℓ_i``, so it is scaled by ``W_m / W`` before its backward:
+    ``Σ_m (W_m/W) ∇L_m = ∇L`` exactly, however the scored targets fall into micro-batches
+    (a mean of micro-batch means would weigh a target by 1/W_m). Then one clip, one AdamW step.
+    """
+    x, y = distributed.shard_batch(*dataset.batch("train", config.batch_size, opt.data_rng))
+    scored = int((y != -1).sum())  # W on this rank
+    loss_sum = 0.0
+    for xm, ym in micro_batches(x, y, config.grad_accum_steps):
+        w_m = int((ym != -1).sum())
+        if w_m == 0:
+            continue
+        _, loss = model(xm, ym)
+        loss_sum += loss.item() * w_m
+        if not math.isfinite(loss_sum):
+            break
+        (loss * (w_m / scored)).backward()
+    loss, stop = _sum_over_ranks(opt.params, scored, loss_sum, stop_requested)
+    if not math.isfinite(loss):
+        return loss, None, stop
     clip_grad_norm_(opt.params, config.grad_clip)
     opt.optimizer.step()
     opt.optimizer.zero_grad()
     lr = opt.schedule.step()
     backend.synchronize()
-    return lr
+    return loss, lr, stop
+
+
+def micro_batches(x, y, n):
+    """(x, y) split along the batch into ``n`` micro-batches (sizes differ by at most one row)."""
+    edges = [len(x) * i // n for i in range(n + 1)]
+    return [(x[lo:hi], y[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _sum_over_ranks(params, scored, loss_sum, stop_requested):
+    """(the global batch's mean loss, whether any rank asked to stop). In one process: the rank's
+    own. With several, one Allreduce leaves every rank with the global batch's gradient (each
+    rank's weighted by the W_r targets it scored, see lora_np.distributed), its loss, and the
+    ranks' agreement on a Ctrl-C, so that all stop after the same step. A rank with a non-finite
+    loss sends it, and every rank stops."""
+    if distributed.world_size() == 1:
+        if scored == 0:
+            raise ValueError("a training batch has no target that counts in the loss")
+        return loss_sum / scored, stop_requested
+    total, (loss_sum, stops) = distributed.allreduce_gradients(
+        params, weight=scored, values=[loss_sum, float(stop_requested)])
+    if total == 0:
+        raise distributed.CollectiveError("a training batch has no target that counts in the loss on any rank")
+    return loss_sum / total, stops > 0
 
 
 def _save_checkpoint(out_dir, step, model, opt, history, config):
@@ -163,7 +179,11 @@ def _kept_checkpoint(out_dir):
 def _check_ranks_alike(dataset, config, opt):
     """Before the first step: the global batch splits over the ranks, and every rank starts from
     the same settings, training data and trainable weights (or every rank stops, saying which)."""
-    distributed.local_batch_size(config.batch_size)
+    rows = distributed.local_batch_size(config.batch_size)
+    if rows < config.grad_accum_steps:
+        raise distributed.CollectiveError(
+            f"each of the {distributed.world_size()} ranks holds {rows} of the batch's {config.batch_size} windows, "
+            f"fewer than the {config.grad_accum_steps} micro-batches asked for; lower --grad-accum-steps to {rows}")
     tokens = [dataset.splits["train"][0]] if hasattr(dataset, "splits") else repr(dataset)
     distributed.check_same_settings(settings=asdict(config), data=tokens, weights=[p.data for p in opt.params])
 
@@ -172,14 +192,17 @@ def describe_run(model, dataset, config, step=0):
     """The start-up line: what trains, on what, for how long."""
     trainable, total = count_parameters(model)
     data = dataset.describe() if hasattr(dataset, "describe") else getattr(dataset, "name", "the data")
-    start = f"resuming at step {step} of {config.steps}" if step else f"{config.steps} steps"
+    start = f"resuming at step {step} of {config.steps}" if step else plural(config.steps, "step")
+    accumulate = (f" in {config.grad_accum_steps} micro-batches (gradient accumulation)"
+                  if config.grad_accum_steps > 1 else "")
+    window = f" ({dataset.window_note})" if getattr(dataset, "window_note", "") else ""
     return (f"training {trainable:,} of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%) on {data}; "
-            f"{start}, batch {config.batch_size} × {dataset.block_size} tokens"
+            f"{start}, batch {config.batch_size} × {dataset.block_size} tokens{window}{accumulate}"
             + (f", split over {distributed.world_size()} ranks" if distributed.world_size() > 1 else ""))
 
 
 class _Run:
-    """One call of ``train``: the state that lives for the run, and the steps in order."""
+    """One call of ``train``: the state that lives for the run; ``run`` is the loop."""
 
     def __init__(self, model, dataset, config, opt, out_dir, step, history, extra_eval, quiet):
         self.model, self.dataset, self.config, self.opt, self.out_dir = model, dataset, config, opt, out_dir
@@ -187,7 +210,42 @@ class _Run:
         self.log, self.clock = RunLog(out_dir, step, quiet), StepClock(config.memory_steps)
         self.progress = Progress(config.steps, step, quiet, config.progress_seconds)
         self.result = TrainResult(status="done", step=step, history=history)
-        self.interrupt = {"stop": False}  # deferred_interrupt's flag while the loop runs
+
+    def run(self):
+        """The loop: a step, its report, until the last step, a NaN loss or an agreed Ctrl-C."""
+        r, c = self.result, self.config
+        self.model.train()
+        try:
+            with deferred_interrupt() as interrupt:
+                while r.step < c.steps:
+                    with self.clock.measure(r.step - self.start):
+                        loss, lr, stop = training_step(self.model, self.dataset, self.opt, c, interrupt.requested)
+                    if lr is None:
+                        self.stopped_by_nan(loss)
+                        break
+                    r.step += 1
+                    self.report(loss, lr)
+                    if stop and r.step < c.steps:
+                        self.checkpoint()
+                        self.stop("interrupted", f"interrupted at step {r.step}"
+                                  + ("; checkpoint saved" if self.out_dir else ""))
+                        break
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step: the last complete checkpoint stands
+            self.stop("interrupted", f"interrupted during step {r.step + 1}; " + _kept_checkpoint(self.out_dir))
+        finally:
+            self.progress.close()
+            self.clock.close()
+        return self.finish()
+
+    def report(self, loss, lr):
+        """The progress bar, the log line at ``log_every``, an evaluation and a checkpoint at ``eval_every``."""
+        r, c = self.result, self.config
+        self.progress.update(loss, self.clock.recent_ms_per_step())
+        if r.step % c.log_every == 0:
+            self.log.write({"step": r.step, "loss": loss, "lr": lr, "ms": 1000 * self.clock.last})
+        if r.step % c.eval_every == 0 or r.step == c.steps:
+            self.evaluate_and_log()
+            self.checkpoint()
 
     def evaluate_and_log(self):
         c, step = self.config, self.result.step
@@ -204,41 +262,12 @@ class _Run:
     def stop(self, status, message):
         self.result.status, self.result.message = status, message
 
-    def advance(self):
-        """One step, its log line, and at ``eval_every`` an evaluation and a checkpoint; False on a NaN loss."""
-        r, c = self.result, self.config
-        with self.clock.measure(r.step - self.start):
-            loss, lr = _training_step(self.model, self.dataset, self.opt, c, self.interrupt)
-        if lr is None:
-            self.stop("nan", f"loss became {loss} at step {r.step + 1}; training stopped; "
-                             + _kept_checkpoint(self.out_dir))
-            self.log.write({"step": r.step + 1, "error": r.message}, r.message)
-            return False
-        r.step += 1
-        self.progress.update(loss, self.clock.recent_ms_per_step())
-        if r.step % c.log_every == 0:
-            self.log.write({"step": r.step, "loss": loss, "lr": lr, "ms": 1000 * self.clock.last})
-        if r.step % c.eval_every == 0 or r.step == c.steps:
-            self.evaluate_and_log()
-            self.checkpoint()
-        return True
+    def stopped_by_nan(self, loss):
+        step = self.result.step + 1
+        self.stop("nan", f"loss became {loss} at step {step}; training stopped; " + _kept_checkpoint(self.out_dir))
+        self.log.write({"step": step, "error": self.result.message}, self.result.message)
 
-    def run(self):
-        self.model.train()
-        try:
-            with deferred_interrupt() as self.interrupt:
-                while self.result.step < self.config.steps and self.advance():
-                    if self.interrupt.get("agreed", self.interrupt["stop"]) and self.result.step < self.config.steps:
-                        self.checkpoint()
-                        self.stop("interrupted", f"interrupted at step {self.result.step}"
-                                  + ("; checkpoint saved" if self.out_dir else ""))
-                        break
-        except KeyboardInterrupt:  # a second Ctrl-C, mid-step: the last complete checkpoint stands
-            self.stop("interrupted", f"interrupted during step {self.result.step + 1}; "
-                      + _kept_checkpoint(self.out_dir))
-        finally:
-            self.progress.close()
-            self.clock.close()
+    def finish(self):
         r = self.result
         r.ms_per_step, r.optimizer_state_bytes = self.clock.ms_per_step(), self.opt.optimizer.state_bytes()
         r.peak_memory_bytes = self.clock.peak or backend.device_memory_in_use()

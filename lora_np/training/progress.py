@@ -46,6 +46,11 @@ def say(message, quiet=False):
         tqdm.write(message, file=sys.stderr)
 
 
+def plural(n, word):
+    """"1 step", "2 steps": ``n`` with ``word``, an s added unless n is 1."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def format_seconds(seconds):
     seconds = int(round(seconds))
     h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
@@ -80,23 +85,30 @@ class Progress:
         self.bar.close()
 
 
+class Interrupt:
+    """A Ctrl-C asked for between steps: ``requested`` is set by the handler, read by the loop."""
+
+    def __init__(self):
+        self.requested = False
+
+
 @contextlib.contextmanager
 def deferred_interrupt():
-    """Ctrl-C sets a flag that the loop checks between steps, so a step is never half applied.
-    A second Ctrl-C interrupts at once."""
-    flag = {"stop": False}
+    """Ctrl-C sets ``Interrupt.requested``, which the loop reads between steps, so a step is never
+    half applied. A second Ctrl-C interrupts at once."""
+    interrupt = Interrupt()
     if threading.current_thread() is not threading.main_thread():
-        yield flag
+        yield interrupt
         return
 
     def handler(signum, frame):
-        if flag["stop"]:
+        if interrupt.requested:
             raise KeyboardInterrupt
-        flag["stop"] = True
+        interrupt.requested = True
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield flag
+        yield interrupt
     finally:
         signal.signal(signal.SIGINT, previous)
 
