@@ -1,6 +1,7 @@
-"""The model families: GPT-2 (``gpt2.py``) and the Llama family (``llama.py``: Llama, Qwen2, Qwen3).
+"""The model families: GPT-2 (``gpt2.py``), the Llama family (``llama.py``: Llama, Qwen2, Qwen3) and
+Gemma 3 (``gemma3.py``: Llama's classes, switched and subclassed one change at a time).
 
-Each family is a model file and a spec beside it (``gpt2_spec.py``, ``llama_spec.py``: a
+Each family is a model file and a spec beside it (``gpt2_spec.py``, ``llama_spec.py``, ``gemma3_spec.py``: a
 ``ModelFamily``, spec.py) holding what the rest of lora_np needs: config.json in and out, the
 checkpoint's tensor names and shapes, the parameter count, PEFT's layout flag, the default LoRA
 targets and llama.cpp's architecture name. ``registry.py`` finds a family's spec by model_type or
@@ -20,10 +21,11 @@ family's files use). LoRA's A (r, in) and B (out, r) are PEFT's shapes whatever 
 
 from .cache import KVCache
 from .generation import generate
+from .gemma3 import Gemma3, Gemma3Config
 from .gpt2 import GPT, GPTConfig
 from .llama import Llama, LlamaConfig
 from .registry import FAMILIES, MODEL_TYPES, family_for_type, family_of, find_family
 from .spec import ModelFamily, Sizes
 
-__all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "KVCache", "generate", "FAMILIES", "MODEL_TYPES",
-           "family_for_type", "family_of", "find_family", "ModelFamily", "Sizes"]
+__all__ = ["GPT", "GPTConfig", "Llama", "LlamaConfig", "Gemma3", "Gemma3Config", "KVCache", "generate", "FAMILIES",
+           "MODEL_TYPES", "family_for_type", "family_of", "find_family", "ModelFamily", "Sizes"]

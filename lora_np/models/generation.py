@@ -71,6 +71,8 @@ def decode(model, tokens, max_new_tokens, sampling, stop, cache, limit):
                 cache.reset()
                 window = xp.concatenate(pieces, axis=1)[:, -limit:]
             logits = model.hidden_states(window, cache=cache).data[:, -1] @ model.head_weight.data.T
+            if model.logit_softcap is not None:  # TODO(chatgem merge): softcap_kernel
+                logits = xp.tanh(logits / model.logit_softcap) * model.logit_softcap
             new = sample_next(logits, *sampling).astype(tokens.dtype)
             if stop_ids is not None:
                 new = xp.where(done, stop_ids[0], new)  # finished rows pad with the first stop id
@@ -88,8 +90,9 @@ def decode(model, tokens, max_new_tokens, sampling, stop, cache, limit):
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, stop_token_ids=None):
     """(B, T) token ids -> (B, T + max_new_tokens) NumPy array of token ids, or shorter when every
     row has produced one of ``stop_token_ids`` (module docstring). Any model with ``config.vocab_size``,
-    ``context_length``, ``_check_idx``, ``hidden_states(ids, cache=)``, ``head_weight`` and
-    ``attention_windows`` ({layer index: window} of its sliding-window layers)."""
+    ``context_length``, ``_check_idx``, ``hidden_states(ids, cache=)``, ``head_weight``,
+    ``logit_softcap`` (None, or the cap of cap·tanh(logits/cap)) and ``attention_windows``
+    ({layer index: window} of its sliding-window layers)."""
     stop = check_generate_args(max_new_tokens, temperature, top_k, model.config.vocab_size, stop_token_ids)
     tokens = backend.xp.asarray(model._check_idx(idx))
     limit = model.context_length

@@ -105,6 +105,7 @@ class GPT(Module):
     ``empty=True`` allocates the weights without drawing them, for a loader that fills every one."""
 
     attention_windows = {}  # no sliding-window layers: every layer attends over the whole context
+    logit_softcap = None    # the logits are not soft-capped (Gemma's final_logit_softcapping)
 
     def __init__(self, config, dtype=np.float32, empty=False):
         super().__init__()

@@ -66,23 +66,28 @@ class LlamaConfig:
     extra: dict = field(default_factory=dict)  # other config.json fields, written back on save
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
-            check_int(f"LlamaConfig.{name}", getattr(self, name), min=1)
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"LlamaConfig: num_attention_heads={self.num_attention_heads} must be a multiple of "
-                             f"num_key_value_heads={self.num_key_value_heads} (grouped-query attention)")
-        if self.head_dim is None:
-            self.head_dim = self.hidden_size // self.num_attention_heads
-        check_int("LlamaConfig.head_dim", self.head_dim, min=2)
-        if self.head_dim % 2:
-            raise ValueError(f"LlamaConfig: head_dim={self.head_dim} must be even (RoPE rotates pairs)")
-        check_number("LlamaConfig.rms_norm_eps", self.rms_norm_eps, min=0, min_open=True)
-        check_number("LlamaConfig.rope_theta", self.rope_theta, min=0, min_open=True)
-        check_probability("LlamaConfig.attention_dropout", self.attention_dropout)
+        self.check_sizes()
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"LlamaConfig.model_type must be one of {list(MODEL_TYPES)}; got {self.model_type!r}")
         self.rope_scaling = check_rope_scaling(self.rope_scaling)
+
+    def check_sizes(self):
+        """The sizes every member of the family checks (Gemma 3's config too); head_dim filled in."""
+        name_of = type(self).__name__
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+            check_int(f"{name_of}.{name}", getattr(self, name), min=1)
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"{name_of}: num_attention_heads={self.num_attention_heads} must be a multiple of "
+                             f"num_key_value_heads={self.num_key_value_heads} (grouped-query attention)")
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        check_int(f"{name_of}.head_dim", self.head_dim, min=2)
+        if self.head_dim % 2:
+            raise ValueError(f"{name_of}: head_dim={self.head_dim} must be even (RoPE rotates pairs)")
+        check_number(f"{name_of}.rms_norm_eps", self.rms_norm_eps, min=0, min_open=True)
+        check_number(f"{name_of}.rope_theta", self.rope_theta, min=0, min_open=True)
+        check_probability(f"{name_of}.attention_dropout", self.attention_dropout)
 
     def to_dict(self):
         return asdict(self)
@@ -106,7 +111,13 @@ def check_rope_scaling(scaling):
 
 
 class LlamaAttention(Module):
-    """Grouped-query self-attention with RoPE (and Qwen2's q/k/v biases, Qwen3's q/k norms)."""
+    """Grouped-query self-attention with RoPE (and Qwen2's q/k/v biases, Qwen3's q/k norms).
+
+    Switches a subclass sets (Gemma 3, gemma3.py): ``norm_class`` of the q/k norms; ``window``, a
+    sliding window of keys (None: the whole causal context)."""
+
+    norm_class = RMSNorm
+    window = None
 
     def __init__(self, config, dtype, std=0.02, layer_idx=0):
         super().__init__()
@@ -118,8 +129,8 @@ class LlamaAttention(Module):
         self.k_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, std=std, dtype=dtype)
         self.v_proj = Linear(c.hidden_size, c.num_key_value_heads * d, bias=c.qkv_bias, std=std, dtype=dtype)
         self.o_proj = Linear(c.num_attention_heads * d, c.hidden_size, bias=c.o_bias, std=std, dtype=dtype)
-        self.q_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype) if c.qk_norm else None  # Qwen3
-        self.k_norm = RMSNorm(d, c.rms_norm_eps, dtype=dtype) if c.qk_norm else None
+        self.q_norm = self.norm_class(d, c.rms_norm_eps, dtype=dtype) if c.qk_norm else None  # Qwen3, Gemma 3
+        self.k_norm = self.norm_class(d, c.rms_norm_eps, dtype=dtype) if c.qk_norm else None
 
     def rotated_qkv(self, x, cos, sin):
         """(B, T, C) -> q (B, H, T, d), k (B, H_kv, T, d) rotated by RoPE, v (B, H_kv, T, d)."""
@@ -138,16 +149,21 @@ class LlamaAttention(Module):
         b, _, t, _ = y.shape
         return self.o_proj(y.swapaxes(1, 2).reshape(b, t, self.n_head * self.head_dim))
 
-    def forward(self, x, cos, sin, cache=None):
-        q, k, v = self.rotated_qkv(x, cos, sin)
-        if cache is None:
-            return self.merge_heads(ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training))
+    def attention(self, q, k, v, cache=None):
+        """softmax(q kᵀ/√d + M) v over the causal context (or the layer's window), or over the cache."""
+        if cache is None:  # TODO(ops merge): window=self.window
+            return ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training)
         keys, values = cache.update(k.data, v.data, self.layer_idx)  # generation: attend over the cache
-        return self.merge_heads(Tensor(attend(q.data, keys, values)))
+        return Tensor(attend(q.data, keys, values))
+
+    def forward(self, x, cos, sin, cache=None):
+        return self.merge_heads(self.attention(*self.rotated_qkv(x, cos, sin), cache))
 
 
 class LlamaMLP(Module):
-    """SwiGLU: down_proj(silu(gate_proj(x)) ⊙ up_proj(x))."""
+    """SwiGLU: down_proj(silu(gate_proj(x)) ⊙ up_proj(x)). ``glu``: the gate's op (Gemma 3: GeGLU)."""
+
+    glu = staticmethod(ops.swiglu)
 
     def __init__(self, config, dtype, std=0.02):
         super().__init__()
@@ -157,20 +173,21 @@ class LlamaMLP(Module):
         self.down_proj = Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias, std=std, dtype=dtype)
 
     def forward(self, x):
-        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(self.glu(self.gate_proj(x), self.up_proj(x)))
 
 
 class LlamaDecoderLayer(Module):
     """x + attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x)): pre-norm, as GPT-2's Block."""
 
     supports_gradient_checkpointing = True
+    attention_class, mlp_class, norm_class = LlamaAttention, LlamaMLP, RMSNorm  # switches of a subclass
 
     def __init__(self, config, dtype, std=0.02, layer_idx=0):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
-        self.self_attn = LlamaAttention(config, dtype, std, layer_idx)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
-        self.mlp = LlamaMLP(config, dtype, std)
+        self.input_layernorm = self.norm_class(config.hidden_size, config.rms_norm_eps, dtype=dtype)
+        self.self_attn = self.attention_class(config, dtype, std, layer_idx)
+        self.post_attention_layernorm = self.norm_class(config.hidden_size, config.rms_norm_eps, dtype=dtype)
+        self.mlp = self.mlp_class(config, dtype, std)
 
     def forward(self, x, cos, sin, cache=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
@@ -193,20 +210,22 @@ class Llama(Module):
     without drawing, for a loader that fills every one (``load_model``)."""
 
     attention_windows = {}  # no sliding-window layers: every layer attends over the whole context
+    logit_softcap = None    # no soft-capping of the logits (Gemma's final_logit_softcapping)
+    config_class, layer_class, norm_class = LlamaConfig, LlamaDecoderLayer, RMSNorm  # switches of a subclass
 
     def __init__(self, config, dtype=np.float32, empty=False):
         super().__init__()
-        if not isinstance(config, LlamaConfig):
-            raise TypeError(f"Llama needs a LlamaConfig; got {type(config).__name__}")
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}; got {type(config).__name__}")
         self.config, std = config, None if empty else 0.02
         self.model = ModuleDict(dict(
             embed_tokens=Embedding(config.vocab_size, config.hidden_size, std=std, dtype=dtype),
-            layers=ModuleList(LlamaDecoderLayer(config, dtype, std, i) for i in range(config.num_hidden_layers)),
-            norm=RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype),
+            layers=ModuleList(self.layer_class(config, dtype, std, i) for i in range(config.num_hidden_layers)),
+            norm=self.norm_class(config.hidden_size, config.rms_norm_eps, dtype=dtype),
         ))
         if not config.tie_word_embeddings:
             self.lm_head = LMHead(config.vocab_size, config.hidden_size, dtype, std)
-        self.inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)  # (d/2,) float32
+        self.inv_freq = self.rope_frequencies()
 
     @property
     def dtype(self):
@@ -221,6 +240,19 @@ class Llama(Module):
         """The (V, C) output weight: lm_head's, or the embedding's when they are tied."""
         return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
+    def rope_frequencies(self):
+        """RoPE's fᵢ (d/2,) float32, one set for every layer."""
+        c = self.config
+        return rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
+
+    def layer_rope_tables(self, start, end):
+        """(cos, sin) of positions start..end-1 for each layer: here one table, shared by all."""
+        return [rope_tables(self.inv_freq, start, end, self.dtype)] * self.config.num_hidden_layers
+
+    def embed(self, ids):
+        """The residual stream's start (B, T, C): the embedding rows of the ids."""
+        return self.model.embed_tokens(ids)
+
     def _check_idx(self, idx):
         c = self.config
         return check_token_batch(idx, c.max_position_embeddings, "max_position_embeddings", c.vocab_size)
@@ -230,19 +262,21 @@ class Llama(Module):
         no_grad) the ids are the positions after the cache's and attention reads it too."""
         ids = self._check_idx(idx)
         start = check_cache_positions(cache, ids.shape[1], self.context_length, "max_position_embeddings")
-        cos, sin = rope_tables(self.inv_freq, start, start + ids.shape[1], self.dtype)
-        x = self.model.embed_tokens(ids)
-        for layer in self.model.layers:
+        tables = self.layer_rope_tables(start, start + ids.shape[1])
+        x = self.embed(ids)
+        for layer, (cos, sin) in zip(self.model.layers, tables):
             x = layer(x, cos, sin, cache)
         return self.model.norm(x)
 
     def forward(self, idx, targets=None):
         """``(logits, loss)`` as GPT.forward: training (targets, grad mode) gives (None, loss) from
-        the fused chunked head, which never forms the (B, T, V) logits."""
+        the fused chunked head, which never forms the (B, T, V) logits (unless the logits are soft-capped)."""
         x = self.hidden_states(idx)
-        if targets is not None and is_grad_enabled():
+        if targets is not None and is_grad_enabled() and self.logit_softcap is None:
             return None, ops.lm_head_loss(x, self.head_weight, targets)
         logits = ops.matmul(x, self.head_weight.T)  # (B, T, V)
+        if self.logit_softcap is not None:  # TODO(chatgem merge): ops.softcap(logits, self.logit_softcap)
+            logits = ops.tanh(logits * (1.0 / self.logit_softcap)) * self.logit_softcap
         loss = None if targets is None else ops.cross_entropy(logits, targets)
         return logits, loss
 

@@ -1,9 +1,10 @@
 """Which family a model belongs to: from config.json's ``model_type``, or from a model or config object."""
 
+from .gemma3_spec import GEMMA3
 from .gpt2_spec import GPT2
 from .llama_spec import LLAMA
 
-FAMILIES = (GPT2, LLAMA)
+FAMILIES = (GPT2, GEMMA3, LLAMA)  # a subclass's family before its base's: find_family takes the first match
 MODEL_TYPES = tuple(kind for family in FAMILIES for kind in family.model_types)
 
 
