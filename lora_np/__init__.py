@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "Parameter", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "set_backend", "get_backend", "manual_seed", "to_numpy", "nn", "ops", "optim", "distributed",
-    "GPT", "GPTConfig", "save_gpt2", "load_gpt2", "Llama", "LlamaConfig", "Gemma3", "Gemma3Config", "load_model", "save_model", "BPETokenizer",
-    "load_tokenizer",
+    "GPT", "GPTConfig", "save_gpt2", "load_gpt2", "Llama", "LlamaConfig", "Gemma3", "Gemma3Config", "load_model",
+    "save_model", "BPETokenizer", "load_tokenizer",
     "LoraConfig", "LoraLinear", "add_lora", "set_adapter", "delete_adapter", "merge_lora", "unmerge_lora",
     "merge_and_unload", "disable_lora", "lora_state_dict", "print_trainable_parameters", "count_parameters",
     "save_adapter", "load_adapter", "LoraEmbedding", "add_weighted_adapter", "adapter_names_per_row",

@@ -19,7 +19,8 @@ import torch
 
 import lora_np as ln
 from lora_np import to_numpy
-from lora_np.models import FAMILIES, family_for_type, family_of
+from lora_np.ops.attention import memory_efficient_attention
+from lora_np.models import FAMILIES, KVCache, family_for_type, family_of
 from gemma3_oracle import SIZES, float64_gemma3, load_hf, tiny_hf_gemma3
 from hf_oracle import hf_loss, max_rel_err
 
@@ -55,8 +56,9 @@ def _hf_grad(theirs, name):
     return grad.T if name.endswith("_proj.weight") else grad
 
 
+@pytest.mark.parametrize("kernels", ["plain", "memory-efficient"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_logits_loss_and_every_gradient_equal_transformers(variant, folders, rng):
+def test_logits_loss_and_every_gradient_equal_transformers(variant, kernels, folders, rng):
     path = folders[variant]
     ours = ln.load_model(path, dtype=np.float64).train()
     assert isinstance(ours, ln.Gemma3) and "sliding_attention" in ours.config.layer_types
@@ -65,8 +67,9 @@ def test_logits_loss_and_every_gradient_equal_transformers(variant, folders, rng
         theirs = load_hf(path)
         ref_logits, ref_loss = hf_loss(theirs, idx, targets)
         ref_loss.backward()
-    _, loss = ours(idx, targets)
-    loss.backward()
+    with memory_efficient_attention(kernels == "memory-efficient"):  # the window in both sets of kernels
+        _, loss = ours(idx, targets)
+        loss.backward()
     with ln.no_grad():
         logits, eval_loss = ours(idx, targets)
     assert max_rel_err(to_numpy(logits.data), ref_logits) < TOL
@@ -94,7 +97,7 @@ def test_the_cache_holds_at_most_the_window_on_local_layers(folders, rng):
     window = ours.config.sliding_window
     assert ours.attention_windows == {i: window for i, kind in enumerate(ours.config.layer_types)
                                       if kind == "sliding_attention"}
-    cache = ln.KVCache(40, ours.attention_windows)
+    cache = KVCache(40, ours.attention_windows)
     with ln.no_grad():
         ours.hidden_states(_ids(rng, 1, 15), cache=cache)
         for _ in range(5):

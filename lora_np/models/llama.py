@@ -151,10 +151,10 @@ class LlamaAttention(Module):
 
     def attention(self, q, k, v, cache=None):
         """softmax(q kᵀ/√d + M) v over the causal context (or the layer's window), or over the cache."""
-        if cache is None:  # TODO(ops merge): window=self.window
-            return ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training)
+        if cache is None:
+            return ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training, window=self.window)
         keys, values = cache.update(k.data, v.data, self.layer_idx)  # generation: attend over the cache
-        return Tensor(attend(q.data, keys, values))
+        return Tensor(attend(q.data, keys, values, window=self.window))
 
     def forward(self, x, cos, sin, cache=None):
         return self.merge_heads(self.attention(*self.rotated_qkv(x, cos, sin), cache))
