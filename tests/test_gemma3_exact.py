@@ -226,3 +226,20 @@ def test_bad_configs_are_one_line_naming_config_json(case, folders, tmp_path):
         ln.load_model(path)
     message = str(err.value)
     assert "config.json" in message and words in message and "\n" not in message, message
+
+
+def test_sampling_reads_the_soft_capped_logits(folders, rng):
+    """Generation soft-caps the next-token logits as the forward does: a sampled token (temperature 0.7)
+    equals sample_next on the forward's capped logits with the same seed (greedy would not tell:
+    cap·tanh(x/cap) keeps the order)."""
+    from lora_np.models.generation import sample_next
+    ours = ln.load_model(folders["untied-linear-bias-softcap"], dtype=np.float64)
+    idx = _ids(rng, batch=8, length=9)
+    with ln.no_grad():
+        logits = ours(idx)[0].data[:, -1]
+    assert np.abs(to_numpy(logits)).max() < ours.config.final_logit_softcapping
+    for seed in range(3):
+        ln.manual_seed(seed)
+        expected = to_numpy(sample_next(logits, 0.7))
+        ln.manual_seed(seed)
+        assert np.array_equal(ours.generate(idx, 1, temperature=0.7)[:, -1], expected)

@@ -160,7 +160,7 @@ class Gemma3Attention(LlamaAttention):
 class Gemma3MLP(LlamaMLP):
     """GeGLU: down_proj(gelu_tanh(gate_proj(x)) ⊙ up_proj(x))."""
 
-    glu = staticmethod(lambda a, b: ops.gelu(a) * b)  # TODO(chatgem merge): ops.geglu
+    glu = staticmethod(ops.geglu)
 
 
 class Gemma3DecoderLayer(LlamaDecoderLayer):

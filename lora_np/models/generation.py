@@ -20,6 +20,7 @@ import numbers
 from .. import backend
 from ..autograd import no_grad
 from ..checks import check_int, check_number
+from ..ops.softcap import softcap_kernel
 from .cache import KVCache
 
 
@@ -71,8 +72,8 @@ def decode(model, tokens, max_new_tokens, sampling, stop, cache, limit):
                 cache.reset()
                 window = xp.concatenate(pieces, axis=1)[:, -limit:]
             logits = model.hidden_states(window, cache=cache).data[:, -1] @ model.head_weight.data.T
-            if model.logit_softcap is not None:  # TODO(chatgem merge): softcap_kernel
-                logits = xp.tanh(logits / model.logit_softcap) * model.logit_softcap
+            if model.logit_softcap is not None:  # Gemma: cap·tanh(logits/cap), in place
+                softcap_kernel(logits, logits, float(model.logit_softcap))
             new = sample_next(logits, *sampling).astype(tokens.dtype)
             if stop_ids is not None:
                 new = xp.where(done, stop_ids[0], new)  # finished rows pad with the first stop id

@@ -275,8 +275,8 @@ class Llama(Module):
         if targets is not None and is_grad_enabled() and self.logit_softcap is None:
             return None, ops.lm_head_loss(x, self.head_weight, targets)
         logits = ops.matmul(x, self.head_weight.T)  # (B, T, V)
-        if self.logit_softcap is not None:  # TODO(chatgem merge): ops.softcap(logits, self.logit_softcap)
-            logits = ops.tanh(logits * (1.0 / self.logit_softcap)) * self.logit_softcap
+        if self.logit_softcap is not None:  # Gemma: cap·tanh(logits/cap)
+            logits = ops.softcap(logits, self.logit_softcap)
         loss = None if targets is None else ops.cross_entropy(logits, targets)
         return logits, loss
 
