@@ -42,3 +42,46 @@ def bnb_nf4(model_class, path):
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
     return model.eval()
+
+
+def assert_equals_transformers(ours, theirs, idx, targets, tol=1e-10, linear_suffix="_proj.weight"):
+    """A model in float64 against transformers' (``theirs``, float64, its float32 upcasts patched by the
+    caller's context): logits, the training loss (fused head), the eval loss and EVERY parameter
+    gradient to ``tol`` relative; transformers' (out, in) Linear weights are transposed to ours."""
+    import lora_np as ln
+    ref_logits, ref_loss = hf_loss(theirs, idx, targets)
+    ref_loss.backward()
+    _, loss = ours.train()(idx, targets)
+    loss.backward()
+    with ln.no_grad():
+        logits, eval_loss = ours(idx, targets)
+    assert max_rel_err(ln.to_numpy(logits.data), ref_logits) < tol
+    for ours_loss in (loss, eval_loss):
+        assert abs(ours_loss.item() - ref_loss.item()) < tol * abs(ref_loss.item())
+    their_params = dict(theirs.named_parameters())
+    assert sorted(n for n, _ in ours.named_parameters()) == sorted(their_params)
+    for name, p in ours.named_parameters():
+        grad = their_params[name].grad.numpy()
+        assert max_rel_err(ln.to_numpy(p.grad), grad.T if name.endswith(linear_suffix) else grad) < tol, name
+
+
+def assert_nf4_base_equals_bnb_and_trains(model_class, path, idx):
+    """``load_model(path, quantize="nf4")`` gives transformers + bitsandbytes' logits (float32), and LoRA
+    on every projection of it lowers the loss in five AdamW steps."""
+    import lora_np as ln
+    ours = ln.load_model(path, quantize="nf4")
+    assert ln.is_quantized(ours)
+    with torch.no_grad():
+        ref = bnb_nf4(model_class, path)(torch.tensor(idx)).logits.numpy()
+    with ln.no_grad():
+        assert np.abs(ln.to_numpy(ours(idx)[0].data) - ref).max() < 1e-4
+    ln.add_lora(ours, ln.LoraConfig(r=4, target_modules="all-linear"))
+    opt = ln.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(5):
+        _, loss = ours.train()(idx[:, :-1], idx[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -16,7 +16,7 @@ from lora_np import LoraConfig, add_lora, load_adapter, save_adapter, to_numpy
 from lora_np.app.model_dir import default_lora_targets
 from lora_np.lora import lora_layers
 from gemma3_oracle import SIZES, float64_gemma3, load_hf, tiny_hf_gemma3
-from hf_oracle import bnb_nf4, max_rel_err
+from hf_oracle import assert_nf4_base_equals_bnb_and_trains, max_rel_err
 from peft_oracle import logit_and_grad_errors, perturb_magnitudes
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -93,20 +93,4 @@ def test_default_targets_and_all_linear(tmp_path):
 def test_nf4_base_equals_transformers_bitsandbytes_and_trains(tmp_path, rng):
     pytest.importorskip("bitsandbytes")
     tiny_hf_gemma3(tmp_path, hidden_size=64, intermediate_size=128, head_dim=16)
-    ours = ln.load_model(tmp_path, quantize="nf4")
-    assert ln.is_quantized(ours)
-    idx = _ids(rng)
-    with torch.no_grad():
-        ref = bnb_nf4(Gemma3ForCausalLM, tmp_path)(torch.tensor(idx)).logits.numpy()
-    with ln.no_grad():
-        assert np.abs(to_numpy(ours(idx)[0].data) - ref).max() < 1e-4
-    add_lora(ours, LoraConfig(r=4, target_modules="all-linear"))
-    opt = ln.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(5):
-        _, loss = ours.train()(idx[:, :-1], idx[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    assert_nf4_base_equals_bnb_and_trains(Gemma3ForCausalLM, tmp_path, _ids(rng))

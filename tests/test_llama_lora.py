@@ -19,7 +19,7 @@ from lora_np import LoraConfig, add_lora, add_weighted_adapter, adapter_names_pe
 from lora_np import set_adapter, to_numpy
 from lora_np.lora import lora_layers
 from lora_np.optim import loraplus_param_groups
-from hf_oracle import bnb_nf4, max_rel_err
+from hf_oracle import assert_nf4_base_equals_bnb_and_trains, max_rel_err
 from llama_oracle import SIZES, float64_transformers, load_hf, tiny_hf_llama
 from peft_oracle import logit_and_grad_errors, perturb_magnitudes
 
@@ -159,23 +159,7 @@ def test_nf4_base_equals_transformers_bitsandbytes_and_trains(tmp_path, rng):
     pytest.importorskip("bitsandbytes")
     tiny_hf_llama(tmp_path, "llama", hidden_size=64, intermediate_size=128, num_attention_heads=4,
                   num_key_value_heads=2, bos_token_id=None, eos_token_id=None)
-    ours = ln.load_model(tmp_path, quantize="nf4")
-    assert ln.is_quantized(ours)
-    idx = _ids(rng)
-    with torch.no_grad():
-        ref = bnb_nf4(LlamaForCausalLM, tmp_path)(torch.tensor(idx)).logits.numpy()
-    with ln.no_grad():
-        assert np.abs(to_numpy(ours(idx)[0].data) - ref).max() < 1e-4
-    add_lora(ours, LoraConfig(r=4, target_modules="all-linear"))
-    opt = ln.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(5):
-        _, loss = ours.train()(idx[:, :-1], idx[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    assert_nf4_base_equals_bnb_and_trains(LlamaForCausalLM, tmp_path, _ids(rng))
 
 
 def test_all_linear_given_as_a_list_is_peft_s_string():
