@@ -23,6 +23,7 @@ from lora_np.ops.attention import memory_efficient_attention
 from lora_np.models import FAMILIES, KVCache, family_for_type, family_of
 from gemma3_oracle import SIZES, float64_gemma3, load_hf, tiny_hf_gemma3
 from hf_oracle import assert_equals_transformers, max_rel_err
+from transformers4_logits import TRANSFORMERS4, transformers4_logits
 
 TOL = 1e-10
 T = 20  # > the window (6): local layers see only their last 6 keys
@@ -155,6 +156,18 @@ def test_save_model_writes_a_folder_from_pretrained_loads(variant, folders, tmp_
     with ln.no_grad():
         assert max_rel_err(to_numpy(ours(idx)[0].data), ref) < TOL
     assert ln.load_model(tmp_path / "saved", dtype=np.float64).config == ours.config
+
+
+@pytest.mark.skipif(not TRANSFORMERS4, reason="set LORA_NP_TRANSFORMERS4 to a `pip install --target` folder of "
+                    "transformers 4.x (see tests/transformers4_logits.py)")
+def test_save_model_writes_a_folder_transformers_4_loads(folders, tmp_path, rng):
+    """transformers 4.x reads RoPE from rope_theta / rope_local_base_freq / rope_scaling, not rope_parameters."""
+    ours = ln.load_model(folders["untied-linear-bias-softcap"])
+    ln.save_model(ours, tmp_path / "saved")
+    idx = _ids(rng)
+    got = transformers4_logits(tmp_path / "saved", torch.tensor(idx), tmp_path)
+    with ln.no_grad():
+        assert max_rel_err(to_numpy(ours(idx)[0].data), got) < 1e-5
 
 
 def test_float32_model_matches_transformers_float32(folders, rng):

@@ -12,12 +12,10 @@ The multimodal "gemma3" folders (Gemma3ForConditionalGeneration, a vision tower 
 text_config) are not read: their model_type is not one lora_np knows.
 """
 
-import numpy as np
-
 from .gemma3 import FULL, MODEL_TYPE, SLIDING, Gemma3, Gemma3Config, pattern_layer_types
 from .llama_spec import sizes
 from .llama_spec import tensor_shapes as llama_tensor_shapes
-from .spec import ModelFamily
+from .spec import ModelFamily, dtype_name
 
 _FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
            "max_position_embeddings")
@@ -31,12 +29,15 @@ _KNOWN = set(_FIELDS) | set(_DEFAULTS) | {
 
 
 def rope_settings(cfg):
-    """(global theta, local theta, global scaling or None) from either spelling."""
-    params = cfg.get("rope_parameters")
-    if isinstance(params, dict) and params:
-        full, local = dict(params.get(FULL) or {}), dict(params.get(SLIDING) or {})
-    else:
-        full, local = dict(cfg.get("rope_scaling") or {}), {"rope_theta": cfg.get("rope_local_base_freq", 10000.0)}
+    """(global theta, local theta, global scaling or None) from either spelling, with transformers 5's
+    precedence (``convert_rope_params_to_dict``): a top-level rope_scaling updates the global layers'
+    rope_parameters; thetas come from rope_parameters, else the top-level keys, else the defaults."""
+    params, top = cfg.get("rope_parameters") or {}, cfg.get("rope_scaling") or {}
+    for key, value in (("rope_parameters", params), ("rope_scaling", top)):
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} must be an object or null; got {value!r}")
+    full, local = dict(params.get(FULL) or {}), dict(params.get(SLIDING) or {})
+    full.update(top)
     theta = full.pop("rope_theta", cfg.get("rope_theta", 1000000.0))
     local_theta = local.pop("rope_theta", cfg.get("rope_local_base_freq", 10000.0))
     if local.get("rope_type", "default") != "default":
@@ -86,11 +87,15 @@ def config_from_hf(cfg, path="config.json"):
 
 
 def config_to_hf(config, dtype):
-    """config.json's fields for ``config``, as transformers ≥ 5 writes them (rope_parameters per layer type)."""
+    """config.json's fields for ``config``, readable by transformers 4.x and 5.x alike (as llama_spec's):
+    RoPE as 5.x writes it (rope_parameters per layer type) and as 4.x reads it (rope_theta,
+    rope_local_base_freq, rope_scaling), the dtype as ``torch_dtype`` and ``dtype``."""
     c = config
     full = {"rope_type": "default", "rope_theta": c.rope_theta} if c.rope_scaling is None else \
         {**c.rope_scaling, "rope_theta": c.rope_theta}
     return {**c.extra, "model_type": MODEL_TYPE, "architectures": ["Gemma3ForCausalLM"],
+            "rope_theta": c.rope_theta, "rope_local_base_freq": c.rope_local_base_freq,
+            "rope_scaling": None if c.rope_scaling is None else dict(c.rope_scaling),
             **{k: getattr(c, k) for k in _FIELDS}, "num_key_value_heads": c.num_key_value_heads,
             "head_dim": c.head_dim, "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": c.rms_norm_eps,
             "rope_parameters": {FULL: full, SLIDING: {"rope_type": "default", "rope_theta": c.rope_local_base_freq}},
@@ -98,7 +103,7 @@ def config_to_hf(config, dtype):
             "query_pre_attn_scalar": c.query_pre_attn_scalar, "final_logit_softcapping": c.final_logit_softcapping,
             "attn_logit_softcapping": None, "use_bidirectional_attention": False, "attention_bias": c.qkv_bias,
             "attention_dropout": c.attention_dropout, "tie_word_embeddings": c.tie_word_embeddings,
-            "dtype": str(np.dtype(dtype))}
+            "torch_dtype": dtype_name(dtype), "dtype": dtype_name(dtype)}
 
 
 def tensor_shapes(config):
