@@ -236,3 +236,27 @@ def test_sampling_reads_the_soft_capped_logits(folders, rng):
         expected = to_numpy(sample_next(logits, 0.7))
         ln.manual_seed(seed)
         assert np.array_equal(ours.generate(idx, 1, temperature=0.7)[:, -1], expected)
+
+
+@pytest.mark.parametrize("type_name", ["F32", "Q8_0"])
+def test_a_gemma3_gguf_file_loads_as_transformers_reads_it(type_name, tmp_path, rng):
+    """llama.cpp's layout (norms as 1 + w, Gemma's norm names, the window in the metadata), read by
+    lora_np's GGUF reader and by transformers' GGUF loader (the oracle): the same weights and logits."""
+    pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM
+    from gguf_files import write_tiny_gguf
+    hf = tiny_hf_gemma3(tmp_path / "hf", layer_types=None, query_pre_attn_scalar=256, hidden_size=64, head_dim=16,
+                        intermediate_size=128,  # rows of 32-value blocks
+                        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})
+    path = write_tiny_gguf(tmp_path / "g.gguf", hf, type_name)
+    ours = ln.load_model(path)
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="g.gguf", dtype=torch.float32).eval()
+    assert isinstance(ours, ln.Gemma3) and ours.config.sliding_window == SIZES["sliding_window"]
+    reference = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        ref = reference[name].detach().numpy()
+        assert np.array_equal(to_numpy(p.data), ref.T if name.endswith("_proj.weight") else ref), name
+    idx = _ids(rng)
+    with torch.no_grad(), ln.no_grad():
+        assert max_rel_err(to_numpy(ours(idx)[0].data), theirs(torch.tensor(idx)).logits) < 1e-5

@@ -15,12 +15,22 @@ llama.cpp's converter (convert_hf_to_gguf.py, ``LlamaModel.permute``) reorders t
 Per head: ``rows.reshape(2, d/2).T`` is the permutation and ``rows.reshape(d/2, 2).T`` undoes it.
 Qwen2/Qwen3 files are written without it (their converter does not permute). The permutation
 moves whole rows, so it applies to quantized rows (bytes) as well as to float ones.
+
+Gemma 3 ("gemma3", Hugging Face's "gemma3_text") differs in three ways: its four norms per layer
+are named attn_norm, post_attention_norm, ffn_norm (= pre_feedforward_layernorm, not Llama's
+post_attention_layernorm) and post_ffw_norm; llama.cpp stores every norm weight as 1 + w (its
+RMSNorm multiplies by the weight, Gemma's by 1 + w: ``NORM_OFFSET``), which the reader subtracts
+as transformers' GGUF loader does; and the sliding window is ``gemma3.attention.sliding_window``
+(the 5:1 layer pattern, the local RoPE base 10,000 and query_pre_attn_scalar = 256 are not in the
+file: transformers' and lora_np's defaults supply them).
 """
 
 import re
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3")  # general.architecture; the same word is HF's model_type
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")  # general.architecture
+MODEL_TYPES = {"gemma3": "gemma3_text"}  # HF's model_type where it is not the architecture's word
 PERMUTED_QK = ("llama",)
+NORM_OFFSET = {"gemma3": 1.0}  # stored norm weight = HF's + offset
 
 # {arch}.<key> -> HF config key
 CONFIG_KEYS = {"context_length": "max_position_embeddings", "embedding_length": "hidden_size",
@@ -28,6 +38,7 @@ CONFIG_KEYS = {"context_length": "max_position_embeddings", "embedding_length": 
                "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
                "attention.layer_norm_rms_epsilon": "rms_norm_eps", "rope.freq_base": "rope_theta",
                "attention.key_length": "head_dim", "vocab_size": "vocab_size"}
+ARCH_CONFIG_KEYS = {"gemma3": {"attention.sliding_window": "sliding_window"}}  # beside CONFIG_KEYS
 
 LAYER_TENSORS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
                  "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -35,6 +46,9 @@ LAYER_TENSORS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_lay
                  "attn_k_norm": "self_attn.k_norm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
                  "ffn_down": "mlp.down_proj"}
 GLOBAL_TENSORS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+ARCH_LAYER_TENSORS = {"gemma3": {**LAYER_TENSORS, "post_attention_norm": "post_attention_layernorm",
+                                 "ffn_norm": "pre_feedforward_layernorm",
+                                 "post_ffw_norm": "post_feedforward_layernorm"}}
 
 _GGUF_LAYER = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)$")
 _HF_LAYER = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)$")
@@ -42,11 +56,12 @@ _HF_OF_LAYER = {v: k for k, v in LAYER_TENSORS.items()}
 _HF_OF_GLOBAL = {v: k for k, v in GLOBAL_TENSORS.items()}
 
 
-def hf_name(name):
-    """The Hugging Face name of llama.cpp tensor ``name``, or None if it has none here."""
+def hf_name(name, arch="llama"):
+    """The Hugging Face name of llama.cpp tensor ``name`` in a file of architecture ``arch``, or None
+    if it has none here."""
     m = _GGUF_LAYER.match(name)
     if m:
-        part = LAYER_TENSORS.get(m.group(2))
+        part = ARCH_LAYER_TENSORS.get(arch, LAYER_TENSORS).get(m.group(2))
         return None if part is None else f"model.layers.{m.group(1)}.{part}.{m.group(3)}"
     base, _, kind = name.rpartition(".")
     return f"{GLOBAL_TENSORS[base]}.{kind}" if base in GLOBAL_TENSORS and kind in ("weight", "bias") else None

@@ -19,8 +19,11 @@ import numpy as np
 from ..quant.gguf_weight import GGUFWeight, ggml_type, require_gguf
 from ..tokenizer.gguf_tokenizer import open_gguf as open_reader  # the one opener: missing, unreadable, no gguf
 from .gguf_names import (
+    ARCH_CONFIG_KEYS,
     ARCHITECTURES,
     CONFIG_KEYS,
+    MODEL_TYPES,
+    NORM_OFFSET,
     PERMUTED_QK,
     hf_name,
     qk_heads,
@@ -54,10 +57,11 @@ def field(reader, key, default=None):
 class GGUFTensor:
     """One tensor of the file under its Hugging Face name: HF ``shape`` ((out, in) for a matrix), float32
     ``dtype``; ``read()`` dequantizes it, ``quant_weight()`` keeps its blocks. ``n_head``: the head count
-    whose rows llama.cpp permuted (None: stored in HF order)."""
+    whose rows llama.cpp permuted (None: stored in HF order); ``offset``: what llama.cpp added to the
+    values (Gemma's norms, stored as 1 + w), subtracted by ``read()``."""
 
-    def __init__(self, tensor, n_head, path):
-        self.tensor, self.n_head, self.type_name = tensor, n_head, tensor.tensor_type.name
+    def __init__(self, tensor, n_head, path, offset=0.0):
+        self.tensor, self.n_head, self.type_name, self.offset = tensor, n_head, tensor.tensor_type.name, offset
         ggml_type(self.type_name, f"{path}: tensor {tensor.name}")
         self.shape = tuple(int(n) for n in reversed(tensor.shape))  # ggml lists the fastest axis first
         self.dtype = np.dtype(np.float32)
@@ -78,6 +82,8 @@ class GGUFTensor:
         flat = out.reshape(rows.shape[0], -1)
         for r in range(0, rows.shape[0], READ_ROWS):
             flat[r:r + READ_ROWS] = gguf.quants.dequantize(rows[r:r + READ_ROWS], self.tensor.tensor_type)
+        if self.offset:
+            out -= np.float32(self.offset)
         return out
 
     def blocks(self):
@@ -94,16 +100,19 @@ def hf_config(reader, path):
     arch = field(reader, "general.architecture")
     if arch not in ARCHITECTURES:
         raise ValueError(f"{path}: GGUF architecture {arch!r} is not supported; lora_np reads {list(ARCHITECTURES)}")
-    cfg = {"model_type": arch}
-    cfg.update({hf: field(reader, f"{arch}.{key}") for key, hf in CONFIG_KEYS.items()
-                if f"{arch}.{key}" in reader.fields})
+    cfg = {"model_type": MODEL_TYPES.get(arch, arch)}
+    keys = {**CONFIG_KEYS, **ARCH_CONFIG_KEYS.get(arch, {})}
+    cfg.update({hf: field(reader, f"{arch}.{key}") for key, hf in keys.items() if f"{arch}.{key}" in reader.fields})
     if "vocab_size" not in cfg and TOKENS in reader.fields:
         cfg["vocab_size"] = len(reader.fields[TOKENS].data)
     if arch == "llama" and "head_dim" not in cfg and f"{arch}.rope.dimension_count" in reader.fields:
         cfg["head_dim"] = field(reader, f"{arch}.rope.dimension_count")
     scaling = field(reader, f"{arch}.rope.scaling.type", "none")
-    if scaling != "none":
-        raise ValueError(f"{path}: RoPE scaling {scaling!r} is not supported from GGUF metadata (unscaled RoPE only)")
+    if scaling == "linear":  # Gemma 3 4B and larger: the family's config checks whether it computes it
+        cfg["rope_scaling"] = {"rope_type": "linear", "factor": field(reader, f"{arch}.rope.scaling.factor")}
+    elif scaling != "none":
+        raise ValueError(f"{path}: RoPE scaling {scaling!r} is not supported from GGUF metadata (unscaled or "
+                         f"linear RoPE only)")
     names = {t.name for t in reader.tensors}
     cfg["tie_word_embeddings"] = "output.weight" not in names
     cfg["attention_bias"] = arch != "qwen2" and "blk.0.attn_q.bias" in names
@@ -112,14 +121,15 @@ def hf_config(reader, path):
 
 def hf_tensors(reader, cfg, path):
     """HF name -> GGUFTensor for every tensor of the file; a tensor with no HF counterpart is refused."""
-    stored = {}
+    stored, arch = {}, field(reader, "general.architecture")
     for t in reader.tensors:
-        name = hf_name(t.name)
+        name = hf_name(t.name, arch)
         if name is None:
             hint = " (Llama 3 RoPE frequency scaling)" if t.name.startswith("rope_freqs") else ""
             raise ValueError(f"{path}: tensor {t.name!r}{hint} has no counterpart in a {cfg['model_type']} model here")
         heads = qk_heads(name, cfg) if cfg["model_type"] in PERMUTED_QK and name.endswith(".weight") else None
-        stored[name] = GGUFTensor(t, heads, path)
+        offset = NORM_OFFSET.get(arch, 0.0) if name.endswith("norm.weight") else 0.0
+        stored[name] = GGUFTensor(t, heads, path, offset)
     return stored
 
 

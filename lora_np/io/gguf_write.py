@@ -118,7 +118,7 @@ def add_tokenizer(writer, source, vocab_size):
 
 def _llama_family(model, caller):
     family = find_family(model)
-    if family is None or family.name == "gpt2":
+    if family is None or family.name != "llama":  # Gemma 3: its norms would be written as 1 + w, under other names
         raise TypeError(f"{caller} needs a Llama-family model (llama / qwen2 / qwen3); got {type(model).__name__}")
     return family
 
