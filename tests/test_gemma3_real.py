@@ -15,28 +15,27 @@ from safetensors.torch import save_file
 import lora_np as ln
 from lora_np import to_numpy
 from hf_oracle import max_rel_err
-from real_models import gemma3_gguf
+from real_models import gemma3_gguf, transformers_tokenizer_folder
 
 PROMPT, EXPECTED = "The capital of France is", " the capital of the country of France. It is the largest"
 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    """(transformers' model, its tokenizer, a safetensors folder of the same weights)."""
+    """(transformers' model, its tokenizer, ours loaded from a safetensors folder of the same weights)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     path = gemma3_gguf()
     theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tokenizer = AutoTokenizer.from_pretrained(transformers_tokenizer_folder(path, "gemma3-270m")[0])
     folder = tmp_path_factory.mktemp("gemma3-270m")
     theirs.config.save_pretrained(folder)  # save_pretrained refuses a model loaded from GGUF: write the tensors
     save_file({k: v.contiguous() for k, v in theirs.state_dict().items() if k != "lm_head.weight"},
               folder / "model.safetensors", metadata={"format": "pt"})
-    return theirs, tokenizer, folder
+    return theirs, tokenizer, ln.load_model(folder)
 
 
 def test_greedy_generation_equals_transformers(real, backend_name):
-    theirs, tokenizer, folder = real
-    ours = ln.load_model(folder)
+    theirs, tokenizer, ours = real
     assert isinstance(ours, ln.Gemma3) and ours.config.sliding_window == 512
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
@@ -62,8 +61,7 @@ def test_the_gguf_file_loads_with_transformers_weights_and_tokens(real, backend_
 
 def test_logits_past_the_window_equal_transformers(real, rng, backend_name):
     """A 600-token prompt: the local layers' window (512) masks the first keys."""
-    theirs, _, folder = real
-    ours = ln.load_model(folder)
+    theirs, _, ours = real
     ids = rng.integers(3, 262144, size=(1, 600))
     with torch.no_grad():
         ref = theirs(torch.tensor(ids)).logits.numpy()

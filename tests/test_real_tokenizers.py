@@ -8,10 +8,6 @@ are cached outside the repository (``$LORA_NP_CACHE`` or ~/.cache/lora_np), sinc
 build Gemma's from the GGUF; a fresh cache also compares the in-memory GGUF tokenizer itself.
 """
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
 import lora_np as ln
@@ -19,7 +15,7 @@ import lora_np as ln
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 pytest.importorskip("gguf")
-from real_models import gemma3_gguf, smollm2_gguf  # noqa: E402
+from real_models import gemma3_gguf, smollm2_gguf, transformers_tokenizer_folder  # noqa: E402
 
 TEXTS = [
     "def forward(self, x):\n    y = x @ W.T + b  # (B, T, C)\n\treturn {'y': y[..., :3]}\n",
@@ -37,38 +33,19 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
             {"role": "assistant", "content": "4."}, {"role": "user", "content": "And 3+3?"}]
 
 
-def _cache_dir():
-    path = Path(os.environ.get("LORA_NP_CACHE") or Path.home() / ".cache" / "lora_np")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _transformers_folder(gguf_path, name):
-    """(transformers' saved folder, its in-memory GGUF tokenizer or None when the folder was cached)."""
-    folder = _cache_dir() / f"{name}-tokenizer-transformers-{transformers.__version__}"
-    if folder.is_dir():
-        return folder, None
-    fresh = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
-    fresh.save_pretrained(partial)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
-    return folder, fresh
-
-
 @pytest.fixture(scope="session")
 def smollm2():
     """(ours from tokenizer.json, ours from the GGUF, transformers' folder, its GGUF tokenizer or None);
     each is read once a session (GGUFReader takes seconds on a large vocabulary)."""
     gguf_path = smollm2_gguf()
-    folder, fresh = _transformers_folder(gguf_path, "smollm2")
+    folder, fresh = transformers_tokenizer_folder(gguf_path, "smollm2")
     return ln.load_tokenizer(folder), ln.load_tokenizer(gguf_path.parent), folder, fresh
 
 
 @pytest.fixture(scope="session")
 def gemma():
     gguf_path = gemma3_gguf()
-    folder, fresh = _transformers_folder(gguf_path, "gemma3-270m")
+    folder, fresh = transformers_tokenizer_folder(gguf_path, "gemma3-270m")
     return ln.load_tokenizer(folder), ln.load_tokenizer(gguf_path), folder, fresh
 
 
