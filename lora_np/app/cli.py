@@ -254,7 +254,8 @@ def build_parser(prog="lora-np"):
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     parser.commands = sub.choices
-    for add in (_demo_parser, _real_demo_parser, _pretrain_parser, _finetune_parser, _generate_parser, _merge_parser, _eval_parser):
+    for add in (_demo_parser, _real_demo_parser, _pretrain_parser, _finetune_parser, _generate_parser, _merge_parser,
+                _eval_parser):
         add(sub)
     return parser
 
