@@ -31,14 +31,12 @@ from .. import backend
 from ..data import chat_dataset
 from ..data.dates import as_conversations, date_splits
 from ..io.atomic import atomic_write_json, atomic_write_text
-from ..io.gguf_read import find_gguf
-from ..io.hf_checkpoint import load_model
 from ..lora import LoraConfig, add_lora, count_parameters, save_adapter
 from ..training import TrainConfig, train
 from ..training.progress import say
 from .chat_answers import answer_tokens, exact_match, greedy_chat_answers
 from .commands import prepared_out
-from .model_dir import file_sha256, load_tokenizer, weights_file
+from .model_dir import adapter_metadata, load_model_dir, save_tokenizer
 from .real_demo_report import format_results, side_by_side
 from .run_dir import output_dir
 
@@ -173,11 +171,9 @@ def _train_lora(model, dataset, s, seed, quiet):
 def run_real_demo(out, model_path, settings, seed=0, quantize=None, quiet=False):
     """The whole run (module docstring); returns the results dict (also out/results.json)."""
     s, clock, load_before = settings, _Clock(), os.getloadavg()
-    tokenizer = load_tokenizer(model_path)
+    model, tokenizer = load_model_dir(model_path, quantize=quantize, quiet=quiet)
     train_pairs, test_pairs = date_splits(s.n_train, s.n_test, seed)
     dataset = chat_dataset(_write_data(out, train_pairs, test_pairs), s.block_size, tokenizer)
-    say(f"loading {model_path}" + (" (Linear weights kept in the file's blocks)" if quantize else ""), quiet)
-    model = load_model(model_path, quantize=quantize)
     clock.lap("load")
     max_new = answer_tokens(tokenizer, [a for _, a in test_pairs])
     say(f"base model: greedy answers to {len(test_pairs)} held-out dates", quiet)
@@ -188,10 +184,8 @@ def run_real_demo(out, model_path, settings, seed=0, quantize=None, quiet=False)
     say(f"LoRA model: greedy answers to the {len(test_pairs)} held-out dates", quiet)
     after = _score(model, tokenizer, test_pairs, max_new)
     clock.lap("answers_after")
-    weights = find_gguf(model_path) or weights_file(model_path)
-    save_adapter(model, out / "adapter", metadata={"base_model_sha256": file_sha256(weights),
-                                                   "base_model_path": str(Path(weights).resolve())})
-    tokenizer.save(out / "adapter")
+    save_adapter(model, out / "adapter", metadata=adapter_metadata(model_path))  # generate --adapter checks it
+    save_tokenizer(tokenizer, model_path if model_path.is_dir() else None, out / "adapter")
     trainable, total = count_parameters(model)
     results = {"model": str(model_path), "quantize": quantize, "settings": asdict(s), "seed": seed,
                "backend": backend.get_backend(), "cpu_count": os.cpu_count(),
