@@ -143,3 +143,11 @@ def test_answer_tokens_bound_a_right_answer(ours):
     tokenizer = ours[1]
     answers = ["September 28, 1999", "May 1, 2000"]
     assert answer_tokens(tokenizer, answers) == 1 + len(tokenizer.encode("September 28, 1999"))
+
+
+def test_real_demo_bad_model_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["real-demo", "--model", str(tmp_path / "missing.gguf"), "--out", str(out), "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.gguf" in err[0] and "--model" in err[0]
+    assert not out.exists()
