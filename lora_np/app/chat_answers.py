@@ -1,0 +1,45 @@
+"""Greedy chat answers, and their exact-match accuracy: how a chat task is scored.
+
+Each prompt becomes one user turn of the model's chat template (``inputs.chat_prompt_ids``, as
+transformers' ``apply_chat_template(..., add_generation_prompt=True)``), and the model answers
+greedily until its end-of-turn token. Prompts of the same length in tokens are decoded together as
+one batch (no padding, so each row is exactly what it would be alone); an answer is right when it
+equals the expected text after stripping surrounding whitespace.
+"""
+
+import numpy as np
+
+from .inputs import chat_prompt_ids
+
+MAX_BATCH = 64
+
+
+def greedy_chat_answers(model, tokenizer, prompts, max_new_tokens):
+    """The model's greedy answer to each prompt (a list of str, in the prompts' order)."""
+    encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
+    stop, answers, by_length = tokenizer.end_of_turn_id, [None] * len(prompts), {}
+    for i, ids in enumerate(encoded):
+        by_length.setdefault(len(ids), []).append(i)
+    for length, rows in sorted(by_length.items()):
+        for at in range(0, len(rows), MAX_BATCH):
+            chunk = rows[at:at + MAX_BATCH]
+            out = model.generate(np.stack([encoded[i] for i in chunk]), max_new_tokens, temperature=0.0,
+                                 stop_token_ids=[stop])
+            for i, row in zip(chunk, out[:, length:]):
+                new = [int(t) for t in row]
+                answers[i] = tokenizer.decode(new[:new.index(stop)] if stop in new else new)
+    return answers
+
+
+def exact_match(answers, expected):
+    """The fraction of answers equal to the expected ones (surrounding whitespace ignored)."""
+    if len(answers) != len(expected) or not expected:
+        raise ValueError(f"exact_match needs as many answers as expected ones, at least one; got "
+                         f"{len(answers)} and {len(expected)}")
+    return sum(a.strip() == e.strip() for a, e in zip(answers, expected)) / len(expected)
+
+
+def answer_tokens(tokenizer, answers):
+    """The most tokens any of ``answers`` takes, plus one for the end-of-turn token: a greedy
+    decode that is right stops within this many new tokens."""
+    return 1 + max(len(tokenizer.encode(a)) for a in answers)
