@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import lora_np as ln
-from lora_np.io.hf_checkpoint import checkpoint_dtype
+from helpers import cli
+from lora_np.app.model_dir import frozen_storage, stored_dtype
 from lora_np.quant.bf16 import Bf16Weight, bf16_words, widen_bf16
 from lora_np.quant.linear import QuantLinear
 from llama_oracle import tiny_hf_llama
@@ -23,7 +24,8 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def _torch_words(x):
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    as_bf16 = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16)
+    return as_bf16.view(torch.int16).numpy().view(np.uint16)
 
 
 def test_words_round_as_torch_and_widen_exactly(rng):
@@ -53,7 +55,7 @@ def test_bf16_weight_matmul_equals_the_float32_matmul_of_its_values(rng):
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])
 def test_bf16_folder_gives_the_float32_models_logits_and_lora_gradients(kind, tmp_path, rng):
     tiny_hf_llama(tmp_path, kind, dtype=torch.bfloat16, **WIDE)
-    assert checkpoint_dtype(tmp_path) == "BF16"
+    assert stored_dtype(tmp_path) == "bfloat16"
     ours, ref = ln.load_model(tmp_path, quantize="bf16"), ln.load_model(tmp_path)
     for (name, m), (_, r) in zip(ours.named_modules(), ref.named_modules()):
         if isinstance(m, ln.nn.Linear):
@@ -65,7 +67,8 @@ def test_bf16_folder_gives_the_float32_models_logits_and_lora_gradients(kind, tm
     grads = []
     for model in (ours, ref):
         ln.manual_seed(0)
-        ln.add_lora(model.train(), ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="gaussian"))
+        config = ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="gaussian")
+        ln.add_lora(model.train(), config)
         _, loss = model(idx, np.roll(idx, -1, axis=1))
         loss.backward()
         trainable = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
@@ -114,3 +117,39 @@ def test_bf16_base_in_float64_compute(tmp_path, rng):
         out = ours(idx)[0].data
         assert out.dtype == np.float64
         np.testing.assert_allclose(out, ref(idx)[0].data, rtol=1e-10, atol=1e-12)
+
+
+def test_base_dtype_flag_resolution(tmp_path):
+    bf16, f32 = tmp_path / "bf16", tmp_path / "f32"
+    tiny_hf_llama(bf16, "llama", dtype=torch.bfloat16, **WIDE)
+    tiny_hf_llama(f32, "llama", **WIDE)
+    assert frozen_storage(bf16) == "bf16" and frozen_storage(f32) is None  # auto: the folder's own dtype
+    assert frozen_storage(bf16, needs_float=True) is None and frozen_storage(bf16, "float32") is None
+    assert frozen_storage(f32, "bfloat16") == "bf16" and frozen_storage(bf16, quantize="nf4") == "nf4"
+    with pytest.raises(ValueError, match="choose one"):
+        frozen_storage(bf16, "bfloat16", quantize="nf4")
+    with pytest.raises(ValueError, match="need its float weights"):
+        frozen_storage(bf16, "bfloat16", needs_float=True)
+    with pytest.raises(ValueError, match="accepted auto, float32, bfloat16"):
+        frozen_storage(bf16, "fp8")
+
+
+def test_cli_finetunes_and_generates_on_a_bf16_base(tmp_path, capsys):
+    tokenizer_folders = pytest.importorskip("tokenizer_folders")
+    folder = tokenizer_folders.write_folder(tmp_path / "qwen3", "qwen")
+    tiny_hf_llama(folder, "qwen3", dtype=torch.bfloat16, vocab_size=151936, max_position_embeddings=64)
+    text = tmp_path / "prose.txt"
+    text.write_text("RMSNorm drops the mean; RoPE rotates pairs of features by position.\n" * 20)
+    code, _, err = cli(capsys, "finetune", "--base", folder, "--data", text, "--out", tmp_path / "adapter",
+                       "--steps", 2, "--batch-size", 1, "--block-size", 16, "--lora-r", 2, "--quiet")
+    assert code == 0, err
+    outputs = []
+    for flag in ("auto", "float32"):
+        code, out, err = cli(capsys, "generate", "--model", folder, "--adapter", tmp_path / "adapter",
+                             "--prompt", "RoPE rotates", "--max-new-tokens", 4, "--base-dtype", flag)
+        assert code == 0, err
+        outputs.append(out)
+    assert outputs[0] == outputs[1]
+    code, _, err = cli(capsys, "finetune", "--base", folder, "--data", text, "--out", tmp_path / "x", "--steps", 1,
+                       "--dora", "--base-dtype", "bfloat16")
+    assert code == 2 and "float weights" in err, err

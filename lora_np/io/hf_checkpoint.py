@@ -80,14 +80,6 @@ def open_checkpoint(path):
     raise FileNotFoundError(f"weights not found in {path}: neither {WEIGHTS_FILE} nor {INDEX_FILE}{hint}")
 
 
-def checkpoint_dtype(path):
-    """The dtype a model folder stores most of its weights in: "BF16", "F16", "F32", ... (headers only)."""
-    sizes = {}
-    for t in open_checkpoint(Path(path)).values():
-        sizes[t.stored] = sizes.get(t.stored, 0) + t.nbytes
-    return max(sizes, key=sizes.get)
-
-
 class LinearWeight:
     """A stored (out, in) nn.Linear weight, read as lora_np's (in, out)."""
 
@@ -157,7 +149,7 @@ def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_s
     package (``io/gguf_read.py``); ``quantize="gguf"`` keeps its Linear weights in their blocks.
     ``quantize="bf16"``: every Linear keeps its weight frozen in bfloat16 (a bf16 file's words as
     they are, half float32's memory), widened band by band inside its matmul; the computation is
-    float32's (``dtype``) on those values. ``checkpoint_dtype(path)`` says what a folder stores."""
+    float32's (``dtype``) on those values."""
     path = Path(path)
     dtype = model_dtype(dtype)
     gguf_file = find_gguf(path)

@@ -36,8 +36,9 @@ class QuantLinear(Linear):
         return quant_linear(x, self.weight, self.bias)
 
     def extra_repr(self):
-        w, head = self.weight, f"in_features={self.in_features}, out_features={self.out_features}, "
+        w = self.weight
+        head = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
         if w.scheme == "bf16":
-            return head + f"bias={self.bias is not None}, bf16"
-        return head + f"bias={self.bias is not None}, {w.scheme}, block_size={w.block_size}, double_quant={w.double_quant}"
+            return head + "bf16"
+        return head + f"{w.scheme}, block_size={w.block_size}, double_quant={w.double_quant}"
 
