@@ -19,10 +19,13 @@ and measuring helpers, and the workers' common part, are ``workers.py``'s.
 With ``--bf16`` the checkpoint is written in bfloat16, as the hub ships these models, and four
 training sides step in turn: lora_np with the frozen base kept in bf16 (``quantize="bf16"``) and
 widened to float32 (the same values), transformers + PEFT in float32 and with bf16 weights
-(``dtype=torch.bfloat16``, no autocast); generation (greedy and top-50 sampled, ``--new-tokens``)
+(``dtype=torch.bfloat16``, no autocast: one step only, for its peak RSS, since torch's bf16 matmuls
+are many times slower on a CPU without bf16 instructions); generation (greedy and top-50 sampled, ``--new-tokens``)
 runs lora_np's two bases against transformers in float32. Every worker has OMP_WAIT_POLICY=PASSIVE.
 
     python benchmarks/bench_llm.py --bf16 --new-tokens 128    # writes benchmarks/results_llm_bf16.md
+    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-decode bf16
+                                                              # where a decode step's CPU time goes
 """
 
 import json
@@ -128,8 +131,10 @@ def run_model_bf16(name, args):
     with tempfile.TemporaryDirectory() as tmp:
         make_checkpoint(tmp, name, bf16=True)
         case = {"checkpoint": tmp, "shape": MODELS[name]["shape"], "model": name}
-        out["train"] = interleaved(__file__, {side: {**case, **c} for side, c in BF16_TRAIN.items()}, args.warmup,
-                                   args.steps)
+        sides = {side: {**case, **c} for side, c in BF16_TRAIN.items()}
+        peft_bf16 = sides.pop("peft_bf16")  # torch's bf16 matmuls are many times slower on a CPU without bf16 units:
+        out["train"] = interleaved(__file__, sides, args.warmup, args.steps)
+        out["train"].update(interleaved(__file__, {"peft_bf16": peft_bf16}, 0, 1))  # one step, for its memory
         print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "step_cpu_ms")}
                                 for k, v in out["train"].items()}), flush=True)
         out["generate"] = {}
@@ -230,12 +235,67 @@ def report_bf16(results, seconds):
         "Command: `python benchmarks/bench_llm.py --bf16 --new-tokens 128`", ""])
 
 
+PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn == "widen_bf16"),
+                  ("BLAS GEMVs (Linear layers, LM head)", lambda f, fn: fn in ("gemm_kernel", "output_band")),
+                  ("attention over the cache", lambda f, fn: "attention" in f or "cache" in f),
+                  ("norm, RoPE, SwiGLU kernels", lambda f, fn: fn.endswith("_kernel") or fn == "sigmoid_into"),
+                  ("NumPy calls (reshape, copies, ufuncs)", lambda f, fn: f == "~"),
+                  ("Python: op wrappers, modules, autograd", lambda f, fn: True))
+
+
+def profile_decode(name, base, steps=16):
+    """``--profile-decode``: ``steps`` decode steps after a 16-token prompt, random weights at the model's
+    shape, on ONE thread (cProfile sees only the main thread; run with OPENBLAS_NUM_THREADS=1), timed by
+    CPU time; prints the CPU ms per token unprofiled, Python calls per token and the profiled share of
+    each kind of work (the profiler inflates the Python share: every call pays its overhead)."""
+    import cProfile
+    import pstats
+    import lora_np
+    from lora_np.models.llama import Llama, LlamaConfig
+    from lora_np.parallel import matmul, single_threaded_blas
+    cfg = dict(MODELS[name]["config"])
+    cfg.update(qk_norm=True, model_type="qwen3") if MODELS[name]["kind"] == "qwen3" else None
+    lora_np.manual_seed(0)
+    model = Llama(LlamaConfig(**cfg)).eval()
+    if base == "bf16":
+        lora_np.quantize_model(model, "bf16")
+    prompt = tokens(cfg["vocab_size"], PROMPT_TOKENS, 1)[0]
+    profiler = cProfile.Profile(time.process_time)
+
+    def run(profile):
+        cache = lora_np.models.KVCache(PROMPT_TOKENS + steps)
+        with lora_np.no_grad(), single_threaded_blas():
+            model.hidden_states(prompt, cache=cache)
+            ids, cpu = prompt[:, -1:], time.process_time()
+            profiler.enable() if profile else None
+            for _ in range(steps):
+                ids = matmul(model.hidden_states(ids, cache=cache).data[:, -1], model.head_weight.data.T).argmax(-1)
+                ids = ids[:, None]
+            profiler.disable() if profile else None
+            return time.process_time() - cpu
+
+    run(False)
+    plain, _ = run(False), run(True)
+    stats, groups = pstats.Stats(profiler).stats, dict.fromkeys([label for label, _ in PROFILE_GROUPS], 0.0)
+    for (f, _, fn), (_, calls, tottime, _, _) in stats.items():
+        groups[next(label for label, test in PROFILE_GROUPS if test(f, fn))] += tottime
+    total, calls = sum(groups.values()), sum(v[1] for v in stats.values())
+    print(f"{name}, {base} base: {1000 * plain / steps:.1f} ms CPU per token (one thread, unprofiled); "
+          f"{calls / steps:,.0f} Python calls per token; profiled {1000 * total / steps:.1f} ms:")
+    for label, t in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {label}: {1000 * t / steps:.1f} ms ({100 * t / total:.0f}%)")
+
+
 def main(argv=None):
     parser = comparison_arguments(__doc__.splitlines()[0], list(MODELS), HERE / "results_llm",
                                   steps=5, warmup=1, repeats=2)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 checkpoints: bf16 and float32 bases, PEFT both")
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per timed run")
+    parser.add_argument("--profile-decode", choices=("float32", "bf16"),
+                        help="profile decode steps in this process (with OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
     args = parser.parse_args(argv)
+    if args.profile_decode:
+        return [profile_decode(name, args.profile_decode) for name in args.only or MODELS]
     if args.bf16 and args.out == str(HERE / "results_llm"):
         args.out = str(HERE / "results_llm_bf16")
     if args.worker:
