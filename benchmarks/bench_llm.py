@@ -15,6 +15,17 @@ generation with a KV cache on the base model: tokens/s against ``model.generate`
 and measuring helpers, and the workers' common part, are ``workers.py``'s.
 
     python benchmarks/bench_llm.py       # ~10 minutes, up to ~8 GiB; writes benchmarks/results_llm.md
+
+With ``--bf16`` the checkpoint is written in bfloat16, as the hub ships these models, and four
+training sides step in turn: lora_np with the frozen base kept in bf16 (``quantize="bf16"``) and
+widened to float32 (the same values), transformers + PEFT in float32 and with bf16 weights
+(``dtype=torch.bfloat16``, no autocast: one step only, for its peak RSS, since torch's bf16 matmuls
+are many times slower on a CPU without bf16 instructions); generation (greedy and top-50 sampled, ``--new-tokens``)
+runs lora_np's two bases against transformers in float32. Every worker has OMP_WAIT_POLICY=PASSIVE.
+
+    python benchmarks/bench_llm.py --bf16 --new-tokens 128    # writes benchmarks/results_llm_bf16.md
+    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-decode bf16
+                                                              # where a decode step's CPU time goes
 """
 
 import json
@@ -29,7 +40,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from workers import (NEW_TOKENS, PROMPT_TOKENS, THREADS, comparison_arguments, finish, hf_greedy,  # noqa: E402
-                     ours_greedy, ours_lora_train, peft_lora_train, run_once, run_worker, train_pair)
+                     interleaved, ours_greedy, ours_lora_train, peft_lora_train, run_once, run_worker, train_pair)
 from bench_train import machine_description  # noqa: E402
 
 LORA_R = 16
@@ -46,14 +57,15 @@ MODELS = {
 }
 
 
-def make_checkpoint(path, name):
+def make_checkpoint(path, name, bf16=False):
     import torch
     import transformers
     spec = MODELS[name]
     config_class, model_class = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
                                  "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM)}[spec["kind"]]
     torch.manual_seed(0)
-    model_class(config_class(**spec["config"], bos_token_id=None, eos_token_id=None)).save_pretrained(path)
+    model = model_class(config_class(**spec["config"], bos_token_id=None, eos_token_id=None))
+    (model.to(torch.bfloat16) if bf16 else model).save_pretrained(path)
 
 
 def tokens(vocab, t, b, seed=0):
@@ -66,31 +78,39 @@ def vocab_of(case):
 
 
 # ---- workers (each in its own process) ----------------------------------------------------------
-def ours_train(case):
+def _ours_load(case):
+    """lora_np's model; ``base`` "bf16": the Linear weights kept in bfloat16."""
     import lora_np
-    ours_lora_train(lambda: lora_np.load_model(case["checkpoint"]), PROJECTIONS, LORA_R,
-                    tokens(vocab_of(case), *case["shape"]))
+    return lora_np.load_model(case["checkpoint"], quantize="bf16" if case.get("base") == "bf16" else None)
+
+
+def _hf_load(case):
+    import torch
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(case["checkpoint"], dtype=getattr(torch, case.get("torch_dtype",
+                                                                                                 "float32")))
+
+
+def ours_train(case):
+    ours_lora_train(lambda: _ours_load(case), PROJECTIONS, LORA_R, tokens(vocab_of(case), *case["shape"]))
 
 
 def peft_train(case):
-    import torch
-    from transformers import AutoModelForCausalLM
-    peft_lora_train(lambda: AutoModelForCausalLM.from_pretrained(case["checkpoint"], dtype=torch.float32),
-                    dict(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS),
+    peft_lora_train(lambda: _hf_load(case), dict(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS),
                     tokens(vocab_of(case), *case["shape"]))
 
 
+def _generation(case):
+    return (tokens(vocab_of(case), PROMPT_TOKENS, 1)[0], case["repeats"], case.get("new_tokens", NEW_TOKENS),
+            case.get("sample", False))
+
+
 def ours_generate(case):
-    import lora_np
-    ours_greedy(lambda: lora_np.load_model(case["checkpoint"]), tokens(vocab_of(case), PROMPT_TOKENS, 1)[0],
-                case["repeats"])
+    ours_greedy(lambda: _ours_load(case), *_generation(case))
 
 
 def hf_generate(case):
-    import torch
-    from transformers import AutoModelForCausalLM
-    hf_greedy(lambda: AutoModelForCausalLM.from_pretrained(case["checkpoint"], dtype=torch.float32),
-              tokens(vocab_of(case), PROMPT_TOKENS, 1)[0], case["repeats"])
+    hf_greedy(lambda: _hf_load(case), *_generation(case))
 
 
 WORKERS = {"ours_train": ours_train, "peft_train": peft_train, "ours_generate": ours_generate,
@@ -98,8 +118,37 @@ WORKERS = {"ours_train": ours_train, "peft_train": peft_train, "ours_generate": 
 
 
 # ---- the driver ---------------------------------------------------------------------------------
+BF16_TRAIN = {"ours_bf16": dict(kind="ours_train", base="bf16"), "ours_f32": dict(kind="ours_train"),
+              "peft_f32": dict(kind="peft_train"), "peft_bf16": dict(kind="peft_train", torch_dtype="bfloat16")}
+BF16_GENERATE = {f"{side}_{mode}": dict(kind=kind, base=base, sample=mode == "sampled")
+                 for side, kind, base in (("ours_bf16", "ours_generate", "bf16"), ("ours_f32", "ours_generate", None),
+                                          ("hf_f32", "hf_generate", None)) for mode in ("greedy", "sampled")}
+
+
+def run_model_bf16(name, args):
+    """``--bf16``: a bfloat16 checkpoint, the four training sides in turn, then the generation runs."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        make_checkpoint(tmp, name, bf16=True)
+        case = {"checkpoint": tmp, "shape": MODELS[name]["shape"], "model": name}
+        sides = {side: {**case, **c} for side, c in BF16_TRAIN.items()}
+        peft_bf16 = sides.pop("peft_bf16")  # torch's bf16 matmuls are many times slower on a CPU without bf16 units:
+        out["train"] = interleaved(__file__, sides, args.warmup, args.steps)
+        out["train"].update(interleaved(__file__, {"peft_bf16": peft_bf16}, 0, 1))  # one step, for its memory
+        print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "step_cpu_ms")}
+                                for k, v in out["train"].items()}), flush=True)
+        out["generate"] = {}
+        for side, c in BF16_GENERATE.items():
+            out["generate"][side] = run_once(__file__, {**case, **c, "repeats": args.repeats,
+                                                        "new_tokens": args.new_tokens}, timeout=1800)
+            print(name, side, json.dumps(out["generate"][side]), flush=True)
+    return out
+
+
 def run_model(name, args):
     """One model: its checkpoint, the interleaved training pair, then the two generation runs."""
+    if args.bf16:
+        return run_model_bf16(name, args)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         make_checkpoint(tmp, name)
@@ -148,9 +197,107 @@ def report(results, seconds):
     ])
 
 
+def report_bf16(results, seconds):
+    """The --bf16 tables: memory and step time of the four training sides, then generation."""
+    lines = ["| model | side | step (ms, median) | step CPU (ms, median) | peak RSS (MiB) | RSS / PEFT f32 | "
+             "RSS / PEFT bf16 | step / ours f32 |", "|---|---|---|---|---|---|---|---|"]
+    gen = ["| model | side | greedy tokens/s (wall) | greedy tokens per CPU-s | sampled tokens/s | "
+           "sampled tokens per CPU-s | prefill ms (CPU ms) | × transformers f32 (greedy, wall / CPU) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name in (n for n in MODELS if n in results):
+        train, g = results[name]["train"], results[name]["generate"]
+        for side, r in train.items():
+            lines.append(f"| {name} | {side} | {r['ms']:,.0f} | {np.median(r['step_cpu_ms']):,.0f} | "
+                         f"{r['peak_rss_mb']:,.0f} | {r['peak_rss_mb'] / train['peft_f32']['peak_rss_mb']:.2f} | "
+                         f"{r['peak_rss_mb'] / train['peft_bf16']['peak_rss_mb']:.2f} | "
+                         f"{r['ms'] / train['ours_f32']['ms']:.2f} |")
+        hf = g["hf_f32_greedy"]
+        for side in ("ours_bf16", "ours_f32", "hf_f32"):
+            a, b = g[f"{side}_greedy"], g[f"{side}_sampled"]
+            gen.append(f"| {name} | {side} | {a['tokens_per_s']:.2f} | {a['tokens_per_cpu_s']:.2f} | "
+                       f"{b['tokens_per_s']:.2f} | {b['tokens_per_cpu_s']:.2f} | {a['prefill_ms']:.0f} "
+                       f"({a['prefill_cpu_ms']:.0f}) | {a['tokens_per_s'] / hf['tokens_per_s']:.2f} / "
+                       f"{a['tokens_per_cpu_s'] / hf['tokens_per_cpu_s']:.2f} |")
+    import torch
+    return "\n".join([
+        "# The Llama family from bfloat16 checkpoints: a bf16 frozen base against float32 and PEFT", "",
+        "Random weights at SmolLM2-135M's and Qwen3-0.6B's shapes written by transformers in bfloat16; LoRA r=16 "
+        "(α=32) on every projection, AdamW. `ours_bf16`: `load_model(path, quantize=\"bf16\")` (Linear weights "
+        "kept as bf16 words, widened band by band); `ours_f32`: the same values widened at load; `peft_f32` / "
+        "`peft_bf16`: transformers + PEFT with `dtype=torch.float32` / `torch.bfloat16` (no autocast).",
+        f"Machine: {machine_description()}, torch {torch.__version__}; {THREADS} threads per process, "
+        f"OMP_WAIT_POLICY=PASSIVE. {time.strftime('%Y-%m-%d')}, one run ({seconds:.0f} s), load average "
+        f"{results['load']} before and after. Step CPU time is all threads' (process_time): on a machine "
+        "shared with other work it is the steadier measure.", "",
+        "## LoRA training step", "", *lines, "",
+        f"## Generation: {PROMPT_TOKENS}-token prompt + {results.get('new_tokens', NEW_TOKENS)} new tokens, KV cache "
+        "(sampled: temperature 1, top-k 50)", "", *gen, "",
+        "Command: `python benchmarks/bench_llm.py --bf16 --new-tokens 128`", ""])
+
+
+PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn == "widen_bf16"),
+                  ("BLAS GEMVs (Linear layers, LM head)", lambda f, fn: fn in ("gemm_kernel", "output_band")),
+                  ("attention over the cache", lambda f, fn: "attention" in f or "cache" in f),
+                  ("norm, RoPE, SwiGLU kernels", lambda f, fn: fn.endswith("_kernel") or fn == "sigmoid_into"),
+                  ("NumPy calls (reshape, copies, ufuncs)", lambda f, fn: f == "~"),
+                  ("Python: op wrappers, modules, autograd", lambda f, fn: True))
+
+
+def profile_decode(name, base, steps=16):
+    """``--profile-decode``: ``steps`` decode steps after a 16-token prompt, random weights at the model's
+    shape, on ONE thread (cProfile sees only the main thread; run with OPENBLAS_NUM_THREADS=1), timed by
+    CPU time; prints the CPU ms per token unprofiled, Python calls per token and the profiled share of
+    each kind of work (the profiler inflates the Python share: every call pays its overhead)."""
+    import cProfile
+    import pstats
+    import lora_np
+    from lora_np.models.llama import Llama, LlamaConfig
+    from lora_np.parallel import matmul, single_threaded_blas
+    cfg = dict(MODELS[name]["config"])
+    cfg.update(qk_norm=True, model_type="qwen3") if MODELS[name]["kind"] == "qwen3" else None
+    lora_np.manual_seed(0)
+    model = Llama(LlamaConfig(**cfg)).eval()
+    if base == "bf16":
+        lora_np.quantize_model(model, "bf16")
+    prompt = tokens(cfg["vocab_size"], PROMPT_TOKENS, 1)[0]
+    profiler = cProfile.Profile(time.process_time)
+
+    def run(profile):
+        cache = lora_np.models.KVCache(PROMPT_TOKENS + steps)
+        with lora_np.no_grad(), single_threaded_blas():
+            model.hidden_states(prompt, cache=cache)
+            ids, cpu = prompt[:, -1:], time.process_time()
+            profiler.enable() if profile else None
+            for _ in range(steps):
+                ids = matmul(model.hidden_states(ids, cache=cache).data[:, -1], model.head_weight.data.T).argmax(-1)
+                ids = ids[:, None]
+            profiler.disable() if profile else None
+            return time.process_time() - cpu
+
+    run(False)
+    plain, _ = run(False), run(True)
+    stats, groups = pstats.Stats(profiler).stats, dict.fromkeys([label for label, _ in PROFILE_GROUPS], 0.0)
+    for (f, _, fn), (_, calls, tottime, _, _) in stats.items():
+        groups[next(label for label, test in PROFILE_GROUPS if test(f, fn))] += tottime
+    total, calls = sum(groups.values()), sum(v[1] for v in stats.values())
+    print(f"{name}, {base} base: {1000 * plain / steps:.1f} ms CPU per token (one thread, unprofiled); "
+          f"{calls / steps:,.0f} Python calls per token; profiled {1000 * total / steps:.1f} ms:")
+    for label, t in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {label}: {1000 * t / steps:.1f} ms ({100 * t / total:.0f}%)")
+
+
 def main(argv=None):
-    args = comparison_arguments(__doc__.splitlines()[0], list(MODELS), HERE / "results_llm",
-                                steps=5, warmup=1, repeats=2).parse_args(argv)
+    parser = comparison_arguments(__doc__.splitlines()[0], list(MODELS), HERE / "results_llm",
+                                  steps=5, warmup=1, repeats=2)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 checkpoints: bf16 and float32 bases, PEFT both")
+    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per timed run")
+    parser.add_argument("--profile-decode", choices=("float32", "bf16"),
+                        help="profile decode steps in this process (with OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
+    args = parser.parse_args(argv)
+    if args.profile_decode:
+        return [profile_decode(name, args.profile_decode) for name in args.only or MODELS]
+    if args.bf16 and args.out == str(HERE / "results_llm"):
+        args.out = str(HERE / "results_llm_bf16")
     if args.worker:
         return run_worker(WORKERS, args.worker)
     start = time.perf_counter()
@@ -158,7 +305,8 @@ def main(argv=None):
     for name in MODELS:
         if not args.only or name in args.only:
             results[name] = run_model(name, args)
-    finish(args, results, start, report)
+    results["new_tokens"] = args.new_tokens
+    finish(args, results, start, report_bf16 if args.bf16 else report)
 
 
 if __name__ == "__main__":

@@ -72,9 +72,10 @@ def serve(step, info):
             return
         times = []
         for _ in range(int(line)):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             step()
             times.append(1000 * (time.perf_counter() - start))
+            info.setdefault("step_cpu_ms", []).append(1000 * (time.process_time() - cpu))  # all threads' CPU
         print(json.dumps(times), flush=True)
 
 
@@ -129,45 +130,66 @@ def peft_lora_train(load, lora_kwargs, batch):
     serve(step, {"rss_after_load_mb": loaded})
 
 
-def timed_generation(generate, repeats):
+def _timed(fn):
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - start, time.process_time() - cpu
+
+
+def timed_generation(generate, repeats, new_tokens=NEW_TOKENS):
+    """tokens/s of ``generate(n)`` for n = new_tokens (median of ``repeats``, wall and per CPU second:
+    all threads' CPU time, less at the mercy of a loaded machine), the prefill (the prompt and one
+    token: ``generate(1)``, median of 3, ms) and the peak RSS."""
     generate(8)  # warm-up
-    times = []
+    runs, prefill = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = generate(NEW_TOKENS)
-        times.append(time.perf_counter() - start)
-        assert out.shape[1] == PROMPT_TOKENS + NEW_TOKENS, out.shape
-    return {"tokens_per_s": NEW_TOKENS / float(np.median(times)), "peak_rss_mb": peak_rss_mb()}
+        out, wall, cpu = _timed(lambda: generate(new_tokens))
+        runs.append((wall, cpu))
+        assert out.shape[1] == PROMPT_TOKENS + new_tokens, out.shape
+    for _ in range(3):
+        prefill.append(_timed(lambda: generate(1))[1:])
+    wall, cpu = (float(np.median([r[i] for r in runs])) for i in (0, 1))
+    return {"tokens_per_s": new_tokens / wall, "tokens_per_cpu_s": new_tokens / cpu,
+            "prefill_ms": 1000 * float(np.median([p[0] for p in prefill])),
+            "prefill_cpu_ms": 1000 * float(np.median([p[1] for p in prefill])), "peak_rss_mb": peak_rss_mb()}
 
 
-def ours_greedy(load, prompt, repeats):
-    """lora_np: greedy generation with the KV cache; prints tokens/s and peak RSS."""
+def ours_greedy(load, prompt, repeats, new_tokens=NEW_TOKENS, sample=False):
+    """lora_np: greedy (or, with ``sample``, top-50 sampled) generation with the KV cache; prints
+    tokens/s, prefill time and peak RSS."""
+    import lora_np
     from lora_np.parallel import tune_host_allocator
     tune_host_allocator()
     model = load()
-    print(json.dumps(timed_generation(lambda n: model.generate(prompt, n, temperature=0), repeats)))
+    lora_np.manual_seed(0)
+    settings = dict(temperature=1.0, top_k=50) if sample else dict(temperature=0)
+    print(json.dumps(timed_generation(lambda n: model.generate(prompt, n, **settings), repeats, new_tokens)))
 
 
-def hf_greedy(load, prompt, repeats):
-    """transformers: ``model.generate`` greedy with its cache on THREADS threads; prints tokens/s and peak RSS."""
+def hf_greedy(load, prompt, repeats, new_tokens=NEW_TOKENS, sample=False):
+    """transformers: ``model.generate`` with its cache on THREADS threads, greedy or (``sample``) top-50
+    sampled; prints tokens/s, prefill time and peak RSS."""
     import torch
     torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
     model = load().eval()
     prompt = torch.tensor(prompt)
+    settings = dict(do_sample=True, temperature=1.0, top_k=50, top_p=1.0) if sample else dict(do_sample=False)
 
     def generate(n):
         with torch.no_grad():
-            return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
-                                  pad_token_id=0, attention_mask=torch.ones_like(prompt))
+            return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, use_cache=True, pad_token_id=0,
+                                  attention_mask=torch.ones_like(prompt), **settings)
 
-    print(json.dumps(timed_generation(generate, repeats)))
+    print(json.dumps(timed_generation(generate, repeats, new_tokens)))
 
 
 # ---- the driver's side ---------------------------------------------------------------------------
 def spawn(script, case):
     """``python script --worker CASE_JSON``, THREADS threads, pipes for the stdin protocol."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), LORA_NP_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
-               OPENBLAS_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS), TOKENIZERS_PARALLELISM="false")
+               OPENBLAS_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS), TOKENIZERS_PARALLELISM="false",
+               OMP_WAIT_POLICY="PASSIVE")  # PyTorch's OpenMP threads sleep between ops instead of spinning
     return subprocess.Popen([sys.executable, str(script), "--worker", json.dumps(case)], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

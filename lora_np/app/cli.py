@@ -23,6 +23,7 @@ from ..training import TrainConfig
 from .commands import (TrainingStopped, cmd_demo, cmd_eval, cmd_finetune, cmd_generate, cmd_merge,
                        cmd_pretrain)
 from .demo import DemoSettings
+from .model_dir import BASE_DTYPES
 from .real_demo import add_real_demo_parser
 
 TRAIN, LORA, DEMO, GPT_DEFAULTS = TrainConfig(), LoraConfig(), DemoSettings(), GPTConfig()
@@ -159,6 +160,15 @@ def _lora_flags(p):
                    help="LoRA+: B's learning rate is this times --lr (the paper uses 16)")
     p.add_argument("--quantize", choices=("nf4", "int8"),
                    help="QLoRA: load the base's Linear weights quantized (frozen, 4-bit NF4 or 8-bit)")
+    _base_dtype(p)
+
+
+def _base_dtype(p):
+    p.add_argument("--base-dtype", choices=BASE_DTYPES, default="auto",
+                   help="how the frozen base's Linear weights are kept: bfloat16 (half float32's memory, widened "
+                        "tile by tile in each matmul; computation stays float32) or float32; auto (default): "
+                        "bfloat16 when the folder stores bfloat16, float32 otherwise (and under --full, DoRA, "
+                        "PiSSA/OLoRA)")
 
 
 def _finetune_parser(sub):
@@ -184,6 +194,7 @@ def _model_and_adapter(p):
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--adapter", help="LoRA adapter directory to apply")
     _force(p)
+    _base_dtype(p)
 
 
 def _force(p):

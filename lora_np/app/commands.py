@@ -32,7 +32,8 @@ from .model_dir import (adapter_metadata, check_vocab_sizes, copy_generation_con
                         load_model_dir, load_tokenizer, read_model_config, save_tokenizer, stored_dtype)
 from .run_dir import check_output_dir, locked, output_dir, restore_run_args, save_run_config
 
-LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "targets", "dora", "init", "loraplus_ratio", "quantize")
+LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "targets", "dora", "init", "loraplus_ratio", "quantize",
+                "base_dtype")
 
 
 class TrainingStopped(Exception):
@@ -238,7 +239,8 @@ def _prepare_finetune(args):
     data = make_dataset(args, window(args, config), tokenizer, model_context(config))
     data = choose_sizes(args, config, parameter_count(config) if args.full else 0, data,
                         lambda block: make_dataset(args, block, tokenizer, model_context(config)))
-    model = load_model_dir(args.base, quantize=args.quantize, quiet=args.quiet)[0]
+    model = load_model_dir(args.base, quantize=args.quantize, quiet=args.quiet, base_dtype=args.base_dtype,
+                           needs_float=args.full or args.dora or args.init in CONVERTED_INITS)[0]
     groups, initial = _make_trainable(model, args)
     check_fits(model.config, micro_rows(args), data.block_size, count_parameters(model)[0], model.dtype.itemsize)
     return model, data, tokenizer, groups, initial
@@ -282,7 +284,8 @@ def _say_chat_slides(args, n_prompt, block_size):
 def cmd_generate(args):
     tokenizer, config = read_model(args.model)
     ids, stop, echo = _generate_prompt(args, tokenizer, config)
-    model = load_model_dir(args.model, args.adapter, quiet=args.quiet, force=args.force)[0]
+    model = load_model_dir(args.model, args.adapter, quiet=args.quiet, force=args.force,
+                           base_dtype=args.base_dtype)[0]
     backend.manual_seed(args.seed)
     out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          stop_token_ids=None if stop is None else [stop])  # stops at it, as HF's generate
@@ -333,7 +336,8 @@ def cmd_eval(args):
     tokenizer, config = read_model(args.model)
     data = eval_inputs(args, tokenizer, config)
     check_fits(config, args.batch_size, data.block_size, 0, training=False)
-    model = load_model_dir(args.model, args.adapter, quiet=args.quiet, force=args.force)[0]
+    model = load_model_dir(args.model, args.adapter, quiet=args.quiet, force=args.force,
+                           base_dtype=args.base_dtype)[0]
     say(f"evaluating {data.what}", args.quiet)
     with disable_lora(model) if args.disable_adapter else contextlib.nullcontext():
         metrics = evaluate_batches(model, data.batches, data.has_answers, progress=not args.quiet)

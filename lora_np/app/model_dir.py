@@ -28,7 +28,7 @@ from ..io.gguf_read import find_gguf, open_gguf
 from ..io.hf_checkpoint import INDEX_FILE, load_model, open_checkpoint
 from ..io.safetensors_file import open_safetensors
 from ..lora import load_adapter
-from ..lora.files import WEIGHTS_FILE as ADAPTER_WEIGHTS
+from ..lora.files import CONFIG_FILE as ADAPTER_CONFIG, WEIGHTS_FILE as ADAPTER_WEIGHTS
 from ..models import family_for_type, family_of
 from ..tokenizer import BPETokenizer, CharTokenizer, load_tokenizer  # load_tokenizer: any folder's (tokenizer.json too)
 from ..tokenizer.gpt2_files import FILE_NAMES as BPE_FILE_NAMES
@@ -169,17 +169,49 @@ def is_large(config):
     return parameter_count(config) * 4 >= LARGE_MODEL_BYTES
 
 
-def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True, force=False):
+BASE_DTYPES = ("auto", "float32", "bfloat16")  # --base-dtype: how the frozen base's Linear weights are kept
+
+
+def frozen_storage(model_dir, base_dtype="auto", quantize=None, needs_float=False):
+    """``load_model``'s ``quantize`` for a command's flags: --quantize's scheme; "bf16" for --base-dtype
+    bfloat16, or for auto when the folder stores bfloat16 (kept word for word: the same values, half
+    float32's memory; a float16 folder would be rounded, so auto keeps it float32); else None (float32).
+    ``needs_float``: the command needs float weights (--full, DoRA, PiSSA/OLoRA), so auto means float32."""
+    if base_dtype not in BASE_DTYPES:
+        raise ValueError(f"--base-dtype {base_dtype!r}: accepted {', '.join(BASE_DTYPES)}")
+    if quantize or base_dtype == "float32":
+        if quantize and base_dtype == "bfloat16":
+            raise ValueError(f"--quantize {quantize} and --base-dtype bfloat16 both say how the base is kept; "
+                             f"choose one")
+        return quantize
+    if base_dtype == "bfloat16":
+        if needs_float:
+            raise ValueError("--base-dtype bfloat16 keeps the base frozen in bfloat16, and --full, --dora, "
+                             "--init pissa/olora need its float weights; use --base-dtype float32")
+        return "bf16"
+    return None if needs_float or stored_dtype(model_dir) != "bfloat16" else "bf16"
+
+
+def adapter_needs_float(adapter_dir):
+    """True for a DoRA adapter, whose layer needs the base's float weights."""
+    return adapter_dir is not None and bool(read_json(Path(adapter_dir) / ADAPTER_CONFIG, "adapter config").get(
+        "use_dora"))
+
+
+def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True, force=False, base_dtype="float32",
+                   needs_float=False):
     """(model, tokenizer) from a model directory, with a LoRA adapter applied if given (``force``:
     even one recorded as trained on another base); ``quantize`` ("nf4", "int8") loads the Linear
-    weights quantized (QLoRA's frozen base). Unless ``quiet``, a model above LARGE_MODEL_BYTES says
-    on stderr what it loads and how long it took."""
+    weights quantized (QLoRA's frozen base);
+    ``base_dtype`` ("auto", "float32", "bfloat16") keeps them in bfloat16 (``frozen_storage``).
+    Unless ``quiet``, a model above LARGE_MODEL_BYTES says on stderr what it loads and how long it took."""
     tokenizer = load_tokenizer(model_dir)
     config = read_model_config(model_dir)
     check_vocab_sizes(tokenizer, config, model_dir)
     quiet = quiet or not is_large(config)
-    say(f"loading {model_dir}: {describe_model(config)}" + (f", quantized to {quantize}" if quantize else ""),
-        quiet)
+    quantize = frozen_storage(model_dir, base_dtype, quantize, needs_float or adapter_needs_float(adapter_dir))
+    kept = {None: "", "bf16": ", Linear weights kept in bfloat16"}.get(quantize, f", quantized to {quantize}")
+    say(f"loading {model_dir}: {describe_model(config)}{kept}", quiet)
     start = time.perf_counter()
     model = load_model(model_dir, quantize=quantize)
     if adapter_dir is not None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import backend
 from ..models import family_for_type, find_family
+from ..quant.bf16 import Bf16Weight
 from ..quant.weight import QuantWeight, check_scheme
 from .atomic import atomic_write_json, read_json
 from .gguf_read import find_gguf, open_gguf
@@ -88,19 +89,31 @@ class LinearWeight:
     def read(self):
         return self.stored.read().T
 
+    def frozen_bf16(self, dtype):
+        """The weight as a frozen ``Bf16Weight``: a bf16 file's (out, in) words are Wᵀ as it keeps them,
+        taken word for word (never widened); any other dtype is rounded to bfloat16."""
+        if getattr(self.stored, "stored", None) == "BF16":  # a safetensors tensor stored as bf16
+            return Bf16Weight(self.stored.read_raw(), self.shape, dtype)
+        return Bf16Weight.from_float(self.read(), dtype=dtype)
+
+
+def flip_linear(family):
+    """True when the family's files store Linear weights (out, in), nn.Linear's layout."""
+    return not family.fan_in_fan_out
+
 
 def model_state_dict(family, stored, config):
     """Our parameter name -> lazily read value: the spec's names, Linear weights transposed when
     the family's files store them (out, in)."""
-    flip = not family.fan_in_fan_out
+    flip = flip_linear(family)
     return {name: LinearWeight(stored[name]) if flip and family.is_linear_weight(name) else stored[name]
             for name in family.tensor_shapes(config)}
 
 
 def load_family(path, family, dtype=np.float32, quant=None, source=None):
     """A model of ``family`` (eval mode) from a folder, read tensor by tensor; with ``quant`` =
-    (scheme, block_size, double_quant), straight into 4-/8-bit Linear layers. ``source``: (config
-    dict, stored tensors) of another format (a GGUF file, ``gguf_read.open_gguf``), checked and
+    (scheme, block_size, double_quant), straight into 4-/8-bit or bf16 Linear layers. ``source``:
+    (config dict, stored tensors) of another format (a GGUF file, ``gguf_read.open_gguf``), checked and
     loaded the same way; there ``quant="gguf"`` keeps each Linear weight in the file's blocks."""
     if source is None:
         config = family.config_from_hf(read_json(path / CONFIG_FILE, "model config"), path / CONFIG_FILE)
@@ -122,7 +135,9 @@ def load_family(path, family, dtype=np.float32, quant=None, source=None):
         return fill_quantized(model, "", read, None, lambda name: stored[name].quant_weight(dtype)).eval()
     scheme, block_size, double_quant = quant
     check_block_sizes({n: w.shape[0] for n, w in sd.items() if family.is_linear_weight(n)}, block_size, scheme)
-    return fill_quantized(model, "", read, (scheme, block_size, double_quant, dtype)).eval()
+    bf16_words = scheme == "bf16" and flip_linear(family)  # taken from the file as they are
+    linear_weight = (lambda name: sd[name].frozen_bf16(dtype)) if bf16_words else None
+    return fill_quantized(model, "", read, (scheme, block_size, double_quant, dtype), linear_weight).eval()
 
 
 def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_size=64):
@@ -131,7 +146,10 @@ def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_s
     becomes a frozen 4-bit / 8-bit ``QuantLinear`` (QLoRA's base), embeddings and norms stay float;
     the float model is never built (each weight is read, quantized and dropped in turn). A GGUF
     file, or a folder holding one and no model.safetensors, is read with llama.cpp's ``gguf``
-    package (``io/gguf_read.py``); ``quantize="gguf"`` keeps its Linear weights in their blocks."""
+    package (``io/gguf_read.py``); ``quantize="gguf"`` keeps its Linear weights in their blocks.
+    ``quantize="bf16"``: every Linear keeps its weight frozen in bfloat16 (a bf16 file's words as
+    they are, half float32's memory), widened band by band inside its matmul; the computation is
+    float32's (``dtype``) on those values."""
     path = Path(path)
     dtype = model_dtype(dtype)
     gguf_file = find_gguf(path)

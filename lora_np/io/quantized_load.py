@@ -14,13 +14,13 @@ Linear weight); both loaders pass a function over their checked headers.
 from ..autograd import Parameter
 from ..nn import Linear
 from ..quant.blocks import check_block_size
-from ..quant.linear import QuantLinear
-from ..quant.weight import QuantWeight
+from ..quant.linear import QuantLinear, quantize_weight
 
 def check_block_sizes(in_features, block_size, scheme):
     """Every Linear's in_features ({weight name: n}) must split into whole blocks: checked for all
-    of them before anything is read, so a bad block size fails at once, not after minutes of work."""
-    for name, n in in_features.items():
+    of them before anything is read, so a bad block size fails at once, not after minutes of work.
+    (bf16 has no blocks.)"""
+    for name, n in in_features.items() if scheme != "bf16" else {}:
         check_block_size(block_size, (n,), f"rows of {name}ᵀ (in_features)", even=scheme == "nf4")
 
 
@@ -38,14 +38,15 @@ def fill_quantized(module, prefix, read, quant, linear_weight=None):
     """Fill ``module`` (whose parameters are named ``prefix + name`` in the checkpoint) from ``read``:
     each plain Linear -> QuantLinear(quantized weight, float bias), every other parameter read.
     ``quant`` = (scheme, block_size, double_quant, dtype); ``linear_weight(name)``, if given, returns
-    a Linear's QuantWeight as stored instead (a GGUF file's blocks). Returns the module."""
+    a Linear's frozen weight as stored instead (a GGUF file's blocks, a bf16 file's words). Returns the module."""
     modules = list(module.named_modules())
     parents = dict(modules)
     for name, m in modules:
         full = prefix + name + "." if name else prefix
         if type(m) is Linear:
             parent_name, _, attr = name.rpartition(".")
-            w = linear_weight(full + "weight") if linear_weight else QuantWeight.from_float(read(full + "weight"), *quant)
+            name_w = full + "weight"
+            w = linear_weight(name_w) if linear_weight else quantize_weight(read(name_w), *quant)
             bias = None if m.bias is None else Parameter(read(full + "bias"))
             setattr(parents[parent_name], attr, QuantLinear(w, bias))
         elif not isinstance(m, Linear):

@@ -32,6 +32,7 @@ The API, for any loader (GPT-2's ``gpt2_checkpoint.py``, a sharded Llama checkpo
     t.shape, t.stored, t.dtype                      # (V, C), "BF16", float32 (the dtype read() gives)
     w = t.read()                                    # as stored (bf16 widened to float32)
     w = t.read(np.float32)                          # or cast on the way in (one copy at most)
+    words = t.read_raw()                            # as stored: a BF16 tensor's uint16 words, not widened
 
 A sharded checkpoint (``model.safetensors.index.json`` maps names to shard files) is one
 ``open_safetensors`` per shard, the dicts merged, then ``read()`` tensor by tensor: the shards'
@@ -60,10 +61,8 @@ ENUM_RANK = {name: rank for rank, name in enumerate(
 
 
 def decode_tensor(raw, stored, shape):
-    """A tensor's raw little-endian bytes as a native-order NumPy array (bfloat16 widened to float32)."""
+    """A tensor's raw little-endian bytes as a native-order NumPy array (bfloat16: its uint16 words)."""
     arr = np.frombuffer(raw, dtype=DTYPES[stored]).reshape(shape)
-    if stored == "BF16":
-        return (arr.astype(np.uint32) << 16).view(np.float32)
     return arr.astype(arr.dtype.newbyteorder("="))  # a native-order, writable copy
 
 
@@ -78,17 +77,23 @@ class StoredTensor:
 
     def read(self, dtype=None):
         """The tensor as a host NumPy array: as stored (bfloat16 widened to float32), or cast to ``dtype``."""
+        if self.stored == "BF16":
+            out = (self.read_raw().astype(np.uint32) << 16).view(np.float32)
+        else:
+            out = self.read_raw()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def read_raw(self):
+        """The tensor as stored, in native byte order; bfloat16 as its raw 16-bit words (uint16)."""
         raw = np.empty(self.nbytes, dtype=np.uint8)
         with open(self.path, "rb") as f:
             f.seek(self.start)
             if f.readinto(raw) != raw.size:
                 raise ValueError(f"{self.path}: a tensor is cut short at byte {self.start} (the file changed or "
                                  f"was truncated after it was opened)")
-        if self.stored == "F32" and np.little_endian:
-            out = raw.view(np.float32).reshape(self.shape)  # read in place: no second copy
-        else:
-            out = decode_tensor(raw, self.stored, self.shape)
-        return out if dtype is None else out.astype(dtype, copy=False)
+        if self.stored in ("F32", "BF16") and np.little_endian:  # read in place: no second copy
+            return raw.view(DTYPES[self.stored]).reshape(self.shape)
+        return decode_tensor(raw, self.stored, self.shape)
 
 
 def open_safetensors(path):

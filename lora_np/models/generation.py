@@ -17,7 +17,7 @@ the stop token that ended them, and a batch is as long as its longest row. The c
 
 import numbers
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import no_grad
 from ..checks import check_int, check_number
 from ..ops.softcap import softcap_kernel
@@ -71,7 +71,8 @@ def decode(model, tokens, max_new_tokens, sampling, stop, cache, limit):
             if cache.length + window.shape[1] > limit:  # slide the window
                 cache.reset()
                 window = xp.concatenate(pieces, axis=1)[:, -limit:]
-            logits = model.hidden_states(window, cache=cache).data[:, -1] @ model.head_weight.data.T
+            hidden = model.hidden_states(window, cache=cache).data[:, -1]
+            logits = parallel.matmul(hidden, model.head_weight.data.T)  # on all threads: V is large
             if model.logit_softcap is not None:  # Gemma: cap·tanh(logits/cap), in place
                 softcap_kernel(logits, logits, float(model.logit_softcap))
             new = sample_next(logits, *sampling).astype(tokens.dtype)
@@ -98,4 +99,5 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, stop_token
     tokens = backend.xp.asarray(model._check_idx(idx))
     limit = model.context_length
     cache = KVCache(min(limit, tokens.shape[1] + max_new_tokens) or 1, model.attention_windows)
-    return decode(model, tokens, max_new_tokens, (temperature, top_k), stop, cache, limit)
+    with parallel.single_threaded_blas():  # entered once here, not once per op of every step
+        return decode(model, tokens, max_new_tokens, (temperature, top_k), stop, cache, limit)

@@ -1,4 +1,5 @@
-"""``QuantLinear``: a frozen Linear whose weight is held as NF4 or int8 codes (a ``QuantWeight``).
+"""``QuantLinear``: a frozen Linear whose weight is held as NF4 or int8 codes (a ``QuantWeight``),
+or as bfloat16 words (a ``Bf16Weight``, the same interface).
 
 It is a ``Linear`` (so ``add_lora`` targets it by name like any other) whose ``weight`` is not a
 Parameter: no gradient, no optimizer state, not in ``state_dict``. The bias stays a float32
@@ -8,7 +9,14 @@ float Linear; that layer sees the ``QuantWeight`` and calls ``quant_lora_linear`
 
 from ..nn import Linear, Module
 from .linear_op import quant_linear, quant_lora_linear
+from .bf16 import Bf16Weight
 from .weight import QuantWeight
+
+
+def quantize_weight(w, scheme="nf4", block_size=64, double_quant=True, dtype=None):
+    """A float (in, out) weight as the frozen weight of ``scheme``: NF4/int8 codes or bf16 words."""
+    kind = Bf16Weight if scheme == "bf16" else QuantWeight
+    return kind.from_float(w, scheme, block_size, double_quant, dtype)
 
 
 class QuantLinear(Linear):
@@ -22,13 +30,15 @@ class QuantLinear(Linear):
     @classmethod
     def from_linear(cls, linear, scheme="nf4", block_size=64, double_quant=True):
         """Quantize a float Linear's weight; its bias Parameter is kept as is."""
-        return cls(QuantWeight.from_float(linear.weight.data, scheme, block_size, double_quant), linear.bias)
+        return cls(quantize_weight(linear.weight.data, scheme, block_size, double_quant), linear.bias)
 
     def forward(self, x):
         return quant_linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         w = self.weight
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"{w.scheme}, block_size={w.block_size}, double_quant={w.double_quant}")
+        head = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+        if w.scheme == "bf16":
+            return head + "bf16"
+        return head + f"{w.scheme}, block_size={w.block_size}, double_quant={w.double_quant}"
 

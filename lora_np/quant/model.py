@@ -1,6 +1,7 @@
 """Quantizing and dequantizing a whole model in memory.
 
     quantize_model(model, "nf4")    every Linear (and the base of every LoraLinear) -> 4-bit codes
+    quantize_model(model, "bf16")   ... -> bfloat16 words (rounded to nearest even, as torch does)
     dequantize_model(model)         back to float Parameters W = deq(Q), exactly the values the
                                     quantized model computed with (not the original W: the
                                     rounding is permanent)
@@ -22,7 +23,7 @@ function exactly: ``dequantize_model(model)`` first, then merge in float
 from ..autograd import Parameter
 from ..nn import Linear
 from .blocks import check_block_size
-from .linear import QuantLinear
+from .linear import QuantLinear, quantize_weight
 from .weight import QuantWeight, check_scheme
 
 
@@ -51,13 +52,13 @@ def quantize_model(model, scheme="nf4", block_size=64, double_quant=True):
         raise ValueError("quantize_model: an adapter is merged into the weights; call unmerge_lora(model) first")
     plain = [(n, m) for n, m in model.named_modules() if type(m) is Linear]
     adapted = _wrapped_linears(model)
-    for name, m in plain + adapted:
+    for name, m in plain + adapted if scheme != "bf16" else []:  # bf16 has no blocks
         check_block_size(block_size, (m.in_features,), f"rows of {name}'s Wᵀ (in_features)", even=scheme == "nf4")
     for name, m in plain:
         parent, attr = _parent_and_attr(model, name)
         setattr(parent, attr, QuantLinear.from_linear(m, scheme, block_size, double_quant))
     for _, m in adapted:
-        m.weight = QuantWeight.from_float(m.weight.data, scheme, block_size, double_quant)
+        m.weight = quantize_weight(m.weight.data, scheme, block_size, double_quant)
     return model
 
 

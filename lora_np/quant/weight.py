@@ -20,13 +20,14 @@ from .double_quant import STATS_BLOCK, check_double_quantized, double_dequantize
 from .int8 import int8_quantize, scale_int8
 from .nf4 import decode_nf4_bytes, nf4_quantize
 
-SCHEMES = ("nf4", "int8")
+SCHEMES = ("nf4", "int8", "bf16")  # bf16: bfloat16 words, no blocks (bf16.py's Bf16Weight)
 
 
 def check_scheme(scheme):
-    """``"nf4"`` or ``"int8"``; anything else is a ValueError naming both."""
+    """``"nf4"``, ``"int8"`` or ``"bf16"``; anything else is a ValueError naming them."""
     if not isinstance(scheme, str) or scheme.lower() not in SCHEMES:
-        raise ValueError(f"unknown quantization {scheme!r}; accepted: 'nf4' (4-bit NormalFloat, QLoRA) or 'int8'")
+        raise ValueError(f"unknown quantization {scheme!r}; accepted: 'nf4' (4-bit NormalFloat, QLoRA), 'int8', "
+                         f"or 'bf16' (the frozen base kept in bfloat16)")
     return scheme.lower()
 
 
@@ -41,6 +42,8 @@ class QuantWeight:
         """``codes``: NF4 bytes (out·in/2,) or int8 codes (out·in,) of Wᵀ; ``absmax``: float32 per
         block, or None with ``stats = (codes8, scales, offset)`` when double-quantized."""
         self.scheme = check_scheme(scheme)
+        if self.scheme == "bf16":
+            raise ValueError("QuantWeight holds NF4 or int8 codes; a bf16 weight is a Bf16Weight (quant/bf16.py)")
         n_in, n_out = (int(n) for n in shape)
         self.shape, self.block_size, self.dtype = (n_in, n_out), int(block_size), np.dtype(dtype)
         check_block_size(block_size, (n_in,), "rows of Wᵀ (in_features)", even=self.scheme == "nf4")
