@@ -347,7 +347,7 @@ def test_backend_from_the_environment_is_one_line():
 
 
 def test_every_subcommand_has_help():
-    for cmd in ("demo", "pretrain", "finetune", "generate", "merge", "eval"):
+    for cmd in ("demo", "pretrain", "finetune", "generate", "merge", "eval", "real-demo"):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0 and "--backend" in proc.stdout
 

@@ -118,7 +118,10 @@ def stored_dtype(model_dir):
 
 
 def weights_file(model_dir):
-    """The file that identifies a folder's weights: model.safetensors, or a sharded folder's index."""
+    """The file that identifies a folder's weights: model.safetensors, a sharded folder's index, or its GGUF file."""
+    gguf_file = find_gguf(model_dir)
+    if gguf_file is not None:
+        return gguf_file
     single = Path(model_dir) / WEIGHTS_FILE
     return single if single.is_file() or not (Path(model_dir) / INDEX_FILE).is_file() else Path(model_dir) / INDEX_FILE
 
