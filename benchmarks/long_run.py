@@ -48,8 +48,8 @@ def main(argv=None):
     losses = [r["val_loss"] for r in result.history]
     first = min((s for s in rss if s >= 200), default=min(rss))
     report = {"status": result.status, "steps": result.step, "seconds": time.perf_counter() - start,
-              "ms_per_step": result.ms_per_step, "all_losses_finite": all(l == l and abs(l) != float("inf")
-                                                                          for l in losses),
+              "ms_per_step": result.ms_per_step, "all_losses_finite": all(x == x and abs(x) != float("inf")
+                                                                          for x in losses),
               "final_val_loss": losses[-1], "rss_mb_at": {str(first): rss[first], str(max(rss)): rss[max(rss)]},
               "rss_growth": rss[max(rss)] / rss[first] - 1, "rss_mb": rss}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

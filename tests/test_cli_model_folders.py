@@ -9,7 +9,6 @@ path of every command is in test_cli.py; bad input in test_bad_inputs.py.)"""
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -110,7 +110,7 @@ def test_train_on_two_ranks_equals_one_process_and_only_rank_0_writes(tmp_path):
     assert sorted(want) == sorted(got)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    logs = [[json.loads(l) for l in (d / "log.jsonl").read_text().splitlines()] for d in (one, two)]
+    logs = [[json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()] for d in (one, two)]
     assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]  # each line once, not once per rank
     for a, b in zip(*logs):
         for key in set(a) & {"loss", "val_loss"}:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lora_np
-from lora_np import GPT, GPTConfig, LoraConfig, Tensor, add_lora, adapter_names_per_row, to_numpy
+from lora_np import GPT, GPTConfig, LoraConfig, add_lora, adapter_names_per_row, to_numpy
 
 CONFIG = dict(vocab_size=61, block_size=16, n_layer=3, n_head=2, n_embd=16)
 

@@ -54,7 +54,8 @@ def test_swiglu_gradcheck_reference_and_torch(rng):
     th = torch.nn.functional.silu(ta) * tb
     h = ops.swiglu(a, b)
     assert_close(h, th)
-    a.zero_grad(); b.zero_grad()
+    a.zero_grad()
+    b.zero_grad()
     h.sum().backward()
     th.sum().backward()
     assert_close(a.grad, ta.grad)

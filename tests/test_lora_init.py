@@ -84,9 +84,9 @@ def test_closed_forms_and_the_adapted_model_is_the_base_at_step_0(how, rng):
 
 def test_gaussian_and_default_distributions():
     model = add_lora(_gpt(), LoraConfig(r=4, target_modules=["c_fc"], init_lora_weights="gaussian"))
-    a = np.concatenate([to_numpy(l.lora_A["default"].weight).ravel() for _, l in lora_np.lora.lora_layers(model)])
+    a = np.concatenate([to_numpy(layer.lora_A["default"].weight).ravel() for _, layer in lora_np.lora.lora_layers(model)])
     assert abs(a.std() - 1 / 4) < 0.03 and abs(a.mean()) < 0.03           # N(0, (1/r)²), PEFT's gaussian
-    assert not any(to_numpy(l.lora_B["default"].weight).any() for _, l in lora_np.lora.lora_layers(model))
+    assert not any(to_numpy(layer.lora_B["default"].weight).any() for _, layer in lora_np.lora.lora_layers(model))
     model = add_lora(_gpt(), LoraConfig(r=4, target_modules=["c_fc"], init_lora_weights=False))
     b = to_numpy(model.transformer.h[0].mlp.c_fc.lora_B["default"].weight)
     assert np.abs(b).max() <= 1 / 2 and b.std() > 0.2                    # U(-1/√r, 1/√r): nn.Linear's default

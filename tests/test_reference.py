@@ -9,7 +9,6 @@ fused ops into blocks (and every GEMM into row or column blocks) at these small 
 the threaded paths are compared with the references too.
 """
 
-import numpy as np
 import pytest
 
 import lora_np

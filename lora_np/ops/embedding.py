@@ -5,7 +5,6 @@ k times gets the sum of k rows: a scatter-add. On NumPy it is done with a sort a
 (``add_rows``), a few vectorised passes instead of ``np.add.at``'s per-element loop.
 """
 
-import numpy as np
 
 from .. import backend
 from ..autograd import Tensor

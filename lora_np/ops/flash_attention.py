@@ -72,7 +72,7 @@ def flash_forward_kernel(y, lse, q, k, v, mask):
     for a, b, c, e in mask.blocks(q.shape[-2], k.shape[-2], QUERY_BLOCK):
         q_i = q[..., a:b, :] * scale
         m = xp.full(q_i.shape[:-1] + (1,), -xp.inf, dtype=q.dtype)      # running row maximum
-        l = xp.zeros_like(m)                                             # running Σ e^(S - m)
+        row_sum = xp.zeros_like(m)                                       # l: running Σ e^(S - m)
         acc = xp.zeros(q_i.shape[:-1] + v.shape[-1:], dtype=q.dtype)     # running A = Σ e^(S - m) v
         for c_j, f in _key_blocks(a, b, c, e):
             s = masked_scores(q_i, k[..., c_j:f, :], mask, a, c_j)        # S_ij = q_i k_jᵀ + M_ij
@@ -80,13 +80,13 @@ def flash_forward_kernel(y, lse, q, k, v, mask):
             s -= m_new
             p = xp.exp(s, out=s)                                         # P̃_ij = e^(S_ij - m_new)
             alpha = xp.exp(m - m_new)                                    # e^(m - m_new) rescales the old sums
-            l *= alpha
-            l += p.sum(axis=-1, keepdims=True)                           # l = e^(m - m_new) l + rowsum P̃_ij
+            row_sum *= alpha
+            row_sum += p.sum(axis=-1, keepdims=True)                     # l = e^(m - m_new) l + rowsum P̃_ij
             acc *= alpha
             acc += p @ v[..., c_j:f, :]                                  # A = e^(m - m_new) A + P̃_ij v_j
             m = m_new
-        xp.divide(acc, l, out=y[..., a:b, :])                            # Y_i = A / l
-        lse[..., a:b] = (m + xp.log(l))[..., 0]                          # L_i = m + log l
+        xp.divide(acc, row_sum, out=y[..., a:b, :])                      # Y_i = A / l
+        lse[..., a:b] = (m + xp.log(row_sum))[..., 0]                    # L_i = m + log l
 
 
 def flash_backward_kernel(dq, dk, dv, g, q, k, v, y, lse, mask):

@@ -8,7 +8,7 @@ float Linear; that layer sees the ``QuantWeight`` and calls ``quant_lora_linear`
 """
 
 from ..nn import Linear, Module
-from .linear_op import quant_linear, quant_lora_linear
+from .linear_op import quant_linear
 from .bf16 import Bf16Weight
 from .weight import QuantWeight
 
