@@ -57,7 +57,8 @@ def _model(config_name, mode, vocab_size):
     c, n_layer, n_head, t, _ = CONFIGS[config_name]
     manual_seed(0)
     model = GPT(GPTConfig(vocab_size=vocab_size, block_size=t, n_layer=n_layer, n_head=n_head, n_embd=c, dropout=0.0))
-    return add_lora(model, LoraConfig(r=LORA_R, target_modules=["c_attn"])) if mode == "lora" else model.requires_grad_(True)
+    return (add_lora(model, LoraConfig(r=LORA_R, target_modules=["c_attn"])) if mode == "lora"
+            else model.requires_grad_(True))
 
 
 def worker(config_name, mode, steps):
@@ -118,7 +119,8 @@ def _gpt2_small_step_ms(mode, steps=3):
     from lora_np.optim import AdamW
     manual_seed(0)
     model = GPT(GPTConfig(**GPT2_SMALL, dropout=0.0))
-    model = add_lora(model, LoraConfig(r=LORA_R, target_modules=["c_attn"])) if mode == "lora" else model.requires_grad_(True)
+    model = (add_lora(model, LoraConfig(r=LORA_R, target_modules=["c_attn"])) if mode == "lora"
+             else model.requires_grad_(True))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = AdamW(params, lr=1e-4)
     x = np.random.default_rng(0).integers(0, GPT2_SMALL["vocab_size"], size=(4, 129))
@@ -177,10 +179,13 @@ def report(results):
                      f"{row['message_bytes']:,} |")
     g = r["gpt2_small"]
     lines += ["", "## 2. GPT-2 small's shape (124M parameters), one process × 2 threads, T 128 × B 4", "",
-              "| fine-tuning | trainable parameters | bytes per Allreduce | step (ms, median of 3) |", "|---|---|---|---|"]
+              "| fine-tuning | trainable parameters | bytes per Allreduce | step (ms, median of 3) |",
+              "|---|---|---|---|"]
     for mode in ("lora", "full"):
-        lines.append(f"| {mode} | {g[mode]['trainable']:,} | {g[mode]['message_bytes']:,} | {g[mode]['ms_per_step']:,.0f} |")
-    lines += ["", f"LoRA r={LORA_R} on c_attn exchanges 1/{g['full']['message_bytes'] / g['lora']['message_bytes']:.0f} "
+        lines.append(f"| {mode} | {g[mode]['trainable']:,} | {g[mode]['message_bytes']:,} "
+                     f"| {g[mode]['ms_per_step']:,.0f} |")
+    lines += ["", f"LoRA r={LORA_R} on c_attn exchanges "
+              f"1/{g['full']['message_bytes'] / g['lora']['message_bytes']:.0f} "
               f"of full fine-tuning's bytes per step.", "",
               "## 3. On paper: N machines like this one, the global batch split N ways", "",
               "time per step = compute/N + 2 (N−1)/N · bytes / bandwidth (a ring Allreduce; latency ignored)", "",

@@ -75,11 +75,13 @@ def main():
         times["transformers"].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in times.items()}
     result = {"tokens": n_tokens, "block": block, "stride": stride, "threads": THREADS, "seconds": med,
-              "ratio": med["lora_np"] / med["transformers"], "loss": {"lora_np": loss_ours, "transformers": loss_theirs}}
+              "ratio": med["lora_np"] / med["transformers"],
+              "loss": {"lora_np": loss_ours, "transformers": loss_theirs}}
     assert abs(loss_ours - loss_theirs) < 1e-4 * abs(loss_theirs), result
     (HERE / "results_eval.json").write_text(json.dumps(result, indent=1) + "\n")
     md = (f"`python benchmarks/bench_eval.py {n_tokens} {stride}`: perplexity of {n_tokens:,} tokens, windows of "
-          f"{block + 1} tokens every {stride}, GPT-2 shape 4 × 256 (random weights), {THREADS} threads, median of 3 interleaved "
+          f"{block + 1} tokens every {stride}, GPT-2 shape 4 × 256 (random weights), {THREADS} threads, "
+          f"median of 3 interleaved "
           f"rounds\n\n| | seconds | per-token loss |\n|---|---|---|\n"
           f"| lora_np (evaluate_batches) | {med['lora_np']:.2f} | {loss_ours:.6f} |\n"
           f"| transformers (perplexity guide loop) | {med['transformers']:.2f} | {loss_theirs:.6f} |\n\n"

@@ -190,7 +190,8 @@ def model_bytes(model, opt):
     from lora_np.quant import QuantWeight
     parts = dict.fromkeys(("wte", "wpe", "quantized linears", "float linears", "norms and biases", "adapters"), 0)
     for name, p in model.named_parameters():
-        kind = ("wte" if "wte" in name or "embed_tokens" in name else "wpe" if "wpe" in name else "adapters" if "lora_" in name
+        kind = ("wte" if "wte" in name or "embed_tokens" in name else "wpe" if "wpe" in name
+                else "adapters" if "lora_" in name
                 else "float linears" if p.ndim == 2 else "norms and biases")
         parts[kind] += p.data.nbytes
     for _, m in model.named_modules():
@@ -320,7 +321,8 @@ CASES = {"attention": case_attention, "switch": case_switch, "gpt2-small": case_
 
 # ---- the report ---------------------------------------------------------------------------------
 def _header(entry):
-    return f"One run, {entry['date']}, {entry['seconds']:.0f} s; load average {entry['load_before']} before, {entry['load_after']} after."
+    return (f"One run, {entry['date']}, {entry['seconds']:.0f} s; "
+            f"load average {entry['load_before']} before, {entry['load_after']} after.")
 
 
 def report_attention(entry):
@@ -329,14 +331,17 @@ def report_attention(entry):
     return ["## Attention alone: T 2,048, 12 heads of 64, B 1, float32, forward + backward", "", _header(entry), "",
             "| kernels | peak NumPy allocations (MiB) | × one (H, T, T) float32 tensor | time (ms, median of 3) |",
             "|---|---|---|---|",
-            f"| memory-efficient (flash) | {r['flash_peak_mb']:.1f} | {r['flash_peak_mb'] / one:.3f} (target ≤ 0.35) | {r['flash_ms']:.0f} |",
-            f"| plain (keeps P) | {r['plain_peak_mb']:.1f} | {r['plain_peak_mb'] / one:.3f} | {r['plain_ms']:.0f} |", ""]
+            f"| memory-efficient (flash) | {r['flash_peak_mb']:.1f} | {r['flash_peak_mb'] / one:.3f} (target ≤ 0.35) "
+            f"| {r['flash_ms']:.0f} |",
+            f"| plain (keeps P) | {r['plain_peak_mb']:.1f} | {r['plain_peak_mb'] / one:.3f} | {r['plain_ms']:.0f} |",
+            ""]
 
 
 def report_switch(entry):
     lines = ["## Where the memory-efficient kernels stop being slower (FLASH_MIN_T)", "",
              "GPT-2 small's attention core (12 heads of 64, B 2, float32), forward + backward, both kernels "
-             "interleaved, median; CPU time (all threads) is less at the mercy of a loaded machine.", _header(entry), "",
+             "interleaved, median; CPU time (all threads) is less at the mercy of a loaded machine.",
+             _header(entry), "",
              "| T | flash (ms) | plain (ms) | flash / plain | flash CPU (ms) | plain CPU (ms) | flash / plain (CPU) |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['T']:,} | {r['flash_ms']:.0f} | {r['plain_ms']:.0f} | {r['flash_ms'] / r['plain_ms']:.2f} | "
@@ -356,7 +361,8 @@ def report_gpt2_small(entry):
     rows = [("lora_np, checkpointing", ck), ("lora_np, no checkpointing", plain),
             ("transformers + PEFT, gradient_checkpointing_enable()", peft)]
     lines = ["## GPT-2 small's shape, LoRA r=8 on c_attn, T 1,024, B 2", "",
-             "Random weights (124M parameters), float32, AdamW; 2 threads per process, the three take their steps in turn.",
+             "Random weights (124M parameters), float32, AdamW; 2 threads per process, "
+             "the three take their steps in turn.",
              _header(entry), "", "| | step (ms, median) | CPU s per step (median, all threads) | peak RSS (MiB) | "
              "peak RSS of the steps (MiB) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {x['ms']:,.0f} | {_cpu(x):.1f} | {x['peak_rss_mb']:,.0f} | {x['train_peak_rss_mb']:,.0f} |"
@@ -374,13 +380,15 @@ def report_gpt2_xl(entry):
     b = r["bytes"]
     lines = ["## GPT-2 XL's shape (1.56B parameters, 48 × 1600), NF4 base + double quantization, LoRA r=8 on c_attn, "
              "checkpointing, T 512, B 1", "", _header(entry),
-             (f"Checkpoint written tensor by tensor in {entry['result']['write_s']:.0f} s; " if entry["result"]["write_s"] > 1
+             (f"Checkpoint written tensor by tensor in {entry['result']['write_s']:.0f} s; "
+              if entry["result"]["write_s"] > 1
               else "Checkpoint reused from --xl-dir; ") + f"load (read + quantize) {r['load_s']:.0f} s.", "",
              f"* step times (s): {', '.join(f'{t / 1000:.1f}' for t in r['times_ms'])} wall, "
              f"{', '.join(f'{t:.1f}' for t in r.get('cpu_s', []))} CPU (all threads); losses: "
              f"{', '.join(f'{x:.4f}' for x in r['losses'])}",
              f"* peak RSS: {r['peak_rss_mb']:,.0f} MiB = {r['peak_rss_mb'] / 1024:.2f} GiB (target ≤ 1.5 GiB); "
-             f"of the steps alone {r['train_peak_rss_mb']:,.0f} MiB; at the end of loading {r['held_after_load_mb']:,.0f} MiB", "",
+             f"of the steps alone {r['train_peak_rss_mb']:,.0f} MiB; "
+             f"at the end of loading {r['held_after_load_mb']:,.0f} MiB", "",
              "Where the memory goes (MiB):", "", "| part | MiB |", "|---|---|",
              f"| Python, NumPy, lora_np imported (RSS before loading) | {r['rss_after_import_mb']:,.0f} |"]
     if not b["AdamW moments"]:   # counted before the first step made them: two float32 moments per adapter weight
@@ -399,10 +407,12 @@ def report_gpt2_xl(entry):
 def report_notebook07(entry):
     r = entry["result"]
     return ["## Notebook 07's model: activations held after the forward (tracemalloc, KiB)", "",
-            "4 layers × 256, T 64, B 8, LoRA r=8 on every Linear (`activation_memory` in this file).", _header(entry), "",
+            "4 layers × 256, T 64, B 8, LoRA r=8 on every Linear (`activation_memory` in this file).",
+            _header(entry), "",
             "| | attention keeps P | memory-efficient attention |", "|---|---|---|",
             f"| no checkpointing | {r['plain_keeps_P_kb']:,.0f} | {r['plain_flash_kb']:,.0f} |",
-            f"| gradient checkpointing | {r['checkpointing_keeps_P_kb']:,.0f} | {r['checkpointing_flash_kb']:,.0f} |", ""]
+            f"| gradient checkpointing | {r['checkpointing_keeps_P_kb']:,.0f} | {r['checkpointing_flash_kb']:,.0f} |",
+            ""]
 
 
 def report_qwen3(entry):
@@ -412,7 +422,8 @@ def report_qwen3(entry):
             f"* load (each weight read, quantized, dropped): {r['load_s']:.0f} s, peak RSS "
             f"{r['rss_after_load_mb']:,.0f} MiB: the float32 Llama is never built",
             f"* step times (s): {', '.join(f'{t / 1000:.1f}' for t in r['times_ms'])} wall, "
-            f"{', '.join(f'{t:.1f}' for t in r.get('cpu_s', []))} CPU; losses {', '.join(f'{x:.4f}' for x in r['losses'])}",
+            f"{', '.join(f'{t:.1f}' for t in r.get('cpu_s', []))} CPU; "
+            f"losses {', '.join(f'{x:.4f}' for x in r['losses'])}",
             f"* peak RSS of the training steps: {r['train_peak_rss_mb']:,.0f} MiB; held after loading "
             f"{r['held_after_load_mb']:,.0f} MiB, of which the float32 tied embedding "
             f"{r['bytes'].get('wte', 0):,.0f} and the NF4 linears "
@@ -441,7 +452,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side (gpt2-small)")
     parser.add_argument("--xl-steps", type=int, default=2, help="timed steps (gpt2-xl)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per kernel and T (switch)")
-    parser.add_argument("--xl-dir", default=None, help="folder that keeps the GPT-2 XL checkpoint (3.1 GB) between runs")
+    parser.add_argument("--xl-dir", default=None,
+                        help="folder that keeps the GPT-2 XL checkpoint (3.1 GB) between runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

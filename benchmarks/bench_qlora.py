@@ -158,7 +158,8 @@ def _markdown(r):
              "| load | peak RSS MB | RSS before load MB | Linear weights MB | load s | peak / float32 |",
              "|---|---|---|---|---|---|"]
     for q, row in load.items():
-        lines.append(f"| {q} | {row['peak_rss_mb']:.0f} | {row['rss_before_load_mb']:.0f} | {row['linear_weight_mb']:.1f} | "
+        lines.append(f"| {q} | {row['peak_rss_mb']:.0f} | {row['rss_before_load_mb']:.0f} | "
+                     f"{row['linear_weight_mb']:.1f} | "
                      f"{row['load_s']:.1f} | {row['peak_rss_mb'] / f32['peak_rss_mb']:.2f} |")
     lines += ["", "## LoRA step (r=8 on c_attn, c_proj, c_fc; AdamW; B=2, T=128)", "",
               "| base | ms/step (median) | peak RSS MB | / float32 |", "|---|---|---|---|"]
@@ -168,7 +169,8 @@ def _markdown(r):
               "| base | base loss on copy | base loss on shift | LoRA loss on shift | LoRA answer acc on shift |",
               "|---|---|---|---|---|"]
     for q, row in quality.items():
-        lines.append(f"| {q} | {row['base_loss_copy']:.4f} | {row['base_loss_shift']:.3f} | {row['lora_loss_shift']:.4f} | "
+        lines.append(f"| {q} | {row['base_loss_copy']:.4f} | {row['base_loss_shift']:.3f} | "
+                     f"{row['lora_loss_shift']:.4f} | "
                      f"{100 * (row['lora_answer_acc_shift'] or 0):.1f}% |")
     return "\n".join(lines) + "\n"
 

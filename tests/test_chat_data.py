@@ -132,7 +132,8 @@ def test_template_that_raises_or_rewrites_is_named(tmp_path):
               "{{ m.content }}{% endfor %}"
     tok = ln.load_tokenizer(_folder(tmp_path, "qwen", raising))
     bad = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "b"}]}
-    with pytest.raises(ValueError, match="chat.jsonl, line 2: .*tokenizer_config.json 'chat_template' refused these messages: no x here"):
+    with pytest.raises(ValueError, match="chat.jsonl, line 2: .*tokenizer_config.json 'chat_template' "
+                                         "refused these messages: no x here"):
         chat_dataset(_write_jsonl(tmp_path / "chat.jsonl", [GOOD, bad]), 8, tok)
     unfindable = "{% for m in messages %}{{ m.content }}{% if loop.last %}!{% endif %}{% endfor %}"
     tok = ln.load_tokenizer(_folder(tmp_path, "llama3", unfindable))

@@ -30,7 +30,8 @@ CONVERSATIONS = {
              {"role": "tool", "content": "{\"t\": 21}"}, {"role": "tool", "content": "ok"}],
 }
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Wetter für einen Ort",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+                                           "parameters": {"type": "object",
+                                                          "properties": {"city": {"type": "string"}}}}}]
 
 
 @pytest.fixture(scope="module", params=["qwen", "llama3"])
@@ -76,7 +77,8 @@ def test_template_variables_as_transformers(tmp_path):
     for gen in (False, True):
         assert ours.apply_chat_template(messages, add_generation_prompt=gen) == theirs.apply_chat_template(
             messages, add_generation_prompt=gen, return_dict=False)
-    with pytest.raises(ValueError, match="tokenizer_config.json .chat_template. refused these messages: first must be user"):
+    with pytest.raises(ValueError,
+                       match="tokenizer_config.json .chat_template. refused these messages: first must be user"):
         ours.apply_chat_template(messages[1:])
 
 

@@ -84,7 +84,8 @@ def test_readme_quick_table_is_what_a_fresh_run_prints(demo_run, backend_name):
     `python tools/update_readme_demo.py --run quick`."""
     out, proc, _ = demo_run
     assert proc.returncode == 0, proc.stderr
-    assert len(comparable_rows(_readme_block("quick"))) >= 10, "README: no generated quick table between the demo:quick markers"
+    assert len(comparable_rows(_readme_block("quick"))) >= 10, \
+        "README: no generated quick table between the demo:quick markers"
     stale = rows_that_disagree(_readme_block("quick"), (out / "results.md").read_text())
     assert not stale, f"README's quick table is stale: run python tools/update_readme_demo.py --run quick: {stale}"
 
@@ -125,7 +126,8 @@ def test_the_demo_is_bit_identical_on_one_machine(demo_run, tmp_path):
     for run in ("full", "lora"):
         assert first[run]["history"] == again[run]["history"] and first[run]["B"] == again[run]["B"]
     assert first["base"]["A"] == again["base"]["A"]
-    assert comparable_rows((out / "results.md").read_text()) == comparable_rows((tmp_path / "again" / "results.md").read_text())
+    assert (comparable_rows((out / "results.md").read_text())
+            == comparable_rows((tmp_path / "again" / "results.md").read_text()))
 
 
 def test_readme_full_section_is_generated():
@@ -137,7 +139,8 @@ def test_readme_full_section_is_generated():
 def test_finetune_generate_merge_eval(base_dir, tmp_path, capsys):
     adapter = tmp_path / "adapter"
     assert main(["finetune", "--base", str(base_dir), "--task", "shift", "--out", str(adapter), "--steps", "20",
-                 "--eval-every", "10", "--lora-r", "2", "--targets", "c_attn,c_fc", "--batch-size", "8", "--quiet"]) == 0
+                 "--eval-every", "10", "--lora-r", "2", "--targets", "c_attn,c_fc", "--batch-size", "8",
+                 "--quiet"]) == 0
     assert (adapter / "adapter_config.json").is_file() and (adapter / "char_vocab.json").is_file()
     capsys.readouterr()
     assert main(["generate", "--model", str(base_dir), "--adapter", str(adapter), "--prompt", "abc>",
@@ -154,7 +157,8 @@ def test_finetune_generate_merge_eval(base_dir, tmp_path, capsys):
     assert main(["eval", "--model", str(base_dir), "--adapter", str(adapter), "--task", "shift", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) >= {"loss", "token_acc", "answer_acc"}
-    assert main(["eval", "--model", str(base_dir), "--adapter", str(adapter), "--disable-adapter", "--task", "copy", "--json"]) == 0
+    assert main(["eval", "--model", str(base_dir), "--adapter", str(adapter), "--disable-adapter", "--task", "copy",
+                 "--json"]) == 0
     off = json.loads(capsys.readouterr().out)
     assert main(["eval", "--model", str(base_dir), "--task", "copy", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == off["loss"]
@@ -406,12 +410,14 @@ def test_readme_setup_lines_install_what_they_promise():
                          "pip install --no-deps -r requirements-real.txt && python -m pytest -q")
     runtime = [line.split("=")[0].split(">")[0].split("<")[0].strip().lower()
                for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
-    assert runtime and not set(runtime) & {"pytest", "jupyter", "torch", "transformers", "peft", "nbclient", "ipykernel"}
+    assert runtime and not set(runtime) & {"pytest", "jupyter", "torch", "transformers", "peft", "nbclient",
+                                           "ipykernel"}
 
 
 def test_skip_reasons_are_summarised_once(tmp_path):
     """Item 12: pytest prints each skip reason once, with its count."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_data.py")],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(ROOT / "tests" / "test_data.py")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -618,7 +624,8 @@ def test_double_ctrl_c_before_a_checkpoint_does_not_promise_a_resume(base_dir, t
     lora_np.add_lora(model, lora_np.LoraConfig(r=2))
     result = lora_np.train(model, data, lora_np.TrainConfig(steps=10, eval_every=5, batch_size=4),
                            out_dir=tmp_path / "lib", quiet=True)
-    assert result.status == "interrupted" and result.message == "interrupted during step 3; no checkpoint had been saved yet"
+    assert (result.status == "interrupted"
+            and result.message == "interrupted during step 3; no checkpoint had been saved yet")
     monkeypatch.setattr(commands, "train", lambda *a, **k: result)
     code, _, err = cli(capsys, "finetune", "--base", base_dir, "--task", "shift", "--out", tmp_path / "cli")
     assert code == 130 and "nothing to resume" in err and "--resume" not in err, err

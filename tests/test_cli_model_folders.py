@@ -71,7 +71,8 @@ def test_every_command_on_a_transformers_folder(hf_dir, hf_tokenizer, data_files
     code, out, err = cli(capsys, "generate", "--model", hf_dir, "--adapter", adapter, "--prompt", "The adapter",
                          "--max-new-tokens", 5)
     assert code == 0 and out.startswith("The adapter"), err
-    code, out, err = cli(capsys, "eval", "--model", hf_dir, "--adapter", adapter, "--data", text, "--block-size", 32, "--json")
+    code, out, err = cli(capsys, "eval", "--model", hf_dir, "--adapter", adapter, "--data", text, "--block-size", 32,
+                         "--json")
     assert code == 0, err
     report = json.loads(out)
     assert np.isfinite(report["loss"]) and "answer_acc" not in report  # free text has no answers
@@ -86,7 +87,8 @@ def test_every_command_on_a_transformers_folder(hf_dir, hf_tokenizer, data_files
     assert_merged_folder_is_peft(transformers.GPT2LMHeadModel, hf_dir, adapter, merged, ids)
     fast = transformers.GPT2TokenizerFast.from_pretrained(merged)
     assert fast("Café, naïve 🤗")["input_ids"] == hf_tokenizer.encode("Café, naïve 🤗").ids
-    assert tokenizers.ByteLevelBPETokenizer(str(merged / "vocab.json"), str(merged / "merges.txt")).get_vocab_size() == 50257
+    assert tokenizers.ByteLevelBPETokenizer(str(merged / "vocab.json"),
+                                            str(merged / "merges.txt")).get_vocab_size() == 50257
 
 
 def test_text_and_jsonl_are_tokenized_with_the_models_bpe(hf_dir, hf_tokenizer, data_files):
@@ -205,7 +207,8 @@ def test_dora_loraplus_and_wte_flags_reach_the_library(hf_dir, hf_tokenizer, dat
     assert code == 0, err
     ids = torch.tensor([hf_tokenizer.encode("Weight-decomposed low-rank adaptation.").ids])
     with torch.no_grad():
-        expected = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(hf_dir), out).eval()(ids).logits
+        expected = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(hf_dir),
+                                                  out).eval()(ids).logits
         got = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "dora_merged").eval()(ids).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 

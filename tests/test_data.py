@@ -49,7 +49,8 @@ def test_task_windows_start_at_lines_and_mask_prompts():
         first_answer = row_text.index(">")  # the target at '>' is the first answer character
         assert row_y[first_answer] != -1 and all(row_y[:first_answer] == -1)
     batches = data.fixed_batches("val", 4, 2)
-    assert len(batches) == 2 and all(np.array_equal(a[0], b[0]) for a, b in zip(batches, data.fixed_batches("val", 4, 2)))
+    assert len(batches) == 2 and all(np.array_equal(a[0], b[0])
+                                     for a, b in zip(batches, data.fixed_batches("val", 4, 2)))
 
 
 def test_text_dataset_validation(tmp_path):

@@ -32,8 +32,8 @@ def _losses(out):
 def test_same_seed_same_bits_across_processes(tmp_path):
     for name in ("a", "b"):
         _run("pretrain", "--task", "copy", "--out", tmp_path / name, "--seed", 7, *TINY)
-        _run("finetune", "--base", tmp_path / name, "--task", "shift", "--out", tmp_path / f"{name}_lora", "--seed", 7, "--steps", 20,
-             "--eval-every", 10, "--batch-size", 8, "--quiet", "--lora-dropout", "0.1")
+        _run("finetune", "--base", tmp_path / name, "--task", "shift", "--out", tmp_path / f"{name}_lora", "--seed", 7,
+             "--steps", 20, "--eval-every", 10, "--batch-size", 8, "--quiet", "--lora-dropout", "0.1")
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b") and len(_losses(tmp_path / "a")) == 4
     assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
     assert _losses(tmp_path / "a_lora") == _losses(tmp_path / "b_lora")

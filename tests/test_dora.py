@@ -184,7 +184,8 @@ def test_trainable_parameter_line_equals_peft_s(tmp_path, capsys, kwargs):
     assert lora_np.print_trainable_parameters(ours) == capsys.readouterr().out.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("kwargs", [dict(use_dora=True), dict(init_lora_weights="pissa"), dict(init_lora_weights="olora")],
+@pytest.mark.parametrize("kwargs", [dict(use_dora=True), dict(init_lora_weights="pissa"),
+                                    dict(init_lora_weights="olora")],
                          ids=["dora", "pissa", "olora"])
 def test_dora_pissa_olora_refuse_a_quantized_base_before_changing_it(kwargs):
     from lora_np.quant import quantize_model

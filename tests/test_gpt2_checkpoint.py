@@ -69,7 +69,8 @@ def test_config_disagreeing_with_tensors_names_the_key(tmp_path):
     save_gpt2(_tiny_model(), tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg, n_embd=64, n_head=4)))
-    with pytest.raises(ValueError, match=r"implies transformer.wte.weight of shape \(61, 64\); the weights hold \(61, 32\)"):
+    with pytest.raises(ValueError,
+                       match=r"implies transformer.wte.weight of shape \(61, 64\); the weights hold \(61, 32\)"):
         load_gpt2(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg, n_layer=3)))
     with pytest.raises(ValueError, match=r"n_layer=3; the weights hold 2 layers"):

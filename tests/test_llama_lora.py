@@ -45,7 +45,8 @@ def _peft(tmp_path, kind="llama", targets=("q_proj", "v_proj"), seed=1, dtype=to
 
 
 @pytest.mark.parametrize("kind,targets,dora", [("llama", ("q_proj", "v_proj"), False), ("qwen2", "all-linear", False),
-                                               ("qwen3", "all-linear", True), ("llama", ("gate_proj", "down_proj"), True)])
+                                               ("qwen3", "all-linear", True),
+                                               ("llama", ("gate_proj", "down_proj"), True)])
 def test_peft_adapter_files_load_with_the_same_logits_and_gradients(kind, targets, dora, tmp_path, rng):
     with float64_transformers():
         peft = _peft(tmp_path, kind, targets, use_dora=dora)

@@ -68,7 +68,8 @@ def test_init_is_peft_s_and_the_adapted_model_is_the_base(rng):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(use_dora=True), r"use_dora=True applies to Linear layers"),
-    (dict(init_lora_weights="pissa"), r"init_lora_weights='pissa' applies to Linear layers only.*True, 'gaussian' or False"),
+    (dict(init_lora_weights="pissa"),
+     r"init_lora_weights='pissa' applies to Linear layers only.*True, 'gaussian' or False"),
     (dict(target_modules=["wpe"]), r"token embedding \['wte', 'embed_tokens'\] only; transformer.wpe")])
 def test_what_the_embedding_refuses(kwargs, match):
     model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16))

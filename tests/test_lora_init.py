@@ -84,7 +84,8 @@ def test_closed_forms_and_the_adapted_model_is_the_base_at_step_0(how, rng):
 
 def test_gaussian_and_default_distributions():
     model = add_lora(_gpt(), LoraConfig(r=4, target_modules=["c_fc"], init_lora_weights="gaussian"))
-    a = np.concatenate([to_numpy(layer.lora_A["default"].weight).ravel() for _, layer in lora_np.lora.lora_layers(model)])
+    a = np.concatenate([to_numpy(layer.lora_A["default"].weight).ravel()
+                        for _, layer in lora_np.lora.lora_layers(model)])
     assert abs(a.std() - 1 / 4) < 0.03 and abs(a.mean()) < 0.03           # N(0, (1/r)²), PEFT's gaussian
     assert not any(to_numpy(layer.lora_B["default"].weight).any() for _, layer in lora_np.lora.lora_layers(model))
     model = add_lora(_gpt(), LoraConfig(r=4, target_modules=["c_fc"], init_lora_weights=False))
@@ -110,5 +111,6 @@ def test_a_pissa_adapter_saved_by_peft_loads_with_the_same_logits(tmp_path, rng)
 
 @pytest.mark.parametrize("bad", ["svd", "PiSSA ", 1, None, "loftq"])
 def test_unknown_init_names_the_accepted_ones(bad):
-    with pytest.raises(ValueError, match=r"init_lora_weights must be one of \[True, 'gaussian', 'pissa', 'olora', False\]"):
+    with pytest.raises(ValueError,
+                       match=r"init_lora_weights must be one of \[True, 'gaussian', 'pissa', 'olora', False\]"):
         LoraConfig(init_lora_weights=bad)

@@ -28,7 +28,8 @@ def _model_with_two_adapters(rng):
     add_lora(model, LoraConfig(r=3, target_modules=["wte", "c_attn", "c_proj"]), adapter_name="task_b")
     for name, p in model.named_parameters():
         if ".lora_" in name:
-            p.data = lora_np.backend.asarray(to_numpy(p) * rng.uniform(0.5, 1.5, p.shape) + 0.2 * rng.standard_normal(p.shape))
+            p.data = lora_np.backend.asarray(to_numpy(p) * rng.uniform(0.5, 1.5, p.shape)
+                                             + 0.2 * rng.standard_normal(p.shape))
     return model
 
 
@@ -84,7 +85,8 @@ def test_mixed_batch_equals_peft_s_adapter_names(tmp_path, rng):
 def test_bad_adapter_names(rng):
     model = _model_with_two_adapters(rng)
     idx = rng.integers(0, 23, size=(2, 8))
-    with pytest.raises(ValueError, match=r"\['nope'\], which this model does not have; adapters: \['default', 'task_b'\]"):
+    with pytest.raises(ValueError,
+                       match=r"\['nope'\], which this model does not have; adapters: \['default', 'task_b'\]"):
         _forward(model, idx, ["default", "nope"])
     with pytest.raises(ValueError, match="3 entries for a batch of 2 rows"):
         _forward(model, idx, ["default"] * 3)

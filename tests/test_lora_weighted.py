@@ -42,7 +42,8 @@ def test_weighted_adapter_equals_peft_s(tmp_path, rng, combination, r_b, targets
         if "mix" not in layer.adapter_names():
             continue
         theirs = peft.base_model.model.get_submodule(name)
-        assert max_rel_err(to_numpy(layer.delta_weight("mix")), theirs.get_delta_weight("mix")) < 1e-6  # PEFT: float32 weights
+        # PEFT: float32 weights
+        assert max_rel_err(to_numpy(layer.delta_weight("mix")), theirs.get_delta_weight("mix")) < 1e-6
         a, b = (to_numpy(f) for f in layer.factors("mix")[:2])
         ta, tb = _peft_factors(theirs, name, "mix")
         if combination == "svd":  # each singular pair's sign is free, and so are the pairs of singular value 0
@@ -52,7 +53,8 @@ def test_weighted_adapter_equals_peft_s(tmp_path, rng, combination, r_b, targets
             a, ta, b, tb = a[kept], ta[kept], b[:, kept], tb[:, kept]
         assert max_rel_err(a, ta) < 1e-6 and max_rel_err(b, tb) < 1e-6
         checked += 1
-    peft_layers = [m for m in peft.modules() if "mix" in getattr(m, "lora_A", {}) or "mix" in getattr(m, "lora_embedding_A", {})]
+    peft_layers = [m for m in peft.modules()
+                   if "mix" in getattr(m, "lora_A", {}) or "mix" in getattr(m, "lora_embedding_A", {})]
     assert checked == len(peft_layers) == 8 + ("wte" in targets_b)
     peft.set_adapter("mix")
     set_adapter(ours, "mix")
@@ -98,9 +100,11 @@ def test_cat_is_exactly_the_weighted_sum_of_updates(tmp_path):
 
 def test_bad_input_names_what_is_accepted(tmp_path):
     _, ours = _pair(tmp_path, 2, ["c_attn"])
-    with pytest.raises(ValueError, match=r"one number per adapter: 2 adapters \['default', 'task_b'\], got weights \[1.0\]"):
+    with pytest.raises(ValueError,
+                       match=r"one number per adapter: 2 adapters \['default', 'task_b'\], got weights \[1.0\]"):
         add_weighted_adapter(ours, ["default", "task_b"], [1.0], "mix")
-    with pytest.raises(ValueError, match=r"'linear' needs adapters of one rank; got ranks \{'default': 4, 'task_b': 2\}"):
+    with pytest.raises(ValueError,
+                       match=r"'linear' needs adapters of one rank; got ranks \{'default': 4, 'task_b': 2\}"):
         add_weighted_adapter(ours, ["default", "task_b"], [1.0, 1.0], "mix", combination_type="linear")
     with pytest.raises(ValueError, match=r"no adapter named \['nope'\]; adapters: \['default', 'task_b'\]"):
         add_weighted_adapter(ours, ["default", "nope"], [1.0, 1.0], "mix")

@@ -55,4 +55,5 @@ def test_bad_input():
     with pytest.raises(TypeError, match=r"\(name, Parameter\) pairs"):
         loraplus_param_groups(model.parameters(), lr=1e-3)
     with pytest.raises(ValueError, match="no trainable parameter"):
-        loraplus_param_groups(GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8)).requires_grad_(False), lr=1e-3)
+        loraplus_param_groups(GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8))
+                              .requires_grad_(False), lr=1e-3)

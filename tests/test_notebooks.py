@@ -73,7 +73,8 @@ def test_notebook_runs_within_budget(path, backend_name, monkeypatch):
     real_s = sum(_cell_seconds(c) for c in nb.cells if c.cell_type == "code" and _is_real_model_cell(c))
     assert elapsed - real_s < BUDGET_S, f"{path.name} took {elapsed - real_s:.0f} s, over its {BUDGET_S} s budget " \
                                         f"(besides {real_s:.0f} s in real-model cells)"
-    assert real_s < REAL_MODEL_BUDGET_S, f"{path.name}'s real-model cells took {real_s:.0f} s, over {REAL_MODEL_BUDGET_S} s"
+    assert real_s < REAL_MODEL_BUDGET_S, \
+        f"{path.name}'s real-model cells took {real_s:.0f} s, over {REAL_MODEL_BUDGET_S} s"
     assert "all checks passed" in _last_code_cell_text(nb), f"{path.name}'s last cell did not print 'all checks passed'"
 
 

@@ -42,7 +42,8 @@ def test_nf4_logits_equal_transformers_bitsandbytes(checkpoint, rng):
     layer = theirs.transformer.h[1].mlp.c_fc.weight  # Conv1D quantized in (out, in) order: W transposed
     ours_fc = ours.transformer.h[1].mlp.c_fc.weight
     assert np.array_equal(to_numpy(ours_fc.codes).reshape(-1), layer.data.numpy().reshape(-1))
-    np.testing.assert_allclose(to_numpy(ours_fc.dequantize()).T, F.dequantize_4bit(layer.data, layer.quant_state).numpy(),
+    np.testing.assert_allclose(to_numpy(ours_fc.dequantize()).T,
+                               F.dequantize_4bit(layer.data, layer.quant_state).numpy(),
                                rtol=1e-6, atol=1e-9)  # the double-quant offset: torch's float32 mean, ±1 ulp
 
 

@@ -29,7 +29,8 @@ def _all_dtypes(rng):
             "bool": np.array([[True, False], [False, True]]), "scalar": np.array(2.5, dtype=np.float32),
             "empty": np.zeros((0, 4), np.float32), "empty_i8": np.zeros(0, np.int8),
             # names that sort differently by byte and by case, and one outside ASCII
-            "B.weight": floats[0].astype(np.float32), "a.weight": floats[1].astype(np.float32), "é": np.ones(2, np.float16)}
+            "B.weight": floats[0].astype(np.float32), "a.weight": floats[1].astype(np.float32),
+            "é": np.ones(2, np.float16)}
 
 
 @pytest.mark.parametrize("metadata", [None, {"format": "pt"}])

@@ -24,7 +24,8 @@ def format_table(results):
     s = results["settings"]
     ratio = lambda a, b: f" ({100 * a / b:.1f}%)" if b else ""  # noqa: E731
     rows = [
-        ("trainable parameters", f"{full['trainable']:,}", f"{lora['trainable']:,}{ratio(lora['trainable'], full['trainable'])}"),
+        ("trainable parameters", f"{full['trainable']:,}",
+         f"{lora['trainable']:,}{ratio(lora['trainable'], full['trainable'])}"),
         ("optimizer state (AdamW)", _bytes(full["optimizer_state_bytes"]),
          _bytes(lora["optimizer_state_bytes"]) + ratio(lora["optimizer_state_bytes"], full["optimizer_state_bytes"])),
         ("peak training memory", _bytes(full["peak_memory_bytes"]),
@@ -91,7 +92,8 @@ and a step takes {_pct(lora['ms_per_step'], full['ms_per_step'])} of the time (t
 - **The price of rank {s['lora_r']} on `{', '.join(s['targets'])}` alone** is accuracy in {s['finetune_steps']} steps: \
 {100 * lora['B']['answer_acc']:.1f}% against {100 * full['B']['answer_acc']:.1f}%.
   Shifting letters is a per-token mapping, likely better served by the MLP than by attention; to
-  give LoRA more room, adapt every linear layer: `python -m lora_np finetune --base runs/demo/base --out runs/all --task shift --targets c_attn,c_proj,c_fc`."""
+  give LoRA more room, adapt every linear layer: \
+`python -m lora_np finetune --base runs/demo/base --out runs/all --task shift --targets c_attn,c_proj,c_fc`."""
 
 
 def readme_demo_section(results):

@@ -31,8 +31,9 @@ RUN_CONFIG, LOCK_FILE = "run_config.json", ".lock"
 # What a command writes into --out; --overwrite removes these (and nothing else) first.
 RUN_FILES = ("checkpoints", "log.jsonl", RUN_CONFIG, "config.json", "model.safetensors", "adapter_config.json",
              "adapter_model.safetensors", "char_vocab.json", "vocab.json", "merges.txt", "tokenizer.json",
-             "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "results.json", "results.md", "loss_curves.png",
-             "costs.png", "rank_sweep.png", "base", "full_finetune", "adapter", "encoder.json", "vocab.bpe")
+             "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "results.json", "results.md",
+             "loss_curves.png", "costs.png", "rank_sweep.png", "base", "full_finetune", "adapter", "encoder.json",
+             "vocab.bpe")
 FINAL_FILES = ("model.safetensors", "adapter_model.safetensors")
 # Options that say how to run, not what to compute: free to differ on --resume.
 HOW_TO_RUN = {"resume", "overwrite", "quiet", "backend", "out", "checks", "prog", "data_parallel", "world_size"}
@@ -61,7 +62,8 @@ def check_output_dir(out, resume=False, overwrite=False, resumable=True):
     _check_writable(out)
     if resume and not (out / RUN_CONFIG).is_file():
         raise FileNotFoundError(f"--resume: {out / RUN_CONFIG} not found; there is no run to continue in {out}")
-    if not resume and not overwrite and distributed.is_main() and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+    if (not resume and not overwrite and distributed.is_main() and out.is_dir()
+            and any(p.name != LOCK_FILE for p in out.iterdir())):
         resume_hint = "add --resume to continue that run, " if resumable else "add "
         raise ValueError(f"--out {out} already holds files; {resume_hint}--overwrite to replace it, or choose a "
                          f"new directory")

@@ -34,10 +34,11 @@ assistant token left out, the end of each split padded with
 ``pad_token_id`` (else ``eos_token_id``) that the loss ignores. The last tenth of the conversations
 (at least one) is validation.
 
-Bad input stops before any training, naming the file and line (lines and messages counted from 1): a line that is not JSON or has no
-``messages`` list, an unknown role or a missing ``content`` (``chat_template.check_messages``), a
-template that raises, and a conversation with **no assistant turn** (it has nothing to learn from:
-an error, not a silent skip, so a file of the wrong shape is noticed).
+Bad input stops before any training, naming the file and line (lines and messages counted from
+1): a line that is not JSON or has no ``messages`` list, an unknown role or a missing ``content``
+(``chat_template.check_messages``), a template that raises, and a conversation with **no assistant
+turn** (it has nothing to learn from: an error, not a silent skip, so a file of the wrong shape is
+noticed).
 """
 
 import json

@@ -97,7 +97,8 @@ def _check_every_target_matches(model, config):
     """A list of target names: each must name a layer, or a typo beside a good name would be dropped silently."""
     if isinstance(config.target_modules, str):
         return
-    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, (Linear, LoraLinear, Embedding, LoraEmbedding))]
+    candidates = [(n, m) for n, m in model.named_modules()
+                  if isinstance(m, (Linear, LoraLinear, Embedding, LoraEmbedding))]
     unmatched = [t for t in config.target_modules if not any(_matches(n, (t,)) for n, _ in candidates)]
     if unmatched and len(unmatched) < len(config.target_modules):  # none matching: _target_layers says so
         linears = sorted({n.rsplit(".", 1)[-1] for n, m in candidates if isinstance(m, (Linear, LoraLinear))})

@@ -53,7 +53,8 @@ def _checked_targets(targets):
         try:
             re.compile(targets)
         except re.error as exc:
-            raise ValueError(f"LoraConfig.target_modules {targets!r} is not a valid regular expression: {exc}") from None
+            raise ValueError(
+                f"LoraConfig.target_modules {targets!r} is not a valid regular expression: {exc}") from None
         return targets
     names = tuple(targets) if isinstance(targets, (list, tuple, set, frozenset)) else None
     if not names or not all(isinstance(t, str) and t for t in names):

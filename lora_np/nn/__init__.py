@@ -9,4 +9,5 @@ from .module import Module
 from .rms_norm import RMSNorm
 from ..autograd import Parameter
 
-__all__ = ["Module", "ModuleList", "ModuleDict", "ParameterDict", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "Parameter"]
+__all__ = ["Module", "ModuleList", "ModuleDict", "ParameterDict", "Linear", "Embedding", "LayerNorm", "RMSNorm",
+           "Dropout", "Parameter"]

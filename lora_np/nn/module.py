@@ -142,7 +142,8 @@ class Module:
 
         Every name and shape is checked before anything is written, so a failed load changes
         nothing. A value may also be a file's ``StoredTensor`` (``io.safetensors_file``), read only
-        when its turn comes, so a checkpoint is never held whole beside the model. ``strict``: missing or unexpected names are errors. Returns (missing, unexpected).
+        when its turn comes, so a checkpoint is never held whole beside the model. ``strict``:
+        missing or unexpected names are errors. Returns (missing, unexpected).
         """
         params = dict(self.named_parameters())
         missing = sorted(set(params) - set(state_dict))

@@ -13,7 +13,8 @@ where gelu'(a) = ½((1 + t) + a (1 - t²) du/da), t = tanh u, is derived in ``ge
 backward is GELU's own backward fed the upstream gradient g ⊙ b (the up projection scales what
 flows into the gate), and dL/db is the forward's gate times g. The kernels are ``gelu.py``'s, not
 a copy: the forward keeps a and b only (the backward needs them anyway) and the backward
-recomputes tanh u, as SwiGLU recomputes σ. Both run on blocks of rows (``parallel.for_rows``, in ``gated.py``, the glue SwiGLU shares).
+recomputes tanh u, as SwiGLU recomputes σ. Both run on blocks of rows (``parallel.for_rows``, in
+``gated.py``, the glue SwiGLU shares).
 Plain version: ``lora_np.ops.reference.geglu``.
 """
 

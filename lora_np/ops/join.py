@@ -59,7 +59,8 @@ def split(a, indices_or_sections, axis=0):
     n = a.shape[axis]
     if isinstance(indices_or_sections, int):
         if indices_or_sections <= 0 or n % indices_or_sections:
-            raise ValueError(f"split: axis {axis} of length {n} cannot be split into {indices_or_sections} equal sections")
+            raise ValueError(f"split: axis {axis} of length {n} cannot be split into "
+                             f"{indices_or_sections} equal sections")
         step = n // indices_or_sections
         points = list(range(step, n, step))
     else:

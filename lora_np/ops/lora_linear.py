@@ -45,7 +45,8 @@ def check_lora_shapes(weight, lora_A, lora_B):
         raise ValueError(f"lora_linear: lora_A {lora_A.shape} and lora_B {lora_B.shape} do not fit weight "
                          f"{weight.shape}; need lora_A (r, {n_in}) and lora_B ({n_out}, r)")
     if not lora_A.dtype == lora_B.dtype == weight.dtype:
-        raise TypeError(f"lora_linear: dtypes differ: weight {weight.dtype}, lora_A {lora_A.dtype}, lora_B {lora_B.dtype}")
+        raise TypeError(f"lora_linear: dtypes differ: weight {weight.dtype}, lora_A {lora_A.dtype}, "
+                        f"lora_B {lora_B.dtype}")
 
 
 def adapted_weight(W, A, B, s):

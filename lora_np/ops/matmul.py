@@ -21,12 +21,14 @@ def _check_shapes(a_shape, b_shape):
     k_b = b_shape[-2] if len(b_shape) > 1 else b_shape[0]
     if k_a != k_b:
         raise ValueError(f"matmul: shapes {a_shape} and {b_shape} do not align: "
-                         f"last axis of a is {k_a}, {'first' if len(b_shape) == 1 else 'second-to-last'} axis of b is {k_b}")
+                         f"last axis of a is {k_a}, "
+                         f"{'first' if len(b_shape) == 1 else 'second-to-last'} axis of b is {k_b}")
     if len(a_shape) > 2 and len(b_shape) > 2:
         try:
             broadcast_shape(a_shape[:-2], b_shape[:-2], "matmul")
         except ValueError:
-            raise ValueError(f"matmul: the batch axes of shapes {a_shape} and {b_shape} cannot be broadcast together") from None
+            raise ValueError(f"matmul: the batch axes of shapes {a_shape} and {b_shape} "
+                             f"cannot be broadcast together") from None
 
 
 def _matmul_nd(a, b):

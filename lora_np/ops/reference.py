@@ -4,8 +4,9 @@ Each function has the signature of its fused namesake in ``lora_np.ops`` and com
 values, but is built from matmul, add, mul, exp, log, tanh, sum, mean, reshape, indexing... whose
 own backward passes are gradchecked one by one, so its gradient comes for free from the chain
 rule. The fused ops (``linear.py``, ``lora_linear.py``, ``dora_linear.py``, ``layer_norm.py``,
-``gelu.py``, ``geglu.py``, ``softcap.py``, ``attention.py``, ``cross_entropy.py``, ``lm_head_loss.py``) compute the same thing
-with a hand-derived backward and fewer saved arrays; ``tests/test_reference.py`` checks that the two agree in value and gradient.
+``gelu.py``, ``geglu.py``, ``softcap.py``, ``attention.py``, ``cross_entropy.py``,
+``lm_head_loss.py``) compute the same thing with a hand-derived backward and fewer saved arrays;
+``tests/test_reference.py`` checks that the two agree in value and gradient.
 This is llm.c's ``matmul_forward_naive`` beside its fast matmul, at picoGPT length.
 """
 

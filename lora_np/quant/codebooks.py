@@ -39,7 +39,8 @@ def linspace_float32(start, stop, num):
     start, stop = np.float32(start), np.float32(stop)
     step = np.float64(np.float32((stop - start) / np.float32(num - 1)))
     i = np.arange(num)
-    return np.where(i < num // 2, np.float64(start) + i * step, np.float64(stop) - (num - 1 - i) * step).astype(np.float32)
+    return np.where(i < num // 2, np.float64(start) + i * step,
+                    np.float64(stop) - (num - 1 - i) * step).astype(np.float32)
 
 
 def nf4_codebook(offset=NF4_OFFSET):

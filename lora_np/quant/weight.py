@@ -50,7 +50,8 @@ class QuantWeight:
         n_blocks = n_in * n_out // self.block_size
         xp = backend.xp
         if self.scheme == "nf4":
-            self.codes = check_stored("packed NF4 codes", xp.asarray(codes), n_in * n_out // 2, np.uint8).reshape(n_out, n_in // 2)
+            self.codes = check_stored("packed NF4 codes", xp.asarray(codes), n_in * n_out // 2,
+                                      np.uint8).reshape(n_out, n_in // 2)
         else:
             self.codes = check_stored("int8 codes", xp.asarray(codes), n_in * n_out, np.int8).reshape(n_out, n_in)
         if stats is None:
