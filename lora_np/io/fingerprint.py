@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .safetensors_file import DTYPES, decode_tensor
+from .safetensors_file import DTYPES, decode_tensor, widened
 
 SAMPLES = 64  # values sampled per tensor
 
@@ -38,7 +38,7 @@ def tensor_sample(tensor, n=SAMPLES):
         for i in sample_positions(tensor.shape, n):
             f.seek(tensor.start + int(i) * itemsize)
             raw += f.read(itemsize)
-    return decode_tensor(bytes(raw), tensor.stored, (len(raw) // itemsize,)).astype(np.float32)
+    return widened(decode_tensor(bytes(raw), tensor.stored, (len(raw) // itemsize,)), tensor.stored).astype(np.float32)
 
 
 def weights_fingerprint(tensors):

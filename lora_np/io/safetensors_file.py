@@ -66,6 +66,12 @@ def decode_tensor(raw, stored, shape):
     return arr.astype(arr.dtype.newbyteorder("="))  # a native-order, writable copy
 
 
+def widened(arr, stored):
+    """A decoded tensor's values: bfloat16's uint16 words widened to float32 (exact: the high half of a
+    float32), any other dtype as it is."""
+    return (arr.astype(np.uint32) << 16).view(np.float32) if stored == "BF16" else arr
+
+
 class StoredTensor:
     """One tensor of a checked file: ``shape``, ``stored`` (the file's dtype name), ``dtype`` (what
     ``read()`` returns) and where its bytes are; ``read()`` loads just those bytes."""
@@ -77,10 +83,7 @@ class StoredTensor:
 
     def read(self, dtype=None):
         """The tensor as a host NumPy array: as stored (bfloat16 widened to float32), or cast to ``dtype``."""
-        if self.stored == "BF16":
-            out = (self.read_raw().astype(np.uint32) << 16).view(np.float32)
-        else:
-            out = self.read_raw()
+        out = widened(self.read_raw(), self.stored)
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def read_raw(self):
