@@ -868,6 +868,95 @@ mistake("llama_layer_backward", "each K/V head's gradient averaged over its quer
     lambda g, c, p, cos, sin: _llama_layer_backward(g, c, p, cos, sin, group_sum=False))
 
 
+
+# 10 · from Llama to Gemma 3
+def _gemma_rms_back(g, x, w, eps=1e-6, scale=lambda w: 1 + w, rows=lambda t, C: t.reshape(-1, C).sum(axis=0)):
+    r = 1 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
+    xhat, d = x * r, g * scale(w)
+    return r * (d - xhat * (d * xhat).mean(axis=-1, keepdims=True)), rows(g * xhat, x.shape[-1])
+
+
+mistake("gemma_rms_norm_backward", "Llama's backward copied: g ⊙ w where g ⊙ (1 + w) belongs")(
+    lambda g, x, w: _gemma_rms_back(g, x, w, scale=lambda w: w))
+mistake("gemma_rms_norm_backward", "the weight dropped (1 + w taken as 1, true only at initialisation)")(
+    lambda g, x, w: _gemma_rms_back(g, x, w, scale=lambda w: 1.0))
+mistake("gemma_rms_norm_backward", "dw summed over the first axis only (a (T, C) gradient for a (C,) weight)")(
+    lambda g, x, w: _gemma_rms_back(g, x, w, rows=lambda t, C: t.sum(axis=0)))
+mistake("gemma_rms_norm_backward", "eps left out of the backward's r (only a row of small values shows it)")(
+    lambda g, x, w: _gemma_rms_back(g, x, w, eps=0.0))
+
+
+def _geglu_back(g, a, b, erf=False, second_term=True, cubic=True):
+    c = math.sqrt(2 / math.pi)
+    if erf:   # the exact GELU, Φ(a) a, and its derivative Φ + a φ
+        phi = 0.5 * (1 + np.vectorize(math.erf)(a / math.sqrt(2)))
+        return g * b * (phi + a * np.exp(-a * a / 2) / math.sqrt(2 * math.pi)), g * a * phi
+    t = np.tanh(c * (a + 0.044715 * a ** 3))
+    du = c * (1 + 3 * 0.044715 * a ** 2) if cubic else c
+    dgelu = 0.5 * (1 + t) + (0.5 * a * (1 - t ** 2) * du if second_term else 0)
+    return g * b * dgelu, g * 0.5 * a * (1 + t)
+
+
+mistake("geglu_backward", "the exact (erf) GELU's derivative, not the tanh approximation's")(
+    lambda g, a, b: _geglu_back(g, a, b, erf=True))
+mistake("geglu_backward", "GELU's derivative without its second term: ½(1 + tanh u) only")(
+    lambda g, a, b: _geglu_back(g, a, b, second_term=False))
+mistake("geglu_backward", "du/da without the cubic's derivative: √(2/π) alone")(
+    lambda g, a, b: _geglu_back(g, a, b, cubic=False))
+
+
+@mistake("geglu_backward", "SwiGLU's backward reused (SiLU where GELU belongs)")
+def _(g, a, b):
+    sig = 1 / (1 + np.exp(-a))
+    return g * b * sig * (1 + a * (1 - sig)), g * a * sig
+
+
+def _window(a, c, rows, cols, offset, window, strict=True, causal=True, use_offset=True, origin=True):
+    i = (a if origin else 0) + np.arange(rows)[:, None] + (offset if use_offset else 0)
+    j = (c if origin else 0) + np.arange(cols)[None, :]
+    seen = (j > i - window) if strict else (j >= i - window)
+    return seen & (j <= i) if causal else seen
+
+
+mistake("window_block_mask", "W + 1 keys: j ≥ i - W instead of j > i - W")(
+    lambda a, c, rows, cols, offset, window: _window(a, c, rows, cols, offset, window, strict=False))
+mistake("window_block_mask", "no causal bound: the window's left edge only")(
+    lambda a, c, rows, cols, offset, window: _window(a, c, rows, cols, offset, window, causal=False))
+mistake("window_block_mask", "the offset T_k - T_q ignored (right for a prompt, wrong under a KV cache)")(
+    lambda a, c, rows, cols, offset, window: _window(a, c, rows, cols, offset, window, use_offset=False))
+mistake("window_block_mask", "the block's origin ignored: local row and column numbers")(
+    lambda a, c, rows, cols, offset, window: _window(a, c, rows, cols, offset, window, origin=False))
+
+
+@mistake("window_block_mask", "the additive mask (0 / -inf) returned, not booleans")
+def _(a, c, rows, cols, offset, window):
+    return np.where(_window(a, c, rows, cols, offset, window), 0.0, -np.inf)
+
+
+@mistake("scaled_embedding", "no scale (Llama's embedding)")
+def _(ids, table):
+    return table[ids]
+
+
+@mistake("scaled_embedding", "np.sqrt's float64 scalar: the product promoted to float64")
+def _(ids, table):
+    return table[ids] * np.sqrt(table.shape[1])
+
+
+@mistake("scaled_embedding", "the scale and product in float32, cast back (not bfloat16's 25.25)")
+def _(ids, table):
+    return (table[ids].astype(np.float32) * np.float32(math.sqrt(table.shape[1]))).astype(table.dtype)
+
+
+@mistake("scaled_embedding", "scaled by the width C, not √C")
+def _(ids, table):
+    return table[ids] * table.dtype.type(table.shape[1])
+
+
+@mistake("scaled_embedding", "divided by √C (the attention's 1/√d habit)")
+def _(ids, table):
+    return table[ids] / table.dtype.type(math.sqrt(table.shape[1]))
+
 # ---------------------------------------------------------------- key expressions that give an answer away
 KEYS = {  # regular expressions on the text with all whitespace removed: code, LaTeX and plain-text forms
     "topological_order": [r"print\(inspect\.getsource\(_topological_order\)\)", r"visit\(parent\)order\.append",
