@@ -1002,6 +1002,14 @@ KEYS = {  # regular expressions on the text with all whitespace removed: code, L
     "rope": [r"x\*c\+rotate_half\(x\)\*s", r"\[-x2,x1\]", r"x_2\\cos\\theta\+x_1\\sin\\theta"],
     "rope_backward": [r"R\(\\theta\)\^\\top=", r"g\*c-rotate_half"],
     "swiglu_backward": [r"\\sigma\(a\)\\big\(1\+a", r"sig\*\(1\+a\*\(1-sig\)\)", r"σ\(a\)\(1\+a\(1-σ"],
+    "gemma_rms_norm_backward": [r"d=g\*\(1\+w\)", r"d=g\\odot\(1\+w\)", r"g⊙\(1\+w\)", r"\(g\*xhat\)\.reshape\(-1",
+                                r"d=g\\odotv"],
+    "geglu_backward": [r"0\.5\*\(1\+t\)\+0\.5\*a\*\(1-t\*\*2\)", r"\\tfrac12\(1\+t\)\+\\tfrac12\\,?a\\,?\(1-t\^2\)",
+                       r"\(g\\odotb\)\\odot\\Big\(\\tfrac12", r"g\*b\*dgelu", r"½\(1\+t\)\+½a\(1-t²\)"],
+    "window_block_mask": [r"a\+np\.arange\(rows\)\[:,None\]\+offset", r"c\+np\.arange\(cols\)\[None,:\]",
+                          r"i=a\+r\+\\text\{offset\}", r"\(j>i-window\)&\(j<=i\)"],
+    "scaled_embedding": [r"table\.dtype\.type\(math\.sqrt", r"dtype\.type\(np\.sqrt", r"embed_scale\.to\(",
+                         r"multipliedby\$\\sqrt\{C\}\$", r"rowsaremultipliedby", r"√C\)?,roundedtothetable"],
 }
 
 
