@@ -12,7 +12,7 @@ import numpy as np
 from lora_np import gradcheck, ops
 from lora_np.autograd import Tensor
 from lora_np.models.gemma3 import Gemma3, Gemma3Config, Gemma3MLP, GemmaRMSNorm
-from lora_np.ops.attention_blocks import KeyMask
+from lora_np.ops.attention_blocks import KeyMask, key_blocks
 
 from . import ExerciseFailed, as_op, compare, exercise, leaf, random
 from .ex01_autograd import engine_grads
@@ -29,7 +29,8 @@ def reject_named_slips(what, got, slips):
     """ExerciseFailed naming the slip when ``got`` equals one of ``slips`` ({what it is: its value})."""
     got = np.asarray(got, dtype=np.float64)
     for name, value in slips.items():
-        if got.shape == np.shape(value) and np.allclose(got, np.asarray(value, dtype=np.float64), rtol=1e-9, atol=1e-12):
+        value = np.asarray(value, dtype=np.float64)
+        if got.shape == value.shape and np.allclose(got, value, rtol=1e-9, atol=1e-12):
             raise ExerciseFailed(f"{what} is {name}")
 
 
@@ -90,12 +91,12 @@ def engine_block_mask(a, c, rows, cols, offset, window):
 def _named_slips(a, c, rows, cols, offset, window):
     """The masks the common slips give, by name (the check says which one an answer is)."""
     i, j = np.arange(rows)[:, None], np.arange(cols)[None, :]
-    I, J = a + i + offset, c + j
+    query, key = a + i + offset, c + j
     return {"the window holds W + 1 keys (j ≥ i - W): the key W positions back is hidden, its bound strict":
-            (J >= I - window) & (J <= I),
-            "later keys are seen: the causal bound j ≤ i is missing": J > I - window,
+            (key >= query - window) & (key <= query),
+            "later keys are seen: the causal bound j ≤ i is missing": key > query - window,
             "the query's position ignores the offset T_k - T_q (with a KV cache the queries are the last "
-            "T_q positions)": (J > a + i - window) & (J <= a + i),
+            "T_q positions)": (key > a + i - window) & (key <= a + i),
             "the block's origin is ignored: row r is query a + r and column j is key c + j":
             (j > i + offset - window) & (j <= i + offset)}
 
@@ -109,18 +110,18 @@ def _blocks_to_try(t_q, t_k, window, rows=3, cols=4):
 def block_attention(q, k, v, seen_fn, window, rows=3, cols=4):
     """The memory-efficient attention's forward (flash_attention.py's online softmax), with the mask of
     each block from ``seen_fn(a, c, rows, cols, offset, window)``; q, k, v (T, d), q the last T_q of
-    the T_k positions."""
+    the T_k positions; ``cols`` ≥ ``rows``."""
     t_q, t_k, d = q.shape[0], k.shape[0], q.shape[1]
     mask, y = KeyMask(t_k - t_q, window), np.zeros_like(q)
     for a, b, first, e in mask.blocks(t_q, t_k, rows):          # query rows [a, b), keys [first, e) only
-        m, l, acc = np.full((b - a, 1), -np.inf), np.zeros((b - a, 1)), np.zeros((b - a, d))
-        for c in range(first, e, cols):
-            f = min(c + cols, e)
-            s = np.where(seen_fn(a, c, b - a, f - c, t_k - t_q, window), q[a:b] @ k[c:f].T / math.sqrt(d), -np.inf)
+        m, total, acc = np.full((b - a, 1), -np.inf), np.zeros((b - a, 1)), np.zeros((b - a, d))
+        for c, f in key_blocks(first, e, cols):              # from the diagonal back: the first block holds
+            s = np.where(seen_fn(a, c, b - a, f - c, t_k - t_q, window),  # every row's own key, so m is finite
+                         q[a:b] @ k[c:f].T / math.sqrt(d), -np.inf)
             m_new = np.maximum(m, s.max(axis=1, keepdims=True))
-            p, rescale = np.exp(s - m_new), np.exp(np.where(np.isinf(m), -np.inf, m - m_new))
-            l, acc, m = rescale * l + p.sum(axis=1, keepdims=True), rescale * acc + p @ v[c:f], m_new
-        y[a:b] = acc / l
+            p, rescale = np.exp(s - m_new), np.exp(m - m_new)
+            total, acc, m = rescale * total + p.sum(axis=1, keepdims=True), rescale * acc + p @ v[c:f], m_new
+        y[a:b] = acc / total
     return y
 
 
@@ -131,7 +132,8 @@ def window_block_mask(fn):
         for a, c, rows, cols in _blocks_to_try(t_q, t_k, window):
             got = np.asarray(fn(a, c, rows, cols, t_k - t_q, window))
             want = engine_block_mask(a, c, rows, cols, t_k - t_q, window)
-            where = f"block of query rows {a}..{a + rows - 1}, keys {c}..{c + cols - 1} (T_q={t_q}, T_k={t_k}, W={window})"
+            where = (f"block of query rows {a}..{a + rows - 1}, keys {c}..{c + cols - 1} "
+                     f"(T_q={t_q}, T_k={t_k}, W={window})")
             if got.shape != want.shape:
                 raise ExerciseFailed(f"{where}: shape {got.shape}; expected (rows, cols) = {want.shape}")
             if got.dtype != bool:
@@ -187,7 +189,8 @@ def scaled_embedding(fn):
                  "the rows divided by √C, not multiplied": rows / in_dtype(root)}
         if name == "bfloat16":
             slips["the rows times √C in float32, rounded after: √640 is 25.25 in bfloat16, and transformers rounds "
-                  "the scale to the table's dtype first"] = (rows.astype(np.float32) * np.float32(root)).astype(table.dtype)
+                  "the scale to the table's dtype first"] = (rows.astype(np.float32) * np.float32(root)
+                                                             ).astype(table.dtype)
         reject_named_slips(f"the rows of a {name} table", got, slips)
         compare(f"the rows of a {name} table (bit for bit)", got.astype(np.float64),
                 engine(ids, table).astype(np.float64), atol=0, rtol=0)
