@@ -914,6 +914,8 @@ def _(g, a, b):
 def _window(a, c, rows, cols, offset, window, strict=True, causal=True, use_offset=True, origin=True):
     i = (a if origin else 0) + np.arange(rows)[:, None] + (offset if use_offset else 0)
     j = (c if origin else 0) + np.arange(cols)[None, :]
+    if window is None:
+        return j <= i
     seen = (j > i - window) if strict else (j >= i - window)
     return seen & (j <= i) if causal else seen
 
@@ -922,6 +924,8 @@ mistake("window_block_mask", "W + 1 keys: j ≥ i - W instead of j > i - W")(
     lambda a, c, rows, cols, offset, window: _window(a, c, rows, cols, offset, window, strict=False))
 mistake("window_block_mask", "no causal bound: the window's left edge only")(
     lambda a, c, rows, cols, offset, window: _window(a, c, rows, cols, offset, window, causal=False))
+mistake("window_block_mask", "the window ignored: plain causal attention")(
+    lambda a, c, rows, cols, offset, window: _window(a, c, rows, cols, offset, None))
 mistake("window_block_mask", "the offset T_k - T_q ignored (right for a prompt, wrong under a KV cache)")(
     lambda a, c, rows, cols, offset, window: _window(a, c, rows, cols, offset, window, use_offset=False))
 mistake("window_block_mask", "the block's origin ignored: local row and column numbers")(

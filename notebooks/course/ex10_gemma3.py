@@ -95,6 +95,7 @@ def _named_slips(a, c, rows, cols, offset, window):
     return {"the window holds W + 1 keys (j ≥ i - W): the key W positions back is hidden, its bound strict":
             (key >= query - window) & (key <= query),
             "later keys are seen: the causal bound j ≤ i is missing": key > query - window,
+            "the window is ignored: that is plain causal attention, every earlier key seen": key <= query,
             "the query's position ignores the offset T_k - T_q (with a KV cache the queries are the last "
             "T_q positions)": (key > a + i - window) & (key <= a + i),
             "the block's origin is ignored: row r is query a + r and column j is key c + j":
