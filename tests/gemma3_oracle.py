@@ -64,3 +64,38 @@ def load_hf(path, dtype=torch.float64):
     """transformers' Gemma3ForCausalLM for a folder, in ``dtype``, with SDPA attention."""
     from transformers import Gemma3ForCausalLM
     return Gemma3ForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").eval()
+
+
+GEMMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else "
+                  "m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}"
+                  "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+SPECIAL = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
+
+
+def tiny_gemma_tokenizer(folder, texts, vocab_size=160):
+    """A Gemma-style tokenizer.json trained by ``tokenizers`` on ``texts``: a BPE with byte fallback
+    (256 <0xNN> tokens after the special ones, as Gemma's), spaces as "▁", <bos> added, Gemma's
+    special tokens and a short <start_of_turn> chat template; returns its vocabulary size."""
+    import json
+    from pathlib import Path
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL)))
+    spec = json.loads(tok.to_str())
+    shift = lambda i: i if i < len(SPECIAL) else i + 256  # noqa: E731
+    vocab = {t: shift(i) for t, i in spec["model"]["vocab"].items()}
+    vocab.update({f"<0x{b:02X}>": len(SPECIAL) + b for b in range(256)})
+    spec["model"]["vocab"] = dict(sorted(vocab.items(), key=lambda kv: kv[1]))
+    spec["post_processor"] = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
+                              {"Sequence": {"id": "A", "type_id": 0}}], "pair": [],
+                              "special_tokens": {"<bos>": {"id": "<bos>", "ids": [2], "tokens": ["<bos>"]}}}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
+        "pad_token": "<pad>", "add_bos_token": True, "chat_template": GEMMA_TEMPLATE}), encoding="utf-8")
+    return len(vocab)

@@ -20,9 +20,13 @@ Gemma 3 ("gemma3", Hugging Face's "gemma3_text") differs in three ways: its four
 are named attn_norm, post_attention_norm, ffn_norm (= pre_feedforward_layernorm, not Llama's
 post_attention_layernorm) and post_ffw_norm; llama.cpp stores every norm weight as 1 + w (its
 RMSNorm multiplies by the weight, Gemma's by 1 + w: ``NORM_OFFSET``), which the reader subtracts
-as transformers' GGUF loader does; and the sliding window is ``gemma3.attention.sliding_window``
-(the 5:1 layer pattern, the local RoPE base 10,000 and query_pre_attn_scalar = 256 are not in the
-file: transformers' and lora_np's defaults supply them).
+as transformers' GGUF loader does; and the sliding window is ``gemma3.attention.sliding_window``.
+The 5:1 layer pattern and the local RoPE base 10,000 are not in the file: llama.cpp fixes them
+(``set_swa_pattern(6)``, ``rope_freq_base_train_swa = 10000``), as transformers' defaults do. Nor is
+query_pre_attn_scalar: llama.cpp scales scores by 1/√key_length (its 27B type apart), transformers'
+loader takes its default 256; the two agree for the released 270M, 1B and 4B (head_dim 256).
+``gemma3.final_logit_softcapping`` is written by the converter where a config sets it (transformers'
+loader ignores it; llama.cpp and lora_np read it).
 """
 
 import re
@@ -38,7 +42,8 @@ CONFIG_KEYS = {"context_length": "max_position_embeddings", "embedding_length": 
                "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
                "attention.layer_norm_rms_epsilon": "rms_norm_eps", "rope.freq_base": "rope_theta",
                "attention.key_length": "head_dim", "vocab_size": "vocab_size"}
-ARCH_CONFIG_KEYS = {"gemma3": {"attention.sliding_window": "sliding_window"}}  # beside CONFIG_KEYS
+ARCH_CONFIG_KEYS = {"gemma3": {"attention.sliding_window": "sliding_window",  # beside CONFIG_KEYS
+                               "final_logit_softcapping": "final_logit_softcapping"}}
 
 LAYER_TENSORS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
                  "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -52,7 +57,6 @@ ARCH_LAYER_TENSORS = {"gemma3": {**LAYER_TENSORS, "post_attention_norm": "post_a
 
 _GGUF_LAYER = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)$")
 _HF_LAYER = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)$")
-_HF_OF_LAYER = {v: k for k, v in LAYER_TENSORS.items()}
 _HF_OF_GLOBAL = {v: k for k, v in GLOBAL_TENSORS.items()}
 
 
@@ -67,11 +71,13 @@ def hf_name(name, arch="llama"):
     return f"{GLOBAL_TENSORS[base]}.{kind}" if base in GLOBAL_TENSORS and kind in ("weight", "bias") else None
 
 
-def gguf_name(name):
-    """llama.cpp's name of Hugging Face tensor ``name`` (the inverse of ``hf_name``)."""
+def gguf_name(name, arch="llama"):
+    """llama.cpp's name of Hugging Face tensor ``name`` in a file of architecture ``arch`` (the inverse
+    of ``hf_name``)."""
     m = _HF_LAYER.match(name)
-    if m and m.group(2) in _HF_OF_LAYER:
-        return f"blk.{m.group(1)}.{_HF_OF_LAYER[m.group(2)]}.{m.group(3)}"
+    of_layer = {v: k for k, v in ARCH_LAYER_TENSORS.get(arch, LAYER_TENSORS).items()}
+    if m and m.group(2) in of_layer:
+        return f"blk.{m.group(1)}.{of_layer[m.group(2)]}.{m.group(3)}"
     base, _, kind = name.rpartition(".")
     if base in _HF_OF_GLOBAL:
         return f"{_HF_OF_GLOBAL[base]}.{kind}"

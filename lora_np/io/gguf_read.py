@@ -107,6 +107,8 @@ def hf_config(reader, path):
         cfg["vocab_size"] = len(reader.fields[TOKENS].data)
     if arch == "llama" and "head_dim" not in cfg and f"{arch}.rope.dimension_count" in reader.fields:
         cfg["head_dim"] = field(reader, f"{arch}.rope.dimension_count")
+    if arch == "gemma3" and "head_dim" in cfg:  # llama.cpp scales scores by 1/√key_length (gguf_names.py)
+        cfg["query_pre_attn_scalar"] = cfg["head_dim"]
     scaling = field(reader, f"{arch}.rope.scaling.type", "none")
     if scaling == "linear":  # Gemma 3 4B and larger: the family's config checks whether it computes it
         cfg["rope_scaling"] = {"rope_type": "linear", "factor": field(reader, f"{arch}.rope.scaling.factor")}

@@ -3,19 +3,21 @@
     save_gguf(merged, "model.gguf", "q8_0", tokenizer_from="base.gguf")   # llama-cli -m model.gguf
     save_lora_gguf(model, "adapter.gguf")                       # llama-cli -m base.gguf --lora adapter.gguf
 
-The model file is what llama.cpp's convert_hf_to_gguf.py writes for a llama / qwen2 / qwen3 folder:
-``{arch}.*`` hyper-parameters, llama.cpp's tensor names (``gguf_names.py``), q/k rows of a llama model
-permuted back into llama.cpp's order, 1-D tensors (norms, biases) in F32 and matrices in F16 or Q8_0
-(``gguf.quants.quantize``; a matrix whose rows are not whole 32-value blocks stays F16). The tokenizer
-fields (``tokenizer.*``) are copied from a GGUF file, or built from a folder's tokenizer.json (a
-byte-level BPE: tokens, token types, merges, special ids and chat template through gguf's
-``SpecialVocab``; the pre-tokenizer is named "default", since llama.cpp recognizes a pre-tokenizer by
-the hash of its output, which only its converter computes).
+The model file is what llama.cpp's convert_hf_to_gguf.py writes for a llama / qwen2 / qwen3 / Gemma 3
+folder: ``{arch}.*`` hyper-parameters (Gemma 3's sliding window and, where set, final-logit soft-cap and
+linear RoPE scaling beside them), llama.cpp's tensor names (``gguf_names.py``), q/k rows of a llama
+model permuted back into llama.cpp's order, Gemma's norm weights stored as 1 + w (``Gemma3Model``'s
+``norm_shift``; every reader subtracts it again), 1-D tensors (norms, biases) in F32 and matrices in F16
+or Q8_0 (``gguf.quants.quantize``; a matrix whose rows are not whole 32-value blocks stays F16). What a
+file cannot say is refused, with the reason: RoPE scaling on a llama, and for Gemma 3 what llama.cpp
+fixes instead of reading (the 5:1 layer pattern, the local RoPE base 10,000, scores scaled by
+1/√head_dim). The tokenizer fields come from ``gguf_tokenizer_write.py``.
 
 The adapter file follows llama.cpp's convert_lora_to_gguf.py: ``general.type = adapter``,
 ``adapter.type = lora``, ``adapter.lora.alpha``, and per adapted matrix ``<name>.lora_a`` (r, in) and
 ``<name>.lora_b`` (out, r), PEFT's lora_A / lora_B; for a llama model the rows of q/k's lora_b are
-permuted as the base's rows are. llama.cpp scales each pair by alpha / r (r from the tensor), so
+permuted as the base's rows are (a Gemma 3 adapter is written as it is: no permutation, and no norm
+is adapted). llama.cpp scales each pair by alpha / r (r from the tensor), so
 alpha is written as scaling·r (= lora_alpha for plain LoRA, lora_alpha·√r for rsLoRA).
 
 Both files are written to a temporary file beside the target and renamed (``atomic.atomic_path``).
@@ -27,16 +29,18 @@ import numpy as np
 
 from .. import backend
 from ..models import find_family
+from ..models.gemma3 import pattern_layer_types
 from ..lora.adapters import active_adapter, lora_layers
 from ..quant.gguf_weight import require_gguf
 from .atomic import atomic_path, read_json
-from .gguf_names import CONFIG_KEYS, PERMUTED_QK, gguf_name, permute_rows, qk_heads
-from .gguf_read import find_gguf, open_reader
+from .gguf_names import ARCH_CONFIG_KEYS, CONFIG_KEYS, NORM_OFFSET, PERMUTED_QK, gguf_name, permute_rows, qk_heads
+from .gguf_tokenizer_write import add_tokenizer
 from .hf_checkpoint import _check_plain_float
 
 OUT_TYPES = ("f16", "q8_0", "f32")
 _INT_KEYS = ("context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
-             "attention.head_count_kv", "attention.key_length", "vocab_size")
+             "attention.head_count_kv", "attention.key_length", "vocab_size", "attention.sliding_window")
+FAMILIES = ("llama", "gemma3")  # what save_gguf / save_lora_gguf write
 
 
 def _write(writer, path):
@@ -48,13 +52,17 @@ def _write(writer, path):
     return Path(path)
 
 
-def _add_hparams(writer, cfg):
-    arch = cfg["model_type"]
-    for key, hf in CONFIG_KEYS.items():
-        add = writer.add_uint32 if key in _INT_KEYS else writer.add_float32
-        add(f"{arch}.{key}", cfg[hf] if hf != "rope_theta" else cfg["rope_parameters"]["rope_theta"])
+def _add_hparams(writer, gguf, cfg, arch):
+    """``{arch}.*``: CONFIG_KEYS and the architecture's own (a null one, as Gemma's usual
+    final_logit_softcapping, is left out as the converter leaves it), and Gemma's linear RoPE scaling."""
+    for key, hf in {**CONFIG_KEYS, **ARCH_CONFIG_KEYS.get(arch, {})}.items():
+        if cfg.get(hf) is not None:
+            (writer.add_uint32 if key in _INT_KEYS else writer.add_float32)(f"{arch}.{key}", cfg[hf])
     writer.add_uint32(f"{arch}.attention.value_length", cfg["head_dim"])
     writer.add_uint32(f"{arch}.rope.dimension_count", cfg["head_dim"])
+    if cfg.get("rope_scaling"):  # Gemma 3 only (save_gguf refuses a scaled Llama): linear, global layers
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(cfg["rope_scaling"]["factor"])
 
 
 def _matrix(gguf, w, outtype):
@@ -65,89 +73,71 @@ def _matrix(gguf, w, outtype):
     return w.astype(np.float32 if outtype == "f32" else np.float16), None
 
 
-def _add_model_tensors(writer, gguf, model, cfg, outtype):
+def _add_model_tensors(writer, gguf, model, cfg, arch, outtype):
+    """Every parameter under llama.cpp's name: (out, in) matrices, q/k rows permuted for "llama",
+    norm weights + NORM_OFFSET for Gemma (llama.cpp multiplies by the stored weight, Gemma by 1 + w)."""
     for name, p in model.named_parameters():
         w = backend.to_numpy(p.data)
         w = w.T if name.endswith("_proj.weight") else w
         heads = qk_heads(name, cfg) if cfg["model_type"] in PERMUTED_QK and w.ndim == 2 else None
         if heads:
             w = permute_rows(w, heads)
+        if name.endswith("norm.weight") and arch in NORM_OFFSET:
+            w = w.astype(np.float32) + np.float32(NORM_OFFSET[arch])
         data, raw = _matrix(gguf, w, outtype) if w.ndim == 2 else (w.astype(np.float32), None)
-        writer.add_tensor(gguf_name(name), np.ascontiguousarray(data), raw_dtype=raw)
+        writer.add_tensor(gguf_name(name, arch), np.ascontiguousarray(data), raw_dtype=raw)
 
 
-def _copy_tokenizer_fields(writer, reader):
-    gguf = require_gguf()
-    for key, f in reader.fields.items():
-        if key.startswith("tokenizer."):
-            array = f.types[0] == gguf.GGUFValueType.ARRAY
-            writer.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[-1] if array else None)
-
-
-def _folder_tokenizer(writer, folder, vocab_size):
-    """tokenizer.* fields from a folder's tokenizer.json (byte-level BPE), padded to ``vocab_size``."""
-    gguf = require_gguf()
-    spec = read_json(folder / "tokenizer.json", "tokenizer file")
-    model = spec.get("model") if isinstance(spec, dict) else None
-    if not isinstance(model, dict) or model.get("type") != "BPE":
-        raise ValueError(f"{folder / 'tokenizer.json'}: only a BPE tokenizer.json can be written to GGUF")
-    vocab = {**model["vocab"], **{t["content"]: t["id"] for t in spec.get("added_tokens", [])}}
-    special = {t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
-    by_id = {i: t for t, i in vocab.items()}
-    tokens = [by_id.get(i, f"[PAD{i}]") for i in range(max(vocab_size, len(vocab)))]
-    types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.UNUSED if i not in by_id
-             else gguf.TokenType.NORMAL for i, t in enumerate(tokens)]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    gguf.SpecialVocab(folder, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer)
-
-
-def add_tokenizer(writer, source, vocab_size):
-    """Copy the tokenizer of ``source`` (a GGUF file, or a folder holding one or a tokenizer.json)."""
-    source = Path(source)
-    gguf_file = find_gguf(source)
-    if gguf_file is not None:
-        return _copy_tokenizer_fields(writer, open_reader(gguf_file))
-    if (source / "tokenizer.json").is_file():
-        return _folder_tokenizer(writer, source, vocab_size)
-    raise FileNotFoundError(f"no tokenizer to write into the GGUF file: {source} is neither a GGUF file nor a "
-                            f"folder holding one or a tokenizer.json")
-
-
-def _llama_family(model, caller):
+def _written_family(model, caller):
     family = find_family(model)
-    if family is None or family.name != "llama":  # Gemma 3: its norms would be written as 1 + w, under other names
-        raise TypeError(f"{caller} needs a Llama-family model (llama / qwen2 / qwen3); got {type(model).__name__}")
+    if family is None or family.name not in FAMILIES:
+        raise TypeError(f"{caller} needs a Llama-family or Gemma 3 model (llama / qwen2 / qwen3 / gemma3_text); "
+                        f"got {type(model).__name__}")
     return family
 
 
+def _unwritable(family, c):
+    """What the GGUF file of ``c`` could not hold (None: nothing): llama.cpp reads no RoPE scaling of a
+    llama here, and fixes Gemma 3's layer pattern, local RoPE base and score scale (gguf_names.py)."""
+    if family.name == "llama":
+        return f"RoPE scaling {c.rope_scaling} (unscaled only)" if c.rope_scaling else None
+    if c.layer_types != pattern_layer_types(c.num_hidden_layers, 6):
+        return f"layer_types {c.layer_types} (llama.cpp fixes the 5:1 pattern: every 6th layer global)"
+    if c.rope_local_base_freq != 10000.0:
+        return f"rope_local_base_freq={c.rope_local_base_freq} (llama.cpp fixes the local layers' base at 10000)"
+    if c.query_pre_attn_scalar != c.head_dim:
+        return (f"query_pre_attn_scalar={c.query_pre_attn_scalar} with head_dim={c.head_dim} (llama.cpp scales "
+                f"scores by 1/sqrt(head_dim); the two must be equal)")
+    return "attention biases (llama.cpp's gemma3 has none)" if c.qkv_bias or c.o_bias else None
+
+
 def save_gguf(model, path, outtype="f16", tokenizer_from=None):
-    """Write a float ``Llama`` (e.g. after ``merge_and_unload``) as a GGUF file llama.cpp and transformers
-    load; ``outtype`` "f16" or "q8_0" (or "f32"); ``tokenizer_from``: where the tokenizer fields come from."""
+    """Write a float ``Llama`` or ``Gemma3`` (e.g. after ``merge_and_unload``) as a GGUF file llama.cpp and
+    transformers load; ``outtype`` "f16" or "q8_0" (or "f32"); ``tokenizer_from``: where the tokenizer fields come from."""
     gguf = require_gguf()
-    family = _llama_family(model, "save_gguf")
+    family = _written_family(model, "save_gguf")
     if outtype not in OUT_TYPES:
         raise ValueError(f"save_gguf: outtype {outtype!r} is not supported; accepted: {list(OUT_TYPES)}")
     _check_plain_float(model)
-    if model.config.rope_scaling:
-        raise ValueError(f"save_gguf: RoPE scaling {model.config.rope_scaling} is not written to GGUF (unscaled only)")
+    unwritable = _unwritable(family, model.config)
+    if unwritable:
+        raise ValueError(f"save_gguf: a GGUF file cannot hold {unwritable}")
     cfg = family.config_to_hf(model.config, model.dtype)  # refuses what model_type cannot express
-    writer = gguf.GGUFWriter(None, family.gguf_architecture(model.config))
+    arch = family.gguf_architecture(model.config)
+    writer = gguf.GGUFWriter(None, arch)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(Path(path).stem)
     writer.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                           "f32": gguf.LlamaFileType.ALL_F32}[outtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _add_hparams(writer, cfg)
+    _add_hparams(writer, gguf, cfg, arch)
     if tokenizer_from is not None:
         add_tokenizer(writer, tokenizer_from, cfg["vocab_size"])
-    _add_model_tensors(writer, gguf, model, cfg, outtype)
+    _add_model_tensors(writer, gguf, model, cfg, arch, outtype)
     return _write(writer, path)
 
 
-def _adapter_pairs(model, name, cfg):
+def _adapter_pairs(model, name, cfg, arch):
     """(gguf name, lora_a (r, in), lora_b (out, r), scaling·r) of every layer carrying adapter ``name``."""
     pairs = []
     for layer_name, layer in lora_layers(model):
@@ -158,23 +148,24 @@ def _adapter_pairs(model, name, cfg):
                              f"adapters have no llama.cpp LoRA form)")
         a, b, scaling = (backend.to_numpy(t) if i < 2 else t for i, t in enumerate(layer.factors(name)))
         heads = qk_heads(layer_name + ".", cfg) if cfg["model_type"] in PERMUTED_QK else None
-        pairs.append((gguf_name(layer_name + ".weight"), a, permute_rows(b, heads) if heads else b,
+        pairs.append((gguf_name(layer_name + ".weight", arch), a, permute_rows(b, heads) if heads else b,
                       float(scaling) * a.shape[0]))
     return pairs
 
 
 def save_lora_gguf(model, path, adapter_name=None):
-    """Write the (active) LoRA adapter of a ``Llama`` as a llama.cpp LoRA adapter GGUF file."""
+    """Write the (active) LoRA adapter of a ``Llama`` or ``Gemma3`` as a llama.cpp LoRA adapter GGUF file."""
     gguf = require_gguf()
-    family = _llama_family(model, "save_lora_gguf")
+    family = _written_family(model, "save_lora_gguf")
     name = adapter_name or active_adapter(model)
     cfg = family.config_to_hf(model.config, model.dtype)
-    pairs = _adapter_pairs(model, name, cfg)
+    arch = family.gguf_architecture(model.config)
+    pairs = _adapter_pairs(model, name, cfg, arch)
     alphas = sorted({round(p[3], 6) for p in pairs})
     if not pairs or len(alphas) != 1:
         raise ValueError(f"save_lora_gguf: adapter {name!r} needs at least one LoRA Linear and one alpha/r "
                          f"ratio·r for all (llama.cpp has one adapter.lora.alpha); got {alphas}")
-    writer = gguf.GGUFWriter(None, family.gguf_architecture(model.config))
+    writer = gguf.GGUFWriter(None, arch)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, pairs[0][3])
