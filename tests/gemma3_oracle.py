@@ -73,7 +73,7 @@ SPECIAL = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>
 
 
 def tiny_gemma_tokenizer(folder, texts, vocab_size=160):
-    """A Gemma-style tokenizer.json trained by ``tokenizers`` on ``texts``: a BPE with byte fallback
+    """A Gemma-style tokenizer.json trained by ``tokenizers`` on the words of ``texts``: a BPE with byte fallback
     (256 <0xNN> tokens after the special ones, as Gemma's), spaces as "▁", <bos> added, Gemma's
     special tokens and a short <start_of_turn> chat template; returns its vocabulary size."""
     import json
@@ -83,7 +83,8 @@ def tiny_gemma_tokenizer(folder, texts, vocab_size=160):
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL)))
+    words = [" " + w for text in texts for w in text.split()]  # merges within words, as SentencePiece's
+    tok.train_from_iterator(words, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL)))
     spec = json.loads(tok.to_str())
     shift = lambda i: i if i < len(SPECIAL) else i + 256  # noqa: E731
     vocab = {t: shift(i) for t, i in spec["model"]["vocab"].items()}
