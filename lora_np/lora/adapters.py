@@ -6,8 +6,9 @@
     add_lora(model, cfg_b, adapter_name="task_b"); set_adapter(model, "task_b")
     merge_and_unload(model)                                        # a plain model, adapters gone
 
-The layers they act on are ``LoraLinear`` (layer.py, plain LoRA or DoRA) and ``LoraEmbedding``
-(embedding.py, for ``wte``); both are ``AdaptedLayer``s with the same small interface.
+The layers they act on are ``LoraLinear`` (layer.py, plain LoRA or DoRA), ``LoraEmbedding``
+(embedding.py, for ``wte``) and ``SavedEmbedding`` (saved_embedding.py, PEFT's ``modules_to_save``
+on the token embedding); all are ``AdaptedLayer``s with the same small interface.
 """
 
 import contextlib
@@ -19,6 +20,7 @@ from ..quant.weight import QuantWeight
 from .config import LoraConfig
 from .embedding import LoraEmbedding
 from .layer import AdaptedLayer, LoraLinear
+from .saved_embedding import SavedEmbedding
 
 EMBEDDING_TARGETS = ("wte", "embed_tokens")  # the table tokens are looked up in (GPT-2, Llama); wpe is sliced
 ALL_LINEAR = "all-linear"  # PEFT's spelling for every Linear layer but the output head (not a Linear here)
@@ -93,6 +95,26 @@ def _target_layers(model, config, check_rank=True):
     return chosen
 
 
+def saved_modules(model, config):
+    """The (name, module) pairs ``config.modules_to_save`` names: the token embedding only, and not one
+    that carries a LoRA (PEFT's ModulesToSaveWrapper and a LoRA layer cannot wrap the same module)."""
+    if not config.modules_to_save:
+        return []
+    embeddings = [(n, m) for n, m in model.named_modules() if isinstance(m, (Embedding, LoraEmbedding, SavedEmbedding))
+                  and n.rsplit(".", 1)[-1] in EMBEDDING_TARGETS]
+    chosen = [(n, m) for n, m in embeddings if _matches(n, config.modules_to_save)]
+    unmatched = [t for t in config.modules_to_save if not any(_matches(n, (t,)) for n, _ in embeddings)]
+    if unmatched or not chosen:
+        raise ValueError(f"modules_to_save {list(config.modules_to_save)}: {unmatched or 'none'} name no token "
+                         f"embedding of this model; lora_np saves only the token embedding "
+                         f"({[n for n, _ in embeddings]})")
+    lora = [n for n, m in chosen if isinstance(m, LoraEmbedding) or
+            (config.target_modules != ALL_LINEAR and _matches(n, config.target_modules))]
+    if lora:
+        raise ValueError(f"{lora[0]} is both a LoRA target and in modules_to_save; train it one way or the other")
+    return chosen
+
+
 def _check_every_target_matches(model, config):
     """A list of target names: each must name a layer, or a typo beside a good name would be dropped silently."""
     if isinstance(config.target_modules, str):
@@ -137,7 +159,7 @@ def add_lora(model, config, adapter_name="default", every_target=True):
     _refuse_if_merged(model, "add_lora")
     if every_target:
         _check_every_target_matches(model, config)
-    _add_adapter_layers(model, config, adapter_name, _target_layers(model, config))
+    _add_adapter_layers(model, config, adapter_name, _target_layers(model, config) + saved_modules(model, config))
     if model.active_adapter is None:
         set_adapter(model, adapter_name)
     _refresh_trainable(model)
@@ -146,8 +168,12 @@ def add_lora(model, config, adapter_name="default", every_target=True):
 
 def _add_adapter_layers(model, config, adapter_name, chosen):
     """Wrap each chosen plain module and give it the adapter; registers ``config`` on the model.
-    Errors that depend on the layer type (DoRA on wte) come from a first pass that changes nothing."""
+    Errors that depend on the layer type (DoRA on wte) come from a first pass that changes nothing;
+    an embedding in ``config.modules_to_save`` becomes a SavedEmbedding, not a LoraEmbedding."""
+    saved = {n for n, _ in saved_modules(model, config)}
     for name, module in chosen:
+        if name in saved:
+            continue
         if isinstance(module, (Embedding, LoraEmbedding)):
             LoraEmbedding.check_config(config)
         elif isinstance(module.weight, QuantWeight) and (config.use_dora or config.init_lora_weights in
@@ -159,7 +185,8 @@ def _add_adapter_layers(model, config, adapter_name, chosen):
     for name, module in chosen:
         if not isinstance(module, AdaptedLayer):  # a Linear (QuantLinear too) or the token Embedding
             parent, attr = _parent_and_attr(model, name)
-            module = (LoraLinear if isinstance(module, Linear) else LoraEmbedding)(module)
+            module = (SavedEmbedding if name in saved else LoraLinear if isinstance(module, Linear)
+                      else LoraEmbedding)(module)
             setattr(parent, attr, module)
         module.add_adapter(adapter_name, config)
     if not hasattr(model, "peft_config"):
@@ -202,7 +229,7 @@ def merge_lora(model):
     passes then skip the adapter. A LoRA on the tied ``wte`` is refused (``embedding.py``)."""
     layers = lora_layers(model)
     for _, layer in layers:
-        if isinstance(layer, LoraEmbedding):
+        if isinstance(layer, (LoraEmbedding, SavedEmbedding)):
             layer.merge()  # raises before any layer changes
     for _, layer in layers:
         layer.merge()

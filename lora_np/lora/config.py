@@ -18,7 +18,9 @@ class LoraConfig:
     input; ``use_dora``: DoRA's magnitude/direction split
     (``ops/dora_linear.py``); ``init_lora_weights``: True (A Kaiming-uniform, B = 0), "gaussian"
     (A ~ N(0, 1/r²), B = 0), "pissa" (top-r SVD of W, residual left in W), "olora" (QR of W), or
-    False (A and B random: for tests), as PEFT defines them (``lora/init.py``)."""
+    False (A and B random: for tests), as PEFT defines them (``lora/init.py``); ``modules_to_save``:
+    PEFT's list of modules trained in full and saved in the adapter file, here the token embedding
+    ("embed_tokens" / "wte": ``saved_embedding.py``), or None."""
 
     r: int = 8
     lora_alpha: float = 16
@@ -27,6 +29,7 @@ class LoraConfig:
     use_rslora: bool = False
     use_dora: bool = False
     init_lora_weights: object = True
+    modules_to_save: tuple = None
 
     def __post_init__(self):
         check_int("LoraConfig.r", self.r, min=1)
@@ -40,6 +43,13 @@ class LoraConfig:
             raise ValueError(f"LoraConfig.init_lora_weights must be one of {list(INIT_CHOICES)}; "
                              f"got {self.init_lora_weights!r}")
         self.target_modules = _checked_targets(self.target_modules)
+        saved = self.modules_to_save
+        if saved is not None:
+            if isinstance(saved, str) or not isinstance(saved, (list, tuple)) or not saved or \
+                    not all(isinstance(n, str) and n for n in saved):
+                raise ValueError(f"LoraConfig.modules_to_save must be None or a non-empty list of module names "
+                                 f"(e.g. ['embed_tokens']); got {saved!r}")
+            self.modules_to_save = tuple(saved)
 
     @property
     def scaling(self):

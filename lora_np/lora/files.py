@@ -6,10 +6,13 @@
                                      "base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector"  (out,)  DoRA
                                      "base_model.model.transformer.wte.lora_embedding_A"  (r, vocab)   LoRA on wte
                                      "base_model.model.transformer.wte.lora_embedding_B"  (n_embd, r)
+                                     "base_model.model.model.embed_tokens.weight"  (vocab, C)  modules_to_save
 
 ``PeftModel.from_pretrained(gpt2, dir)`` reads what ``save_adapter`` writes and ``load_adapter``
 reads what PEFT's ``save_pretrained`` writes. Loading checks every key and shape against the
-model before changing anything.
+model before changing anything. A ``modules_to_save`` copy of the token embedding is stored under
+the module's own name, as PEFT stores it; PEFT's ``ensure_weight_tying`` (a tied head reading the
+copy, saved as ``lm_head.weight`` too) is refused: here the head keeps the base table, PEFT's default.
 """
 
 from pathlib import Path
@@ -19,10 +22,19 @@ from ..io.atomic import atomic_write_json, read_json
 from ..io.safetensors_file import read_safetensors, write_safetensors
 from ..models import family_of
 from ..nn import Linear
-from .adapters import _require_adapter, _target_layers, active_adapter, add_lora, adapter_names, lora_layers
+from .adapters import (
+    _require_adapter,
+    _target_layers,
+    active_adapter,
+    adapter_names,
+    add_lora,
+    lora_layers,
+    saved_modules,
+)
 from .config import LoraConfig
 from .embedding import LoraEmbedding
 from .layer import LoraLinear
+from .saved_embedding import SavedEmbedding
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -35,7 +47,8 @@ def _peft_config_dict(config, fan_in_fan_out, base_model_name_or_path=None):
         "target_modules": targets, "lora_dropout": config.lora_dropout, "use_rslora": config.use_rslora,
         "fan_in_fan_out": fan_in_fan_out, "bias": "none", "init_lora_weights": config.init_lora_weights,
         "inference_mode": True,
-        "base_model_name_or_path": base_model_name_or_path, "modules_to_save": None, "layers_to_transform": None,
+        "base_model_name_or_path": base_model_name_or_path, "layers_to_transform": None,
+        "modules_to_save": None if config.modules_to_save is None else list(config.modules_to_save),
         "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, "use_dora": config.use_dora, "revision": None,
     }
 
@@ -43,8 +56,8 @@ def _peft_config_dict(config, fan_in_fan_out, base_model_name_or_path=None):
 def _config_from_peft(cfg, path):
     if cfg.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{path}: peft_type {cfg.get('peft_type')!r} is not supported; only 'LORA'")
-    unsupported = {"bias": "none", "modules_to_save": None, "layers_to_transform": None,
-                   "rank_pattern": {}, "alpha_pattern": {}}
+    unsupported = {"bias": "none", "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {},
+                   "ensure_weight_tying": False}
     for key, plain in unsupported.items():
         if cfg.get(key, plain) not in (plain, None):
             raise ValueError(f"{path}: {key}={cfg[key]!r} is not supported by lora_np (expected {plain!r})")
@@ -55,13 +68,13 @@ def _config_from_peft(cfg, path):
     if not isinstance(targets, (str, list)):
         raise ValueError(f"{path}: target_modules must be a list of module names or a regular expression; "
                          f"got {targets!r}")
-    dropout = cfg.get("lora_dropout", 0.0)
+    dropout, saved = cfg.get("lora_dropout", 0.0), cfg.get("modules_to_save")
     try:  # LoraConfig checks every value (init_lora_weights among lora_np's choices...); the file is named
         return LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
                           target_modules=targets if isinstance(targets, str) else tuple(targets),
                           lora_dropout=0.0 if dropout is None else dropout,
                           use_rslora=cfg.get("use_rslora", False) is True, use_dora=cfg.get("use_dora", False) is True,
-                          init_lora_weights=cfg.get("init_lora_weights", True))
+                          init_lora_weights=cfg.get("init_lora_weights", True), modules_to_save=saved)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
@@ -110,9 +123,25 @@ def _staged_weights(model, config, tensors, path):
                 raise ValueError(f"{path}: {key} has shape {tensors[key].shape}, the model needs {shape} "
                                  f"(an adapter for another base model?)")
             staged[module_name][suffix] = tensors.pop(key)
+    try:
+        saved = saved_modules(model, config)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    for module_name, layer in saved:
+        staged[module_name] = _staged_saved_copy(layer, config, tensors, f"{PREFIX}{module_name}.weight", path)
     if tensors:
         raise ValueError(f"{path}: unexpected keys {sorted(tensors)[:5]}: they name no LoRA target of this model")
     return staged
+
+
+def _staged_saved_copy(layer, config, tensors, key, path):
+    """{"weight": array} of a modules_to_save copy, its key and shape checked."""
+    shape = SavedEmbedding.file_shapes(layer, config)["weight"]
+    if key not in tensors:
+        raise ValueError(f"{path}: missing key {key!r} for modules_to_save {list(config.modules_to_save)}")
+    if tensors[key].shape != shape:
+        raise ValueError(f"{path}: {key} has shape {tensors[key].shape}, the model's embedding is {shape}")
+    return {"weight": tensors.pop(key)}
 
 
 def load_adapter(model, path, adapter_name="default"):
@@ -148,6 +177,8 @@ def load_adapter(model, path, adapter_name="default"):
         params = layer.file_tensors(adapter_name)
         for suffix, array in arrays.items():
             params[suffix].data = backend.xp.array(array, dtype=layer.weight.dtype)
+        if isinstance(layer, SavedEmbedding):
+            continue
         layer.scaling[adapter_name] = config.scaling
         if isinstance(layer, LoraLinear):
             layer.lora_dropout[adapter_name] = config.lora_dropout
