@@ -13,6 +13,8 @@ eager path's softmax would upcast to float32 only).
 """
 
 import contextlib
+import json
+from pathlib import Path
 
 import torch
 
@@ -76,9 +78,7 @@ def tiny_gemma_tokenizer(folder, texts, vocab_size=160):
     """A Gemma-style tokenizer.json trained by ``tokenizers`` on the words of ``texts``: a BPE with byte fallback
     (256 <0xNN> tokens after the special ones, as Gemma's), spaces as "▁", <bos> added, Gemma's
     special tokens and a short <start_of_turn> chat template; returns its vocabulary size."""
-    import json
-    from pathlib import Path
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")

@@ -59,17 +59,23 @@ def _gguf_logits(path):
         return m.eval()(IDS).logits.numpy()
 
 
-def test_every_command_on_a_gemma3_folder(gemma_dir, tmp_path, capsys):
+def _finetune_generate_eval(capsys, base, tmp_path, targets):
+    """finetune on prose, then generate and eval with the adapter; returns the adapter folder."""
     text = tmp_path / "prose.txt"
     text.write_text(PROSE)
     adapter = tmp_path / "adapter"
-    _finetune(capsys, gemma_dir, text, adapter, "--targets", "all-linear")
-    code, out, err = cli(capsys, "generate", "--model", gemma_dir, "--adapter", adapter, "--prompt", "the cat",
+    _finetune(capsys, base, text, adapter, "--targets", targets)
+    code, out, err = cli(capsys, "generate", "--model", base, "--adapter", adapter, "--prompt", "the cat",
                          "--max-new-tokens", 4)
     assert code == 0 and out.startswith("the cat"), err
-    code, out, err = cli(capsys, "eval", "--model", gemma_dir, "--adapter", adapter, "--data", text,
+    code, out, err = cli(capsys, "eval", "--model", base, "--adapter", adapter, "--data", text,
                          "--block-size", 24, "--json")
     assert code == 0 and np.isfinite(json.loads(out)["loss"]), err
+    return adapter
+
+
+def test_every_command_on_a_gemma3_folder(gemma_dir, tmp_path, capsys):
+    adapter = _finetune_generate_eval(capsys, gemma_dir, tmp_path, "all-linear")
     merged = tmp_path / "merged"
     code, _, err = cli(capsys, "merge", "--base", gemma_dir, "--adapter", adapter, "--out", merged)
     assert code == 0, err
@@ -85,16 +91,7 @@ def test_every_command_on_a_gemma3_folder(gemma_dir, tmp_path, capsys):
 
 
 def test_every_command_on_a_gemma3_gguf_base(gemma_gguf, tmp_path, capsys):
-    text = tmp_path / "prose.txt"
-    text.write_text(PROSE)
-    adapter = tmp_path / "adapter"
-    _finetune(capsys, gemma_gguf, text, adapter, "--targets", "q_proj,v_proj,down_proj")
-    code, out, err = cli(capsys, "generate", "--model", gemma_gguf, "--adapter", adapter, "--prompt", "the cat",
-                         "--max-new-tokens", 4)
-    assert code == 0 and out.startswith("the cat"), err
-    code, out, err = cli(capsys, "eval", "--model", gemma_gguf, "--adapter", adapter, "--data", text,
-                         "--block-size", 24, "--json")
-    assert code == 0 and np.isfinite(json.loads(out)["loss"]), err
+    adapter = _finetune_generate_eval(capsys, gemma_gguf, tmp_path, "q_proj,v_proj,down_proj")
     code, _, err = cli(capsys, "merge", "--base", gemma_gguf, "--adapter", adapter, "--out", tmp_path / "merged")
     assert code == 0, err
     with ln.no_grad():

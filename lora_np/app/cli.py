@@ -231,7 +231,8 @@ def _merge_parser(sub):
     _output(p, "model directory to write (loads with transformers' AutoModelForCausalLM.from_pretrained)",
             resumable=False)
     p.add_argument("--gguf", choices=("f16", "q8_0"), help="write model.gguf (this type) and the adapter as "
-                   "adapter.gguf for llama.cpp instead of model.safetensors (Llama family; needs pip install gguf)")
+                   "adapter.gguf for llama.cpp instead of model.safetensors (Llama family or Gemma 3; needs "
+                   "pip install gguf)")
     _common(p, seed_help="unused: merging draws no random numbers (accepted as every command accepts it)")
     p.set_defaults(func=cmd_merge)
 

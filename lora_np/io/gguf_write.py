@@ -32,7 +32,7 @@ from ..models import find_family
 from ..models.gemma3 import pattern_layer_types
 from ..lora.adapters import active_adapter, lora_layers
 from ..quant.gguf_weight import require_gguf
-from .atomic import atomic_path, read_json
+from .atomic import atomic_path
 from .gguf_names import ARCH_CONFIG_KEYS, CONFIG_KEYS, NORM_OFFSET, PERMUTED_QK, gguf_name, permute_rows, qk_heads
 from .gguf_tokenizer_write import add_tokenizer
 from .hf_checkpoint import _check_plain_float
@@ -91,8 +91,8 @@ def _add_model_tensors(writer, gguf, model, cfg, arch, outtype):
 def _written_family(model, caller):
     family = find_family(model)
     if family is None or family.name not in FAMILIES:
-        raise TypeError(f"{caller} needs a Llama-family or Gemma 3 model (llama / qwen2 / qwen3 / gemma3_text); "
-                        f"got {type(model).__name__}")
+        raise TypeError(f"{caller} needs a Llama-family or Gemma 3 model (llama / qwen2 / qwen3 / "
+                        f"gemma3_text); got {type(model).__name__}")
     return family
 
 
