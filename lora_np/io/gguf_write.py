@@ -113,7 +113,8 @@ def _unwritable(family, c):
 
 def save_gguf(model, path, outtype="f16", tokenizer_from=None):
     """Write a float ``Llama`` or ``Gemma3`` (e.g. after ``merge_and_unload``) as a GGUF file llama.cpp and
-    transformers load; ``outtype`` "f16" or "q8_0" (or "f32"); ``tokenizer_from``: where the tokenizer fields come from."""
+    transformers load; ``outtype`` "f16" or "q8_0" (or "f32"); ``tokenizer_from``: where the tokenizer
+    fields come from."""
     gguf = require_gguf()
     family = _written_family(model, "save_gguf")
     if outtype not in OUT_TYPES:
