@@ -1,5 +1,6 @@
 """Gemma 3 to GGUF: ``save_gguf`` read back by transformers' GGUF loader, the llama.cpp LoRA adapter file,
-and what a gemma3 GGUF file cannot hold refused.
+what a gemma3 GGUF file cannot hold refused, and the real 270M's hyper-parameters written back as
+llama.cpp's converter wrote them.
 
 Oracles: transformers' ``from_pretrained(dir, gguf_file=...)`` (its Gemma2TensorProcessor subtracts the
 1 stored on every norm weight; its defaults supply the 5:1 layer pattern, the local RoPE base 10,000 and
@@ -13,7 +14,10 @@ import pytest
 
 import lora_np as ln
 from lora_np.io.gguf_names import hf_name
-from lora_np.io.gguf_write import save_gguf, save_lora_gguf
+from lora_np.io.gguf_read import hf_config, open_reader
+from lora_np.io.gguf_write import _add_hparams, save_gguf, save_lora_gguf
+from lora_np.models.gemma3_spec import config_from_hf, config_to_hf
+from real_models import gemma3_gguf
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
@@ -112,3 +116,20 @@ def test_embedding_and_dora_adapters_have_no_llama_cpp_form(base, tmp_path):
         model = ln.add_lora(ln.load_model(base), config)
         with pytest.raises(ValueError, match="no llama.cpp LoRA form"):
             save_lora_gguf(model, tmp_path / "a.gguf")
+
+
+def test_hyperparameters_of_the_real_270m_as_llama_cpps_converter_wrote_them(tmp_path):
+    """The real Gemma 3 270M file (written by llama.cpp's convert_hf_to_gguf.py): the config lora_np reads
+    from it, written back, gives every gemma3.* key and value the converter wrote (no weights decoded)."""
+    real = gemma3_gguf()
+    reader = open_reader(real)  # lora_np's cached reader: the 262k-token vocabulary is parsed once per session
+    writer = gguf.GGUFWriter(tmp_path / "meta.gguf", "gemma3")
+    _add_hparams(writer, gguf, config_to_hf(config_from_hf(hf_config(reader, real)), np.float32), "gemma3")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    ours, theirs = gguf.GGUFReader(tmp_path / "meta.gguf").fields, reader.fields
+    expected = {k: f.contents() for k, f in theirs.items() if k.startswith("gemma3.")}
+    assert {k: ours[k].contents() for k in expected} == expected
+    assert set(k for k in ours if k.startswith("gemma3.")) - set(expected) == {"gemma3.vocab_size",
+                                                                                 "gemma3.rope.dimension_count"}
