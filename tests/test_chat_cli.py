@@ -71,7 +71,7 @@ def test_finetune_on_conversations_then_generate_chat(chat_dir, tmp_path, capsys
 
 
 def test_chat_prompt_ids_equal_transformers(chat_dir):
-    from lora_np.app.inputs import chat_prompt_ids
+    from lora_np.data import chat_prompt_ids
     fast = transformers.PreTrainedTokenizerFast.from_pretrained(chat_dir)
     tok = ln.load_tokenizer(chat_dir)
     messages = [{"role": "user", "content": "hello world 1234"}]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import lora_np as ln
-from lora_np.app.chat_answers import answer_tokens, exact_match, greedy_chat_answers
+from lora_np.data import answer_tokens, exact_match, greedy_chat_answers
 from lora_np.app.cli import main
 from lora_np.data.dates import as_conversations, date_splits
 

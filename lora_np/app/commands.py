@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .. import backend, distributed
+from ..data.chat_answers import chat_prompt_ids
 from ..io.gpt2_checkpoint import save_gpt2
 from ..io.gguf_write import save_gguf, save_lora_gguf
 from ..io.hf_checkpoint import save_model
@@ -25,7 +26,7 @@ from ..optim import loraplus_param_groups
 from ..training import TrainConfig, evaluate_batches, train
 from ..training.progress import plural, say
 from .demo import DemoSettings, run_demo
-from .inputs import (chat_prompt_ids, check_data_flags, eval_inputs, make_dataset, model_context, new_tokenizer,
+from .inputs import (check_data_flags, eval_inputs, make_dataset, model_context, new_tokenizer,
                      prompt_ids, window)
 from .memory import available_bytes, check_fits, fitting_sizes, format_bytes, parameter_count, run_bytes
 from .model_dir import (adapter_metadata, check_vocab_sizes, copy_generation_config, default_lora_targets, is_large,

@@ -4,7 +4,6 @@ checked before a model's weights are read."""
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from ..data import TASKS, chat_dataset, encode_text, file_dataset, is_chat_jsonl, jsonl_dataset, task_dataset
 from ..data.dataset import WINDOW_MULTIPLE, stride_windows
@@ -156,21 +155,4 @@ def prompt_ids(tokenizer, prompt, block_size, unknown, prefix="lora-np generate"
         print(f"{prefix}: the prompt is {len(ids)} tokens, longer than the model's context of {block_size}; "
               f"its first {len(ids) - block_size} tokens were cut: {cut!r:.80}", file=sys.stderr)
         ids = ids[-block_size:]
-    return ids
-
-
-def chat_prompt_ids(tokenizer, prompt, block_size=None):
-    """``prompt`` as a user turn of the model's chat template, ending with the assistant's header
-    (``add_generation_prompt``); a prompt longer than the context is refused, not cut (a cut template
-    would lose its header)."""
-    if not prompt:
-        raise ValueError("the prompt must not be empty")
-    if not isinstance(tokenizer, BPETokenizer):
-        raise ValueError("--chat needs a model whose folder has a chat template (tokenizer_config.json "
-                         "'chat_template'); a character model has none")
-    ids = np.asarray(tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                   add_generation_prompt=True), dtype=np.int64)
-    if block_size is not None and len(ids) > block_size:
-        raise ValueError(f"the chat prompt is {len(ids)} tokens with its template, longer than the model's "
-                         f"context of {block_size}")
     return ids

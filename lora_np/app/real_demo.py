@@ -9,7 +9,7 @@
    "April 19, 1958"; seeded, the held-out dates disjoint from the training ones; both written to
    ``--out``/data as chat .jsonl.
 3. Score the base: its greedy chat answers to the held-out prompts, exact match
-   (``chat_answers.py``).
+   (``lora_np/data/chat_answers.py``).
 4. Train a LoRA on every Linear of the decoder with the library's own pieces: ``chat_dataset``
    (loss on the assistant's tokens only), ``add_lora``, ``train``.
 5. Score again, print a few answers side by side, and write results.md, results.json and the adapter
@@ -34,7 +34,7 @@ from ..io.atomic import atomic_write_json, atomic_write_text
 from ..lora import LoraConfig, add_lora, count_parameters, save_adapter
 from ..training import TrainConfig, train
 from ..training.progress import say
-from .chat_answers import answer_tokens, exact_match, greedy_chat_answers
+from ..data.chat_answers import answer_tokens, exact_match, greedy_chat_answers
 from .commands import prepared_out
 from .model_dir import adapter_metadata, load_model_dir, save_tokenizer
 from .real_demo_report import format_results, side_by_side

@@ -1,17 +1,36 @@
 """Greedy chat answers, and their exact-match accuracy: how a chat task is scored.
 
-Each prompt becomes one user turn of the model's chat template (``inputs.chat_prompt_ids``, as
+Each prompt becomes one user turn of the model's chat template (``chat_prompt_ids``, as
 transformers' ``apply_chat_template(..., add_generation_prompt=True)``), and the model answers
 greedily until its end-of-turn token. Prompts of the same length in tokens are decoded together as
 one batch (no padding, so each row is exactly what it would be alone); an answer is right when it
-equals the expected text after stripping surrounding whitespace.
+equals the expected text after stripping surrounding whitespace. The CLI's ``real-demo`` and
+``chat``, and notebook 08, all score and prompt through these functions.
 """
 
 import numpy as np
 
-from .inputs import chat_prompt_ids
+from ..tokenizer import BPETokenizer
 
 MAX_BATCH = 64
+
+
+def chat_prompt_ids(tokenizer, prompt, block_size=None):
+    """``prompt`` as a user turn of the model's chat template, ending with the assistant's header
+    (``add_generation_prompt``); a prompt longer than the context is refused, not cut (a cut template
+    would lose its header)."""
+    if not prompt:
+        raise ValueError("the prompt must not be empty")
+    if not isinstance(tokenizer, BPETokenizer):
+        raise ValueError(f"a chat prompt needs a tokenizer with a chat template (a BPETokenizer from a folder whose "
+                         f"tokenizer_config.json has 'chat_template', or a GGUF file); got {type(tokenizer).__name__}, "
+                         f"and a character model has none")
+    ids = np.asarray(tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                   add_generation_prompt=True), dtype=np.int64)
+    if block_size is not None and len(ids) > block_size:
+        raise ValueError(f"the chat prompt is {len(ids)} tokens with its template, longer than the model's "
+                         f"context of {block_size}")
+    return ids
 
 
 def greedy_chat_answers(model, tokenizer, prompts, max_new_tokens):
