@@ -176,7 +176,9 @@ def test_llama3_pipeline_with_bos_post_processor(llama3_dir):
 
 def test_jsonl_examples_start_with_the_post_processor_bos(llama3_dir, qwen, tmp_path):
     """A prompt/completion record is the prompt as tokenizers encodes it with its special tokens (Llama 3's
-    <|begin_of_text|>: transformers' tokenizer(prompt)), then the completion and the end token; Qwen adds none."""
+    <|begin_of_text|>: transformers' tokenizer(prompt)), then the completion and the end token; Qwen adds none.
+    ``generate --prompt`` encodes a prompt the same way."""
+    from lora_np.app.inputs import prompt_ids
     from lora_np.data import jsonl_dataset
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"Q: {k} + 1?\nA:", "completion": f" {k + 1}"}) + "\n"
@@ -188,6 +190,7 @@ def test_jsonl_examples_start_with_the_post_processor_bos(llama3_dir, qwen, tmp_
         record = [*prompt, *tok.encode(" 1"), tok.eot_token_id]
         assert list(data.splits["train"][0][:len(record)]) == record
         assert prompt[0] == (151643 if hf else tok.encode("Q")[0])
+        assert list(prompt_ids(tok, "Q: 0 + 1?\nA:", 64, "error")) == prompt  # generate --prompt: the same ids
 
 
 def _gpt2_variant(tmp_path, pre_tokenizer=None, normalizer=None, string_merges=False):
