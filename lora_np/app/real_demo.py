@@ -129,7 +129,7 @@ def add_real_demo_parser(sub, common):
     p.add_argument("--quick", action="store_true", help="a smoke run: a few training steps on a few dates")
     p.add_argument("--quantize", choices=("gguf",),
                    help="keep the frozen base's Linear weights in the GGUF file's blocks (4-bit Q4_1 for SmolLM2, "
-                        "Q4_K/Q6_K for Gemma 3), "
+                        "Gemma 3's Q4_K_M mix), "
                         "dequantized tile by tile in the matmul")
     common(p)
     p.set_defaults(func=cmd_real_demo)
