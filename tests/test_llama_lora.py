@@ -17,7 +17,7 @@ from transformers import LlamaForCausalLM
 import lora_np as ln
 from lora_np import LoraConfig, add_lora, add_weighted_adapter, adapter_names_per_row, load_adapter, save_adapter
 from lora_np import set_adapter, to_numpy
-from lora_np.lora import lora_layers
+from lora_np.lora import linear_kinds, lora_layers
 from lora_np.optim import loraplus_param_groups
 from hf_oracle import assert_nf4_base_equals_bnb_and_trains, max_rel_err
 from llama_oracle import SIZES, float64_transformers, load_hf, tiny_hf_llama
@@ -63,6 +63,20 @@ def test_all_linear_targets_every_projection_and_not_the_head(tmp_path):
     model = add_lora(ln.load_model(tmp_path), LoraConfig(r=2, target_modules="all-linear"))
     names = sorted(n.rsplit(".", 1)[-1] for n, _ in lora_layers(model))
     assert names == sorted(PROJECTIONS * SIZES["num_hidden_layers"])
+
+
+def test_linear_kinds_are_the_model_s_own_projections(tmp_path):
+    """real-demo's targets: the Linear layers' name endings read from the model, in its order; as a list of
+    target_modules they adapt the layers "all-linear" does."""
+    tiny_hf_llama(tmp_path, "qwen3")
+    model = ln.load_model(tmp_path)
+    assert linear_kinds(model) == PROJECTIONS
+    assert linear_kinds(ln.GPT(ln.GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))) == (
+        "c_attn", "c_proj", "c_fc")
+    add_lora(model, LoraConfig(r=2, target_modules=linear_kinds(model)))
+    assert linear_kinds(model) == PROJECTIONS  # adapted layers are still Linear layers of their kind
+    assert sorted(n for n, _ in lora_layers(model)) == sorted(
+        n for n, _ in lora_layers(add_lora(ln.load_model(tmp_path), LoraConfig(r=2, target_modules="all-linear"))))
 
 
 def test_our_adapter_file_loads_in_peft_and_merged_folder_in_transformers(tmp_path, rng):

@@ -174,6 +174,25 @@ def test_llama3_pipeline_with_bos_post_processor(llama3_dir):
         assert ours.encode(text, allow_special=True) == hf.encode(text, add_special_tokens=False).ids
 
 
+def test_jsonl_examples_start_with_the_post_processor_bos(llama3_dir, qwen, tmp_path):
+    """A prompt/completion record is the prompt as tokenizers encodes it with its special tokens (Llama 3's
+    <|begin_of_text|>: transformers' tokenizer(prompt)), then the completion and the end token; Qwen adds none.
+    ``generate --prompt`` encodes a prompt the same way."""
+    from lora_np.app.inputs import prompt_ids
+    from lora_np.data import jsonl_dataset
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Q: {k} + 1?\nA:", "completion": f" {k + 1}"}) + "\n"
+                            for k in range(3)))
+    for tok, hf in ((ln.load_tokenizer(llama3_dir),
+                     tokenizers.Tokenizer.from_file(os.path.join(llama3_dir, "tokenizer.json"))), (qwen, None)):
+        data = jsonl_dataset(path, 64, tok, val_fraction=0.4)
+        prompt = hf.encode("Q: 0 + 1?\nA:").ids if hf else tok.encode("Q: 0 + 1?\nA:")
+        record = [*prompt, *tok.encode(" 1"), tok.eot_token_id]
+        assert list(data.splits["train"][0][:len(record)]) == record
+        assert prompt[0] == (151643 if hf else tok.encode("Q")[0])
+        assert list(prompt_ids(tok, "Q: 0 + 1?\nA:", 64, "error")) == prompt  # generate --prompt: the same ids
+
+
 def _gpt2_variant(tmp_path, pre_tokenizer=None, normalizer=None, string_merges=False):
     """GPT-2's vocabulary in a tokenizer.json with another pipeline, written by tokenizers."""
     tok = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(os.path.join(GPT2_DIR, "encoder.json"),

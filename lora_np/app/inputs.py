@@ -4,10 +4,12 @@ checked before a model's weights are read."""
 import sys
 from pathlib import Path
 
+import numpy as np
 
 from ..data import TASKS, chat_dataset, encode_text, file_dataset, is_chat_jsonl, jsonl_dataset, task_dataset
 from ..data.dataset import WINDOW_MULTIPLE, stride_windows
-from ..data.text_files import check_data_file_name, read_jsonl_examples, read_text_file, read_text_tokens
+from ..data.text_files import (check_data_file_name, read_jsonl_examples, read_text_file, read_text_tokens,
+                               start_tokens)
 from ..training.progress import plural
 from ..models import family_of
 from ..tokenizer import BPETokenizer, CharTokenizer
@@ -139,7 +141,8 @@ def window(args, config):
 
 
 def prompt_ids(tokenizer, prompt, block_size, unknown, prefix="lora-np generate"):
-    """The prompt's ids, cut to the model's context from the left; what was cut is said on stderr."""
+    """The prompt's ids after the tokenizer's start tokens (Gemma's and Llama 3's <bos>, as transformers'
+    ``tokenizer(prompt)`` puts it), cut to the model's context from the left; what was cut is said on stderr."""
     if not prompt:
         raise ValueError("--prompt must not be empty")
     check_unknown_policy(unknown)
@@ -150,6 +153,7 @@ def prompt_ids(tokenizer, prompt, block_size, unknown, prefix="lora-np generate"
                          f"each by the vocabulary's character X") from None
     if len(ids) == 0:
         raise ValueError(f"--prompt {prompt!r} tokenizes to nothing")
+    ids = np.concatenate([np.asarray(start_tokens(tokenizer), np.int64), ids])
     if len(ids) > block_size:
         cut = tokenizer.decode(ids[:-block_size])
         print(f"{prefix}: the prompt is {len(ids)} tokens, longer than the model's context of {block_size}; "

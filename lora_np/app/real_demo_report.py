@@ -20,10 +20,10 @@ def format_results(results):
     s, phases = results["settings"], results["phases"]
     name = Path(results["model"]).name
     lora = f"+ LoRA (r={s['lora_r']}, alpha={s['lora_alpha']:g}, {len(s['targets'])} Linear kinds)"
-    load = results["load_average"]
+    load, asks = results["load_average"], results.get("asks", "greedy chat answers")
     rows = [
         f"| | {name} | {lora} |", "|---|---|---|",
-        f"| held-out exact match, greedy chat answers | {_accuracy(results, 'accuracy_before')} "
+        f"| held-out exact match, {asks} | {_accuracy(results, 'accuracy_before')} "
         f"| {_accuracy(results, 'accuracy_after')} |",
         f"| trainable parameters | 0 | {results['trainable']:,} ({100 * results['trainable'] / results['total']:.2f}%"
         f" of {results['total']:,}) |",
@@ -31,7 +31,7 @@ def format_results(results):
         "| phase | time |", "|---|---|",
         f"| load model and tokenizer | {_seconds(phases['load'])} |",
         f"| base answers ({len(results['heldout'])} prompts) | {_seconds(phases['answers_before'])} |",
-        f"| LoRA training ({s['steps']} steps × {s['batch_size']} conversations, "
+        f"| LoRA training ({s['steps']} steps × {s['batch_size']} {results.get('examples', 'conversations')}, "
         f"{results['ms_per_step'] / 1000:.1f} s/step) | {_seconds(phases['train'])} |",
         f"| LoRA answers | {_seconds(phases['answers_after'])} |",
         f"| **whole run** | **{_seconds(results['time'])}** |",

@@ -1,11 +1,12 @@
-"""Greedy chat answers, and their exact-match accuracy: how a chat task is scored.
+"""Greedy answers to prompts, and their exact-match accuracy: how the real demo's task is scored.
 
-Each prompt becomes one user turn of the model's chat template (``chat_prompt_ids``, as
-transformers' ``apply_chat_template(..., add_generation_prompt=True)``), and the model answers
-greedily until its end-of-turn token. Prompts of the same length in tokens are decoded together as
-one batch (no padding, so each row is exactly what it would be alone); an answer is right when it
-equals the expected text after stripping surrounding whitespace. The CLI's ``real-demo`` and
-``chat``, and notebook 08, all score and prompt through these functions.
+``greedy_answers`` decodes encoded prompts greedily until a stop token. Prompts of the same length
+in tokens are decoded together as one batch (no padding, so each row is exactly what it would be
+alone). ``greedy_chat_answers`` asks each prompt as one user turn of the model's chat template
+(``chat_prompt_ids``, as transformers' ``apply_chat_template(..., add_generation_prompt=True)``) and
+stops at its end-of-turn token. An answer is right when it equals the expected text after stripping
+surrounding whitespace. The CLI's ``real-demo`` and ``chat``, and notebook 08, all score and prompt
+through these functions.
 """
 
 import numpy as np
@@ -33,10 +34,10 @@ def chat_prompt_ids(tokenizer, prompt, block_size=None):
     return ids
 
 
-def greedy_chat_answers(model, tokenizer, prompts, max_new_tokens):
-    """The model's greedy answer to each prompt (a list of str, in the prompts' order)."""
-    encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
-    stop, answers, by_length = tokenizer.end_of_turn_id, [None] * len(prompts), {}
+def greedy_answers(model, tokenizer, encoded, stop, max_new_tokens):
+    """The decoded greedy continuation of each prompt's ids in ``encoded``, up to the ``stop`` token or
+    ``max_new_tokens`` (a list of str, in the prompts' order)."""
+    answers, by_length = [None] * len(encoded), {}
     for i, ids in enumerate(encoded):
         by_length.setdefault(len(ids), []).append(i)
     for length, rows in sorted(by_length.items()):
@@ -48,6 +49,12 @@ def greedy_chat_answers(model, tokenizer, prompts, max_new_tokens):
                 new = [int(t) for t in row]
                 answers[i] = tokenizer.decode(new[:new.index(stop)] if stop in new else new)
     return answers
+
+
+def greedy_chat_answers(model, tokenizer, prompts, max_new_tokens):
+    """The model's greedy chat answer to each prompt (a list of str, in the prompts' order)."""
+    encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
+    return greedy_answers(model, tokenizer, encoded, tokenizer.end_of_turn_id, max_new_tokens)
 
 
 def exact_match(answers, expected):

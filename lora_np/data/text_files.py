@@ -6,9 +6,11 @@
 Only a ``.jsonl`` name is read as JSON lines; JSON under any other name (a ``.json`` file, or a file
 whose first line is a prompt/completion or messages object) is refused, not trained on as text.
 
-JSONL examples are tokenized as ``prompt ids + completion ids + end`` (the prompt and the
-completion separately, so the boundary never merges into one token), where ``end`` is
-<|endoftext|> for a BPE model and a newline for a character model. Only the completion and its
+JSONL examples are tokenized as ``start + prompt ids + completion ids + end`` (the prompt and the
+completion separately, so the boundary never merges into one token), where ``start`` is what
+transformers' ``tokenizer(prompt)`` puts before a text (Gemma's and Llama 3's <bos>; nothing for GPT-2,
+SmolLM2, Qwen or a character model) and ``end`` is the end-of-text token (<|endoftext|>, Gemma's
+<eos>) for a BPE model and a newline for a character model. Only the completion and its
 end token count in the loss: the prompt is given, never predicted. Examples are *packed*: laid
 back to back into one stream, each window starting at an example's first token (and every
 block_size tokens inside an example longer than a window). A window may run on into the next
@@ -153,12 +155,18 @@ def _end_of_example(tokenizer):
     return tokenizer.eot_token_id
 
 
+def start_tokens(tokenizer):
+    """The ids put before a text that starts a sequence: the post-processor's prefix, as transformers'
+    ``tokenizer(text)`` adds it (Gemma's and Llama 3's <bos>); none for a character model."""
+    return [] if isinstance(tokenizer, CharTokenizer) else list(tokenizer.post_processor.prefix)
+
+
 def _example_records(examples, tokenizer, end, path, unknown):
-    """Each example as a record (ids, counts): prompt ids + completion ids + end, the completion and
-    the end counted."""
-    records = []
+    """Each example as a record (ids, counts): start + prompt ids + completion ids + end, the completion
+    and the end counted."""
+    records, start = [], start_tokens(tokenizer)
     for ex in examples:
-        p = _encode_file_text(tokenizer, ex.prompt, path, unknown, ex.line)
+        p = start + list(_encode_file_text(tokenizer, ex.prompt, path, unknown, ex.line))
         c = _encode_file_text(tokenizer, ex.completion, path, unknown, ex.line)
         records.append((np.array([*p, *c, end], np.int64), np.array([False] * len(p) + [True] * (len(c) + 1))))
     return records

@@ -3,8 +3,8 @@ operations, mixed-adapter batches, adapter arithmetic, PEFT-compatible files and
 plain LoRA conversion for saving."""
 
 from .adapters import (active_adapter, adapter_names, add_lora, count_parameters, delete_adapter, disable_lora,
-                       lora_layers, lora_state_dict, merge_and_unload, merge_lora, print_trainable_parameters,
-                       set_adapter, unmerge_lora)
+                       linear_kinds, lora_layers, lora_state_dict, merge_and_unload, merge_lora,
+                       print_trainable_parameters, set_adapter, unmerge_lora)
 from .config import LoraConfig
 from .conversion import as_plain_lora, initial_factors
 from .embedding import LoraEmbedding
@@ -15,5 +15,5 @@ from .weighted import add_weighted_adapter
 
 __all__ = ["LoraConfig", "LoraLinear", "LoraEmbedding", "add_lora", "set_adapter", "delete_adapter", "merge_lora",
            "unmerge_lora", "merge_and_unload", "disable_lora", "lora_state_dict", "print_trainable_parameters",
-           "count_parameters", "save_adapter", "load_adapter", "lora_layers", "adapter_names", "active_adapter",
-           "add_weighted_adapter", "adapter_names_per_row", "initial_factors", "as_plain_lora"]
+           "count_parameters", "save_adapter", "load_adapter", "lora_layers", "linear_kinds", "adapter_names",
+           "active_adapter", "add_weighted_adapter", "adapter_names_per_row", "initial_factors", "as_plain_lora"]

@@ -49,6 +49,14 @@ def _refuse_if_merged(model, caller):
         raise ValueError(f"{caller}: an adapter is merged into the weights; call unmerge_lora(model) first")
 
 
+def linear_kinds(model):
+    """The name endings of the model's Linear layers, in the order the model holds them (a Llama-family
+    decoder: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj): what "every Linear layer"
+    is as a list of target_modules, read from the model rather than written by hand."""
+    return tuple(dict.fromkeys(n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                               if isinstance(m, (Linear, LoraLinear))))
+
+
 def _matches(name, targets):
     if isinstance(targets, str):
         return re.fullmatch(targets, name) is not None
@@ -78,7 +86,7 @@ def _target_layers(model, config, check_rank=True):
         chosen = [(n, m) for n, m in candidates if _matches(n, config.target_modules)]
     linears = [n for n, m in candidates if isinstance(m, (Linear, LoraLinear))]
     if not chosen:
-        suffixes = sorted({n.rsplit(".", 1)[-1] for n in linears})
+        suffixes = sorted(linear_kinds(model))
         embeddings = sorted({n.rsplit(".", 1)[-1] for n, m in candidates if isinstance(m, (Embedding, LoraEmbedding))}
                             & set(EMBEDDING_TARGETS))  # only the names this model has
         raise ValueError(f"LoRA target_modules {config.target_modules!r} match no Linear layer; this model's "
@@ -123,7 +131,7 @@ def _check_every_target_matches(model, config):
                   if isinstance(m, (Linear, LoraLinear, Embedding, LoraEmbedding))]
     unmatched = [t for t in config.target_modules if not any(_matches(n, (t,)) for n, _ in candidates)]
     if unmatched and len(unmatched) < len(config.target_modules):  # none matching: _target_layers says so
-        linears = sorted({n.rsplit(".", 1)[-1] for n, m in candidates if isinstance(m, (Linear, LoraLinear))})
+        linears = sorted(linear_kinds(model))
         embeddings = sorted({n.rsplit(".", 1)[-1] for n, _ in candidates} & set(EMBEDDING_TARGETS))
         raise ValueError(f"LoRA target_modules {unmatched} match no layer of this model (every name must match "
                          f"one); its Linear layers end in {linears}"
