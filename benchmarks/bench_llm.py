@@ -1,4 +1,4 @@
-"""The Llama family at real shapes: lora_np against transformers + PEFT, same checkpoint, same tokens.
+"""The Llama family and Gemma 3 at real shapes: lora_np against transformers + PEFT, same checkpoint, same tokens.
 
 Two random checkpoints, written once by ``transformers``' ``save_pretrained`` (float32) and loaded by
 both sides (``lora_np.load_model``; ``AutoModelForCausalLM.from_pretrained``):
@@ -15,6 +15,21 @@ generation with a KV cache on the base model: tokens/s against ``model.generate`
 and measuring helpers, and the workers' common part, are ``workers.py``'s.
 
     python benchmarks/bench_llm.py       # ~10 minutes, up to ~8 GiB; writes benchmarks/results_llm.md
+
+With ``--family gemma3`` the two models are Gemma 3's (``Gemma3ForCausalLM``, random float32 weights):
+
+* Gemma 3 270M's shape: 18 layers × 640, 4 heads / 1 KV head of 256, MLP 2,048 (GeGLU), sliding window
+  512 on five layers of six (RoPE bases 10,000 local, 1,000,000 global), query_pre_attn_scalar 256,
+  vocabulary 262,144, tied head: PEFT's logits alone are B·T·262,144 floats (512 MiB at T 256 × B 2),
+  which lora_np's chunked head never forms;
+* Gemma 3 1B's shape: 26 layers × 1152, 4 heads / 1 KV head of 256, MLP 6,912, the same vocabulary;
+
+both at T 256 × B 2, LoRA r=16 on every projection as above. ``--train-only`` skips the generation runs.
+
+    python benchmarks/bench_llm.py --family gemma3 --train-only --steps 3
+                                          # up to ~12 GiB; writes benchmarks/results_llm_gemma3.md
+    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train --only gemma3-270m
+                                          # where a LoRA step's CPU time goes (cProfile, one thread)
 
 With ``--bf16`` the checkpoint is written in bfloat16, as the hub ships these models, and four
 training sides step in turn: lora_np with the frozen base kept in bf16 (``quantize="bf16"``) and
@@ -39,12 +54,18 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # lora_np itself, for the --profile-* runs in this process
 from workers import (NEW_TOKENS, PROMPT_TOKENS, THREADS, comparison_arguments, finish, hf_greedy,  # noqa: E402
                      interleaved, ours_greedy, ours_lora_train, peft_lora_train, run_once, run_worker, train_pair)
 from bench_train import machine_description  # noqa: E402
 
 LORA_R = 16
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+GEMMA3_SHARED = dict(  # Gemma 3 270M's and 1B's common settings (transformers' Gemma3TextConfig); layer_types 5:1
+    sliding_window=512, query_pre_attn_scalar=256, max_position_embeddings=32768, rms_norm_eps=1e-6,
+    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+    tie_word_embeddings=True, pad_token_id=None)
 MODELS = {
     "smollm2-135m": dict(kind="llama", shape=(256, 2), config=dict(
         vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -54,6 +75,24 @@ MODELS = {
         vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
         num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1000000.0,
         rms_norm_eps=1e-6, tie_word_embeddings=True)),
+    "gemma3-270m": dict(kind="gemma3", shape=(256, 2), config=dict(
+        vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=256, **GEMMA3_SHARED)),
+    "gemma3-1b": dict(kind="gemma3", shape=(256, 2), config=dict(
+        vocab_size=262144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=256, **GEMMA3_SHARED)),
+}
+
+
+FAMILIES = {  # --family: the models a run measures, the results file, the report's description of them
+    "llama": (("smollm2-135m", "qwen3-0.6b"), "results_llm",
+              "Random weights at SmolLM2-135M's shape (30 × 576, 9/3 heads, vocabulary 49,152) and Qwen3-0.6B's "
+              "(28 × 1024, 16/8 heads of 128, vocabulary 151,936)"),
+    "gemma3": (("gemma3-270m", "gemma3-1b"), "results_llm_gemma3",
+               "Random weights at Gemma 3 270M's shape (18 × 640, 4/1 heads of 256, MLP 2,048, GeGLU, four (1 + w) "
+               "norms and q/k norms per layer, sliding window 512 on five layers of six, vocabulary 262,144) and "
+               "Gemma 3 1B's (26 × 1152, 4/1 heads of 256, MLP 6,912), both at T 256 × B 2 (shorter than the "
+               "window: the local layers attend causally as the global ones)"),
 }
 
 
@@ -61,8 +100,10 @@ def make_checkpoint(path, name, bf16=False):
     import torch
     import transformers
     spec = MODELS[name]
-    config_class, model_class = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-                                 "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM)}[spec["kind"]]
+    t = transformers
+    config_class, model_class = {"llama": (t.LlamaConfig, t.LlamaForCausalLM),
+                                 "qwen3": (t.Qwen3Config, t.Qwen3ForCausalLM),
+                                 "gemma3": (t.Gemma3TextConfig, t.Gemma3ForCausalLM)}[spec["kind"]]
     torch.manual_seed(0)
     model = model_class(config_class(**spec["config"], bos_token_id=None, eos_token_id=None))
     (model.to(torch.bfloat16) if bf16 else model).save_pretrained(path)
@@ -146,7 +187,8 @@ def run_model_bf16(name, args):
 
 
 def run_model(name, args):
-    """One model: its checkpoint, the interleaved training pair, then the two generation runs."""
+    """One model: its checkpoint, the interleaved training pair, then (unless --train-only) the two
+    generation runs."""
     if args.bf16:
         return run_model_bf16(name, args)
     out = {}
@@ -156,6 +198,8 @@ def run_model(name, args):
                                   args.warmup, args.steps)
         print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "train_peak_rss_mb")}
                                 for k, v in out["train"].items()}), flush=True)
+        if args.train_only:
+            return out
         out["generate"] = {kind: run_once(__file__, {"kind": kind, "checkpoint": tmp, "repeats": args.repeats,
                                                      "model": name})
                            for kind in ("ours_generate", "hf_generate")}
@@ -165,34 +209,37 @@ def run_model(name, args):
 
 def report(results, seconds):
     lines = ["| | lora_np | transformers + PEFT | ratio | target |", "|---|---|---|---|---|"]
-    for name in MODELS:
-        if name not in results:
-            continue
+    names, stem, description = FAMILIES[results["family"]]
+    for name in (n for n in names if n in results):
         t, b = MODELS[name]["shape"]
         ours, peft = results[name]["train"]["ours_train"], results[name]["train"]["peft_train"]
-        gen_ours, gen_hf = results[name]["generate"]["ours_generate"], results[name]["generate"]["hf_generate"]
+        generated = results[name].get("generate", {})
         rows = [(f"{name}: LoRA step, T {t} × B {b} (ms, median)", ours["ms"], peft["ms"], "≤ 0.90", ".0f"),
                 (f"{name}: peak RSS (MiB, whole process)", ours["peak_rss_mb"], peft["peak_rss_mb"], "≤ 0.50", ".0f"),
                 (f"{name}: peak RSS of the training steps (MiB)", ours["train_peak_rss_mb"],
-                 peft["train_peak_rss_mb"], "", ".0f"),
-                (f"{name}: greedy generation, {PROMPT_TOKENS}-token prompt + {NEW_TOKENS} (tokens/s)",
-                 gen_ours["tokens_per_s"], gen_hf["tokens_per_s"], "≥ 1.0", ".1f")]
+                 peft["train_peak_rss_mb"], "", ".0f")]
+        if generated:
+            rows.append((f"{name}: greedy generation, {PROMPT_TOKENS}-token prompt + {NEW_TOKENS} (tokens/s)",
+                         generated["ours_generate"]["tokens_per_s"], generated["hf_generate"]["tokens_per_s"],
+                         "≥ 1.0", ".1f"))
         lines += [f"| {label} | {a:,{fmt}} | {b_:,{fmt}} | {a / b_:.2f} | {target} |"
                   for label, a, b_, target, fmt in rows]
     import torch
     return "\n".join([
-        "# The Llama family at real shapes: lora_np vs transformers + PEFT",
+        f"# The {dict(llama='Llama', gemma3='Gemma 3')[results['family']]} family at real shapes: "
+        "lora_np vs transformers + PEFT",
         "",
-        "Random weights at SmolLM2-135M's shape (30 × 576, 9/3 heads, vocabulary 49,152) and Qwen3-0.6B's "
-        "(28 × 1024, 16/8 heads of 128, vocabulary 151,936), tied heads, float32; LoRA r=16 (α=32) on every "
-        "projection, AdamW; one checkpoint written by transformers and loaded by both; the same tokens.",
-        f"Machine: {machine_description()}, torch {torch.__version__}; {THREADS} threads per process. "
-        f"One run ({seconds:.0f} s), load average {results['load']} before and after (a 2-core machine "
-        "shared with other work: expect ±10-20% and more when the load exceeds 2).",
+        f"{description}, tied heads, float32; LoRA r=16 (α=32) on every projection, AdamW; one checkpoint "
+        "written by transformers and loaded by both; the same tokens. Step: median of "
+        f"{results['steps']} after {results['warmup']} warm-up, the two sides stepping in turn.",
+        f"Machine: {machine_description()}, torch {torch.__version__}; {THREADS} threads per process, "
+        f"OMP_WAIT_POLICY=PASSIVE. {time.strftime('%Y-%m-%d')}, one run ({seconds:.0f} s), load average (1 min) "
+        f"{results['load']} at the start, after each model and at the end (a 2-core machine shared with other "
+        "work: expect ±10-20% and more when the load exceeds 2).",
         "",
         *lines,
         "",
-        "Command: `python benchmarks/bench_llm.py`",
+        f"Command: `{results['command']}`",
         "",
     ])
 
@@ -286,25 +333,76 @@ def profile_decode(name, base, steps=16):
         print(f"  {label}: {1000 * t / steps:.1f} ms ({100 * t / total:.0f}%)")
 
 
+def native_model(name):
+    """lora_np's own model at ``MODELS[name]``'s shape, random weights, built from the config.json fields
+    transformers would write (the family's ``config_from_hf``), without a checkpoint."""
+    import lora_np
+    from lora_np.models.registry import family_for_type
+    spec = MODELS[name]
+    family = family_for_type({"gemma3": "gemma3_text"}.get(spec["kind"], spec["kind"]))
+    lora_np.manual_seed(0)
+    return family.model_class(family.config_from_hf({**spec["config"], "model_type": family.model_types[0]}))
+
+
+def profile_train(name, top=25):
+    """``--profile-train``: one LoRA step (r=16, every projection, AdamW) at the model's training shape,
+    random weights, on ONE thread (cProfile sees only the main thread; run with OPENBLAS_NUM_THREADS=1
+    LORA_NP_NUM_THREADS=1), CPU time. Prints the step's CPU ms unprofiled and the ``top`` functions by
+    own time: a NumPy operator (``@``, ``*``) is no call to cProfile, so an op's arithmetic counts in the
+    function that runs it (its forward, or the backward closure of its op)."""
+    import cProfile
+    import pstats
+    import lora_np
+    from lora_np.optim import AdamW
+    model = native_model(name).train()
+    lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
+    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, y = tokens(MODELS[name]["config"]["vocab_size"], *MODELS[name]["shape"])
+    profiler = cProfile.Profile(time.process_time)
+
+    def step(profile):
+        cpu = time.process_time()
+        profiler.enable() if profile else None
+        model(x, y)[1].backward()
+        opt.step()
+        opt.zero_grad()
+        profiler.disable() if profile else None
+        return time.process_time() - cpu
+
+    step(False)
+    plain, profiled = step(False), step(True)
+    print(f"{name}: LoRA step T {MODELS[name]['shape'][0]} x B {MODELS[name]['shape'][1]}: {1000 * plain:,.0f} ms "
+          f"CPU (one thread, unprofiled), {1000 * profiled:,.0f} ms profiled")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
 def main(argv=None):
     parser = comparison_arguments(__doc__.splitlines()[0], list(MODELS), HERE / "results_llm",
                                   steps=5, warmup=1, repeats=2)
+    parser.add_argument("--family", choices=list(FAMILIES), default="llama",
+                        help="the models to measure (gemma3: writes benchmarks/results_llm_gemma3.md)")
+    parser.add_argument("--train-only", action="store_true", help="no generation runs")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 checkpoints: bf16 and float32 bases, PEFT both")
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per timed run")
     parser.add_argument("--profile-decode", choices=("float32", "bf16"),
                         help="profile decode steps in this process (with OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
+    parser.add_argument("--profile-train", action="store_true",
+                        help="profile one LoRA step per model here (OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
     args = parser.parse_args(argv)
     if args.profile_decode:
-        return [profile_decode(name, args.profile_decode) for name in args.only or MODELS]
-    if args.bf16 and args.out == str(HERE / "results_llm"):
-        args.out = str(HERE / "results_llm_bf16")
+        return [profile_decode(name, args.profile_decode) for name in args.only or FAMILIES[args.family][0]]
+    if args.profile_train:
+        return [profile_train(name) for name in args.only or FAMILIES[args.family][0]]
+    if args.out == str(HERE / "results_llm"):
+        args.out = str(HERE / ("results_llm_bf16" if args.bf16 else FAMILIES[args.family][1]))
     if args.worker:
         return run_worker(WORKERS, args.worker)
     start = time.perf_counter()
-    results = {"load": [round(os.getloadavg()[0], 1)]}
-    for name in MODELS:
-        if not args.only or name in args.only:
-            results[name] = run_model(name, args)
+    results = {"load": [round(os.getloadavg()[0], 1)], "family": args.family, "steps": args.steps,
+               "warmup": args.warmup, "command": " ".join(["python benchmarks/bench_llm.py", *sys.argv[1:]])}
+    for name in args.only or FAMILIES[args.family][0]:
+        results[name] = run_model(name, args)
+        results["load"].append(round(os.getloadavg()[0], 1))
     results["new_tokens"] = args.new_tokens
     finish(args, results, start, report_bf16 if args.bf16 else report)
 
