@@ -333,15 +333,21 @@ def profile_decode(name, base, steps=16):
         print(f"  {label}: {1000 * t / steps:.1f} ms ({100 * t / total:.0f}%)")
 
 
-def native_model(name):
-    """lora_np's own model at ``MODELS[name]``'s shape, random weights, built from the config.json fields
-    transformers would write (the family's ``config_from_hf``), without a checkpoint."""
-    import lora_np
+def native_config(name):
+    """(family, config): lora_np's config for ``MODELS[name]``, read from the fields transformers' config
+    takes (the family's ``config_from_hf``, as from a config.json)."""
     from lora_np.models.registry import family_for_type
     spec = MODELS[name]
     family = family_for_type({"gemma3": "gemma3_text"}.get(spec["kind"], spec["kind"]))
+    return family, family.config_from_hf({**spec["config"], "model_type": family.model_types[0]})
+
+
+def native_model(name):
+    """lora_np's own model at ``MODELS[name]``'s shape, random weights, without a checkpoint."""
+    import lora_np
+    family, config = native_config(name)
     lora_np.manual_seed(0)
-    return family.model_class(family.config_from_hf({**spec["config"], "model_type": family.model_types[0]}))
+    return family.model_class(config)
 
 
 def profile_train(name, top=25):
