@@ -207,6 +207,11 @@ def run_model(name, args):
     return out
 
 
+def timed_cpu_ms(side):
+    """The median CPU time (process_time, all threads) of a side's timed steps, warm-up left out."""
+    return float(np.median(side["step_cpu_ms"][-len(side["times_ms"]):]))
+
+
 def report(results, seconds):
     lines = ["| | lora_np | transformers + PEFT | ratio | target |", "|---|---|---|---|---|"]
     names, stem, description = FAMILIES[results["family"]]
@@ -215,6 +220,8 @@ def report(results, seconds):
         ours, peft = results[name]["train"]["ours_train"], results[name]["train"]["peft_train"]
         generated = results[name].get("generate", {})
         rows = [(f"{name}: LoRA step, T {t} × B {b} (ms, median)", ours["ms"], peft["ms"], "≤ 0.90", ".0f"),
+                (f"{name}: LoRA step's CPU time, all threads (ms, median)", timed_cpu_ms(ours), timed_cpu_ms(peft),
+                 "", ".0f"),
                 (f"{name}: peak RSS (MiB, whole process)", ours["peak_rss_mb"], peft["peak_rss_mb"], "≤ 0.50", ".0f"),
                 (f"{name}: peak RSS of the training steps (MiB)", ours["train_peak_rss_mb"],
                  peft["train_peak_rss_mb"], "", ".0f")]
@@ -235,7 +242,8 @@ def report(results, seconds):
         f"Machine: {machine_description()}, torch {torch.__version__}; {THREADS} threads per process, "
         f"OMP_WAIT_POLICY=PASSIVE. {time.strftime('%Y-%m-%d')}, one run ({seconds:.0f} s), load average (1 min) "
         f"{results['load']} at the start, after each model and at the end (a 2-core machine shared with other "
-        "work: expect ±10-20% and more when the load exceeds 2).",
+        "work: expect ±10-20% and more when the load exceeds 2; the steps' CPU time, all threads' process_time, "
+        "is the steadier measure there).",
         "",
         *lines,
         "",
