@@ -207,6 +207,23 @@ def run_model(name, args):
     return out
 
 
+MEMORY_PER_WEIGHT_BYTE = 3.5  # both training sides together, at most, per byte of float32 weights (270M: 6.2 GiB)
+
+
+def enough_memory(name, results):
+    """Whether MemAvailable holds both training sides of ``name`` (MEMORY_PER_WEIGHT_BYTE times its float32
+    weights); if not, the model is skipped and ``results["skipped"]`` says why (a shared machine: a worker
+    killed for memory takes another process with it, maybe someone else's)."""
+    family, config = native_config(name)
+    need = MEMORY_PER_WEIGHT_BYTE * 4 * family.parameter_count(config) / 2 ** 30
+    available = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemAvailable:")) / 2 ** 20
+    if available < need:
+        results.setdefault("skipped", {})[name] = f"needs ~{need:.1f} GiB, MemAvailable was {available:.1f} GiB"
+        print(name, "skipped:", results["skipped"][name], flush=True)
+    return available >= need
+
+
 def timed_cpu_ms(side):
     """The median CPU time (process_time, all threads) of a side's timed steps, warm-up left out."""
     return float(np.median(side["step_cpu_ms"][-len(side["times_ms"]):]))
@@ -215,7 +232,7 @@ def timed_cpu_ms(side):
 def report(results, seconds):
     lines = ["| | lora_np | transformers + PEFT | ratio | target |", "|---|---|---|---|---|"]
     names, stem, description = FAMILIES[results["family"]]
-    for name in (n for n in names if n in results):
+    for name in (n for n in names if results.get(n)):
         t, b = MODELS[name]["shape"]
         ours, peft = results[name]["train"]["ours_train"], results[name]["train"]["peft_train"]
         generated = results[name].get("generate", {})
@@ -241,11 +258,12 @@ def report(results, seconds):
         f"{results['steps']} after {results['warmup']} warm-up, the two sides stepping in turn.",
         f"Machine: {machine_description()}, torch {torch.__version__}; {THREADS} threads per process, "
         f"OMP_WAIT_POLICY=PASSIVE. {time.strftime('%Y-%m-%d')}, one run ({seconds:.0f} s), load average (1 min) "
-        f"{results['load']} at the start, after each model and at the end (a 2-core machine shared with other "
+        f"{results['load']} at the start and after each model (a 2-core machine shared with other "
         "work: expect ±10-20% and more when the load exceeds 2; the steps' CPU time, all threads' process_time, "
         "is the steadier measure there).",
         "",
         *lines,
+        *[f"\nNot measured: {name} ({why}).\n" for name, why in results.get("skipped", {}).items()],
         "",
         f"Command: `{results['command']}`",
         "",
@@ -259,7 +277,7 @@ def report_bf16(results, seconds):
     gen = ["| model | side | greedy tokens/s (wall) | greedy tokens per CPU-s | sampled tokens/s | "
            "sampled tokens per CPU-s | prefill ms (CPU ms) | × transformers f32 (greedy, wall / CPU) |",
            "|---|---|---|---|---|---|---|---|"]
-    for name in (n for n in MODELS if n in results):
+    for name in (n for n in MODELS if results.get(n)):
         train, g = results[name]["train"], results[name]["generate"]
         for side, r in train.items():
             lines.append(f"| {name} | {side} | {r['ms']:,.0f} | {np.median(r['step_cpu_ms']):,.0f} | "
@@ -414,11 +432,10 @@ def main(argv=None):
     start = time.perf_counter()
     results = {"load": [round(os.getloadavg()[0], 1)], "family": args.family, "steps": args.steps,
                "warmup": args.warmup, "command": " ".join(["python benchmarks/bench_llm.py", *sys.argv[1:]])}
-    for name in args.only or FAMILIES[args.family][0]:
-        results[name] = run_model(name, args)
-        results["load"].append(round(os.getloadavg()[0], 1))
     results["new_tokens"] = args.new_tokens
-    finish(args, results, start, report_bf16 if args.bf16 else report)
+    for name in args.only or FAMILIES[args.family][0]:
+        results[name] = run_model(name, args) if enough_memory(name, results) else {}
+        finish(args, results, start, report_bf16 if args.bf16 else report)  # written after each model
 
 
 if __name__ == "__main__":
