@@ -207,21 +207,27 @@ def run_model(name, args):
     return out
 
 
-MEMORY_PER_WEIGHT_BYTE = 3.5  # both training sides together, at most, per byte of float32 weights (270M: 6.2 GiB)
+MEMORY_FIXED_GIB = 4.5  # both training sides' memory besides two copies of the float32 weights (270M: 6.2 GiB in all)
 
 
-def enough_memory(name, results):
-    """Whether MemAvailable holds both training sides of ``name`` (MEMORY_PER_WEIGHT_BYTE times its float32
-    weights); if not, the model is skipped and ``results["skipped"]`` says why (a shared machine: a worker
-    killed for memory takes another process with it, maybe someone else's)."""
+def mem_available_gib():
+    return next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemAvailable:")) / 2 ** 20
+
+
+def enough_memory(name, results, wait_s=600):
+    """Whether MemAvailable holds both training sides of ``name`` (two copies of its float32 weights and
+    MEMORY_FIXED_GIB), waiting up to ``wait_s`` for it; if not, the model is skipped and ``results["skipped"]``
+    says why (on a shared machine a worker killed for memory may take someone else's process with it)."""
     family, config = native_config(name)
-    need = MEMORY_PER_WEIGHT_BYTE * 4 * family.parameter_count(config) / 2 ** 30
-    available = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                     if line.startswith("MemAvailable:")) / 2 ** 20
-    if available < need:
-        results.setdefault("skipped", {})[name] = f"needs ~{need:.1f} GiB, MemAvailable was {available:.1f} GiB"
+    need = 2 * 4 * family.parameter_count(config) / 2 ** 30 + MEMORY_FIXED_GIB
+    deadline = time.monotonic() + wait_s
+    while mem_available_gib() < need and time.monotonic() < deadline:
+        time.sleep(10)
+    if mem_available_gib() < need:
+        results.setdefault("skipped", {})[name] = f"needs ~{need:.1f} GiB, MemAvailable was {mem_available_gib():.1f}"
         print(name, "skipped:", results["skipped"][name], flush=True)
-    return available >= need
+    return name not in results.get("skipped", {})
 
 
 def timed_cpu_ms(side):
