@@ -15,9 +15,10 @@ from .linear import QuantLinear
 from .model import dequantize_model, is_quantized, quantize_model
 from .nf4 import nf4_dequantize, nf4_quantize
 from .linear_op import quant_linear, quant_lora_linear
+from .table import FrozenTable, table_logits
 from .weight import QuantWeight, check_scheme
 
 __all__ = ["NF4_CODE", "DYNAMIC_CODE", "nf4_codebook", "dynamic_codebook", "nf4_quantize", "nf4_dequantize",
            "int8_quantize", "int8_dequantize", "double_quantize", "double_dequantize", "QuantWeight",
            "QuantLinear", "quant_linear", "quant_lora_linear", "quantize_model", "dequantize_model",
-           "is_quantized", "check_scheme", "Bf16Weight", "bf16_words", "widen_bf16"]
+           "is_quantized", "check_scheme", "Bf16Weight", "bf16_words", "widen_bf16", "FrozenTable", "table_logits"]

@@ -61,6 +61,10 @@ class Bf16Weight(QuantWeight):
         """Rows r0..r1-1, columns c0..c1-1 of Wᵀ, widened to float32 (then the compute dtype)."""
         return widen_bf16(self.codes[r0:r1, c0:c1]).astype(self.dtype, copy=False)
 
+    def rows(self, ids):
+        """Rows ``ids`` (ints, any shape) of Wᵀ widened: gathered as 16-bit words first, then widened."""
+        return widen_bf16(self.codes[ids]).astype(self.dtype, copy=False)
+
     @property
     def data(self):
         """W widened (read), or rounded to bfloat16 from a new W (write: a merge into a bf16 base)."""
