@@ -195,8 +195,8 @@ def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_s
 def _check_plain_float(model):
     for name, m in model.named_modules():
         if isinstance(getattr(m, "weight", None), (QuantWeight, FrozenTable)):
-            raise ValueError(f"save_model: {name} is quantized (NF4/int8 codes, bf16 words, GGUF blocks) and a model folder holds float "
-                             f"weights; call lora_np.dequantize_model(model) first")
+            raise ValueError(f"save_model: {name} is quantized (NF4/int8 codes, bf16 words, GGUF blocks) and a "
+                             f"model folder holds float weights; call lora_np.dequantize_model(model) first")
         if hasattr(m, "lora_A"):
             raise ValueError(f"save_model: {name} carries a LoRA adapter; save it with save_adapter(), or call "
                              f"merge_and_unload(model) first to save the merged model")

@@ -112,7 +112,8 @@ def chunk_loss(h, table, t, keep, scale, block, dh, dw):
     """One chunk of rows: Σ_rows (lse - z_t) ⊙ keep, and dL/dH into ``dh`` (if not None), dL/dW
     added into ``dw`` (if not None; then ``table`` is an ArrayTable). The vocabulary slices run on all threads."""
     xp = backend.xp
-    parts = parallel.map_blocks(table.shape[0], lambda lo, hi: logsumexp_pass(h, table, lo, hi, block, dh is not None),
+    with_u = dh is not None
+    parts = parallel.map_blocks(table.shape[0], lambda lo, hi: logsumexp_pass(h, table, lo, hi, block, with_u),
                                 grain=SLICE_GRAIN)
     m = xp.stack([part[0] for part in parts])         # (P, R), one row per slice
     s = xp.stack([part[1] for part in parts])
@@ -159,8 +160,8 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CH
     total = xp.zeros((), dtype=xp.float64)
     for lo in range(0, h2.shape[0], rows_per_chunk):
         hi = min(lo + rows_per_chunk, h2.shape[0])
-        total += chunk_loss(h2[lo:hi], table, t[lo:hi], keep[lo:hi], scale, block or vocab_block(hi - lo, dtype.itemsize),
-                            None if dh is None else dh[lo:hi], dw)
+        tile = block or vocab_block(hi - lo, dtype.itemsize)
+        total += chunk_loss(h2[lo:hi], table, t[lo:hi], keep[lo:hi], scale, tile, None if dh is None else dh[lo:hi], dw)
     loss = (total / n).astype(dtype)
     h_shape = h.shape
 
