@@ -138,7 +138,7 @@ def run_model_bf16(name, args):
         print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "step_cpu_ms")}
                                 for k, v in out["train"].items()}), flush=True)
         out["generate"] = {}
-        for side, c in BF16_GENERATE.items():
+        for side, c in BF16_GENERATE.items() if not args.train_only else ():
             out["generate"][side] = run_once(__file__, {**case, **c, "repeats": args.repeats,
                                                         "new_tokens": args.new_tokens}, timeout=1800)
             print(name, side, json.dumps(out["generate"][side]), flush=True)
@@ -211,8 +211,8 @@ def report_bf16(results, seconds):
                          f"{r['peak_rss_mb']:,.0f} | {r['peak_rss_mb'] / train['peft_f32']['peak_rss_mb']:.2f} | "
                          f"{r['peak_rss_mb'] / train['peft_bf16']['peak_rss_mb']:.2f} | "
                          f"{r['ms'] / train['ours_f32']['ms']:.2f} |")
-        hf = g["hf_f32_greedy"]
-        for side in ("ours_bf16", "ours_f32", "hf_f32"):
+        hf = g.get("hf_f32_greedy")
+        for side in ("ours_bf16", "ours_f32", "hf_f32") if hf else ():
             a, b = g[f"{side}_greedy"], g[f"{side}_sampled"]
             gen.append(f"| {name} | {side} | {a['tokens_per_s']:.2f} | {a['tokens_per_cpu_s']:.2f} | "
                        f"{b['tokens_per_s']:.2f} | {b['tokens_per_cpu_s']:.2f} | {a['prefill_ms']:.0f} "
@@ -223,16 +223,17 @@ def report_bf16(results, seconds):
         "# The Llama family from bfloat16 checkpoints: a bf16 frozen base against float32 and PEFT", "",
         "Random weights at SmolLM2-135M's and Qwen3-0.6B's shapes written by transformers in bfloat16; LoRA r=16 "
         "(α=32) on every projection, AdamW. `ours_bf16`: `load_model(path, quantize=\"bf16\")` (Linear weights "
-        "kept as bf16 words, widened band by band); `ours_f32`: the same values widened at load; `peft_f32` / "
+        "and the token embedding / LM head kept as bf16 words, widened band by band); "
+        "`ours_f32`: the same values widened at load; `peft_f32` / "
         "`peft_bf16`: transformers + PEFT with `dtype=torch.float32` / `torch.bfloat16` (no autocast).",
         f"Machine: {machine_description()}, torch {torch.__version__}; {THREADS} threads per process, "
         f"OMP_WAIT_POLICY=PASSIVE. {time.strftime('%Y-%m-%d')}, one run ({seconds:.0f} s), load average "
         f"{results['load']} before and after. Step CPU time is all threads' (process_time): on a machine "
         "shared with other work it is the steadier measure.", "",
         "## LoRA training step", "", *lines, "",
-        f"## Generation: {PROMPT_TOKENS}-token prompt + {results.get('new_tokens', NEW_TOKENS)} new tokens, KV cache "
-        "(sampled: temperature 1, top-k 50)", "", *gen, "",
-        "Command: `python benchmarks/bench_llm.py --bf16 --new-tokens 128`", ""])
+        *([f"## Generation: {PROMPT_TOKENS}-token prompt + {results.get('new_tokens', NEW_TOKENS)} new tokens, KV "
+           "cache (sampled: temperature 1, top-k 50)", "", *gen, ""] if len(gen) > 2 else []),
+        f"Command: `python benchmarks/bench_llm.py --bf16 {results.get('flags', '--new-tokens 128')}`", ""])
 
 
 PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn == "widen_bf16"),
@@ -291,6 +292,7 @@ def main(argv=None):
                                   steps=5, warmup=1, repeats=2)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 checkpoints: bf16 and float32 bases, PEFT both")
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per timed run")
+    parser.add_argument("--train-only", action="store_true", help="with --bf16: the training sides only, no generation")
     parser.add_argument("--profile-decode", choices=("float32", "bf16"),
                         help="profile decode steps in this process (with OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
     args = parser.parse_args(argv)
@@ -306,6 +308,7 @@ def main(argv=None):
         if not args.only or name in args.only:
             results[name] = run_model(name, args)
     results["new_tokens"] = args.new_tokens
+    results["flags"] = " ".join(a for a in (sys.argv[1:] if argv is None else argv) if a != "--bf16")
     finish(args, results, start, report_bf16 if args.bf16 else report)
 
 

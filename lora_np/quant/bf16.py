@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import backend
 from .blocks import check_stored
+from .linear_op import WIDE_BAND
 from .weight import QuantWeight
 
 
@@ -40,6 +41,8 @@ def bf16_words(w):
 
 class Bf16Weight(QuantWeight):
     """W (in, out) held as the bfloat16 words of Wᵀ (out, in); ``band(...)`` widens a piece of Wᵀ."""
+
+    band_floats = WIDE_BAND  # widening is one shift: long bands, long GEMMs (linear_op.py)
 
     def __init__(self, words, shape, dtype=np.float32):
         """``words``: uint16 (out·in,) or (out, in), the bf16 bit patterns of Wᵀ."""

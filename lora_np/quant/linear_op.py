@@ -8,10 +8,12 @@ With Q the codes of Wᵀ (out, in) and deq(Q) its float values (``QuantWeight.ba
                no dL/dW: the codes are a step function of W (zero gradient almost everywhere)
                and frozen; QLoRA trains only the adapter beside them.
 
-Each band is about ``BAND`` floats (512 KB: it stays in L2 while its GEMM runs) and is dropped
-after its GEMM, so the float32 matrix never exists whole; forward and backward each decode Q
-once. The bands of one call run on all threads (``parallel.parallel_for``), each writing its own
-slice of Y or dL/dX.
+Each band is about ``qweight.band_floats`` values (NF4/int8/GGUF: ``BAND``, 512 KB, so that the
+decoder's temporaries stay in L2; bf16, whose widening is one shift: ``WIDE_BAND``, 4 MiB, so that
+each GEMM is long enough for BLAS to run at full speed) and is dropped after its GEMM, so the
+float32 matrix never exists whole; forward and backward each decode Q once. The bands of one call
+run on all threads (``parallel.parallel_for``; never fewer bands than threads), each writing its
+own slice of Y or dL/dX.
 
 ``quant_lora_linear`` adds the LoRA branch, Y += s·dropout(X) Aᵀ Bᵀ, composed from the library's
 matmul, mul and dropout ops, whose backward passes give dA, dB and the adapter's share of dX.
@@ -22,10 +24,14 @@ from ..autograd import Tensor
 from ..ops.lora_linear import check_lora_shapes
 
 BAND = 1 << 17
+WIDE_BAND = 1 << 20
 
 
 def _over_bands(n, band, fn):
-    """``fn(lo, hi)`` for bands [lo, hi) of ``band`` items that cover range(n), on all threads."""
+    """``fn(lo, hi)`` for bands [lo, hi) of at most ``band`` items that cover range(n), on all threads
+    (a band is cut shorter when n / band would leave a thread without one)."""
+    band = max(1, min(band, -(-n // parallel.thread_count())))
+
     def bands(lo, hi):
         for b in range(lo, hi, band):
             fn(b, min(b + band, hi))
@@ -57,7 +63,8 @@ def quant_linear(x, qweight, bias=None):
         if b is not None:
             y[:, r0:r1] += b[r0:r1]
 
-    _over_bands(n_out, max(1, BAND // n_in), output_band)
+    band_floats = qweight.band_floats
+    _over_bands(n_out, max(1, band_floats // n_in), output_band)
     parents = (x,) if bias is None else (x, bias)
     need_x, need_b = x.requires_grad, bias is not None and bias.requires_grad
     x_shape, bs = x.shape, qweight.block_size
@@ -71,7 +78,7 @@ def quant_linear(x, qweight, bias=None):
             def input_band(j0, j1):
                 dx[:, j0 * bs:j1 * bs] = g2 @ qweight.band(0, n_out, j0 * bs, j1 * bs)
 
-            _over_bands(n_in // bs, max(1, BAND // (bs * n_out)), input_band)
+            _over_bands(n_in // bs, max(1, band_floats // (bs * n_out)), input_band)
             dx = dx.reshape(x_shape)
         db = g2.sum(axis=0) if need_b else None
         return (dx,) if bias is None else (dx, db)
