@@ -26,6 +26,8 @@ runs lora_np's two bases against transformers in float32. Every worker has OMP_W
     python benchmarks/bench_llm.py --bf16 --new-tokens 128    # writes benchmarks/results_llm_bf16.md
     OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-decode bf16
                                                               # where a decode step's CPU time goes
+    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train bf16 --only smollm2-135m
+                                                              # where a LoRA step's CPU time goes
 """
 
 import json
@@ -236,12 +238,26 @@ def report_bf16(results, seconds):
         f"Command: `python benchmarks/bench_llm.py --bf16 {results.get('flags', '--new-tokens 128')}`", ""])
 
 
-PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn == "widen_bf16"),
-                  ("BLAS GEMVs (Linear layers, LM head)", lambda f, fn: fn in ("gemm_kernel", "output_band")),
-                  ("attention over the cache", lambda f, fn: "attention" in f or "cache" in f),
+PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn in ("widen_bf16", "rows", "band")),
+                  ("BLAS GEMMs of the Linear layers", lambda f, fn: fn in ("gemm_kernel", "output_band", "input_band")),
+                  ("fused LM head + loss (its GEMMs, exp)", lambda f, fn: fn in ("logsumexp_pass", "chunk_loss")),
+                  ("attention", lambda f, fn: "attention" in f or "cache" in f),
                   ("norm, RoPE, SwiGLU kernels", lambda f, fn: fn.endswith("_kernel") or fn == "sigmoid_into"),
                   ("NumPy calls (reshape, copies, ufuncs)", lambda f, fn: f == "~"),
                   ("Python: op wrappers, modules, autograd", lambda f, fn: True))
+
+
+def print_profile(title, profiler, plain_cpu, steps, unit):
+    """The profile's CPU time per ``unit``, grouped by PROFILE_GROUPS, after ``plain_cpu`` (unprofiled)."""
+    import pstats
+    stats, groups = pstats.Stats(profiler).stats, dict.fromkeys([label for label, _ in PROFILE_GROUPS], 0.0)
+    for (f, _, fn), (_, calls, tottime, _, _) in stats.items():
+        groups[next(label for label, test in PROFILE_GROUPS if test(f, fn))] += tottime
+    total, calls = sum(groups.values()), sum(v[1] for v in stats.values())
+    print(f"{title}: {1000 * plain_cpu / steps:.1f} ms CPU per {unit} (one thread, unprofiled); "
+          f"{calls / steps:,.0f} Python calls per {unit}; profiled {1000 * total / steps:.1f} ms:")
+    for label, t in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {label}: {1000 * t / steps:.1f} ms ({100 * t / total:.0f}%)")
 
 
 def profile_decode(name, base, steps=16):
@@ -250,7 +266,6 @@ def profile_decode(name, base, steps=16):
     CPU time; prints the CPU ms per token unprofiled, Python calls per token and the profiled share of
     each kind of work (the profiler inflates the Python share: every call pays its overhead)."""
     import cProfile
-    import pstats
     import lora_np
     from lora_np.models.llama import Llama, LlamaConfig
     from lora_np.parallel import matmul, single_threaded_blas
@@ -277,14 +292,39 @@ def profile_decode(name, base, steps=16):
 
     run(False)
     plain, _ = run(False), run(True)
-    stats, groups = pstats.Stats(profiler).stats, dict.fromkeys([label for label, _ in PROFILE_GROUPS], 0.0)
-    for (f, _, fn), (_, calls, tottime, _, _) in stats.items():
-        groups[next(label for label, test in PROFILE_GROUPS if test(f, fn))] += tottime
-    total, calls = sum(groups.values()), sum(v[1] for v in stats.values())
-    print(f"{name}, {base} base: {1000 * plain / steps:.1f} ms CPU per token (one thread, unprofiled); "
-          f"{calls / steps:,.0f} Python calls per token; profiled {1000 * total / steps:.1f} ms:")
-    for label, t in sorted(groups.items(), key=lambda kv: -kv[1]):
-        print(f"  {label}: {1000 * t / steps:.1f} ms ({100 * t / total:.0f}%)")
+    print_profile(f"{name}, {base} base", profiler, plain, steps, "token")
+
+
+def profile_train(name, base, steps=2):
+    """``--profile-train``: LoRA training steps (as ``ours_train``: T × B of the model's case, r=16 on every
+    projection, AdamW) on a bf16 checkpoint loaded with the ``base`` kept in bf16 or widened to float32,
+    on ONE thread, timed and profiled by CPU time as ``profile_decode``."""
+    import cProfile
+    import lora_np
+    from lora_np.optim import AdamW
+    from lora_np.parallel import single_threaded_blas
+    with tempfile.TemporaryDirectory() as tmp:
+        make_checkpoint(tmp, name, bf16=True)
+        model = _ours_load({"checkpoint": tmp, "base": base}).train()
+    lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
+    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, y = tokens(MODELS[name]["config"]["vocab_size"], *MODELS[name]["shape"])
+    profiler = cProfile.Profile(time.process_time)
+
+    def run(profile):
+        with single_threaded_blas():
+            cpu = time.process_time()
+            profiler.enable() if profile else None
+            for _ in range(steps):
+                model(x, y)[1].backward()
+                opt.step()
+                opt.zero_grad()
+            profiler.disable() if profile else None
+            return time.process_time() - cpu
+
+    run(False)
+    plain, _ = run(False), run(True)
+    print_profile(f"{name}, {base} base, LoRA step", profiler, plain, steps, "step")
 
 
 def main(argv=None):
@@ -295,9 +335,13 @@ def main(argv=None):
     parser.add_argument("--train-only", action="store_true", help="with --bf16: the training sides only, no generation")
     parser.add_argument("--profile-decode", choices=("float32", "bf16"),
                         help="profile decode steps in this process (with OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
+    parser.add_argument("--profile-train", choices=("float32", "bf16"),
+                        help="profile LoRA training steps in this process (the same environment)")
     args = parser.parse_args(argv)
     if args.profile_decode:
         return [profile_decode(name, args.profile_decode) for name in args.only or MODELS]
+    if args.profile_train:
+        return [profile_train(name, args.profile_train) for name in args.only or MODELS]
     if args.bf16 and args.out == str(HERE / "results_llm"):
         args.out = str(HERE / "results_llm_bf16")
     if args.worker:
