@@ -142,3 +142,18 @@ def test_checkpointed_recomputation_keeps_its_decoded_weights(monkeypatch, rng):
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
     for name, g in grads[0].items():
         np.testing.assert_array_equal(grads[1][name], g, err_msg=name)
+
+
+def test_fused_head_never_widens_the_whole_table(rng):
+    """A few rows (a small batch) would make the logits tile's vocabulary block the whole table; for a
+    frozen table the widened block is bounded too (tracemalloc: well under the float32 table)."""
+    import tracemalloc
+    table = FrozenTable(Bf16Weight.from_float(rng.standard_normal((32, 200_000)).astype(np.float32)))
+    h = ln.Tensor(rng.standard_normal((4, 32)).astype(np.float32), requires_grad=True)
+    tracemalloc.start()
+    try:
+        ops.lm_head_loss(h, table, rng.integers(0, 200_000, size=4)).backward()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.75 * 200_000 * 32 * 4, peak

@@ -32,9 +32,9 @@ thread.
 
 A frozen table kept in the checkpoint's storage (``quant/table.py``'s ``FrozenTable``: bf16 words,
 GGUF blocks) is read the same way: each block W_b is widened once (``weight.band``), used for Z_b and
-U_b, and dropped; the targets' rows W_t are gathered in storage and widened (``weight.rows``); it
-gets no dL/dW. The float32 table then never exists whole. ``lm_head`` is the unfused logits H Wᵀ
-for either kind of weight.
+U_b, and dropped (a block then also holds at most about TILE_BYTES of widened rows); the targets'
+rows W_t are gathered in storage and widened (``weight.rows``); it gets no dL/dW. The float32 table
+then never exists whole. ``lm_head`` is the unfused logits H Wᵀ for either kind of weight.
 
 Plain version: ``lora_np.ops.reference.lm_head_loss``, i.e. ``cross_entropy(h @ Wᵀ, targets)``;
 tests/test_reference.py and tests/test_lm_head_loss.py check that both agree in value and gradient.
@@ -161,6 +161,8 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CH
     for lo in range(0, h2.shape[0], rows_per_chunk):
         hi = min(lo + rows_per_chunk, h2.shape[0])
         tile = block or vocab_block(hi - lo, dtype.itemsize)
+        if frozen and not block:  # its widened block W_b (block, C) is a copy: about TILE_BYTES too
+            tile = min(tile, vocab_block(h2.shape[1], dtype.itemsize))
         total += chunk_loss(h2[lo:hi], table, t[lo:hi], keep[lo:hi], scale, tile, None if dh is None else dh[lo:hi], dw)
     loss = (total / n).astype(dtype)
     h_shape = h.shape
