@@ -174,7 +174,8 @@ def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_s
     package (``io/gguf_read.py``); ``quantize="gguf"`` keeps its Linear weights in their blocks.
     ``quantize="bf16"``: every Linear keeps its weight frozen in bfloat16 (a bf16 file's words as
     they are, half float32's memory), widened band by band inside its matmul; the computation is
-    float32's (``dtype``) on those values."""
+    float32's (``dtype``) on those values. Under "gguf" and "bf16" the token embedding and an untied
+    LM head stay in the file's storage too, as frozen tables (``quant/table.py``)."""
     path = Path(path)
     dtype = model_dtype(dtype)
     gguf_file = find_gguf(path)

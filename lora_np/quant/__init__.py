@@ -2,7 +2,8 @@
 
     packed, absmax = nf4_quantize(w)                 # byte for byte as bitsandbytes' quantize_4bit
     model = load_gpt2(path, quantize="nf4")          # Linear layers -> QuantLinear, tensor by tensor
-    model = load_model(path, quantize="bf16")        # or kept as bfloat16 words (a bf16 file's, as stored)
+    model = load_model(path, quantize="bf16")        # or kept as bfloat16 words (a bf16 file's, as stored),
+                                                     # the embedding / LM head too (FrozenTable, table.py)
     add_lora(model, LoraConfig(...)); train ...      # LoRA in float32 on top of the 4-bit base
     dequantize_model(model)                          # float weights again (e.g. before save_gpt2)
 """
