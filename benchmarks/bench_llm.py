@@ -28,7 +28,7 @@ both at T 256 × B 2, LoRA r=16 on every projection as above. ``--train-only`` s
 
     python benchmarks/bench_llm.py --family gemma3 --train-only --steps 3
                                           # up to ~12 GiB; writes benchmarks/results_llm_gemma3.md
-    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train --only gemma3-270m
+    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train random --only gemma3-270m
                                           # where a LoRA step's CPU time goes (cProfile, one thread)
 
 With ``--bf16`` the checkpoint is written in bfloat16, as the hub ships these models, and four
@@ -41,6 +41,8 @@ runs lora_np's two bases against transformers in float32. Every worker has OMP_W
     python benchmarks/bench_llm.py --bf16 --new-tokens 128    # writes benchmarks/results_llm_bf16.md
     OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-decode bf16
                                                               # where a decode step's CPU time goes
+    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train bf16 --only smollm2-135m
+                                                              # where a LoRA step's CPU time goes
 """
 
 import json
@@ -179,7 +181,7 @@ def run_model_bf16(name, args):
         print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "step_cpu_ms")}
                                 for k, v in out["train"].items()}), flush=True)
         out["generate"] = {}
-        for side, c in BF16_GENERATE.items():
+        for side, c in BF16_GENERATE.items() if not args.train_only else ():
             out["generate"][side] = run_once(__file__, {**case, **c, "repeats": args.repeats,
                                                         "new_tokens": args.new_tokens}, timeout=1800)
             print(name, side, json.dumps(out["generate"][side]), flush=True)
@@ -290,8 +292,8 @@ def report_bf16(results, seconds):
                          f"{r['peak_rss_mb']:,.0f} | {r['peak_rss_mb'] / train['peft_f32']['peak_rss_mb']:.2f} | "
                          f"{r['peak_rss_mb'] / train['peft_bf16']['peak_rss_mb']:.2f} | "
                          f"{r['ms'] / train['ours_f32']['ms']:.2f} |")
-        hf = g["hf_f32_greedy"]
-        for side in ("ours_bf16", "ours_f32", "hf_f32"):
+        hf = g.get("hf_f32_greedy")
+        for side in ("ours_bf16", "ours_f32", "hf_f32") if hf else ():
             a, b = g[f"{side}_greedy"], g[f"{side}_sampled"]
             gen.append(f"| {name} | {side} | {a['tokens_per_s']:.2f} | {a['tokens_per_cpu_s']:.2f} | "
                        f"{b['tokens_per_s']:.2f} | {b['tokens_per_cpu_s']:.2f} | {a['prefill_ms']:.0f} "
@@ -302,24 +304,39 @@ def report_bf16(results, seconds):
         "# The Llama family from bfloat16 checkpoints: a bf16 frozen base against float32 and PEFT", "",
         "Random weights at SmolLM2-135M's and Qwen3-0.6B's shapes written by transformers in bfloat16; LoRA r=16 "
         "(α=32) on every projection, AdamW. `ours_bf16`: `load_model(path, quantize=\"bf16\")` (Linear weights "
-        "kept as bf16 words, widened band by band); `ours_f32`: the same values widened at load; `peft_f32` / "
+        "and the token embedding / LM head kept as bf16 words, widened band by band); "
+        "`ours_f32`: the same values widened at load; `peft_f32` / "
         "`peft_bf16`: transformers + PEFT with `dtype=torch.float32` / `torch.bfloat16` (no autocast).",
         f"Machine: {machine_description()}, torch {torch.__version__}; {THREADS} threads per process, "
         f"OMP_WAIT_POLICY=PASSIVE. {time.strftime('%Y-%m-%d')}, one run ({seconds:.0f} s), load average "
         f"{results['load']} before and after. Step CPU time is all threads' (process_time): on a machine "
         "shared with other work it is the steadier measure.", "",
         "## LoRA training step", "", *lines, "",
-        f"## Generation: {PROMPT_TOKENS}-token prompt + {results.get('new_tokens', NEW_TOKENS)} new tokens, KV cache "
-        "(sampled: temperature 1, top-k 50)", "", *gen, "",
-        "Command: `python benchmarks/bench_llm.py --bf16 --new-tokens 128`", ""])
+        *([f"## Generation: {PROMPT_TOKENS}-token prompt + {results.get('new_tokens', NEW_TOKENS)} new tokens, KV "
+           "cache (sampled: temperature 1, top-k 50)", "", *gen, ""] if len(gen) > 2 else []),
+        f"Command: `python benchmarks/bench_llm.py --bf16 {results.get('flags', '--new-tokens 128')}`", ""])
 
 
-PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn == "widen_bf16"),
-                  ("BLAS GEMVs (Linear layers, LM head)", lambda f, fn: fn in ("gemm_kernel", "output_band")),
-                  ("attention over the cache", lambda f, fn: "attention" in f or "cache" in f),
+PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn in ("widen_bf16", "rows", "band")),
+                  ("BLAS GEMMs of the Linear layers", lambda f, fn: fn in ("gemm_kernel", "output_band", "input_band")),
+                  ("fused LM head + loss (its GEMMs, exp)", lambda f, fn: fn in ("logsumexp_pass", "chunk_loss")),
+                  ("attention", lambda f, fn: "attention" in f or "cache" in f),
                   ("norm, RoPE, SwiGLU kernels", lambda f, fn: fn.endswith("_kernel") or fn == "sigmoid_into"),
                   ("NumPy calls (reshape, copies, ufuncs)", lambda f, fn: f == "~"),
                   ("Python: op wrappers, modules, autograd", lambda f, fn: True))
+
+
+def print_profile(title, profiler, plain_cpu, steps, unit):
+    """The profile's CPU time per ``unit``, grouped by PROFILE_GROUPS, after ``plain_cpu`` (unprofiled)."""
+    import pstats
+    stats, groups = pstats.Stats(profiler).stats, dict.fromkeys([label for label, _ in PROFILE_GROUPS], 0.0)
+    for (f, _, fn), (_, calls, tottime, _, _) in stats.items():
+        groups[next(label for label, test in PROFILE_GROUPS if test(f, fn))] += tottime
+    total, calls = sum(groups.values()), sum(v[1] for v in stats.values())
+    print(f"{title}: {1000 * plain_cpu / steps:.1f} ms CPU per {unit} (one thread, unprofiled); "
+          f"{calls / steps:,.0f} Python calls per {unit}; profiled {1000 * total / steps:.1f} ms:")
+    for label, t in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {label}: {1000 * t / steps:.1f} ms ({100 * t / total:.0f}%)")
 
 
 def profile_decode(name, base, steps=16):
@@ -328,7 +345,6 @@ def profile_decode(name, base, steps=16):
     CPU time; prints the CPU ms per token unprofiled, Python calls per token and the profiled share of
     each kind of work (the profiler inflates the Python share: every call pays its overhead)."""
     import cProfile
-    import pstats
     import lora_np
     from lora_np.models.llama import Llama, LlamaConfig
     from lora_np.parallel import matmul, single_threaded_blas
@@ -355,14 +371,39 @@ def profile_decode(name, base, steps=16):
 
     run(False)
     plain, _ = run(False), run(True)
-    stats, groups = pstats.Stats(profiler).stats, dict.fromkeys([label for label, _ in PROFILE_GROUPS], 0.0)
-    for (f, _, fn), (_, calls, tottime, _, _) in stats.items():
-        groups[next(label for label, test in PROFILE_GROUPS if test(f, fn))] += tottime
-    total, calls = sum(groups.values()), sum(v[1] for v in stats.values())
-    print(f"{name}, {base} base: {1000 * plain / steps:.1f} ms CPU per token (one thread, unprofiled); "
-          f"{calls / steps:,.0f} Python calls per token; profiled {1000 * total / steps:.1f} ms:")
-    for label, t in sorted(groups.items(), key=lambda kv: -kv[1]):
-        print(f"  {label}: {1000 * t / steps:.1f} ms ({100 * t / total:.0f}%)")
+    print_profile(f"{name}, {base} base", profiler, plain, steps, "token")
+
+
+def profile_train(name, base, steps=2):
+    """``--profile-train``: LoRA training steps (as ``ours_train``: T × B of the model's case, r=16 on every
+    projection, AdamW) on a bf16 checkpoint loaded with the ``base`` kept in bf16 or widened to float32,
+    on ONE thread, timed and profiled by CPU time as ``profile_decode``."""
+    import cProfile
+    import lora_np
+    from lora_np.optim import AdamW
+    from lora_np.parallel import single_threaded_blas
+    with tempfile.TemporaryDirectory() as tmp:
+        make_checkpoint(tmp, name, bf16=True)
+        model = _ours_load({"checkpoint": tmp, "base": base}).train()
+    lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
+    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, y = tokens(MODELS[name]["config"]["vocab_size"], *MODELS[name]["shape"])
+    profiler = cProfile.Profile(time.process_time)
+
+    def run(profile):
+        with single_threaded_blas():
+            cpu = time.process_time()
+            profiler.enable() if profile else None
+            for _ in range(steps):
+                model(x, y)[1].backward()
+                opt.step()
+                opt.zero_grad()
+            profiler.disable() if profile else None
+            return time.process_time() - cpu
+
+    run(False)
+    plain, _ = run(False), run(True)
+    print_profile(f"{name}, {base} base, LoRA step", profiler, plain, steps, "step")
 
 
 def native_config(name):
@@ -382,8 +423,8 @@ def native_model(name):
     return family.model_class(config)
 
 
-def profile_train(name, top=25):
-    """``--profile-train``: one LoRA step (r=16, every projection, AdamW) at the model's training shape,
+def profile_train_random(name, top=25):
+    """``--profile-train random``: one LoRA step (r=16, every projection, AdamW) at the model's training shape,
     random weights, on ONE thread (cProfile sees only the main thread; run with OPENBLAS_NUM_THREADS=1
     LORA_NP_NUM_THREADS=1), CPU time. Prints the step's CPU ms unprofiled and the ``top`` functions by
     own time: a NumPy operator (``@``, ``*``) is no call to cProfile, so an op's arithmetic counts in the
@@ -424,13 +465,17 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per timed run")
     parser.add_argument("--profile-decode", choices=("float32", "bf16"),
                         help="profile decode steps in this process (with OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
-    parser.add_argument("--profile-train", action="store_true",
-                        help="profile one LoRA step per model here (OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
+    parser.add_argument("--profile-train", choices=("float32", "bf16", "random"),
+                        help="profile LoRA training steps in this process (OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1): "
+                             "on a bf16 checkpoint with that base, or on random weights of the model's shape")
     args = parser.parse_args(argv)
+    names = args.only or FAMILIES[args.family][0]
     if args.profile_decode:
-        return [profile_decode(name, args.profile_decode) for name in args.only or FAMILIES[args.family][0]]
+        return [profile_decode(name, args.profile_decode) for name in names]
+    if args.profile_train == "random":
+        return [profile_train_random(name) for name in names]
     if args.profile_train:
-        return [profile_train(name) for name in args.only or FAMILIES[args.family][0]]
+        return [profile_train(name, args.profile_train) for name in names]
     if args.out == str(HERE / "results_llm"):
         args.out = str(HERE / ("results_llm_bf16" if args.bf16 else FAMILIES[args.family][1]))
     if args.worker:
@@ -439,6 +484,7 @@ def main(argv=None):
     results = {"load": [round(os.getloadavg()[0], 1)], "family": args.family, "steps": args.steps,
                "warmup": args.warmup, "command": " ".join(["python benchmarks/bench_llm.py", *sys.argv[1:]])}
     results["new_tokens"] = args.new_tokens
+    results["flags"] = " ".join(a for a in (sys.argv[1:] if argv is None else argv) if a != "--bf16")
     for name in args.only or FAMILIES[args.family][0]:
         results[name] = run_model(name, args) if enough_memory(name, results) else {}
         finish(args, results, start, report_bf16 if args.bf16 else report)  # written after each model

@@ -75,8 +75,8 @@ def test_bf16_folder_gives_the_float32_models_logits_and_lora_gradients(kind, tm
         assert all("lora_" in n for n in trainable) and all(g is not None for g in trainable.values())
         grads.append((loss.item(), trainable))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
-    for name, g in grads[1][1].items():
-        np.testing.assert_allclose(grads[0][1][name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+    for name, g in grads[1][1].items():  # gradients up to ~2: atol 1e-5 is float32 summation-order noise
+        np.testing.assert_allclose(grads[0][1][name], g, rtol=1e-4, atol=1e-5, err_msg=name)
     assert all(p.grad is None for n, p in ours.named_parameters() if not p.requires_grad)
 
 

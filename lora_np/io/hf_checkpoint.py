@@ -21,6 +21,7 @@ import numpy as np
 from .. import backend
 from ..models import family_for_type, find_family
 from ..quant.bf16 import Bf16Weight
+from ..quant.table import FrozenTable
 from ..quant.weight import QuantWeight, check_scheme
 from .atomic import atomic_write_json, read_json
 from .gguf_read import find_gguf, open_gguf
@@ -92,9 +93,32 @@ class LinearWeight:
     def frozen_bf16(self, dtype):
         """The weight as a frozen ``Bf16Weight``: a bf16 file's (out, in) words are Wᵀ as it keeps them,
         taken word for word (never widened); any other dtype is rounded to bfloat16."""
-        if getattr(self.stored, "stored", None) == "BF16":  # a safetensors tensor stored as bf16
-            return Bf16Weight(self.stored.read_raw(), self.shape, dtype)
-        return Bf16Weight.from_float(self.read(), dtype=dtype)
+        return bf16_store(self.stored, self.shape, dtype)
+
+
+def bf16_store(stored, shape, dtype):
+    """A stored (out, in) matrix as a ``Bf16Weight`` of (in, out) ``shape``: a bf16 file's words taken
+    as they are (never widened); any other dtype rounded to bfloat16."""
+    if getattr(stored, "stored", None) == "BF16":  # a safetensors tensor stored as bf16
+        return Bf16Weight(stored.read_raw(), shape, dtype)
+    return Bf16Weight.from_float(stored.read().T, dtype=dtype)
+
+
+def frozen_tables(stored, quant, dtype):
+    """``table_weight`` for ``fill_quantized``: under quant "gguf" or "bf16", the token embedding and an
+    untied LM head stay frozen in the file's storage (GGUF blocks, bf16 words) as ``FrozenTable``s;
+    None otherwise (nf4/int8 keep them float, as bitsandbytes does)."""
+    gguf = quant == "gguf"
+    if not gguf and (quant is None or quant[0] != "bf16"):
+        return None
+
+    def table_weight(name):
+        if name not in (EMBEDDING, HEAD) or name not in stored:
+            return None
+        t = stored[name]
+        return FrozenTable(t.quant_weight(dtype) if gguf else bf16_store(t, t.shape[::-1], dtype))
+
+    return table_weight
 
 
 def flip_linear(family):
@@ -131,13 +155,14 @@ def load_family(path, family, dtype=np.float32, quant=None, source=None):
     def read(name):
         return xp.asarray(sd[name].read(), dtype=dtype)
 
+    tables = frozen_tables(stored, quant, dtype)
     if quant == "gguf":
-        return fill_quantized(model, "", read, None, lambda name: stored[name].quant_weight(dtype)).eval()
+        return fill_quantized(model, "", read, None, lambda name: stored[name].quant_weight(dtype), tables).eval()
     scheme, block_size, double_quant = quant
     check_block_sizes({n: w.shape[0] for n, w in sd.items() if family.is_linear_weight(n)}, block_size, scheme)
     bf16_words = scheme == "bf16" and flip_linear(family)  # taken from the file as they are
     linear_weight = (lambda name: sd[name].frozen_bf16(dtype)) if bf16_words else None
-    return fill_quantized(model, "", read, (scheme, block_size, double_quant, dtype), linear_weight).eval()
+    return fill_quantized(model, "", read, (scheme, block_size, double_quant, dtype), linear_weight, tables).eval()
 
 
 def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_size=64):
@@ -149,7 +174,8 @@ def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_s
     package (``io/gguf_read.py``); ``quantize="gguf"`` keeps its Linear weights in their blocks.
     ``quantize="bf16"``: every Linear keeps its weight frozen in bfloat16 (a bf16 file's words as
     they are, half float32's memory), widened band by band inside its matmul; the computation is
-    float32's (``dtype``) on those values."""
+    float32's (``dtype``) on those values. Under "gguf" and "bf16" the token embedding and an untied
+    LM head stay in the file's storage too, as frozen tables (``quant/table.py``)."""
     path = Path(path)
     dtype = model_dtype(dtype)
     gguf_file = find_gguf(path)
@@ -169,9 +195,9 @@ def load_model(path, dtype=np.float32, quantize=None, double_quant=True, block_s
 
 def _check_plain_float(model):
     for name, m in model.named_modules():
-        if isinstance(getattr(m, "weight", None), QuantWeight):
-            raise ValueError(f"save_model: {name} is quantized (NF4/int8 codes) and a model folder holds float "
-                             f"weights; call lora_np.dequantize_model(model) first")
+        if isinstance(getattr(m, "weight", None), (QuantWeight, FrozenTable)):
+            raise ValueError(f"save_model: {name} is quantized (NF4/int8 codes, bf16 words, GGUF blocks) and a "
+                             f"model folder holds float weights; call lora_np.dequantize_model(model) first")
         if hasattr(m, "lora_A"):
             raise ValueError(f"save_model: {name} carries a LoRA adapter; save it with save_adapter(), or call "
                              f"merge_and_unload(model) first to save the merged model")

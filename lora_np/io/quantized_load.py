@@ -24,21 +24,28 @@ def check_block_sizes(in_features, block_size, scheme):
         check_block_size(block_size, (n,), f"rows of {name}ᵀ (in_features)", even=scheme == "nf4")
 
 
-def _read_parameters(module, prefix, read):
+def _read_parameters(module, prefix, read, table_weight=None):
     """The module's own parameters (not its children's) read as stored, each checked against the
-    placeholder's shape (the spec's shapes were checked against the file before)."""
+    placeholder's shape (the spec's shapes were checked against the file before); a vocabulary table
+    that ``table_weight(name)`` keeps frozen in its storage (not None) is set as that."""
     for attr, p in [(n, p) for n, p in module.named_parameters() if "." not in n]:
+        table = table_weight(prefix + attr) if table_weight else None
+        if table is not None:
+            setattr(module, attr, table)
+            continue
         value = read(prefix + attr)
         if value.shape != p.shape:
             raise ValueError(f"{prefix + attr} has shape {value.shape} in the file, {p.shape} in the model")
         setattr(module, attr, Parameter(value))
 
 
-def fill_quantized(module, prefix, read, quant, linear_weight=None):
+def fill_quantized(module, prefix, read, quant, linear_weight=None, table_weight=None):
     """Fill ``module`` (whose parameters are named ``prefix + name`` in the checkpoint) from ``read``:
     each plain Linear -> QuantLinear(quantized weight, float bias), every other parameter read.
     ``quant`` = (scheme, block_size, double_quant, dtype); ``linear_weight(name)``, if given, returns
-    a Linear's frozen weight as stored instead (a GGUF file's blocks, a bf16 file's words). Returns the module."""
+    a Linear's frozen weight as stored instead (a GGUF file's blocks, a bf16 file's words);
+    ``table_weight(name)``, if given, the token embedding / LM head as a frozen table (quant/table.py),
+    or None for a parameter read as float. Returns the module."""
     modules = list(module.named_modules())
     parents = dict(modules)
     for name, m in modules:
@@ -50,5 +57,5 @@ def fill_quantized(module, prefix, read, quant, linear_weight=None):
             bias = None if m.bias is None else Parameter(read(full + "bias"))
             setattr(parents[parent_name], attr, QuantLinear(w, bias))
         elif not isinstance(m, Linear):
-            _read_parameters(m, full, read)
+            _read_parameters(m, full, read, table_weight)
     return module

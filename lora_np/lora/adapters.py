@@ -16,6 +16,7 @@ import re
 
 from .. import backend
 from ..nn import Embedding, Linear
+from ..quant.table import FrozenTable
 from ..quant.weight import QuantWeight
 from .config import LoraConfig
 from .embedding import LoraEmbedding
@@ -293,6 +294,8 @@ def count_parameters(model):
     params = model.parameters()
     quantized = sum(m.in_features * m.out_features for _, m in model.named_modules()
                     if isinstance(getattr(m, "weight", None), QuantWeight))
+    quantized += sum(m.weight.size for _, m in model.named_modules() if isinstance(getattr(m, "weight", None),
+                                                                                  FrozenTable))
     return sum(p.size for p in params if p.requires_grad), sum(p.size for p in params) + quantized
 
 

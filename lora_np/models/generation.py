@@ -18,10 +18,18 @@ the stop token that ended them, and a batch is as long as its longest row. The c
 import numbers
 
 from .. import backend, parallel
-from ..autograd import no_grad
+from ..autograd import Tensor, no_grad
 from ..checks import check_int, check_number
 from ..ops.softcap import softcap_kernel
 from .cache import KVCache
+
+
+def head_logits(hidden, weight):
+    """(B, V) logits of the last positions' hidden states: one GEMM on all threads (V is large), or a
+    frozen table's banded ``logits`` (quant/table.py), which widens the stored table a band at a time."""
+    if isinstance(weight, Tensor):
+        return parallel.matmul(hidden, weight.data.T)
+    return weight.logits(Tensor(hidden)).data
 
 
 def check_generate_args(max_new_tokens, temperature, top_k, vocab_size, stop_token_ids=None):
@@ -72,7 +80,7 @@ def decode(model, tokens, max_new_tokens, sampling, stop, cache, limit):
                 cache.reset()
                 window = xp.concatenate(pieces, axis=1)[:, -limit:]
             hidden = model.hidden_states(window, cache=cache).data[:, -1]
-            logits = parallel.matmul(hidden, model.head_weight.data.T)  # on all threads: V is large
+            logits = head_logits(hidden, model.head_weight)
             if model.logit_softcap is not None:  # Gemma: cap·tanh(logits/cap), in place
                 softcap_kernel(logits, logits, float(model.logit_softcap))
             new = sample_next(logits, *sampling).astype(tokens.dtype)

@@ -157,7 +157,7 @@ class GPT(Module):
         x = self.hidden_states(idx)
         if targets is not None and is_grad_enabled():
             return None, ops.lm_head_loss(x, self.head_weight, targets)
-        logits = ops.matmul(x, self.head_weight.T)  # tied LM head: (B, T, V)
+        logits = ops.lm_head(x, self.head_weight)  # tied LM head: (B, T, V)
         loss = None if targets is None else ops.cross_entropy(logits, targets)
         return logits, loss
 

@@ -274,7 +274,7 @@ class Llama(Module):
         x = self.hidden_states(idx)
         if targets is not None and is_grad_enabled() and self.logit_softcap is None:
             return None, ops.lm_head_loss(x, self.head_weight, targets)
-        logits = ops.matmul(x, self.head_weight.T)  # (B, T, V)
+        logits = ops.lm_head(x, self.head_weight)  # (B, T, V)
         if self.logit_softcap is not None:  # Gemma: cap·tanh(logits/cap)
             logits = ops.softcap(logits, self.logit_softcap)
         loss = None if targets is None else ops.cross_entropy(logits, targets)

@@ -17,6 +17,10 @@ that made the loss (bit-identical to a run without checkpointing):
   forward and put back around the recomputation.
 Tensor arguments other than the first (e.g. rotary cos/sin) are inputs like x: their gradients
 flow back if they require grad.
+
+``is_recomputing()`` is True while a recomputation runs: its graph is backpropagated at once, so an
+op may keep in it what it would otherwise compute twice (a quantized base keeps its decoded weight
+for dL/dX instead of decoding it again, ``quant/linear_op.py``), at the cost of one block's worth.
 """
 
 from .. import generators
@@ -44,16 +48,26 @@ def _restore(state):
             object.__setattr__(m, k, v)
 
 
+_recomputing = [0]  # depth of recomputations running (a checkpointed block may hold another)
+
+
+def is_recomputing():
+    """True inside a checkpointed block's recomputation (its graph is backpropagated right after)."""
+    return _recomputing[0] > 0
+
+
 def _recompute(forward, args, kwargs, state, generator):
     """The forward again, recording its graph, with the captured module state and dropout generator;
     returns its output and the fresh leaves standing for the Tensor arguments."""
     leaves = [Tensor(a.data, requires_grad=a.requires_grad) if isinstance(a, Tensor) else a for a in args]
     now = current_state(state)
     _restore(state)
+    _recomputing[0] += 1
     try:
         with enable_grad(), generators.replaying(generator):
             y = forward(*leaves, **kwargs)
     finally:
+        _recomputing[0] -= 1
         _restore(now)
     return y, leaves
 

@@ -16,7 +16,7 @@ from .indexing import getitem
 from .join import concatenate, split, stack
 from .layer_norm import layer_norm
 from .linear import linear
-from .lm_head_loss import lm_head_loss
+from .lm_head_loss import lm_head, lm_head_loss
 from .lora_linear import lora_linear
 from .matmul import matmul
 from .reductions import max, mean, sum
@@ -28,7 +28,7 @@ from .softmax import log_softmax, softmax
 from .swiglu import swiglu
 
 __all__ = [
-    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "sqrt", "matmul",
+    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "sqrt", "matmul", "lm_head",
     "sum", "mean", "max", "reshape", "transpose", "permute", "swapaxes", "getitem",
     "concatenate", "split", "stack", "softmax", "log_softmax", "cross_entropy", "layer_norm",
     "gelu", "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention", "linear",

@@ -3,6 +3,10 @@
 The backward adds each output row's gradient into the row of W it came from. A token that occurs
 k times gets the sum of k rows: a scatter-add. On NumPy it is done with a sort and a segmented sum
 (``add_rows``), a few vectorised passes instead of ``np.add.at``'s per-element loop.
+
+A frozen table kept in the checkpoint's storage (``quant/table.py``'s ``FrozenTable``: bf16 words,
+GGUF blocks) is not a Tensor: its own ``lookup`` gathers the rows first and widens only those, and
+the result has no gradient.
 """
 
 
@@ -31,6 +35,8 @@ def embedding(idx, weight):
     """y = W[idx] (rows of a (V, C) table).   dL/dW[v] = Σ over positions i with idx[i] = v of g[i]."""
     xp = backend.xp
     ids = as_index_array(idx, weight.shape[0], "embedding indices")
+    if not isinstance(weight, Tensor):  # a frozen table (quant/table.py): no gradient
+        return weight.lookup(ids)
     y = weight.data[ids]
     shape, dtype = weight.shape, weight.dtype
 

@@ -30,6 +30,12 @@ forward pass, when grad mode is on and H or W requires grad. Rows go in chunks o
 ROWS_PER_CHUNK, so memory stays bounded for any batch: one (R, block) tile and one (R, C) sum per
 thread.
 
+A frozen table kept in the checkpoint's storage (``quant/table.py``'s ``FrozenTable``: bf16 words,
+GGUF blocks) is read the same way: each block W_b is widened once (``weight.band``), used for Z_b and
+U_b, and dropped (a block then also holds at most about TILE_BYTES of widened rows); the targets'
+rows W_t are gathered in storage and widened (``weight.rows``); it gets no dL/dW. The float32 table
+then never exists whole. ``lm_head`` is the unfused logits H Wᵀ for either kind of weight.
+
 Plain version: ``lora_np.ops.reference.lm_head_loss``, i.e. ``cross_entropy(h @ Wᵀ, targets)``;
 tests/test_reference.py and tests/test_lm_head_loss.py check that both agree in value and gradient.
 """
@@ -37,6 +43,7 @@ tests/test_reference.py and tests/test_lm_head_loss.py check that both agree in 
 from .. import backend, parallel
 from ..autograd import Tensor, is_grad_enabled
 from .cross_entropy import validated_targets
+from .matmul import matmul
 
 ROWS_PER_CHUNK = 1024
 TILE_BYTES = 4 << 20  # one (R, block) tile of logits per thread
@@ -50,15 +57,28 @@ def vocab_block(rows, itemsize, tile_bytes=TILE_BYTES):
 SLICE_GRAIN = 64  # vocabulary columns: a thread's slice is at least this wide
 
 
-def logsumexp_pass(h, w, block, with_u):
-    """For one vocabulary slice w (V_p, C), block by block: (m, s, u) with m (R,) the row max of
-    Z = h wᵀ, s (R,) = Σ e^(Z - m) and u (R, C) = Σ e^(Z - m) w (None unless ``with_u``)."""
+class ArrayTable:
+    """A float (V, C) array read as a frozen table is: ``band(r0, r1)`` = W[r0:r1] (a view), ``rows(ids)`` = W[ids]."""
+
+    def __init__(self, w):
+        self.w, self.shape = w, w.shape
+
+    def band(self, r0, r1):
+        return self.w[r0:r1]
+
+    def rows(self, ids):
+        return self.w[ids]
+
+
+def logsumexp_pass(h, table, lo, hi, block, with_u):
+    """For the vocabulary slice lo..hi-1 of ``table`` (its rows W), block by block: (m, s, u) with m (R,)
+    the row max of Z = h Wᵀ, s (R,) = Σ e^(Z - m) and u (R, C) = Σ e^(Z - m) W (None unless ``with_u``)."""
     xp = backend.xp
     m = xp.full(h.shape[0], -xp.inf, dtype=h.dtype)
     s = xp.zeros_like(m)
     u = xp.zeros_like(h) if with_u else None
-    for b in range(0, w.shape[0], block):
-        w_b = w[b:b + block]
+    for b in range(lo, hi, block):
+        w_b = table.band(b, min(b + block, hi))          # (block, C), widened here if stored narrower
         z = h @ w_b.T                                    # (R, block)
         m_new = xp.maximum(m, z.max(axis=1))
         rescale = xp.exp(m - m_new)
@@ -88,24 +108,26 @@ def dw_pass(dw, h, w, lse, t, keep, scale, block):
         dw[b:e] += g.T @ h
 
 
-def chunk_loss(h, w, t, keep, scale, block, dh, dw):
+def chunk_loss(h, table, t, keep, scale, block, dh, dw):
     """One chunk of rows: Σ_rows (lse - z_t) ⊙ keep, and dL/dH into ``dh`` (if not None), dL/dW
-    added into ``dw`` (if not None). The vocabulary slices run on all threads."""
+    added into ``dw`` (if not None; then ``table`` is an ArrayTable). The vocabulary slices run on all threads."""
     xp = backend.xp
-    parts = parallel.map_blocks(w.shape[0], lambda lo, hi: logsumexp_pass(h, w[lo:hi], block, dh is not None),
+    with_u = dh is not None
+    parts = parallel.map_blocks(table.shape[0], lambda lo, hi: logsumexp_pass(h, table, lo, hi, block, with_u),
                                 grain=SLICE_GRAIN)
     m = xp.stack([part[0] for part in parts])         # (P, R), one row per slice
     s = xp.stack([part[1] for part in parts])
     m_all = m.max(axis=0)
     weights = xp.exp(m - m_all)                       # e^(m_p - max): each slice's share, rescaled
     lse = m_all + xp.log((weights * s).sum(axis=0))
-    w_t = w[t]                                        # (R, C) the targets' embedding rows
+    w_t = table.rows(t)                               # (R, C) the targets' embedding rows
     z_t = (h * w_t).sum(axis=1)
     if dh is not None:                                # (Σ_p e^(m_p - lse) U_p - W_t) / n
         mix = weights * xp.exp(m_all - lse)           # (P, R)
         dh[...] = sum(mix[p][:, None] * part[2] for p, part in enumerate(parts)) - w_t
         dh *= (scale * keep)[:, None]
     if dw is not None:
+        w = table.w
         parallel.map_blocks(w.shape[0], lambda lo, hi: dw_pass(dw[lo:hi], h, w[lo:hi], lse, t - lo, keep, scale,
                                                                block), grain=SLICE_GRAIN)
     return ((lse - z_t) * keep).sum(dtype=xp.float64)
@@ -126,25 +148,36 @@ def lm_head_loss(h, weight, targets, ignore_index=-1, rows_per_chunk=ROWS_PER_CH
                          f"{weight.shape} (the last axis of h must equal the embedding width)")
     if h.dtype != weight.dtype:
         raise TypeError(f"lm_head_loss: hidden states are {h.dtype}, the embedding is {weight.dtype}")
-    h2, w = h.data.reshape(-1, h.shape[-1]), weight.data
-    t, n = validated_targets(targets, h2.shape[0], w.shape[0], ignore_index)
+    frozen = not isinstance(weight, Tensor)  # a FrozenTable (quant/table.py): bf16 words, GGUF blocks
+    table = weight if frozen else ArrayTable(weight.data)
+    h2, dtype = h.data.reshape(-1, h.shape[-1]), weight.dtype
+    t, n = validated_targets(targets, h2.shape[0], weight.shape[0], ignore_index)
     keep = t != ignore_index
     t = xp.where(keep, t, 0)
     dh = xp.empty_like(h2) if is_grad_enabled() and h.requires_grad else None
-    dw = xp.zeros_like(w) if is_grad_enabled() and weight.requires_grad else None
-    scale = w.dtype.type(1.0 / n)
+    dw = xp.zeros_like(table.w) if is_grad_enabled() and weight.requires_grad else None
+    scale = dtype.type(1.0 / n)
     total = xp.zeros((), dtype=xp.float64)
     for lo in range(0, h2.shape[0], rows_per_chunk):
         hi = min(lo + rows_per_chunk, h2.shape[0])
-        total += chunk_loss(h2[lo:hi], w, t[lo:hi], keep[lo:hi], scale, block or vocab_block(hi - lo, w.dtype.itemsize),
-                            None if dh is None else dh[lo:hi], dw)
-    loss = (total / n).astype(w.dtype)
+        tile = block or vocab_block(hi - lo, dtype.itemsize)
+        if frozen and not block:  # its widened block W_b (block, C) is a copy: about TILE_BYTES too
+            tile = min(tile, vocab_block(h2.shape[1], dtype.itemsize))
+        total += chunk_loss(h2[lo:hi], table, t[lo:hi], keep[lo:hi], scale, tile, None if dh is None else dh[lo:hi], dw)
+    loss = (total / n).astype(dtype)
     h_shape = h.shape
 
     def backward(g):  # the gradients are ours alone (the graph runs once): scale them in place
         for grad in (dh, dw):
             if grad is not None:
                 xp.multiply(grad, g, out=grad)
-        return (None if dh is None else dh.reshape(h_shape), dw)
+        dh_out = None if dh is None else dh.reshape(h_shape)
+        return (dh_out,) if frozen else (dh_out, dw)
 
-    return Tensor._from_op(loss, (h, weight), backward)
+    return Tensor._from_op(loss, (h,) if frozen else (h, weight), backward)
+
+
+def lm_head(h, weight):
+    """The logits h Wᵀ (..., V) of the LM head: ``matmul`` for a Parameter, the table's own banded
+    ``logits`` for a frozen table (quant/table.py), whose backward gives dL/dh only."""
+    return matmul(h, weight.T) if isinstance(weight, Tensor) else weight.logits(h)

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import backend
 from .blocks import check_stored
+from .linear_op import WIDE_BAND
 from .weight import QuantWeight
 
 
@@ -41,6 +42,8 @@ def bf16_words(w):
 class Bf16Weight(QuantWeight):
     """W (in, out) held as the bfloat16 words of Wᵀ (out, in); ``band(...)`` widens a piece of Wᵀ."""
 
+    band_floats = WIDE_BAND  # widening is one shift: long bands, long GEMMs (linear_op.py)
+
     def __init__(self, words, shape, dtype=np.float32):
         """``words``: uint16 (out·in,) or (out, in), the bf16 bit patterns of Wᵀ."""
         n_in, n_out = (int(n) for n in shape)
@@ -60,6 +63,10 @@ class Bf16Weight(QuantWeight):
     def band(self, r0, r1, c0=0, c1=None):
         """Rows r0..r1-1, columns c0..c1-1 of Wᵀ, widened to float32 (then the compute dtype)."""
         return widen_bf16(self.codes[r0:r1, c0:c1]).astype(self.dtype, copy=False)
+
+    def rows(self, ids):
+        """Rows ``ids`` (ints, any shape) of Wᵀ widened: gathered as 16-bit words first, then widened."""
+        return widen_bf16(self.codes[ids]).astype(self.dtype, copy=False)
 
     @property
     def data(self):

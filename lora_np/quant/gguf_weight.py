@@ -79,12 +79,20 @@ class GGUFWeight(QuantWeight):
         """Rows r0..r1-1, columns c0..c1-1 (multiples of the block size) of Wᵀ, dequantized."""
         c1 = self.shape[0] if c1 is None else c1
         b0, b1 = (c // self.block_size * self.type_size for c in (c0, c1))  # block-aligned byte columns
-        tile = self.codes[r0:r1, b0:b1]
+        return self._decode(self.codes[r0:r1, b0:b1], r1 - r0, c1 - c0)
+
+    def rows(self, ids):
+        """Rows ``ids`` (ints, any shape) of Wᵀ: their blocks gathered first, then decoded, shape ids.shape + (in,)."""
+        ids = backend.to_numpy(ids)
+        return self._decode(self.codes[ids.reshape(-1)], ids.size, self.shape[0]).reshape(*ids.shape, -1)
+
+    def _decode(self, tile, n_rows, n_cols):
+        """A (n_rows, bytes) tile of whole blocks -> its (n_rows, n_cols) values in the compute dtype."""
         if self._decode_blocks is None:  # F32 / F16: a view, then a cast
             values = self._dequantize(tile, self.qtype)
         else:  # the codec on the tile's blocks at once: gguf.quants.dequantize's per-16-row loop costs ~9x more here
             values = self._decode_blocks(np.ascontiguousarray(tile).reshape(-1, self.type_size))
-        values = values.reshape(r1 - r0, c1 - c0)
+        values = values.reshape(n_rows, n_cols)
         return backend.xp.asarray(values.astype(self.dtype, copy=False))
 
     @property

@@ -24,6 +24,7 @@ from ..autograd import Parameter
 from ..nn import Linear
 from .blocks import check_block_size
 from .linear import QuantLinear, quantize_weight
+from .table import FrozenTable
 from .weight import QuantWeight, check_scheme
 
 
@@ -40,8 +41,8 @@ def _wrapped_linears(model):
 
 
 def is_quantized(model):
-    """True if any layer of ``model`` holds a QuantWeight."""
-    return any(isinstance(getattr(m, "weight", None), QuantWeight) for _, m in model.named_modules())
+    """True if any layer of ``model`` holds a QuantWeight (or a frozen vocabulary table, quant/table.py)."""
+    return any(isinstance(getattr(m, "weight", None), (QuantWeight, FrozenTable)) for _, m in model.named_modules())
 
 
 def quantize_model(model, scheme="nf4", block_size=64, double_quant=True):
@@ -63,7 +64,7 @@ def quantize_model(model, scheme="nf4", block_size=64, double_quant=True):
 
 
 def dequantize_model(model):
-    """Replace every QuantWeight by a float Parameter holding deq(Q). Frozen (requires_grad False)
+    """Replace every QuantWeight (and frozen table) by a float Parameter holding deq(Q). Frozen (requires_grad False)
     where the model carries LoRA adapters, trainable otherwise. Returns the model."""
     trainable = not getattr(model, "peft_config", None)
     for name, m in list(model.named_modules()):
@@ -71,6 +72,6 @@ def dequantize_model(model):
             parent, attr = _parent_and_attr(model, name)
             weight = Parameter(m.weight.dequantize(), requires_grad=trainable)
             setattr(parent, attr, Linear.from_parameters(weight, m.bias))
-        elif isinstance(getattr(m, "weight", None), QuantWeight):
+        elif isinstance(getattr(m, "weight", None), (QuantWeight, FrozenTable)):  # a table: (V, C) as it was
             m.weight = Parameter(m.weight.dequantize(), requires_grad=trainable)
     return model

@@ -18,6 +18,7 @@ from .. import backend
 from .blocks import check_block_size, check_stored
 from .double_quant import STATS_BLOCK, check_double_quantized, double_dequantize, double_quantize
 from .int8 import int8_quantize, scale_int8
+from .linear_op import BAND
 from .nf4 import decode_nf4_bytes, nf4_quantize
 
 SCHEMES = ("nf4", "int8", "bf16")  # bf16: bfloat16 words, no blocks (bf16.py's Bf16Weight)
@@ -37,6 +38,8 @@ class QuantWeight:
     Not a Parameter: it has no gradient and never trains (QLoRA's base is frozen); a model's
     ``state_dict`` leaves it out, so ``save_gpt2`` refuses a quantized model (dequantize first).
     """
+
+    band_floats = BAND  # values decoded per band of the tiled matmul (linear_op.py)
 
     def __init__(self, scheme, codes, absmax, shape, block_size=64, dtype=np.float32, stats=None):
         """``codes``: NF4 bytes (out·in/2,) or int8 codes (out·in,) of Wᵀ; ``absmax``: float32 per
