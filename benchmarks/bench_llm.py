@@ -28,7 +28,8 @@ both at T 256 × B 2, LoRA r=16 on every projection as above. ``--train-only`` s
 
     python benchmarks/bench_llm.py --family gemma3 --train-only --steps 3
                                           # up to ~12 GiB; writes benchmarks/results_llm_gemma3.md
-    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train random --only gemma3-270m
+    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 \
+        python benchmarks/bench_llm.py --profile-train random --only gemma3-270m
                                           # where a LoRA step's CPU time goes (cProfile, one thread)
 
 With ``--bf16`` the checkpoint is written in bfloat16, as the hub ships these models, and four
@@ -466,8 +467,8 @@ def main(argv=None):
     parser.add_argument("--profile-decode", choices=("float32", "bf16"),
                         help="profile decode steps in this process (with OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
     parser.add_argument("--profile-train", choices=("float32", "bf16", "random"),
-                        help="profile LoRA training steps in this process (OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1): "
-                             "on a bf16 checkpoint with that base, or on random weights of the model's shape")
+                        help="profile LoRA training steps in this process (OPENBLAS_NUM_THREADS=1 "
+                             "LORA_NP_NUM_THREADS=1): on a bf16 checkpoint with that base, or on random weights")
     args = parser.parse_args(argv)
     names = args.only or FAMILIES[args.family][0]
     if args.profile_decode:
