@@ -40,6 +40,15 @@ are many times slower on a CPU without bf16 instructions); generation (greedy an
 runs lora_np's two bases against transformers in float32. Every worker has OMP_WAIT_POLICY=PASSIVE.
 
     python benchmarks/bench_llm.py --bf16 --new-tokens 128    # writes benchmarks/results_llm_bf16.md
+
+With ``--decode``, generation alone from the float32 checkpoint (issue 36 item 2): lora_np and
+transformers, greedy and top-50 sampled, ``--new-tokens`` after a 16-token prompt, in rounds (each
+round runs every side once, in its own process, so a noisy minute slows all alike; medians over
+``--repeats`` rounds). ``--baseline DIR`` adds lora_np from an earlier checkout as a third side
+(``git archive main | tar -x -C DIR``): before and after in the same run.
+
+    python benchmarks/bench_llm.py --decode --new-tokens 128 --repeats 1 --baseline /tmp/before
+                                                              # writes benchmarks/results_llm_decode.md
     OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-decode bf16
                                                               # where a decode step's CPU time goes
     OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train bf16 --only smollm2-135m
@@ -189,9 +198,36 @@ def run_model_bf16(name, args):
     return out
 
 
+def decode_sides(args):
+    """``--decode``'s sides: lora_np and transformers, greedy and sampled; (``--baseline``) lora_np before, greedy."""
+    sides = {f"{side}_{mode}": {"kind": kind, "sample": mode == "sampled"}
+             for side, kind in (("ours", "ours_generate"), ("transformers", "hf_generate"))
+             for mode in ("greedy", "sampled")}
+    if args.baseline:
+        sides["ours_before_greedy"] = dict(kind="ours_generate", root=str(Path(args.baseline).resolve()))
+    return sides
+
+
+def run_decode(name, args):
+    """``--decode``: generation alone, float32 checkpoint, ``--repeats`` rounds of every side; per side,
+    the median of each number over the rounds and the rounds themselves."""
+    sides, runs = decode_sides(args), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        make_checkpoint(tmp, name)
+        case = {"checkpoint": tmp, "model": name, "repeats": 1, "new_tokens": args.new_tokens}
+        for _ in range(args.repeats):
+            for side, c in sides.items():
+                runs.setdefault(side, []).append(run_once(__file__, {**case, **c}, timeout=1800))
+                print(name, side, json.dumps(runs[side][-1]), flush=True)
+    return {side: {**{key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}, "rounds": rounds}
+            for side, rounds in runs.items()}
+
+
 def run_model(name, args):
     """One model: its checkpoint, the interleaved training pair, then (unless --train-only) the two
     generation runs."""
+    if args.decode:
+        return run_decode(name, args)
     if args.bf16:
         return run_model_bf16(name, args)
     out = {}
@@ -318,8 +354,46 @@ def report_bf16(results, seconds):
         f"Command: `python benchmarks/bench_llm.py --bf16 {results.get('flags', '--new-tokens 128')}`", ""])
 
 
+def report_decode(results, seconds):
+    """The --decode table: tokens/s (wall and per CPU second) of each side, prefill, the ratios."""
+    lines = ["| model | side | greedy tokens/s | greedy tokens per CPU-s | sampled tokens/s | sampled tokens per "
+             "CPU-s | prefill ms (CPU ms) | greedy × transformers (wall / CPU) | sampled × transformers (wall) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in (n for n in MODELS if results.get(n)):  # a model skipped for memory has {}
+        r = results[name]
+        hf_g, hf_s = r["transformers_greedy"], r["transformers_sampled"]
+        for side in ("ours", "ours_before", "transformers"):
+            if f"{side}_greedy" not in r:
+                continue
+            g, s = r[f"{side}_greedy"], r.get(f"{side}_sampled")
+            sampled = (f"{s['tokens_per_s']:.2f} | {s['tokens_per_cpu_s']:.2f}" if s else "– | –")
+            sampled_ratio = f"{s['tokens_per_s'] / hf_s['tokens_per_s']:.2f}" if s else "–"
+            lines.append(f"| {name} | {side} | {g['tokens_per_s']:.2f} | {g['tokens_per_cpu_s']:.2f} | {sampled} | "
+                         f"{g['prefill_ms']:.0f} ({g['prefill_cpu_ms']:.0f}) | "
+                         f"{g['tokens_per_s'] / hf_g['tokens_per_s']:.2f} / "
+                         f"{g['tokens_per_cpu_s'] / hf_g['tokens_per_cpu_s']:.2f} | "
+                         f"{sampled_ratio} |")
+    import torch
+    return "\n".join([
+        "# Decoding: lora_np against transformers' `generate` (issue 36 item 2)", "",
+        f"Random float32 weights at SmolLM2-135M's and Qwen3-0.6B's shapes, written by transformers; a {PROMPT_TOKENS}-"
+        f"token prompt and {results['new_tokens']} new tokens with the KV cache, greedy and sampled (temperature 1, "
+        "top-k 50); prefill: the prompt and one token. `ours_before`: lora_np of the checkout given by --baseline "
+        "(greedy only), the same harness. Each side in its own process; the sides take turns, round after round; "
+        f"medians over {results['rounds']} rounds.",
+        f"Machine: {machine_description()}, torch {torch.__version__}; {THREADS} threads per process "
+        f"(LORA_NP_NUM_THREADS, OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads), OMP_WAIT_POLICY=PASSIVE. "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, one run ({seconds:.0f} s), load average {results['load']} "
+        "before and after (tokens per CPU-second are the steadier measure on a shared machine).", "",
+        *lines, "", "Target: greedy tokens/s ≥ 2.0 × transformers'; prefill at most transformers'.", "",
+        f"Command: `python benchmarks/bench_llm.py --decode --new-tokens {results['new_tokens']} --repeats "
+        f"{results['rounds']} --baseline /tmp/before` (/tmp/before: `git archive main | tar -x -C /tmp/before`, "
+        "taken before this change)", ""])
+
+
 PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn in ("widen_bf16", "rows", "band")),
-                  ("BLAS GEMMs of the Linear layers", lambda f, fn: fn in ("gemm_kernel", "output_band", "input_band")),
+                  ("BLAS GEMMs of the Linear layers", lambda f, fn: fn in ("gemm_kernel", "output_band", "input_band")
+                   or (fn == "linear" and f.endswith("llama_arrays.py"))),  # its x @ W: the GEMV and two lines
                   ("fused LM head + loss (its GEMMs, exp)", lambda f, fn: fn in ("logsumexp_pass", "chunk_loss")),
                   ("attention", lambda f, fn: "attention" in f or "cache" in f),
                   ("norm, RoPE, SwiGLU kernels", lambda f, fn: fn.endswith("_kernel") or fn == "sigmoid_into"),
@@ -464,6 +538,8 @@ def main(argv=None):
     parser.add_argument("--train-only", action="store_true", help="no generation runs")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 checkpoints: bf16 and float32 bases, PEFT both")
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per timed run")
+    parser.add_argument("--decode", action="store_true", help="generation only: lora_np against transformers")
+    parser.add_argument("--baseline", metavar="DIR", help="with --decode: an earlier checkout's lora_np as a side")
     parser.add_argument("--profile-decode", choices=("float32", "bf16"),
                         help="profile decode steps in this process (with OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
     parser.add_argument("--profile-train", choices=("float32", "bf16", "random"),
@@ -478,17 +554,18 @@ def main(argv=None):
     if args.profile_train:
         return [profile_train(name, args.profile_train) for name in names]
     if args.out == str(HERE / "results_llm"):
-        args.out = str(HERE / ("results_llm_bf16" if args.bf16 else FAMILIES[args.family][1]))
+        args.out = str(HERE / ("results_llm_decode" if args.decode else "results_llm_bf16" if args.bf16
+                               else FAMILIES[args.family][1]))
     if args.worker:
         return run_worker(WORKERS, args.worker)
     start = time.perf_counter()
     results = {"load": [round(os.getloadavg()[0], 1)], "family": args.family, "steps": args.steps,
                "warmup": args.warmup, "command": " ".join(["python benchmarks/bench_llm.py", *sys.argv[1:]])}
-    results["new_tokens"] = args.new_tokens
+    results["new_tokens"], results["rounds"] = args.new_tokens, args.repeats
     results["flags"] = " ".join(a for a in (sys.argv[1:] if argv is None else argv) if a != "--bf16")
     for name in args.only or FAMILIES[args.family][0]:
         results[name] = run_model(name, args) if enough_memory(name, results) else {}
-        finish(args, results, start, report_bf16 if args.bf16 else report)  # written after each model
+        finish(args, results, start, report_decode if args.decode else report_bf16 if args.bf16 else report)
 
 
 if __name__ == "__main__":

@@ -186,9 +186,11 @@ def hf_greedy(load, prompt, repeats, new_tokens=NEW_TOKENS, sample=False):
 
 # ---- the driver's side ---------------------------------------------------------------------------
 def spawn(script, case):
-    """``python script --worker CASE_JSON``, THREADS threads, pipes for the stdin protocol."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), LORA_NP_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
-               OPENBLAS_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS), TOKENIZERS_PARALLELISM="false",
+    """``python script --worker CASE_JSON``, THREADS threads, pipes for the stdin protocol. A case
+    with a "root" imports that checkout's lora_np (a baseline: an earlier revision, same harness)."""
+    env = dict(os.environ, PYTHONPATH=str(case.get("root", ROOT)), LORA_NP_NUM_THREADS=str(THREADS),
+               OMP_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS),
+               TOKENIZERS_PARALLELISM="false",
                OMP_WAIT_POLICY="PASSIVE")  # PyTorch's OpenMP threads sleep between ops instead of spinning
     return subprocess.Popen([sys.executable, str(script), "--worker", json.dumps(case)], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

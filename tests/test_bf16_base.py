@@ -119,7 +119,7 @@ def test_bf16_base_in_float64_compute(tmp_path, rng):
         np.testing.assert_allclose(out, ref(idx)[0].data, rtol=1e-10, atol=1e-12)
 
 
-def test_base_dtype_flag_resolution(tmp_path):
+def test_base_dtype_flag_resolution(tmp_path, monkeypatch):
     bf16, f32 = tmp_path / "bf16", tmp_path / "f32"
     tiny_hf_llama(bf16, "llama", dtype=torch.bfloat16, **WIDE)
     tiny_hf_llama(f32, "llama", **WIDE)
@@ -132,6 +132,10 @@ def test_base_dtype_flag_resolution(tmp_path):
         frozen_storage(bf16, "bfloat16", needs_float=True)
     with pytest.raises(ValueError, match="accepted auto, float32, bfloat16"):
         frozen_storage(bf16, "fp8")
+    assert frozen_storage(bf16, decoding=True) is None  # generate: float32 decodes faster, and it fits here
+    assert frozen_storage(bf16, "bfloat16", decoding=True) == "bf16"  # asked for
+    monkeypatch.setattr("lora_np.app.model_dir.available_bytes", lambda: 1 << 20)  # ... unless it does not fit
+    assert frozen_storage(bf16, decoding=True) == "bf16"
 
 
 def test_cli_finetunes_and_generates_on_a_bf16_base(tmp_path, capsys):
@@ -144,7 +148,7 @@ def test_cli_finetunes_and_generates_on_a_bf16_base(tmp_path, capsys):
                        "--steps", 2, "--batch-size", 1, "--block-size", 16, "--lora-r", 2, "--quiet")
     assert code == 0, err
     outputs = []
-    for flag in ("auto", "float32"):
+    for flag in ("bfloat16", "float32"):
         code, out, err = cli(capsys, "generate", "--model", folder, "--adapter", tmp_path / "adapter",
                              "--prompt", "RoPE rotates", "--max-new-tokens", 4, "--base-dtype", flag)
         assert code == 0, err

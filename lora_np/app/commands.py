@@ -286,7 +286,7 @@ def cmd_generate(args):
     tokenizer, config = read_model(args.model)
     ids, stop, echo = _generate_prompt(args, tokenizer, config)
     model = load_model_dir(args.model, args.adapter, quiet=args.quiet, force=args.force,
-                           base_dtype=args.base_dtype)[0]
+                           base_dtype=args.base_dtype, decoding=True)[0]
     backend.manual_seed(args.seed)
     out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          stop_token_ids=None if stop is None else [stop])  # stops at it, as HF's generate

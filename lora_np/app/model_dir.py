@@ -33,7 +33,7 @@ from ..models import family_for_type, family_of
 from ..tokenizer import BPETokenizer, CharTokenizer, load_tokenizer  # load_tokenizer: any folder's (tokenizer.json too)
 from ..tokenizer.gpt2_files import FILE_NAMES as BPE_FILE_NAMES
 from ..training.progress import say
-from .memory import format_bytes, parameter_count
+from .memory import available_bytes, format_bytes, parameter_count
 
 LARGE_MODEL_BYTES = 64 << 20  # loading takes a noticeable time from here on
 # Files that travel with a Hugging Face tokenizer; copied byte for byte into what the CLI writes.
@@ -175,11 +175,14 @@ def is_large(config):
 BASE_DTYPES = ("auto", "float32", "bfloat16")  # --base-dtype: how the frozen base's Linear weights are kept
 
 
-def frozen_storage(model_dir, base_dtype="auto", quantize=None, needs_float=False):
+def frozen_storage(model_dir, base_dtype="auto", quantize=None, needs_float=False, decoding=False):
     """``load_model``'s ``quantize`` for a command's flags: --quantize's scheme; "bf16" for --base-dtype
     bfloat16, or for auto when the folder stores bfloat16 (kept word for word: the same values, half
     float32's memory; a float16 folder would be rounded, so auto keeps it float32); else None (float32).
-    ``needs_float``: the command needs float weights (--full, DoRA, PiSSA/OLoRA), so auto means float32."""
+    ``needs_float``: the command needs float weights (--full, DoRA, PiSSA/OLoRA), so auto means float32.
+    ``decoding`` (generate): auto means float32 too when it fits (``float32_fits``): a decode step reads
+    each weight once for one row, and widening bf16 bands costs more than the GEMV they feed (NumPy has
+    no bf16 GEMV): a bf16 base decodes about half as fast (benchmarks/results_llm.md, Decoding)."""
     if base_dtype not in BASE_DTYPES:
         raise ValueError(f"--base-dtype {base_dtype!r}: accepted {', '.join(BASE_DTYPES)}")
     if quantize or base_dtype == "float32":
@@ -192,7 +195,15 @@ def frozen_storage(model_dir, base_dtype="auto", quantize=None, needs_float=Fals
             raise ValueError("--base-dtype bfloat16 keeps the base frozen in bfloat16, and --full, --dora, "
                              "--init pissa/olora need its float weights; use --base-dtype float32")
         return "bf16"
-    return None if needs_float or stored_dtype(model_dir) != "bfloat16" else "bf16"
+    if needs_float or stored_dtype(model_dir) != "bfloat16":
+        return None
+    return None if decoding and float32_fits(model_dir) else "bf16"
+
+
+def float32_fits(model_dir):
+    """True when the model's float32 weights take at most half the memory this process can still take."""
+    free = available_bytes()
+    return free is not None and 4 * parameter_count(read_model_config(model_dir)) <= free // 2
 
 
 def adapter_needs_float(adapter_dir):
@@ -203,17 +214,19 @@ def adapter_needs_float(adapter_dir):
 
 
 def load_model_dir(model_dir, adapter_dir=None, quantize=None, quiet=True, force=False, base_dtype="float32",
-                   needs_float=False):
+                   needs_float=False, decoding=False):
     """(model, tokenizer) from a model directory, with a LoRA adapter applied if given (``force``:
     even one recorded as trained on another base); ``quantize`` ("nf4", "int8") loads the Linear
     weights quantized (QLoRA's frozen base);
-    ``base_dtype`` ("auto", "float32", "bfloat16") keeps them in bfloat16 (``frozen_storage``).
+    ``base_dtype`` ("auto", "float32", "bfloat16") keeps them in bfloat16 (``frozen_storage``, which
+    ``decoding`` tells that the model is for generation).
     Unless ``quiet``, a model above LARGE_MODEL_BYTES says on stderr what it loads and how long it took."""
     tokenizer = load_tokenizer(model_dir)
     config = read_model_config(model_dir)
     check_vocab_sizes(tokenizer, config, model_dir)
     quiet = quiet or not is_large(config)
-    quantize = frozen_storage(model_dir, base_dtype, quantize, needs_float or adapter_needs_float(adapter_dir))
+    quantize = frozen_storage(model_dir, base_dtype, quantize, needs_float or adapter_needs_float(adapter_dir),
+                              decoding)
     kept = {None: "", "bf16": ", Linear weights kept in bfloat16"}.get(quantize, f", quantized to {quantize}")
     say(f"loading {model_dir}: {describe_model(config)}{kept}", quiet)
     start = time.perf_counter()

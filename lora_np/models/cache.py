@@ -18,10 +18,13 @@ count. The causal mask of the new block is aligned bottom-right: query i of a bl
 position length + i and sees the returned keys up to its own.
 """
 
+import math
+
 from .. import backend
 from ..autograd import is_grad_enabled
 from ..checks import check_int
 from ..ops.attention import grouped_views, sdpa_forward
+from ..ops.softmax import softmax_array
 
 
 class KVCache:
@@ -86,13 +89,31 @@ def attend(q, keys, values, y=None, window=None):
     (B, H_kv, T_k, d each, T ≤ T_k), the mask aligned bottom-right: query i is position T_k - T + i;
     with a sliding ``window``, it sees only the keys j with i - window < j ≤ i.
     Grouped-query heads read their shared K/V head without a copy. Returns the (B, H, T, d) output,
-    written into ``y`` when given (e.g. a heads view of the merged (B, T, H·d) layout)."""
+    written into ``y`` when given (e.g. a heads view of the merged (B, T, H·d) layout).
+    A single new query (a decode step) sees every key the cache returned (a window layer's cache
+    returns no more than its window): ``attend_one``, no mask, no blocks."""
+    if q.shape[-2] == 1:
+        return attend_one(q, keys, values, y)
     qd, kd, vd = grouped_views(q, keys, values)
     out, _, _ = sdpa_forward(qd, kd, vd, causal=True, y=y if qd is q else None, window=window)
-    if y is not None and out is not y:
-        y[...] = out.reshape(q.shape)
-        return y
-    return out.reshape(q.shape)
+    return y if out is y else _into(out.reshape(q.shape[:-1] + values.shape[-1:]), y)
+
+
+def attend_one(q, keys, values, y=None):
+    """``attend`` for one query per row, q (B, H, 1, d): softmax(q kᵀ/√d) v over all T_k keys.
+    Grouped-query heads as (B, H_kv, G, 1, d) against (B, H_kv, 1, T_k, d) views."""
+    qd, kd, vd = grouped_views(q, keys, values)
+    scores = (qd * qd.dtype.type(1.0 / math.sqrt(q.shape[-1]))) @ kd.swapaxes(-1, -2)  # S = (q/√d) kᵀ
+    out = softmax_array(scores, out=scores) @ vd                                        # Y = softmax(S) v
+    return _into(out.reshape(q.shape[:-1] + values.shape[-1:]), y)
+
+
+def _into(out, y):
+    """``out``, or ``y`` with ``out`` written into it when a buffer was given."""
+    if y is None:
+        return out
+    y[...] = out
+    return y
 
 
 def check_cache_positions(cache, new, limit, name):

@@ -3,7 +3,8 @@
 Each step runs the new positions through the model's own forward, ``model.hidden_states(ids,
 cache=cache)``, whose attention layers store their keys and values in the cache and attend over
 all of them (transformers' ``past_key_values``); the first step encodes the prompt, every later
-one a single token. When the context outgrows the model's ``context_length``, the window slides
+one a single token (a ``Llama`` runs the same layers on raw arrays there, without autograd's
+wrappers: llama_arrays.py). When the context outgrows the model's ``context_length``, the window slides
 (the cache is emptied and the last context_length tokens re-encoded), as in nanoGPT. Sampling
 happens on the device; tokens come back to the host once, at the end.
 
@@ -48,13 +49,14 @@ def check_generate_args(max_new_tokens, temperature, top_k, vocab_size, stop_tok
 
 def sample_next(logits, temperature=1.0, top_k=None):
     """One token id per row of (B, V) logits: argmax if temperature is 0, else a softmax sample
-    of logits/temperature restricted to the top_k largest (on the device, no host round trip)."""
+    of logits/temperature restricted to the top_k largest (on the device, no host round trip). The
+    k-th largest comes from a partial sort (``partition``: O(V), not a sort of the whole vocabulary)."""
     xp = backend.xp
     if temperature == 0:
         return logits.argmax(axis=-1)
     logits = logits / logits.dtype.type(temperature)
     if top_k is not None:
-        kth = xp.sort(logits, axis=-1)[:, -top_k][:, None]
+        kth = xp.partition(logits, -top_k, axis=-1)[:, -top_k][:, None]
         logits = xp.where(logits < kth, -xp.inf, logits)
     probs = xp.exp(logits - logits.max(axis=-1, keepdims=True))
     cdf = xp.cumsum(probs, axis=-1)
