@@ -392,8 +392,7 @@ def report_decode(results, seconds):
 
 
 PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn in ("widen_bf16", "rows", "band")),
-                  ("BLAS GEMMs of the Linear layers", lambda f, fn: fn in ("gemm_kernel", "output_band", "input_band")
-                   or (fn == "linear" and f.endswith("llama_arrays.py"))),  # its x @ W: the GEMV and two lines
+                  ("BLAS GEMMs of the Linear layers", lambda f, fn: fn in ("gemm_kernel", "output_band", "input_band")),
                   ("fused LM head + loss (its GEMMs, exp)", lambda f, fn: fn in ("logsumexp_pass", "chunk_loss")),
                   ("attention", lambda f, fn: "attention" in f or "cache" in f),
                   ("norm, RoPE, SwiGLU kernels", lambda f, fn: fn.endswith("_kernel") or fn == "sigmoid_into"),

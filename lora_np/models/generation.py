@@ -3,8 +3,7 @@
 Each step runs the new positions through the model's own forward, ``model.hidden_states(ids,
 cache=cache)``, whose attention layers store their keys and values in the cache and attend over
 all of them (transformers' ``past_key_values``); the first step encodes the prompt, every later
-one a single token (a ``Llama`` runs the same layers on raw arrays there, without autograd's
-wrappers: llama_arrays.py). When the context outgrows the model's ``context_length``, the window slides
+one a single token. When the context outgrows the model's ``context_length``, the window slides
 (the cache is emptied and the last context_length tokens re-encoded), as in nanoGPT. Sampling
 happens on the device; tokens come back to the host once, at the end.
 

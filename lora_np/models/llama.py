@@ -31,7 +31,6 @@ from ..ops.index_arrays import check_token_batch
 from ..ops.rope import ROPE_TYPES, rope_inv_freq, rope_tables
 from .cache import attend, check_cache_positions
 from .generation import generate
-from .llama_arrays import decode_layers
 
 MODEL_TYPES = ("llama", "qwen2", "qwen3")  # config.json's model_type of the family's members
 LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
@@ -260,15 +259,11 @@ class Llama(Module):
 
     def hidden_states(self, idx, cache=None):
         """The final-norm output (B, T, C) for token ids (B, T). With a ``KVCache`` (generation, under
-        no_grad) the ids are the positions after the cache's and attention reads it too; the layers
-        then run on arrays (``llama_arrays.decode_layers``: the same math, no graph wrappers), except
-        in a subclass (Gemma 3), whose layers differ and keep their own forward."""
+        no_grad) the ids are the positions after the cache's and attention reads it too."""
         ids = self._check_idx(idx)
         start = check_cache_positions(cache, ids.shape[1], self.context_length, "max_position_embeddings")
         tables = self.layer_rope_tables(start, start + ids.shape[1])
         x = self.embed(ids)
-        if cache is not None and type(self) is Llama:  # generation: the same layers on arrays (llama_arrays.py)
-            return self.model.norm(Tensor(decode_layers(self.model.layers, x.data, tables, cache)))
         for layer, (cos, sin) in zip(self.model.layers, tables):
             x = layer(x, cos, sin, cache)
         return self.model.norm(x)

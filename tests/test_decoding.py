@@ -1,10 +1,9 @@
-"""Generation's array path (lora_np/models/llama_arrays.py), its one-query attention (cache.attend_one)
-and top-k sampling on a partial sort (generation.sample_next).
+"""Decoding: cached generation against the cache-free forward, the one-query attention of a decode
+step (cache.attend_one) and top-k sampling on a partial sort (generation.sample_next).
 
-Oracles: the graph forward of the same layers (each ``LlamaDecoderLayer`` called as a module, with a
-cache of its own), the cache-free forward of the whole model (cached greedy tokens must be its
-argmax tokens, cached logits its logits), and attention written out in NumPy with the K/V heads
-repeated."""
+Oracles: the cache-free forward of the whole model (cached greedy tokens must be its argmax tokens,
+cached logits its logits), attention written out in NumPy with the K/V heads repeated, and the
+top-k distribution's closed form."""
 
 import math
 
@@ -12,11 +11,9 @@ import numpy as np
 import pytest
 
 import lora_np as ln
-from lora_np.autograd import Tensor
 from lora_np.models import KVCache
 from lora_np.models.cache import attend, attend_one
 from lora_np.models.generation import sample_next
-from lora_np.models.llama_arrays import decode_layers
 
 FAMILIES = {
     "llama": dict(),
@@ -34,31 +31,6 @@ def _llama(dtype=np.float64, layers=2, vocab=31, **switches):
     for _, p in model.named_parameters():  # biases and norm weights away from 0 and 1, so that each one counts
         p.data[...] += ln.backend.xp.asarray(np.random.default_rng(3).normal(0, 0.3, p.shape).astype(dtype))
     return model
-
-
-def _graph_layers(model, x, tables, cache):
-    for layer, (cos, sin) in zip(model.model.layers, tables):
-        x = layer(x, cos, sin, cache)
-    return x.data
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_array_layers_equal_the_graph_layers(family, rng):
-    """A prefill of 5 positions, then single tokens: every block's output and every cached key and
-    value of the array path equal those of the modules' own forward (float64)."""
-    model = _llama(**FAMILIES[family])
-    ids = rng.integers(0, 31, size=(2, 9))
-    graph_cache, array_cache = KVCache(9), KVCache(9)
-    with ln.no_grad():
-        for lo, hi in ((0, 5), (5, 6), (6, 7), (7, 9)):
-            tables, x = model.layer_rope_tables(lo, hi), model.embed(ids[:, lo:hi])
-            want = _graph_layers(model, x, tables, graph_cache)
-            got = decode_layers(model.model.layers, x.data, tables, array_cache)
-            np.testing.assert_allclose(ln.to_numpy(got), ln.to_numpy(want), rtol=1e-12, atol=1e-13)
-    for i, (keys, values, seen) in graph_cache.layers.items():
-        np.testing.assert_allclose(array_cache.layers[i][0], keys, rtol=1e-12, atol=1e-13)
-        np.testing.assert_allclose(array_cache.layers[i][1], values, rtol=1e-12, atol=1e-13)
-        assert array_cache.layers[i][2] == seen == 9
 
 
 def _full_forward_greedy(model, prompt, n):
@@ -131,21 +103,3 @@ def test_top_k_samples_only_and_all_of_the_k_largest():
     np.testing.assert_allclose(freq, p, atol=0.04)
 
 
-def test_other_layer_classes_keep_their_own_forward(monkeypatch, rng):
-    """Only ``Llama`` itself decodes on arrays: a subclass (Gemma 3's model) keeps its layers' forward."""
-    calls = []
-    monkeypatch.setattr("lora_np.models.llama.decode_layers", lambda *a: calls.append(1) or decode_layers(*a))
-
-    class Sub(ln.Llama):
-        pass
-
-    base = _llama()
-    sub = Sub(base.config, dtype=np.float64)
-    sub.load_state_dict(base.state_dict())
-    with ln.no_grad():
-        a = sub.hidden_states(np.array([[1, 2, 3]]), cache=KVCache(3))
-        assert not calls
-        b = base.hidden_states(np.array([[1, 2, 3]]), cache=KVCache(3))
-        assert calls
-    np.testing.assert_allclose(ln.to_numpy(a.data), ln.to_numpy(b.data), rtol=1e-12)
-    assert isinstance(a, Tensor)
