@@ -626,7 +626,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     names = args.only or FAMILIES[args.family][0]
     if args.profile_scale:
-        return write_scale_profile([profile_scale(args.profile_scale, base, args.layers) for base in args.bases])
+        out = HERE / "results_scale_profile" if args.out == str(HERE / "results_llm") else args.out
+        return write_scale_profile([profile_scale(args.profile_scale, base, args.layers) for base in args.bases], out)
     if args.scale and not args.worker:
         args.out = str(HERE / "results_scale") if args.out == str(HERE / "results_llm") else args.out
         start = time.perf_counter()
