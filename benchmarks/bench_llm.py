@@ -541,13 +541,13 @@ def report_scale(results, seconds):
 
 def _scale_split(stats):
     """CPU seconds of a profiled step by kind: decoding the 4-bit tiles (``band``: codes -> floats, with
-    the absmax), the GEMMs on the tiles, the LM head with its loss, the rest."""
-    split = dict.fromkeys(("dequantize (band)", "GEMMs on the tiles", "LM head + loss", "rest"), 0.0)
+    the absmax), the Linear layers' GEMMs (on the tiles; whole for float32), the LM head with its loss, the rest."""
+    split = dict.fromkeys(("dequantize (band)", "Linear GEMMs", "LM head + loss", "rest"), 0.0)
     for (f, _, fn), (_, _, tottime, cumtime, _) in stats.items():
         if fn == "band" and "quant" in f:
             split["dequantize (band)"] += cumtime
         elif fn in ("output_band", "input_band", "gemm_kernel"):
-            split["GEMMs on the tiles"] += tottime
+            split["Linear GEMMs"] += tottime
         elif f.endswith("lm_head_loss.py"):
             split["LM head + loss"] += tottime
     split["rest"] = sum(v[2] for v in stats.values()) - sum(split.values())
@@ -590,7 +590,7 @@ def profile_scale(name, base, layers):
 def write_scale_profile(rows, out=HERE / "results_scale_profile"):
     """The ``--profile-scale`` rows as a table, added to ``out``.md (and the raw rows to ``out``.json)."""
     lines = [f"| {r['model']} | {r['layers']} | {r['base']} | {r['cpu_s']:.2f} | " +
-             " | ".join(f"{100 * v / sum(r['split_s'].values()):.0f}%" for v in r["split_s"].values()) +
+             " | ".join(f"{v:.2f} s ({100 * v / sum(r['split_s'].values()):.0f}%)" for v in r["split_s"].values()) +
              f" | {r['load']} | {r['date']} |" for r in rows]
     md, js = Path(str(out) + ".md"), Path(str(out) + ".json")
     if not md.exists():
