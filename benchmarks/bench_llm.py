@@ -108,6 +108,22 @@ FAMILIES = {  # --family: the models a run measures, the results file, the repor
 }
 
 
+# Issue 36 item 4: a 4-bit frozen base at 1-1.5B shapes, built in memory (no checkpoint is written).
+SCALE_MODELS = {
+    "qwen2.5-1.5b": dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, qkv_bias=True, model_type="qwen2",
+                         rope_theta=1000000.0, rms_norm_eps=1e-6, max_position_embeddings=32768,
+                         tie_word_embeddings=True),
+    "llama-3.2-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, rope_theta=500000.0, rms_norm_eps=1e-5,
+                         max_position_embeddings=131072, tie_word_embeddings=True,
+                         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+}
+SCALE_SHAPE = (512, 1)                         # T 512 x B 1
+SCALE_BASES = ("float32", "nf4", "gguf:Q4_0")  # the GGUF base: llama.cpp's 4-bit blocks, decoded by its codec
+
+
 def make_checkpoint(path, name, bf16=False):
     import torch
     import transformers
@@ -166,8 +182,38 @@ def hf_generate(case):
     hf_greedy(lambda: _hf_load(case), *_generation(case))
 
 
+def scale_model(name, base, layers):
+    """SCALE_MODELS[name] with ``layers`` layers and random weights (N(0, 0.02²), norms 1, biases 0), built
+    tensor by tensor as ``load_model`` reads a file: under a 4-bit ``base`` each Linear weight is drawn,
+    quantized (NF4 with double quantization, or a GGUF type such as "gguf:Q4_0") and dropped, so the float32
+    model never exists. The embedding (tied head) stays float32, as the NF4 loader keeps it."""
+    import lora_np
+    from lora_np.io.quantized_load import fill_quantized
+    from lora_np.models.llama import Llama, LlamaConfig
+    from lora_np.quant.gguf_weight import GGUFWeight
+    config = LlamaConfig(**{**SCALE_MODELS[name], "num_hidden_layers": layers})
+    lora_np.manual_seed(0)
+    if base == "float32":
+        return Llama(config)
+    model, rng = Llama(config, empty=True), np.random.default_rng(0)
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+
+    def read(n):
+        fill = {"weight": np.ones, "bias": np.zeros}[n.rpartition(".")[2]] if "norm" in n or "bias" in n else None
+        return fill(shapes[n], np.float32) if fill else rng.standard_normal(shapes[n], np.float32) * np.float32(0.02)
+
+    gguf_type = base.partition(":")[2] or None
+    linear = (lambda n: GGUFWeight.from_float(read(n), gguf_type)) if gguf_type else None
+    return fill_quantized(model, "", read, ("nf4", 64, True, np.float32), linear)
+
+
+def scale_train(case):
+    ours_lora_train(lambda: scale_model(case["model"], case["base"], case["layers"]), PROJECTIONS, LORA_R,
+                    tokens(SCALE_MODELS[case["model"]]["vocab_size"], *SCALE_SHAPE), checkpointing=True)
+
+
 WORKERS = {"ours_train": ours_train, "peft_train": peft_train, "ours_generate": ours_generate,
-           "hf_generate": hf_generate}
+           "hf_generate": hf_generate, "scale_train": scale_train}
 
 
 # ---- the driver ---------------------------------------------------------------------------------
@@ -529,6 +575,109 @@ def profile_train_random(name, top=25):
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
+def run_scale(args):
+    """``--scale``: each SCALE_MODELS shape at ``--layers`` layers, its bases stepping in turn (T 512 x B 1,
+    LoRA r=16 on every projection, checkpointing); writes ``--out`` (default results_scale)."""
+    results = {"load": [round(os.getloadavg()[0], 1)], "layers": args.layers,
+               "date": time.strftime("%Y-%m-%d %H:%M UTC")}
+    for name in SCALE_MODELS:
+        sides = {base: {"kind": "scale_train", "model": name, "base": base, "layers": args.layers}
+                 for base in args.bases}
+        results[name] = interleaved(__file__, sides, args.warmup, args.steps)
+        print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "train_peak_rss_mb")}
+                                for k, v in results[name].items()}), flush=True)
+    return results
+
+
+def report_scale(results, seconds):
+    t, b = SCALE_SHAPE
+    lines = ["| model | layers | base | step (ms, median) | step CPU (ms, median) | tokens/s | peak RSS (MiB) | "
+             "peak RSS of the steps (MiB) | step / float32 |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in (n for n in SCALE_MODELS if n in results):
+        f32 = results[name].get("float32")
+        for base, r in results[name].items():
+            ratio = f"{r['ms'] / f32['ms']:.2f}" if f32 else "(float32 not run)"
+            lines.append(f"| {name} | {results['layers']} | {base} | {r['ms']:,.0f} | "
+                         f"{np.median(r['step_cpu_ms']):,.0f} | {1000 * t * b / r['ms']:.1f} | "
+                         f"{r['peak_rss_mb']:,.0f} | {r['train_peak_rss_mb']:,.0f} | {ratio} |")
+    return "\n".join([
+        "# A 4-bit frozen base at Qwen2.5-1.5B's and Llama-3.2-1B's shapes", "",
+        f"Random weights built in memory (no checkpoint), real widths and vocabularies, {results['layers']} layers; "
+        f"T {t} x B {b}, LoRA r={LORA_R} (α={2 * LORA_R}) on every projection, AdamW, gradient checkpointing. "
+        "nf4: NF4 with double quantization; gguf:Q4_0: llama.cpp's Q4_0 blocks; the tied embedding stays float32.",
+        f"Machine: {machine_description()}; {THREADS} threads per process, the bases stepping in turn. "
+        f"{results['date']}, one run ({seconds:.0f} s), load average {results['load']} before and after "
+        "(a 2-core machine shared with other work: wall times move with the load; step CPU is all threads').", "",
+        *lines, "",
+        f"Command: `python benchmarks/bench_llm.py --scale --layers {results['layers']}`", ""])
+
+
+def _scale_split(stats):
+    """CPU seconds of a profiled step by kind: decoding the 4-bit tiles (``band``: codes -> floats, with
+    the absmax), the Linear layers' GEMMs (on the tiles; whole for float32), the LM head with its loss, the rest."""
+    split = dict.fromkeys(("dequantize (band)", "Linear GEMMs", "LM head + loss", "rest"), 0.0)
+    for (f, _, fn), (_, _, tottime, cumtime, _) in stats.items():
+        if fn == "band" and "quant" in f:
+            split["dequantize (band)"] += cumtime
+        elif fn in ("output_band", "input_band", "gemm_kernel"):
+            split["Linear GEMMs"] += tottime
+        elif f.endswith("lm_head_loss.py"):
+            split["LM head + loss"] += tottime
+    split["rest"] = sum(v[2] for v in stats.values()) - sum(split.values())
+    return split
+
+
+def profile_scale(name, base, layers):
+    """``--profile-scale``: one training step of ``scale_model`` on ONE thread under cProfile (run with
+    OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1: the profiler sees only the main thread), after two unprofiled
+    steps; returns the CPU seconds per step and its split (``_scale_split``)."""
+    import cProfile
+    import pstats
+    import lora_np
+    from lora_np.optim import AdamW
+    lora_np.parallel.tune_host_allocator()
+    model = scale_model(name, base, layers).train()
+    lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
+    model.gradient_checkpointing_enable()
+    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, y = tokens(SCALE_MODELS[name]["vocab_size"], *SCALE_SHAPE)
+
+    def step():
+        model(x, y)[1].backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    cpu = time.process_time()
+    step()
+    plain, profiler = time.process_time() - cpu, cProfile.Profile(time.process_time)
+    profiler.runcall(step)
+    split = _scale_split(pstats.Stats(profiler).stats)
+    total = sum(split.values())
+    print(f"{name}, {base}, {layers} layers: {plain:.2f} CPU s per step unprofiled; profiled {total:.2f} s: " +
+          ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in split.items()), flush=True)
+    return {"model": name, "base": base, "layers": layers, "cpu_s": plain, "split_s": split,
+            "load": round(os.getloadavg()[0], 1), "date": time.strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def write_scale_profile(rows, out=HERE / "results_scale_profile"):
+    """The ``--profile-scale`` rows as a table, added to ``out``.md (and the raw rows to ``out``.json)."""
+    lines = [f"| {r['model']} | {r['layers']} | {r['base']} | {r['cpu_s']:.2f} | " +
+             " | ".join(f"{v:.2f} s ({100 * v / sum(r['split_s'].values()):.0f}%)" for v in r["split_s"].values()) +
+             f" | {r['load']} | {r['date']} |" for r in rows]
+    md, js = Path(str(out) + ".md"), Path(str(out) + ".json")
+    if not md.exists():
+        md.write_text("# Where a --scale step's CPU time goes (one thread, cProfile)\n\n"
+                      f"Machine: {machine_description()}. Command: `OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 "
+                      "python benchmarks/bench_llm.py --profile-scale MODEL --layers 2 --bases float32 nf4 gguf:Q4_0`; "
+                      "CPU s: one step unprofiled; the shares are of the profiled step.\n\n"
+                      "| model | layers | base | CPU s | " + " | ".join(rows[0]["split_s"]) + " | load | date |\n"
+                      "|---|---|---|---|---|---|---|---|---|---|\n", encoding="utf-8")
+    md.write_text(md.read_text(encoding="utf-8") + "\n".join(lines) + "\n", encoding="utf-8")
+    js.write_text(json.dumps((json.loads(js.read_text()) if js.exists() else []) + rows, indent=1), encoding="utf-8")
+    return rows
+
+
 def main(argv=None):
     parser = comparison_arguments(__doc__.splitlines()[0], list(MODELS), HERE / "results_llm",
                                   steps=5, warmup=1, repeats=2)
@@ -544,8 +693,20 @@ def main(argv=None):
     parser.add_argument("--profile-train", choices=("float32", "bf16", "random"),
                         help="profile LoRA training steps in this process (OPENBLAS_NUM_THREADS=1 "
                              "LORA_NP_NUM_THREADS=1): on a bf16 checkpoint with that base, or on random weights")
+    parser.add_argument("--scale", action="store_true", help="a 4-bit base at Qwen2.5-1.5B / Llama-3.2-1B shapes")
+    parser.add_argument("--layers", type=int, default=2, help="--scale, --profile-scale: decoder layers")
+    parser.add_argument("--bases", nargs="+", default=list(SCALE_BASES), choices=SCALE_BASES, help="--scale's bases")
+    parser.add_argument("--profile-scale", choices=list(SCALE_MODELS), help="profile one --scale step of each of "
+                        "--bases in this process (OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
     args = parser.parse_args(argv)
     names = args.only or FAMILIES[args.family][0]
+    if args.profile_scale:
+        out = HERE / "results_scale_profile" if args.out == str(HERE / "results_llm") else args.out
+        return write_scale_profile([profile_scale(args.profile_scale, base, args.layers) for base in args.bases], out)
+    if args.scale and not args.worker:
+        args.out = str(HERE / "results_scale") if args.out == str(HERE / "results_llm") else args.out
+        start = time.perf_counter()
+        return finish(args, run_scale(args), start, report_scale)
     if args.profile_decode:
         return [profile_decode(name, args.profile_decode) for name in names]
     if args.profile_train == "random":

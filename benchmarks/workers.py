@@ -85,9 +85,10 @@ def run_worker(workers, case_json):
     return workers[case["kind"]](case)
 
 
-def ours_lora_train(load, target_modules, r, batch):
+def ours_lora_train(load, target_modules, r, batch, checkpointing=False):
     """lora_np: ``load()`` the model (after ``tune_host_allocator``, as the CLI does), LoRA r with
-    α = 2r on ``target_modules``, AdamW on the adapters; serve timed steps on ``batch`` = (x, y)."""
+    α = 2r on ``target_modules``, AdamW on the adapters, gradient checkpointing if asked; serve timed
+    steps on ``batch`` = (x, y)."""
     import lora_np
     from lora_np.optim import AdamW
     from lora_np.parallel import tune_host_allocator
@@ -95,6 +96,8 @@ def ours_lora_train(load, target_modules, r, batch):
     model = load().train()
     loaded = peak_rss_mb()
     lora_np.add_lora(model, lora_np.LoraConfig(r=r, lora_alpha=2 * r, target_modules=target_modules))
+    if checkpointing:
+        model.gradient_checkpointing_enable()
     opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x, y = batch
 

@@ -142,19 +142,33 @@ def test_quant_linear_gradcheck_float64(rng):
     assert gradcheck(lambda x, b: quant_linear(x, qw, b), (x, b))
 
 
-def test_quant_linear_equals_float_linear_on_bitsandbytes_dequantized_weight(rng, monkeypatch):
-    import lora_np.quant.linear_op as module
-    monkeypatch.setattr(module, "BAND", 1000)  # many bands, both directions
-    w = _weights(rng, (192, 128))
+def _check_quant_linear_against_bitsandbytes(rng, shape, n_rows):
+    """quant_linear's Y and dX against x W and G Wᵀ with W bitsandbytes' dequantized NF4 weight."""
+    w = _weights(rng, shape)
     qw = QuantWeight.from_float(w, double_quant=False)
     ref, state = _bnb_nf4(w.T.copy())
     w_deq = bnb.dequantize_4bit(ref, state).numpy().T           # the oracle's dequantized (in, out)
-    x = Tensor(rng.standard_normal((5, 192)).astype(np.float32), requires_grad=True)
+    x = Tensor(rng.standard_normal((n_rows, shape[0])).astype(np.float32), requires_grad=True)
     y = quant_linear(x, qw)
-    np.testing.assert_allclose(to_numpy(y), to_numpy(x) @ w_deq, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(y), to_numpy(x) @ w_deq, rtol=1e-5, atol=1e-5)
     g = rng.standard_normal(y.shape).astype(np.float32)
     y.backward(Tensor(g))
-    np.testing.assert_allclose(to_numpy(x.grad), g @ w_deq.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(x.grad), g @ w_deq.T, rtol=1e-5, atol=1e-5)
+
+
+def test_quant_linear_equals_float_linear_on_bitsandbytes_dequantized_weight(rng, monkeypatch):
+    import lora_np.quant.linear_op as module
+    monkeypatch.setattr(module, "BAND", 1000)  # many bands, both directions
+    monkeypatch.setattr(module, "MIN_SIDE", 1)  # (bands are otherwise at least 256 rows or columns)
+    _check_quant_linear_against_bitsandbytes(rng, (192, 128), 5)
+
+
+def test_quant_linear_default_bands_cover_uneven_edges(rng):
+    """The default rule (at least MIN_SIDE = 256 rows / columns a band): 600 outputs are bands of 256, 256
+    and 88 rows; 640 inputs are bands of 256, 256 and 128 columns."""
+    from lora_np.quant.linear_op import MIN_SIDE
+    assert MIN_SIDE == 256
+    _check_quant_linear_against_bitsandbytes(rng, (640, 600), 3)
 
 
 def test_quant_lora_linear_gradcheck_and_equals_float_lora_op(rng):

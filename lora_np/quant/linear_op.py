@@ -12,9 +12,13 @@ Each band is about ``qweight.band_floats`` values (NF4/int8/GGUF: ``BAND``, 512 
 decoder's temporaries stay in L2; bf16, whose widening is one shift: ``WIDE_BAND``, 4 MiB, so that
 each GEMM is long enough for BLAS to run at full speed) and is dropped after its GEMM, so the
 float32 matrix never exists whole; forward and backward each decode Q once (under gradient
-checkpointing the recomputed forward keeps its bands for the backward: ``quant_linear``). The bands of one call
-run on all threads (``parallel.parallel_for``; never fewer bands than threads), each writing its
-own slice of Y or dL/dX.
+checkpointing the recomputed forward keeps its bands for the backward: ``quant_linear``). A band is
+never narrower than ``MIN_SIDE`` rows (forward) or columns (backward), though: a GEMM with a side
+under ~256 runs BLAS at a fraction of its rate, and at T 512 the GEMMs, not the decoding, are most of
+the time (a (512, 8960) × (8960, 14) band of a 1.5B model's down_proj took 2.8× the float32 GEMM's
+time per weight; NF4 decodes at ~2 ns a weight, benchmarks/results_scale_profile.md). So a band of a
+wide matrix holds up to 256 × 8960 floats (9 MB). The bands of one call run on all threads
+(``parallel.parallel_for``; never fewer bands than threads), each writing its own slice of Y or dL/dX.
 
 ``quant_lora_linear`` adds the LoRA branch, Y += s·dropout(X) Aᵀ Bᵀ, composed from the library's
 matmul, mul and dropout ops, whose backward passes give dA, dB and the adapter's share of dX.
@@ -27,6 +31,13 @@ from ..ops.lora_linear import check_lora_shapes
 
 BAND = 1 << 17
 WIDE_BAND = 1 << 20
+MIN_SIDE = parallel.GEMM_MIN_SIDE  # rows / columns of a band at least: narrower GEMMs waste BLAS
+
+
+def _band_items(band_floats, floats_per_item, side_per_item=1):
+    """Items (rows of Wᵀ, or blocks of its columns) per band: about ``band_floats`` floats, at least
+    MIN_SIDE rows or columns of the band's GEMM."""
+    return max(1, band_floats // floats_per_item, -(-MIN_SIDE // side_per_item))
 
 
 def _over_bands(n, band, fn):
@@ -75,7 +86,7 @@ def quant_linear(x, qweight, bias=None):
         if b is not None:
             y[:, r0:r1] += b[r0:r1]
 
-    _over_bands(n_out, max(1, qweight.band_floats // n_in), output_band)
+    _over_bands(n_out, _band_items(qweight.band_floats, n_in), output_band)
     parents = (x,) if bias is None else (x, bias)
     x_shape = x.shape
 
@@ -101,7 +112,7 @@ def input_grad(g2, qweight, kept=None):
         c0, c1 = j0 * bs, j1 * bs
         dx[:, c0:c1] = g2 @ (qweight.band(0, n_out, c0, c1) if kept is None else kept[:, c0:c1])
 
-    _over_bands(n_in // bs, max(1, qweight.band_floats // (bs * n_out)), input_band)
+    _over_bands(n_in // bs, _band_items(qweight.band_floats, bs * n_out, bs), input_band)
     return dx
 
 
