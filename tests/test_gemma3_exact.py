@@ -241,11 +241,13 @@ def test_sampling_reads_the_soft_capped_logits(folders, rng):
 @pytest.mark.parametrize("type_name", ["F32", "Q8_0"])
 def test_a_gemma3_gguf_file_loads_as_transformers_reads_it(type_name, tmp_path, rng):
     """llama.cpp's layout (norms as 1 + w, Gemma's norm names, the window in the metadata), read by
-    lora_np's GGUF reader and by transformers' GGUF loader (the oracle): the same weights and logits."""
+    lora_np's GGUF reader and by transformers' GGUF loader (the oracle): the same weights and logits.
+    head_dim 256, as in the released models: the file holds no query_pre_attn_scalar, llama.cpp (and
+    lora_np) scale by 1/√head_dim, transformers' loader by its default 1/√256 (gguf_names.py)."""
     pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM
     from gguf_files import write_tiny_gguf
-    hf = tiny_hf_gemma3(tmp_path / "hf", layer_types=None, query_pre_attn_scalar=256, hidden_size=64, head_dim=16,
+    hf = tiny_hf_gemma3(tmp_path / "hf", layer_types=None, query_pre_attn_scalar=256, hidden_size=64, head_dim=256,
                         intermediate_size=128,  # rows of 32-value blocks
                         rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 10000.0},
                                          "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})
