@@ -369,6 +369,20 @@ def machine_description():
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {numpy.__version__}"
 
 
+def load_average():
+    """The 1-, 5- and 15-minute load averages, as ``uptime`` prints them."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def thread_settings():
+    """The thread counts every case runs with: lora_np's (LORA_NP_NUM_THREADS, else the cores it
+    may use) and the environment's OpenMP / BLAS limits (torch reads OMP_NUM_THREADS)."""
+    sys.path.insert(0, str(ROOT))
+    from lora_np import parallel
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
+    return {"lora_np": parallel.thread_count(), **env}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default="S,M,L")
@@ -398,7 +412,8 @@ def main(argv=None):
         p.error(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
     peak = matmul_peak_gflops(args.backend)
     results = {"machine": machine_description(), "backend": args.backend, "matmul_peak_gflops": peak,
-               "steps": args.steps, "configs": {}}
+               "steps": args.steps, "configs": {}, "threads": thread_settings(),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": load_average()}
     print(f"machine: {results['machine']}; float32 GEMM peak {peak:.0f} GFLOP/s ({args.backend})", flush=True)
     for name in names:
         shape = CONFIGS[name]
@@ -425,6 +440,8 @@ def main(argv=None):
                                                f"({100 * r['peak_fraction']:.0f}% of peak) peak RSS "
                                                f"{r['peak_rss_mb']:.0f} MB" if "ms" in r else r["error"]), flush=True)
         results["configs"][name] = row
+        if "torch_threads" in row.get("torch_full", {}):
+            results["torch_threads"] = row["torch_full"]["torch_threads"]
     if not args.skip_memory:
         mem = run_interleaved({label: dict(kind="ours", shape=MEMORY_CONFIG, lora=lora, backend=args.backend)
                                for label, lora in (("full", False), ("lora", True))}, warmup=1, steps=2)
@@ -437,6 +454,7 @@ def main(argv=None):
         gen_shape = CONFIGS["M"] if "M" in names else CONFIGS[names[0]]
         results["generation"] = spawn_once(dict(kind="generate", shape=gen_shape, backend=args.backend, repeats=9))
         print("generation tokens/s:", json.dumps(results["generation"]), flush=True)
+    results["load_after"] = load_average()
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     out.with_suffix(".md").write_text(report(results) + "\n")
@@ -461,8 +479,12 @@ def _ratio(a, b):
 
 
 def report(results):
+    threads = ", ".join(f"{k} {v}" for k, v in results.get("threads", {}).items())
     lines = [f"Machine: {results['machine']}; backend `{results['backend']}`; float32 GEMM peak "
-             f"{results['matmul_peak_gflops']:.0f} GFLOP/s; median of {results['steps']} steps after warm-up.", "",
+             f"{results['matmul_peak_gflops']:.0f} GFLOP/s; median of {results['steps']} steps after warm-up.",
+             f"Date {results.get('date', '?')}; load average before {results.get('load_before', '?')}, after "
+             f"{results.get('load_after', '?')}; threads: {threads or '?'}"
+             + (f"; torch {results['torch_threads']}" if results.get("torch_threads") else "") + ".", "",
              "| config | case | ms/step | CPU ms/step | tokens/s | GFLOP/s | % of peak | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
     for name, row in results["configs"].items():

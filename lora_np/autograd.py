@@ -243,17 +243,22 @@ class _GradientSums:
         return self._sums.pop(node, (None, False))
 
     def add(self, node, g, incoming):
-        """Add ``g``, returned for input ``node`` by a closure that was given ``incoming``."""
+        """Add ``g``, returned for input ``node`` by a closure that was given ``incoming``. A sum
+        that is not owned is added into ``g`` when ``g`` is (a residual connection: the add passed
+        its incoming gradient through, the branch returns a fresh one), so no third array is made."""
+        g_owned = g is not incoming and g.flags.owndata and id(g) not in self._handed_out
+        self._handed_out.add(id(g))
         if node in self._sums:
             total, owned = self._sums[node]
             if owned:
                 total += g
+            elif g_owned:
+                g += total
+                self._sums[node] = (g, True)
             else:
                 self._sums[node] = (total + g, True)
             return
-        owned = g is not incoming and g.flags.owndata and id(g) not in self._handed_out
-        self._handed_out.add(id(g))
-        self._sums[node] = (g, owned)
+        self._sums[node] = (g, g_owned)
 
     @staticmethod
     def give_to_leaf(leaf, g, owned):

@@ -39,6 +39,8 @@ def _to_device(x):
 def _to_plain(x):
     if isinstance(x, DeviceArray):
         return x.view(np.ndarray)
+    if isinstance(x, dict):  # keyword arguments (``where=`` of np.copyto)
+        return {k: _to_plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return type(x)(_to_plain(v) for v in x)
     return x

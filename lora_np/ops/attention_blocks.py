@@ -49,27 +49,27 @@ class KeyMask(NamedTuple):
         """S + M in place, for the block ``s`` of query rows [a, a + rows) over keys [c, c + cols):
         -∞ on the keys a row does not see. Row r's own key is column r + diag; the hidden keys are
         the columns right of it (j > r + diag) and, with a window, those at least W left of it
-        (j ≤ r + diag - W). Only the columns that hold one are touched, as a triangle of -∞ (most
-        blocks hold none; in a chunk of the plain kernels the triangle is (rows, rows), not (rows, T))."""
+        (j ≤ r + diag - W). Only the columns that hold one are touched, as a triangle written -∞
+        (most blocks hold none; in a chunk of the plain kernels the triangle is (rows, rows), not
+        (rows, T)). Writing -∞ there equals adding it to finite scores, and costs half as much."""
         if self.offset is None:
             return s
         rows, cols = s.shape[-2:]
         diag = a + self.offset - c
         if diag + 1 < cols:                                    # later keys: j > r + diag
             lo = max(0, diag + 1)
-            s[..., lo:] += _minus_infinity(rows, cols - lo, diag + 1 - lo, above=True, dtype=s.dtype)
+            backend.xp.copyto(s[..., lo:], -backend.xp.inf, where=_hidden(rows, cols - lo, diag + 1 - lo, above=True))
         hi = min(cols, rows + diag - self.window) if self.window is not None else 0
         if hi > 0:                                             # window: j ≤ r + diag - W
-            s[..., :hi] += _minus_infinity(rows, hi, diag - self.window, above=False, dtype=s.dtype)
+            backend.xp.copyto(s[..., :hi], -backend.xp.inf, where=_hidden(rows, hi, diag - self.window, above=False))
         return s
 
 
-def _minus_infinity(rows, cols, k, above, dtype):
-    """(rows, cols): -∞ where column - row ≥ k (``above``) or ≤ k, 0 elsewhere; built per call
+def _hidden(rows, cols, k, above):
+    """(rows, cols) booleans: True where column - row ≥ k (``above``) or ≤ k; built per call
     (nothing is cached, so nothing grows with the lengths seen)."""
     xp = backend.xp
-    full = xp.full((rows, cols), -xp.inf, dtype=dtype)
-    return xp.triu(full, k=k) if above else xp.tril(full, k=k)
+    return ~xp.tri(rows, cols, k - 1, dtype=bool) if above else xp.tri(rows, cols, k, dtype=bool)
 
 
 def key_blocks(c, e, size):

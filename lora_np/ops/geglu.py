@@ -13,7 +13,7 @@ where gelu'(a) = ½((1 + t) + a (1 - t²) du/da), t = tanh u, is derived in ``ge
 backward is GELU's own backward fed the upstream gradient g ⊙ b (the up projection scales what
 flows into the gate), and dL/db is the forward's gate times g. The kernels are ``gelu.py``'s, not
 a copy: the forward keeps a and b only (the backward needs them anyway) and the backward
-recomputes tanh u, as SwiGLU recomputes σ. Both run on blocks of rows (``parallel.for_rows``, in
+recomputes σ(2u), as SwiGLU recomputes σ. Both run on blocks of rows (``parallel.for_rows``, in
 ``gated.py``, the glue SwiGLU shares).
 Plain version: ``lora_np.ops.reference.geglu``.
 """
@@ -25,14 +25,14 @@ from .gelu import gelu_backward_kernel, gelu_kernel
 
 def geglu_kernel(h, a, b):
     """h = gelu(a) ⊙ b."""
-    gelu_kernel(h, a)                       # h = ½ a (1 + tanh u)
+    gelu_kernel(h, a)                       # h = gelu(a) = a σ(2u)
     h *= b                                  # h = gelu(a) ⊙ b
 
 
 def geglu_backward_kernel(da, db, g, a, b):
-    """da = (g ⊙ b) ⊙ gelu'(a),  db = g ⊙ gelu(a)  (tanh u recomputed from a)."""
+    """da = (g ⊙ b) ⊙ gelu'(a),  db = g ⊙ gelu(a)  (σ(2u) recomputed from a)."""
     backend.xp.multiply(g, b, out=db)       # g ⊙ b: the gradient reaching gelu(a), in db until db is written
-    gelu_backward_kernel(da, db, a)         # da = (g ⊙ b) ⊙ ½((1 + t) + a (1 - t²) du/da)
+    gelu_backward_kernel(da, db, a)         # da = (g ⊙ b) ⊙ gelu'(a)
     gelu_kernel(db, a)                      # forward was h = gelu(a) ⊙ b, so dh/db = gelu(a)
     db *= g                                 # db = g ⊙ gelu(a)
 

@@ -14,6 +14,7 @@ Plain version: ``lora_np.ops.reference.layer_norm``.
 
 from .. import backend, parallel
 from ..autograd import Tensor
+from .linear import column_sum
 
 
 def row_mean(a):
@@ -74,7 +75,7 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
             parallel.for_rows(layer_norm_dx_kernel, (dx, g2, xhat, rstd), (w,))
             dx = dx.reshape(shape)
         dw = xp.einsum("ni,ni->i", g2, xhat) if need_w else None  # y = x̂ ⊙ w + b: dw = Σ g ⊙ x̂, db = Σ g,
-        db = g2.sum(axis=0) if need_b else None                   # over all rows, one pass each
+        db = column_sum(g2) if need_b else None                   # over all rows, one pass each
         return (dx,) + ((dw,) if has_w else ()) + ((db,) if has_b else ())
 
     return Tensor._from_op(y.reshape(shape), parents, backward)

@@ -29,11 +29,17 @@ def linear_forward(X, W, b):
     return parallel.gemm(backend.xp.empty((X.shape[0], W.shape[1]), dtype=X.dtype), ((X, W),), b)
 
 
+def column_sum(a):
+    """Σ over the rows of a 2-D array (a bias gradient), as a GEMV with a vector of ones: BLAS's
+    column sums take about 0.6 of the time of NumPy's reduction over the first axis at (2048, 128-512)."""
+    return backend.xp.ones(a.shape[0], dtype=a.dtype) @ a
+
+
 def linear_backward(G, X, W, need_x, need_w, need_b):
     """Plain arrays: (dL/dX = G Wᵀ, dL/dW = Xᵀ G, dL/db = Σₙ G) for G = dL/dY (N, out), each only if needed."""
     dX = parallel.matmul(G, W.T) if need_x else None
     dW = parallel.matmul(X.T, G) if need_w else None
-    db = G.sum(axis=0) if need_b else None
+    db = column_sum(G) if need_b else None
     return dX, dW, db
 
 
