@@ -432,9 +432,8 @@ def report_decode(results, seconds):
         f"{time.strftime('%Y-%m-%d %H:%M')}, one run ({seconds:.0f} s), load average {results['load']} "
         "before and after (tokens per CPU-second are the steadier measure on a shared machine).", "",
         *lines, "", "Target: greedy tokens/s ≥ 2.0 × transformers'; prefill at most transformers'.", "",
-        f"Command: `python benchmarks/bench_llm.py --decode --new-tokens {results['new_tokens']} --repeats "
-        f"{results['rounds']} --baseline /tmp/before` (/tmp/before: `git archive main | tar -x -C /tmp/before`, "
-        "taken before this change)", ""])
+        f"Command: `{results['command']}` (a `--baseline DIR` side is an earlier checkout: `git archive REV | "
+        "tar -x -C DIR`)", ""])
 
 
 PROFILE_GROUPS = (("bf16 widening", lambda f, fn: fn in ("widen_bf16", "rows", "band")),
