@@ -493,17 +493,24 @@ def profile_decode(name, base, steps=16):
     print_profile(f"{name}, {base} base", profiler, plain, steps, "token")
 
 
-def profile_train(name, base, steps=2):
+def profile_train(name, base, steps=2, top=25):
     """``--profile-train``: LoRA training steps (as ``ours_train``: T × B of the model's case, r=16 on every
-    projection, AdamW) on a bf16 checkpoint loaded with the ``base`` kept in bf16 or widened to float32,
-    on ONE thread, timed and profiled by CPU time as ``profile_decode``."""
+    projection, AdamW) on ONE thread, timed and profiled by CPU time as ``profile_decode``. ``base``:
+    ``float32`` or ``bf16``, a bf16 checkpoint loaded with its base widened or kept in bf16, printed grouped
+    as ``profile_decode`` does; ``random``, lora_np's own model with random weights (no checkpoint, any
+    family), printed as the ``top`` functions by own time: a NumPy operator (``@``, ``*``) is no call to
+    cProfile, so an op's arithmetic counts in the function that runs it (its forward, or its backward closure)."""
     import cProfile
+    import pstats
     import lora_np
     from lora_np.optim import AdamW
     from lora_np.parallel import single_threaded_blas
-    with tempfile.TemporaryDirectory() as tmp:
-        make_checkpoint(tmp, name, bf16=True)
-        model = _ours_load({"checkpoint": tmp, "base": base}).train()
+    if base == "random":
+        model = native_model(name).train()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_checkpoint(tmp, name, bf16=True)
+            model = _ours_load({"checkpoint": tmp, "base": base}).train()
     lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
     opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x, y = tokens(MODELS[name]["config"]["vocab_size"], *MODELS[name]["shape"])
@@ -521,8 +528,12 @@ def profile_train(name, base, steps=2):
             return time.process_time() - cpu
 
     run(False)
-    plain, _ = run(False), run(True)
-    print_profile(f"{name}, {base} base, LoRA step", profiler, plain, steps, "step")
+    plain, profiled = run(False), run(True)
+    if base != "random":
+        return print_profile(f"{name}, {base} base, LoRA step", profiler, plain, steps, "step")
+    print(f"{name}: LoRA step T {MODELS[name]['shape'][0]} x B {MODELS[name]['shape'][1]}: "
+          f"{1000 * plain / steps:,.0f} ms CPU (one thread, unprofiled), {1000 * profiled / steps:,.0f} ms profiled")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
 def native_config(name):
@@ -540,38 +551,6 @@ def native_model(name):
     family, config = native_config(name)
     lora_np.manual_seed(0)
     return family.model_class(config)
-
-
-def profile_train_random(name, top=25):
-    """``--profile-train random``: one LoRA step (r=16, every projection, AdamW) at the model's training shape,
-    random weights, on ONE thread (cProfile sees only the main thread; run with OPENBLAS_NUM_THREADS=1
-    LORA_NP_NUM_THREADS=1), CPU time. Prints the step's CPU ms unprofiled and the ``top`` functions by
-    own time: a NumPy operator (``@``, ``*``) is no call to cProfile, so an op's arithmetic counts in the
-    function that runs it (its forward, or the backward closure of its op)."""
-    import cProfile
-    import pstats
-    import lora_np
-    from lora_np.optim import AdamW
-    model = native_model(name).train()
-    lora_np.add_lora(model, lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
-    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    x, y = tokens(MODELS[name]["config"]["vocab_size"], *MODELS[name]["shape"])
-    profiler = cProfile.Profile(time.process_time)
-
-    def step(profile):
-        cpu = time.process_time()
-        profiler.enable() if profile else None
-        model(x, y)[1].backward()
-        opt.step()
-        opt.zero_grad()
-        profiler.disable() if profile else None
-        return time.process_time() - cpu
-
-    step(False)
-    plain, profiled = step(False), step(True)
-    print(f"{name}: LoRA step T {MODELS[name]['shape'][0]} x B {MODELS[name]['shape'][1]}: {1000 * plain:,.0f} ms "
-          f"CPU (one thread, unprofiled), {1000 * profiled:,.0f} ms profiled")
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
 def run_scale(args):
@@ -708,8 +687,6 @@ def main(argv=None):
         return finish(args, run_scale(args), start, report_scale)
     if args.profile_decode:
         return [profile_decode(name, args.profile_decode) for name in names]
-    if args.profile_train == "random":
-        return [profile_train_random(name) for name in names]
     if args.profile_train:
         return [profile_train(name, args.profile_train) for name in names]
     if args.out == str(HERE / "results_llm"):
