@@ -98,3 +98,30 @@ def test_bad_tokenizer_metadata_is_named(tmp_path, small, change, error):
     path = _write_gguf(tmp_path / "bad.gguf", **fields)
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: {error}"):
         ln.load_tokenizer(path)
+
+
+def test_folder_added_tokens_survive_the_gguf_writer(tmp_path):
+    """A tokenizer.json with a plain added token ("<think>", special false, as Qwen3's) and a special one,
+    written to GGUF and read back: the added token stays whole (USER_DEFINED, as llama.cpp's converter
+    writes it, not NORMAL, which BPE would split); oracle: the `tokenizers` library on the folder."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from lora_np.io.gguf_tokenizer_write import add_tokenizer
+    tok = tokenizers.ByteLevelBPETokenizer()
+    tok.train_from_iterator(["the cat sat on the mat, thinking"] * 20, vocab_size=280, special_tokens=["<|im_end|>"])
+    tok.add_tokens(["<think>"])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    tok.save(str(folder / "tokenizer.json"))
+    rust = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    writer = gguf.GGUFWriter(str(tmp_path / "t.gguf"), arch="llama")
+    add_tokenizer(writer, folder, rust.get_vocab_size())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    types = gguf.GGUFReader(tmp_path / "t.gguf").fields["tokenizer.ggml.token_type"].contents()
+    assert types[rust.token_to_id("<think>")] == gguf.TokenType.USER_DEFINED
+    assert types[rust.token_to_id("<|im_end|>")] == gguf.TokenType.CONTROL
+    ours = ln.load_tokenizer(tmp_path / "t.gguf")
+    for text in ("the cat <think>sat</think> on the mat<|im_end|>", "<think><think> thinking"):
+        assert ours.encode(text, allow_special=True) == rust.encode(text).ids, text

@@ -34,12 +34,21 @@ def _copy_tokenizer_fields(writer, reader):
 
 
 def _token_types(gguf, tokens, by_id, special, added, sentencepiece):
-    """CONTROL for special tokens; for a SentencePiece-style vocabulary also USER_DEFINED for the other
-    added tokens and BYTE for <0xNN> (as llama.cpp's ``_set_vocab_sentencepiece``)."""
+    """As llama.cpp's converter (``get_vocab_base``, ``_set_vocab_sentencepiece``): CONTROL for special
+    tokens, USER_DEFINED for the other added tokens (its tokenizer cuts them out of the text before BPE,
+    as tokenizer.json's added vocabulary does), for a SentencePiece-style vocabulary BYTE for <0xNN>,
+    NORMAL for the rest and UNUSED for the padding."""
     kinds = gguf.TokenType
-    return [kinds.UNUSED if i not in by_id else kinds.CONTROL if t in special else kinds.NORMAL if not sentencepiece
-            else kinds.USER_DEFINED if t in added else kinds.BYTE if _BYTE_TOKEN.match(t) else kinds.NORMAL
-            for i, t in enumerate(tokens)]
+
+    def kind(i, t):
+        if i not in by_id:
+            return kinds.UNUSED
+        if t in special:
+            return kinds.CONTROL
+        if t in added:
+            return kinds.USER_DEFINED
+        return kinds.BYTE if sentencepiece and _BYTE_TOKEN.match(t) else kinds.NORMAL
+    return [kind(i, t) for i, t in enumerate(tokens)]
 
 
 def _folder_tokenizer(writer, folder, vocab_size):
