@@ -92,3 +92,22 @@ def test_stride_above_the_window_is_refused(gpt2_folder, tmp_path, capsys):
     data.write_text(TEXT)
     code, _, err = cli(capsys, "eval", "--model", gpt2_folder, "--data", data, "--block-size", 16, "--stride", 17)
     assert code == 2 and "--stride 17 exceeds the window of 16" in err
+
+
+def test_eval_of_a_text_file_starts_with_gemmas_bos(tmp_path, capsys):
+    """A text file is one text, encoded as transformers' ``tokenizer(text)`` encodes it: a Gemma 3 folder's
+    <bos> first (Gemma's outputs degrade without it), then the text. Oracle: the guide's loop on those ids."""
+    from gemma3_oracle import tiny_gemma_tokenizer, tiny_hf_gemma3
+    folder = tmp_path / "gemma3"
+    vocab = tiny_gemma_tokenizer(folder, [TEXT])
+    tiny_hf_gemma3(folder, vocab_size=vocab)
+    ids = transformers.AutoTokenizer.from_pretrained(folder)(TEXT)["input_ids"]
+    assert ids[0] == 2  # <bos>
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    want, n_scored = guide_nll(model, ids, 33, 32)
+    code, out, err = cli(capsys, "eval", "--model", folder, "--data", data, "--json", "--block-size", 32)
+    assert code == 0, err
+    assert f"{n_scored + 1} tokens" in err
+    assert json.loads(out)["loss"] == pytest.approx(want, rel=2e-5)

@@ -1,6 +1,7 @@
 """A user's data file as a TokenDataset, tokenized with the model's own tokenizer.
 
-    FILE.txt     plain UTF-8 text: every token is a target; the last tenth is validation.
+    FILE.txt     plain UTF-8 text, encoded as one text (after Gemma's or Llama 3's <bos>, as transformers'
+                 ``tokenizer(text)`` encodes it): every token is a target; the last tenth is validation.
     FILE.jsonl   one {"prompt": ..., "completion": ...} object per line (instruction tuning).
 
 Only a ``.jsonl`` name is read as JSON lines; JSON under any other name (a ``.json`` file, or a file
@@ -85,10 +86,13 @@ def _encode_file_text(tokenizer, text, path, unknown, line=None):
 
 
 def read_text_tokens(path, tokenizer=None, unknown="error"):
-    """(tokens, tokenizer) of a text file; without a ``tokenizer``, a character vocabulary built from it."""
+    """(tokens, tokenizer) of a text file, after the tokenizer's start tokens (``start_tokens``: the file is
+    one text, as transformers' ``tokenizer(text)`` encodes it); without a ``tokenizer``, a character
+    vocabulary built from it."""
     text = read_text_file(path)
     tokenizer = tokenizer or CharTokenizer.from_text(text)
-    return _encode_file_text(tokenizer, text, path, unknown), tokenizer
+    tokens = _encode_file_text(tokenizer, text, path, unknown)
+    return np.concatenate([np.asarray(start_tokens(tokenizer), np.int64), tokens]), tokenizer
 
 
 def text_window(n_tokens, context, multiple=64):
