@@ -145,11 +145,13 @@ def _run_blocks(edges, body):
                 f.result()
 
 
-def run_tasks(tasks):
+def run_tasks(tasks, size=None):
     """Call every task (a callable without arguments; they must not depend on one another) on all
     threads, in one hand-off: each thread takes the next task in order until none is left, so the
-    big ones go first. On one thread or on CuPy they run in order on this one."""
-    if len(tasks) < 2 or not _threaded():
+    big ones go first. On one thread or on CuPy they run in order on this one, and so they do when
+    ``size``, the elements the tasks touch in all, if given, is under 2·GRAIN (a hand-off would cost
+    more than it saves)."""
+    if len(tasks) < 2 or not _threaded() or (size is not None and size < 2 * GRAIN and not _forced):
         with single_threaded_blas():
             for task in tasks:
                 task()

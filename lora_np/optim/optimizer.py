@@ -35,13 +35,15 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        """Every trained parameter's update, all handed to the threads at once (``parallel.run_tasks``)."""
-        tasks = []
+        """Every trained parameter's update, all handed to the threads at once (``parallel.run_tasks``;
+        on this thread when they are small, as a few LoRA adapters are)."""
+        tasks, size = [], 0
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad and p.grad is not None:
                     tasks += self.update_tasks(p, p.grad, group, self.state.setdefault(p, {}))
-        parallel.run_tasks(tasks)
+                    size += p.data.size
+        parallel.run_tasks(tasks, size)
 
     def update(self, p, grad, group, state):
         """Update ``p`` in place from ``grad``: the subclass's rule."""
