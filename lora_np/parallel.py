@@ -262,13 +262,13 @@ def gemm_tasks(y, products, bias=None):
 
 
 def _gemm_blocks(n):
-    """Blocks of a GEMM's split side of length n: one per thread, two when each still has at least
-    GEMM_MIN_SIDE rows (or columns), so that a thread the OS pauses holds back a quarter of the
-    work, not half (at S on a shared 2-core machine: 368 vs 628 ms per step, interleaved). Always a
-    multiple of the thread count: 3 blocks on 2 threads would leave one thread a third of the GEMM
-    alone (the (256, 768) weight gradients at M did)."""
-    threads = thread_count()
-    return min(n, threads + 1) if _forced else threads * max(1, min(2, n // (threads * GEMM_MIN_SIDE)))
+    """Blocks of a GEMM's split side of length n: one per thread. Each block of a split GEMM packs
+    the other operand again, so more blocks cost BLAS time: two per thread (so that a thread the OS
+    pauses would hold back a quarter of the work, not half) took 7% more CPU time per step at M
+    than one per thread, and more wall time too, on the shared 2-core machine (interleaved,
+    2026-12-07). A linear layer's backward runs dW's and dX's blocks in one hand-off, so a late
+    thread still finds work there."""
+    return min(n, thread_count() + 1) if _forced else thread_count()
 
 
 def matmul(a, b):
