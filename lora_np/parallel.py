@@ -209,7 +209,25 @@ def row_tasks(kernel, rows, shared=(), grain=None):
     n = rows[0].shape[0]
     if grain is None:
         grain = max(1, GRAIN * n // max(rows[0].size, 1))
-    return [partial(kernel, *(None if a is None else a[lo:hi] for a in rows), *shared) for lo, hi in blocks(n, grain)]
+    spans = blocks(n, grain)
+    if len(spans) == 1:
+        return [partial(kernel, *rows, *shared)]
+    return [partial(kernel, *[None if a is None else a[lo:hi] for a in rows], *shared) for lo, hi in spans]
+
+
+def add(out, a, b):
+    """out = a + b (NumPy's add; ``out`` may be ``a`` or ``b``), on a block of the flattened arrays per
+    thread when all three have one shape and dtype, are contiguous and hold at least 8·GRAIN
+    elements (a residual connection's sum, a gradient summed from two branches; at 4·GRAIN, the
+    learner's 128-wide shape, a hand-off saved about what it cost); else one call."""
+    xp = backend.xp
+    big = out.size >= 8 * GRAIN or (_forced and out.size > 1)
+    if not (big and _threaded() and a.shape == b.shape == out.shape and a.dtype == b.dtype == out.dtype
+            and all(x.flags.c_contiguous for x in (out, a, b))):
+        return xp.add(a, b, out=out)
+    flat = [x.reshape(-1) for x in (a, b, out)]
+    run_tasks(row_tasks(xp.add, flat, grain=max(GRAIN, -(-out.size // thread_count()))))
+    return out
 
 
 def gemm_split(n, k, m):
