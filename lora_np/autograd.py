@@ -251,9 +251,9 @@ class _GradientSums:
         if node in self._sums:
             total, owned = self._sums[node]
             if owned:
-                total += g
+                parallel.add(total, total, g)  # in place, on all threads when big
             elif g_owned:
-                g += total
+                parallel.add(g, g, total)
                 self._sums[node] = (g, True)
             else:
                 self._sums[node] = (total + g, True)

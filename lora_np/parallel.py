@@ -10,6 +10,10 @@ A kernel is written once, on whole arrays, outputs first and then inputs, the wa
 - ``gemm(y, products, bias)``: y = Σₖ Aₖ Bₖ + b into an output. ``gemm_split`` (one rule) picks,
   by the GEMM's size, one BLAS call or one block per thread, along the rows of A or the columns
   of B: each thread reads its part of the bigger operand and packs the smaller one whole.
+- ``run_tasks(tasks)``: independent kernels in one hand-off. ``gemm_tasks`` and ``row_tasks`` give
+  the blocks of a GEMM and of a row kernel as tasks, so that an op with several outputs (a linear
+  layer's dX, dW and db) hands its work to the other threads once, and a small kernel beside a big
+  one runs while the big one does, instead of alone on one thread between two hand-offs.
 
 NumPy releases the GIL inside its loops and BLAS calls, so the blocks really run in parallel;
 each row (or column) of an output is computed exactly as without threads. On CuPy (or with one
@@ -27,6 +31,7 @@ import itertools
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
@@ -140,14 +145,35 @@ def _run_blocks(edges, body):
                 f.result()
 
 
+def run_tasks(tasks, size=None):
+    """Call every task (a callable without arguments; they must not depend on one another) on all
+    threads, in one hand-off: each thread takes the next task in order until none is left, so the
+    big ones go first. On one thread or on CuPy they run in order on this one, and so they do when
+    ``size``, the elements the tasks touch in all, if given, is under 2·GRAIN (a hand-off would cost
+    more than it saves)."""
+    if len(tasks) < 2 or not _threaded() or (size is not None and size < 2 * GRAIN and not _forced):
+        with single_threaded_blas():
+            for task in tasks:
+                task()
+        return
+    _run_blocks(list(range(len(tasks) + 1)), lambda i, lo, hi: tasks[i]())
+
+
+def blocks(n, grain=1):
+    """The blocks [lo, hi) of range(n) that ``parallel_for`` runs: about ``grain`` long each (at
+    least one per thread); one block when n < 2·grain (or on CuPy)."""
+    if backend.xp is not np or n < 2 or (n < 2 * grain and not _forced):
+        return [(0, n)]
+    threads = thread_count()  # on one thread too, the blocks stay cache-sized
+    n_blocks = min(n, 2 * threads + 1) if _forced else max(threads, -(-n // grain))
+    edges = _edges(n, n_blocks)
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def parallel_for(n, body, grain=1):
     """``body(lo, hi)`` on blocks [lo, hi) that cover range(n), each about ``grain`` long (at least
     one block per thread), run on all threads; one call ``body(0, n)`` when n < 2·grain (or on CuPy)."""
-    if backend.xp is not np or n < 2 or (n < 2 * grain and not _forced):
-        return _run_blocks([0, n], lambda i, lo, hi: body(lo, hi))
-    threads = thread_count()  # on one thread too, the blocks stay cache-sized
-    n_blocks = min(n, 2 * threads + 1) if _forced else max(threads, -(-n // grain))
-    _run_blocks(_edges(n, n_blocks), lambda i, lo, hi: body(lo, hi))
+    run_tasks([partial(body, lo, hi) for lo, hi in blocks(n, grain)])
 
 
 def map_blocks(n, fn, grain=1):
@@ -175,10 +201,33 @@ def for_rows(kernel, rows, shared=(), grain=None):
     everything passed whole (weights, scalars). ``grain``: rows per block; by default a block of
     ``rows[0]`` holds about GRAIN elements.
     """
+    run_tasks(row_tasks(kernel, rows, shared, grain))
+
+
+def row_tasks(kernel, rows, shared=(), grain=None):
+    """``for_rows``'s blocks as tasks for ``run_tasks``."""
     n = rows[0].shape[0]
     if grain is None:
         grain = max(1, GRAIN * n // max(rows[0].size, 1))
-    parallel_for(n, lambda lo, hi: kernel(*(None if a is None else a[lo:hi] for a in rows), *shared), grain)
+    spans = blocks(n, grain)
+    if len(spans) == 1:
+        return [partial(kernel, *rows, *shared)]
+    return [partial(kernel, *[None if a is None else a[lo:hi] for a in rows], *shared) for lo, hi in spans]
+
+
+def add(out, a, b):
+    """out = a + b (NumPy's add; ``out`` may be ``a`` or ``b``), on a block of the flattened arrays per
+    thread when all three have one shape and dtype, are contiguous and hold at least 8·GRAIN
+    elements (a residual connection's sum, a gradient summed from two branches; at 4·GRAIN, the
+    learner's 128-wide shape, a hand-off saved about what it cost); else one call."""
+    xp = backend.xp
+    big = out.size >= 8 * GRAIN or (_forced and out.size > 1)
+    if not (big and _threaded() and a.shape == b.shape == out.shape and a.dtype == b.dtype == out.dtype
+            and all(x.flags.c_contiguous for x in (out, a, b))):
+        return xp.add(a, b, out=out)
+    flat = [x.reshape(-1) for x in (a, b, out)]
+    run_tasks(row_tasks(xp.add, flat, grain=max(GRAIN, -(-out.size // thread_count()))))
+    return out
 
 
 def gemm_split(n, k, m):
@@ -213,25 +262,31 @@ def gemm_kernel(y, products, bias):
 def gemm(y, products, bias=None):
     """y = Σₖ Aₖ Bₖ + b into the (n, m) array y, for ``products`` ((A₁, B₁), ...) with Aₖ (n, kₖ),
     Bₖ (kₖ, m), and b (m,) or None; split as ``gemm_split`` says. Returns y."""
-    (n, m), split = y.shape, gemm_split(y.shape[0], products[0][0].shape[1], y.shape[1])
-    if split is None:
-        with single_threaded_blas():
-            gemm_kernel(y, products, bias)
-    elif split == "rows":
-        _run_blocks(_edges(n, _gemm_blocks(n)), lambda i, lo, hi: gemm_kernel(
-            y[lo:hi], [(a[lo:hi], b) for a, b in products], bias))
-    else:
-        _run_blocks(_edges(m, _gemm_blocks(m)), lambda i, lo, hi: gemm_kernel(
-            y[:, lo:hi], [(a, b[:, lo:hi]) for a, b in products], None if bias is None else bias[lo:hi]))
+    run_tasks(gemm_tasks(y, products, bias))
     return y
 
 
+def gemm_tasks(y, products, bias=None):
+    """``gemm``'s blocks as tasks for ``run_tasks`` (one task when ``gemm_split`` keeps it whole)."""
+    (n, m), split = y.shape, gemm_split(y.shape[0], products[0][0].shape[1], y.shape[1])
+    if split is None:
+        return [partial(gemm_kernel, y, products, bias)]
+    edges = _edges(*(n, _gemm_blocks(n)) if split == "rows" else (m, _gemm_blocks(m)))
+    if split == "rows":
+        return [partial(gemm_kernel, y[lo:hi], [(a[lo:hi], b) for a, b in products], bias)
+                for lo, hi in zip(edges[:-1], edges[1:])]
+    return [partial(gemm_kernel, y[:, lo:hi], [(a, b[:, lo:hi]) for a, b in products],
+                    None if bias is None else bias[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
 def _gemm_blocks(n):
-    """Blocks of a GEMM's split side of length n: one per thread, two when each still has at least
-    GEMM_MIN_SIDE rows (or columns), so that a thread the OS pauses holds back a quarter of the
-    work, not half (at S on a shared 2-core machine: 368 vs 628 ms per step, interleaved)."""
-    threads = thread_count()
-    return min(n, threads + 1) if _forced else max(threads, min(2 * threads, n // GEMM_MIN_SIDE))
+    """Blocks of a GEMM's split side of length n: one per thread. Each block of a split GEMM packs
+    the other operand again, so more blocks cost BLAS time: two per thread (so that a thread the OS
+    pauses would hold back a quarter of the work, not half) took 7% more CPU time per step at M
+    than one per thread, and more wall time too, on the shared 2-core machine (interleaved,
+    2026-12-07). A linear layer's backward runs dW's and dX's blocks in one hand-off, so a late
+    thread still finds work there."""
+    return min(n, thread_count() + 1) if _forced else thread_count()
 
 
 def matmul(a, b):

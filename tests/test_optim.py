@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lora_np import Parameter, Tensor, backend, to_numpy
+from lora_np import Parameter, Tensor, backend, parallel, to_numpy
 from lora_np.optim import SGD, AdamW, WarmupCosine, clip_grad_norm_, cosine_with_warmup
 
 
@@ -46,6 +46,23 @@ def _run(opt, loss_fn, params, steps):
 def test_trajectory_equals_torch(make_ours, make_theirs, rng):
     ours, theirs, our_loss, their_loss = _problem(rng)
     _run(make_ours(ours), our_loss, ours, 12)
+    _run(make_theirs(theirs), their_loss, theirs, 12)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(to_numpy(a), b.detach().numpy(), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("make_ours,make_theirs", [
+    (lambda p: AdamW(p, lr=3e-2, weight_decay=0.1), lambda p: torch.optim.AdamW(p, lr=3e-2, weight_decay=0.1)),
+    (lambda p: SGD(p, lr=0.05, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+], ids=["adamw", "sgd-momentum"])
+def test_updates_on_two_threads_in_blocks_equal_torch(make_ours, make_theirs, rng):
+    """forced_threads splits each parameter into blocks on two threads; a transposed (non-contiguous)
+    parameter is updated whole."""
+    ours, theirs, our_loss, their_loss = _problem(rng)
+    ours[0].data = backend.xp.asfortranarray(ours[0].data)
+    assert not ours[0].data.flags.c_contiguous
+    with parallel.forced_threads(2):
+        _run(make_ours(ours), our_loss, ours, 12)
     _run(make_theirs(theirs), their_loss, theirs, 12)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(to_numpy(a), b.detach().numpy(), atol=1e-6, rtol=1e-6)

@@ -58,6 +58,34 @@ def test_gemm_is_the_sum_of_products_plus_bias(n, m, threads, rng):
     np.testing.assert_allclose(y_t, a1 @ b1, rtol=1e-13, atol=1e-13)
 
 
+def test_run_tasks_runs_each_task_once_and_keeps_small_work_here():
+    done, lock = [], threading.Lock()
+
+    def task(i):
+        with lock:
+            done.append((i, threading.get_ident()))
+
+    with parallel.forced_threads(2):
+        parallel.run_tasks([lambda i=i: task(i) for i in range(9)])
+    assert sorted(i for i, _ in done) == list(range(9))
+    done.clear()
+    parallel.run_tasks([lambda i=i: task(i) for i in range(3)], size=10)  # under 2·GRAIN: on this thread, in order
+    assert done == [(i, threading.get_ident()) for i in range(3)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_add_equals_numpy_in_place_and_broadcast(threads, rng):
+    a, b = rng.standard_normal((7, 5)), rng.standard_normal((7, 5))
+    c, d = a.copy(), a.copy()
+    with parallel.forced_threads(threads):
+        y = parallel.add(np.empty_like(a), a, b)
+        parallel.add(c, c, b)                 # in place
+        parallel.add(d, d, b[0])              # broadcast: one NumPy call
+    np.testing.assert_array_equal(y, a + b)
+    np.testing.assert_array_equal(c, a + b)
+    np.testing.assert_array_equal(d, a + b[0])
+
+
 def test_gemm_split_is_one_rule_by_size():
     with parallel.forced_threads(2):
         assert parallel.gemm_split(64, 8, 8) == "rows"

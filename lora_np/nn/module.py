@@ -6,7 +6,7 @@ into dotted paths ("transformer.h.0.attn.c_attn.weight") that match GPT-2 checkp
 
 import numpy as np
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Parameter, is_grad_enabled
 from .checkpointing import checkpoint
 
@@ -47,9 +47,10 @@ class Module:
         object.__delattr__(self, name)
 
     def __call__(self, *args, **kwargs):
-        if self.__dict__.get("gradient_checkpointing") and self.training and is_grad_enabled():
-            return checkpoint(self, *args, **kwargs)
-        return self.forward(*args, **kwargs)
+        with parallel.single_threaded_blas():  # set once for the whole forward, not switched per op
+            if self.__dict__.get("gradient_checkpointing") and self.training and is_grad_enabled():
+                return checkpoint(self, *args, **kwargs)
+            return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} defines no forward()")

@@ -7,7 +7,7 @@ capture arrays, never Tensors, so nothing else is kept alive for the backward pa
 
 import numpy as np
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Tensor
 from .broadcast import binary_operands, unbroadcast
 
@@ -27,7 +27,10 @@ def _binary(y, a, b, grad_a, grad_b):
 def add(a, b):
     """y = a + b.   dL/da = g,  dL/db = g."""
     a, b = binary_operands(a, b, "add")
-    return _binary(a.data + b.data, a, b, lambda g: g, lambda g: g)
+    x, z = a.data, b.data
+    same = x.shape == z.shape and x.dtype == z.dtype
+    y = parallel.add(backend.xp.empty_like(x), x, z) if same else x + z  # on all threads when big
+    return _binary(y, a, b, lambda g: g, lambda g: g)
 
 
 def sub(a, b):

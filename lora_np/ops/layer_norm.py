@@ -8,9 +8,12 @@ and it is symmetric, so
     dL/dx = r (d - mean(d) - x̂ mean(d ⊙ x̂)),     dL/dw = Σ g ⊙ x̂,  dL/db = Σ g
 (the sums over every axis but the last). One pass instead of the ten small ops (and ten saved
 arrays) that composing mean, sub, pow, sqrt and div would need. Rows are independent, so the
-forward and dx kernels run on blocks of rows (``parallel.for_rows``).
+forward and dx kernels run on blocks of rows (``parallel.for_rows``); the backward hands dx's blocks and
+the two parameter sums beside them to the threads at once (``parallel.run_tasks``).
 Plain version: ``lora_np.ops.reference.layer_norm``.
 """
+
+from functools import partial
 
 from .. import backend, parallel
 from ..autograd import Tensor
@@ -21,6 +24,11 @@ def row_mean(a):
     """mean(a) over each row (rows, 1), as a GEMV with a vector of 1/C: BLAS's row sums beat
     NumPy's reductions along a short last axis about fivefold."""
     return (a @ backend.xp.full(a.shape[1], 1.0 / a.shape[1], dtype=a.dtype))[:, None]
+
+
+def product_column_sum(out, a, b):
+    """out = Σ over the rows of a ⊙ b (a layer norm's dL/dw = Σ g ⊙ x̂), one pass."""
+    out[...] = backend.xp.einsum("ni,ni->i", a, b)
 
 
 def layer_norm_kernel(y, xhat, rstd, x, w, b, eps):
@@ -69,13 +77,12 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
 
     def backward(g):
         g2 = g.reshape(-1, c)
-        dx = None
-        if need_x:
-            dx = xp.empty_like(g2)
-            parallel.for_rows(layer_norm_dx_kernel, (dx, g2, xhat, rstd), (w,))
-            dx = dx.reshape(shape)
-        dw = xp.einsum("ni,ni->i", g2, xhat) if need_w else None  # y = x̂ ⊙ w + b: dw = Σ g ⊙ x̂, db = Σ g,
-        db = column_sum(g2) if need_b else None                   # over all rows, one pass each
-        return (dx,) + ((dw,) if has_w else ()) + ((db,) if has_b else ())
+        dx = xp.empty_like(g2) if need_x else None
+        dw = xp.empty(c, dtype=g2.dtype) if need_w else None  # y = x̂ ⊙ w + b: dw = Σ g ⊙ x̂, db = Σ g,
+        db = xp.empty(c, dtype=g2.dtype) if need_b else None  # over all rows, one pass each
+        parallel.run_tasks([*(parallel.row_tasks(layer_norm_dx_kernel, (dx, g2, xhat, rstd), (w,)) if need_x else ()),
+                            *((partial(product_column_sum, dw, g2, xhat),) if need_w else ()),
+                            *((partial(column_sum, g2, out=db),) if need_b else ())])
+        return (None if dx is None else dx.reshape(shape),) + ((dw,) if has_w else ()) + ((db,) if has_b else ())
 
     return Tensor._from_op(y.reshape(shape), parents, backward)

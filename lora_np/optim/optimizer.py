@@ -4,9 +4,11 @@ State (momentum buffers, Adam moments) is created lazily, at a parameter's first
 parameters that require grad: a frozen weight never costs optimizer memory.
 """
 
+from functools import partial
+
 import numpy as np
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Tensor
 
 
@@ -33,13 +35,26 @@ class Optimizer:
             p.grad = None
 
     def step(self):
+        """Every trained parameter's update, all handed to the threads at once (``parallel.run_tasks``;
+        on this thread when they are small, as a few LoRA adapters are)."""
+        tasks, size = [], 0
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad and p.grad is not None:
-                    self.update(p, p.grad, group, self.state.setdefault(p, {}))
+                    tasks += self.update_tasks(p, p.grad, group, self.state.setdefault(p, {}))
+                    size += p.data.size
+        parallel.run_tasks(tasks, size)
 
     def update(self, p, grad, group, state):
-        raise NotImplementedError
+        """Update ``p`` in place from ``grad``: the subclass's rule."""
+        parallel.run_tasks(self.update_tasks(p, grad, group, state))
+
+    def update_tasks(self, p, grad, group, state):
+        """``update``'s work as independent tasks (callables without arguments); a subclass defines
+        this, or ``update`` (then its update of one parameter is one task)."""
+        if type(self).update is Optimizer.update:
+            raise NotImplementedError(f"{type(self).__name__} defines neither update nor update_tasks")
+        return [partial(self.update, p, grad, group, state)]
 
     def state_bytes(self):
         """Bytes held by optimizer state (what LoRA saves: zero for frozen weights)."""
