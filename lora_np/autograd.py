@@ -56,6 +56,12 @@ def is_grad_enabled():
     return _grad_enabled
 
 
+def records_graph(*inputs):
+    """Whether an op on these Tensors records a Node (grad mode on and some input requires grad): an
+    op may then skip what only its backward needs."""
+    return _grad_enabled and any(t._requires_grad for t in inputs)
+
+
 def _freed_graph(_g):
     raise RuntimeError("the graph behind this tensor was freed by an earlier backward(); "
                        "run the forward pass again before calling backward() a second time")
