@@ -491,6 +491,36 @@ def profile_decode(name, base, steps=16):
     run(False)
     plain, _ = run(False), run(True)
     print_profile(f"{name}, {base} base", profiler, plain, steps, "token")
+    if base == "float32":
+        print_gemv_floor(model, plain / steps)
+
+
+def print_gemv_floor(model, step_cpu):
+    """The floor of a decode step: one pass of GEMVs, (1, in) @ W through ``parallel.matmul`` as the model
+    runs them (split across LORA_NP_NUM_THREADS as gemm_split says), over every Linear weight and the head:
+    each weight read once from memory, as a step reads it. Timed by CPU time, as the step, and by wall
+    time (with several threads, the split's gain); the step's CPU time beyond it is Python, the small
+    kernels and attention."""
+    from lora_np.parallel import matmul, single_threaded_blas
+    weights = [m.weight.data for _, m in model.named_modules() if type(m).__name__ == "Linear"]
+    head = model.head_weight.data
+    xs, h = [np.ones((1, w.shape[0]), w.dtype) for w in weights], np.ones((1, head.shape[1]), head.dtype)
+
+    def one_pass():
+        for x, w in zip(xs, weights):
+            matmul(x, w)
+        matmul(h, head.T)  # as the generate loop computes the logits
+
+    with single_threaded_blas():
+        one_pass()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(4):
+            one_pass()
+        cpu, wall = (time.process_time() - cpu) / 4, (time.perf_counter() - wall) / 4
+    nbytes = sum(w.nbytes for w in weights) + head.nbytes
+    print(f"  floor: GEMVs over all {nbytes / 1e6:,.0f} MB of weights {1000 * cpu:.1f} ms CPU, "
+          f"{1000 * wall:.1f} ms wall per token ({nbytes / wall / 1e9:.1f} GB/s); the step's {1000 * step_cpu:.1f} ms "
+          f"CPU is {step_cpu / cpu:.2f}x it, {1000 * (step_cpu - cpu):.1f} ms beyond it")
 
 
 def profile_train(name, base, steps=2, top=25):

@@ -14,6 +14,7 @@ Operators (``+ - * / @ ** -x x[i]``) and methods (``.sum()``, ``.reshape()``...)
 """
 
 import weakref
+from operator import attrgetter
 
 import numpy as np
 
@@ -53,6 +54,12 @@ class enable_grad(no_grad):
 
 def is_grad_enabled():
     return _grad_enabled
+
+
+def records_graph(*inputs):
+    """Whether an op on these Tensors records a Node (grad mode on and some input requires grad): an
+    op may then skip what only its backward needs."""
+    return _grad_enabled and any(t._requires_grad for t in inputs)
 
 
 def _freed_graph(_g):
@@ -115,18 +122,25 @@ class Tensor:
         self._requires_grad = False
         self.requires_grad = requires_grad
 
-    @property
-    def requires_grad(self):
-        return self._requires_grad
-
-    @requires_grad.setter
-    def requires_grad(self, value):
+    def _set_requires_grad(self, value):
         if value and self.data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require grad; got dtype {self.data.dtype}")
         if self._node is not None and self._node.leaf is None:
             raise RuntimeError("requires_grad can only be changed on leaf tensors; use .detach() for a new leaf")
         self._requires_grad = bool(value)
         self._node = None
+
+    # read by every op: attrgetter is a C getter, no Python frame (as the array facts below)
+    requires_grad = property(attrgetter("_requires_grad"), _set_requires_grad)
+
+    @classmethod
+    def _wrap(cls, data):
+        """An array an op or a model just made (of the current backend, numeric), as a Tensor with
+        no gradient: ``Tensor(data)`` without ``_as_array``'s checks, for results computed outside the
+        graph (generation's attention over the cache)."""
+        out = cls.__new__(cls)
+        out.data, out.grad, out._node, out._requires_grad = data, None, None, False
+        return out
 
     def _grad_node(self):
         """This tensor's node in the graph; a leaf that requires grad gets one on first use."""
@@ -145,10 +159,10 @@ class Tensor:
         return out
 
     # --- array facts -----------------------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: self.data.size)
+    shape = property(attrgetter("data.shape"))
+    dtype = property(attrgetter("data.dtype"))
+    ndim = property(attrgetter("data.ndim"))
+    size = property(attrgetter("data.size"))
 
     @property
     def is_leaf(self):

@@ -17,9 +17,12 @@ A kernel is written once, on whole arrays, outputs first and then inputs, the wa
 
 NumPy releases the GIL inside its loops and BLAS calls, so the blocks really run in parallel;
 each row (or column) of an output is computed exactly as without threads. On CuPy (or with one
-thread) the kernel runs once on the whole arrays: the GPU is already parallel.
+thread) the kernel runs once on the whole arrays: the GPU is already parallel. The other threads
+are helpers that sleep on a lock between ops (``_Helper``): a hand-off is cheap enough to split
+each GEMV of a decode step. An op started while the helpers are busy (a block of an op that is
+running, or another thread's op) runs all its blocks on its own thread.
 
-While the pool runs, BLAS is limited to one thread (threadpoolctl, as a context), so that BLAS's
+While the blocks run, BLAS is limited to one thread (threadpoolctl, as a context), so that BLAS's
 own threads do not fight ours for the cores, and the limit is given back when lora_np's call
 returns: the user's process keeps its BLAS settings. Nothing here runs at import.
 ``forced_threads(n)`` (for tests) runs every op on n threads, split into blocks however small.
@@ -30,7 +33,7 @@ import ctypes
 import itertools
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from functools import partial
 
 import numpy as np
@@ -40,12 +43,15 @@ from .checks import check_int
 
 GRAIN = 1 << 16  # elements per block: big enough to amortise a task, small enough to stay in cache
 SMALL_GEMM = 1 << 22  # multiply-adds below which a GEMM is one BLAS call: a hand-off costs more than it saves
+SMALL_GEMV_WEIGHT = 1 << 18  # ... unless its weight (k·m) is this big: a few rows' time is reading the weight
 GEMM_MIN_SIDE = 256  # rows (or columns) of a GEMM block below which BLAS runs at a fraction of its rate
 
 _threads = None
 _forced = False
 _pools = {}
+_helpers_free = threading.Lock()  # held while an op runs on the helper threads
 _blas = None
+_fork_hook = False
 
 
 def thread_count():
@@ -122,9 +128,20 @@ def _edges(n, n_blocks):
     return [n * i // n_blocks for i in range(n_blocks + 1)]
 
 
+def on_one_blas_thread(fn, *args):
+    """``fn(*args)`` inside ``single_threaded_blas()``, without entering it again where it is already
+    entered (generate and backward() enter it once, around all their ops) or has nothing to do."""
+    if _single_threaded_blas.depth or not _threaded():
+        return fn(*args)
+    with _single_threaded_blas:
+        return fn(*args)
+
+
 def _run_blocks(edges, body):
     """``body(i, lo, hi)`` for every block i = [edges[i], edges[i+1]), on all threads, BLAS on one."""
     n_blocks = len(edges) - 1
+    if n_blocks == 1:
+        return on_one_blas_thread(body, 0, edges[0], edges[1])
     blocks = itertools.count()
 
     def drain():  # every thread, the caller included, takes the next block until none is left
@@ -134,15 +151,21 @@ def _run_blocks(edges, body):
             body(i, edges[i], edges[i + 1])
 
     with single_threaded_blas():
-        if n_blocks == 1:
-            return drain()
-        workers = min(thread_count(), n_blocks) - 1
-        futures = [_thread_pool().submit(drain) for _ in range(workers)]
+        if not _helpers_free.acquire(blocking=False):  # a block of a running op, or another thread's op:
+            return drain()                              # the helpers are taken, this thread does it all
         try:
-            drain()
+            helpers = _helpers()[:min(thread_count(), n_blocks) - 1]
+            for helper in helpers:
+                helper.start(drain)
+            try:
+                drain()
+            finally:
+                errors = [helper.wait() for helper in helpers]  # every helper is done before anything is raised
         finally:
-            for f in futures:
-                f.result()
+            _helpers_free.release()
+        for error in errors:
+            if error is not None:
+                raise error
 
 
 def run_tasks(tasks, size=None):
@@ -151,7 +174,9 @@ def run_tasks(tasks, size=None):
     big ones go first. On one thread or on CuPy they run in order on this one, and so they do when
     ``size``, the elements the tasks touch in all, if given, is under 2·GRAIN (a hand-off would cost
     more than it saves)."""
-    if len(tasks) < 2 or not _threaded() or (size is not None and size < 2 * GRAIN and not _forced):
+    if len(tasks) == 1:
+        return on_one_blas_thread(tasks[0])
+    if not _threaded() or (size is not None and size < 2 * GRAIN and not _forced):
         with single_threaded_blas():
             for task in tasks:
                 task()
@@ -238,13 +263,16 @@ def gemm_split(n, k, m):
     it, the longer side of the output is split: each thread then reads its part of the bigger
     operand and packs the smaller one whole (a weight bigger than the activations is split by
     its columns, so it is read, and packed by BLAS, once in all, not once per block of rows).
-    BLAS's own threads are never the choice inside lora_np: between two GEMMs they would spin
-    against the elementwise kernels on our threads, and on a shared machine they slow a GEMM
+    A GEMM of a few rows (a decode step's GEMV, n = 1) does few multiply-adds but reads its whole
+    (k, m) weight from memory: from SMALL_GEMV_WEIGHT weight elements on, its columns are split too,
+    so that each thread streams half of the weight (one core alone does not reach the memory's
+    bandwidth). BLAS's own threads are never the choice inside lora_np: between two GEMMs they would
+    spin against the elementwise kernels on our threads, and on a shared machine they slow a GEMM
     down several times (``python benchmarks/bench_train.py --gemm``: benchmarks/results.md).
     """
     if not _threaded():
         return None
-    if not _forced and (n * k * m < SMALL_GEMM or max(n, m) < 2 * thread_count()):
+    if not _forced and ((n * k * m < SMALL_GEMM and k * m < SMALL_GEMV_WEIGHT) or max(n, m) < 2 * thread_count()):
         return None
     return "rows" if n >= m else "columns"
 
@@ -292,16 +320,60 @@ def _gemm_blocks(n):
 def matmul(a, b):
     """``a @ b`` into a new array; a 2-D product through ``gemm``, a batched one as one NumPy call."""
     if a.ndim != 2 or b.ndim != 2:
-        with single_threaded_blas():
-            return a @ b
+        return on_one_blas_thread(backend.xp.matmul, a, b)
     return gemm(backend.xp.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype)), ((a, b),))
 
 
-def _thread_pool():
-    workers = thread_count() - 1
-    if workers not in _pools:
-        _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora_np")
-    return _pools[workers]
+class _Helper:
+    """One helper thread of ``_run_blocks``: it sleeps on a lock until ``start(task)`` releases it,
+    runs the task, and releases a second lock that ``wait()`` takes. A hand-off is two lock releases
+    and two wake-ups, no Future or queue (a decode step hands off a few hundred GEMVs per token)."""
+
+    def __init__(self, name):
+        self._wake, self._done = threading.Lock(), threading.Lock()
+        self._wake.acquire()
+        self._done.acquire()
+        self._task = self._error = None
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            self._wake.acquire()
+            try:
+                self._task()
+            except BaseException as exc:  # handed to the caller by wait()
+                self._error = exc
+            self._task = None
+            self._done.release()
+
+    def start(self, task):
+        self._task = task
+        self._wake.release()
+
+    def wait(self):
+        """Blocks until the task has run; returns the exception it raised, or None."""
+        self._done.acquire()
+        error, self._error = self._error, None
+        return error
+
+
+def _helpers():
+    """thread_count() - 1 helper threads, started at the first parallel op (never at import); a
+    forked child starts its own (the parent's threads do not exist there)."""
+    global _fork_hook
+    n = thread_count() - 1
+    if n not in _pools:
+        if not _fork_hook:
+            _fork_hook = True
+            os.register_at_fork(after_in_child=_forget_helpers)
+        _pools[n] = [_Helper(f"lora_np_{i}") for i in range(n)]
+    return _pools[n]
+
+
+def _forget_helpers():
+    global _helpers_free
+    _pools.clear()
+    _helpers_free = threading.Lock()
 
 
 def tune_host_allocator():

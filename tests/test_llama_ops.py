@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lora_np import Tensor, gradcheck, ops, to_numpy
+from lora_np import Tensor, gradcheck, no_grad, ops, to_numpy
 from lora_np.ops import reference
 from lora_np.ops.rope import rope_inv_freq, rope_tables
 from helpers import assert_close, leaf, torch_leaf
@@ -30,6 +30,16 @@ def test_rms_norm_gradcheck_and_reference(rng):
     x, w = leaf(rng, 3, 5, 8), leaf(rng, 8)
     gradcheck(lambda a, b: ops.rms_norm(a, b, eps=1e-6), [x, w])
     assert_same_as_reference("rms_norm", [x, w], rng, eps=1e-5)
+
+
+def test_rms_norm_without_a_graph_equals_torch(rng):
+    """Under no_grad x̂ is made in the output (nothing keeps it): the same values as the recorded op."""
+    x, w = leaf(rng, 2, 70, 16), leaf(rng, 16)
+    tx, tw = torch_leaf(x), torch_leaf(w)
+    with no_grad():
+        y = ops.rms_norm(x, w, 1e-6)
+    assert not y.requires_grad
+    assert_close(y, tw * (tx * torch.rsqrt(tx.pow(2).mean(-1, keepdim=True) + 1e-6)))
 
 
 def test_rms_norm_equals_torch(rng):

@@ -29,6 +29,19 @@ def test_transpose_permute(axes, rng):
         np.testing.assert_array_equal(to_numpy(x.permute(*axes)), to_numpy(x).transpose(axes))
 
 
+@pytest.mark.parametrize("axis1, axis2", [(1, 2), (-1, -2), (0, -1), (1, 1)])
+def test_swapaxes(axis1, axis2, rng):
+    x = leaf(rng, 2, 3, 4)
+    w = leaf(rng, *np.empty((2, 3, 4)).swapaxes(axis1, axis2).shape)
+    assert gradcheck(lambda t: t.swapaxes(axis1, axis2) * w, [x])
+    np.testing.assert_array_equal(to_numpy(x.swapaxes(axis1, axis2)), to_numpy(x).swapaxes(axis1, axis2))
+
+
+def test_swapaxes_rejects_an_axis_out_of_range(rng):
+    with pytest.raises(ValueError, match=r"axis 3 .*\(2, 3\)"):
+        leaf(rng, 2, 3).swapaxes(0, 3)
+
+
 def test_transpose_rejects_non_permutation(rng):
     with pytest.raises(ValueError, match="permutation"):
         ops.transpose(leaf(rng, 2, 3), (0, 0))

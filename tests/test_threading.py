@@ -6,7 +6,10 @@ same float64 training step on one thread: two threads must agree with it to floa
 helpers split at these small sizes, so the threaded paths really run.
 """
 
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -97,6 +100,69 @@ def test_gemm_split_is_one_rule_by_size():
         assert parallel.gemm_split(16, 1024, 4096) == "columns"           # a weight bigger than the activations
     with parallel.forced_threads(1):
         assert parallel.gemm_split(4096, 1024, 256) is None
+
+
+def test_a_gemv_with_a_big_weight_is_split_by_columns():
+    """A decode step's GEMV (one row) reads its whole weight: from SMALL_GEMV_WEIGHT elements on its
+    columns are split although it does few multiply-adds; a small weight stays one BLAS call."""
+    if parallel.thread_count() > 1:
+        assert parallel.gemm_split(1, 576, 1536) == "columns"
+        assert parallel.gemm_split(1, 64, 64) is None
+    with parallel.forced_threads(1):
+        assert parallel.gemm_split(1, 576, 1536) is None
+
+
+def test_an_op_inside_a_block_runs_on_its_own_thread_and_errors_reach_the_caller(rng):
+    """A block that runs a parallel op itself (the helpers are busy) computes it on its own thread,
+    without deadlock; an exception raised on a helper comes back to the caller, and the helpers serve
+    the next op."""
+    a, b = rng.standard_normal((6, 5)), rng.standard_normal((5, 8))
+    results = {}
+
+    def body(lo, hi):
+        results[lo] = parallel.gemm(np.empty((6, 8)), ((a, b),))
+
+    helper_ran = threading.Event()
+
+    def fail(lo, hi):
+        if threading.current_thread() is threading.main_thread():
+            helper_ran.wait(timeout=10)  # so that the helper takes a block
+        else:
+            helper_ran.set()
+            raise KeyError("from a helper")
+
+    with parallel.forced_threads(2):
+        parallel.parallel_for(4, body)
+        with pytest.raises(KeyError, match="from a helper"):
+            parallel.parallel_for(4, fail)
+        assert helper_ran.is_set()
+        y = parallel.gemm(np.empty((6, 8)), ((a, b),))
+    assert len(results) > 1
+    for got in [y, *results.values()]:
+        np.testing.assert_allclose(got, a @ b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_helpers():
+    """The parent's helper threads do not exist in a forked child: its first op starts new ones
+    (waiting on the parent's would hang)."""
+    with parallel.forced_threads(2):
+        parallel.parallel_for(4, lambda lo, hi: None)  # the parent's helpers exist
+        pid = os.fork()
+        if pid == 0:  # the child
+            seen = []
+            parallel.parallel_for(4, lambda lo, hi: seen.append((lo, hi)))
+            os._exit(0 if sorted(seen)[0][0] == 0 and len(seen) == 4 else 1)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's parallel op hung")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def test_forced_threads_comes_back_and_checks_its_argument():

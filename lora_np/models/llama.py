@@ -154,7 +154,7 @@ class LlamaAttention(Module):
         if cache is None:
             return ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training, window=self.window)
         keys, values = cache.update(k.data, v.data, self.layer_idx)  # generation: attend over the cache
-        return Tensor(attend(q.data, keys, values, window=self.window))
+        return Tensor._wrap(attend(q.data, keys, values, window=self.window))
 
     def forward(self, x, cos, sin, cache=None):
         return self.merge_heads(self.attention(*self.rotated_qkv(x, cos, sin), cache))

@@ -51,5 +51,6 @@ def binary_operands(a, b, op):
             b = Tensor(b.data.astype(a.dtype))
         elif b_float:
             a = Tensor(a.data.astype(b.dtype))
-    broadcast_shape(a.shape, b.shape, op)
+    if a.shape != b.shape:  # (equal shapes, the common case, need no check)
+        broadcast_shape(a.shape, b.shape, op)
     return a, b

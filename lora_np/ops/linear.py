@@ -55,13 +55,13 @@ def linear(x, weight, bias=None):
     """y = x W + b for x of shape (..., in), W (in, out), b (out,).   Grads: G Wᵀ, Xᵀ G, Σₙ G.
 
     Plain version: ``lora_np.ops.reference.linear``."""
-    check_linear_shapes(x, weight, bias)
-    x2 = x.data.reshape(-1, x.shape[-1])
-    w = weight.data
-    y = linear_forward(x2, w, None if bias is None else bias.data)
+    xd, w, b = x.data, weight.data, None if bias is None else bias.data
+    check_linear_shapes(xd, w, b)  # (on the arrays: a Tensor's shape is one more lookup, and this runs per token)
+    x_shape = xd.shape
+    x2 = xd.reshape(-1, x_shape[-1])
+    y = linear_forward(x2, w, b).reshape(x_shape[:-1] + (w.shape[1],))
     parents = (x, weight) if bias is None else (x, weight, bias)
-    need_x, need_w, need_b = x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad
-    x_shape = x.shape
+    need_x, need_w, need_b = x._requires_grad, weight._requires_grad, bias is not None and bias._requires_grad
     x_saved = x2 if need_w else None  # the input is kept only when dL/dW = Xᵀ G needs it
     n_parents = len(parents)
 
@@ -69,4 +69,4 @@ def linear(x, weight, bias=None):
         dx, dw, db = linear_backward(g.reshape(-1, w.shape[1]), x_saved, w, need_x, need_w, need_b)
         return (None if dx is None else dx.reshape(x_shape), dw, db)[:n_parents]
 
-    return Tensor._from_op(y.reshape(*x.shape[:-1], weight.shape[1]), parents, backward)
+    return Tensor._from_op(y, parents, backward)

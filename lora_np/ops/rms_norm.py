@@ -14,11 +14,12 @@ Plain version: ``lora_np.ops.reference.rms_norm``.
 """
 
 from .. import backend, parallel
-from ..autograd import Tensor
+from ..autograd import Tensor, records_graph
 
 
 def rms_norm_kernel(y, xhat, r, x, w, eps):
-    """On (rows, C): r = 1/√(mean(x²) + eps) (kept), x̂ = x r (kept), y = x̂ ⊙ w."""
+    """On (rows, C): r = 1/√(mean(x²) + eps) (kept), x̂ = x r (kept; ``xhat`` may be ``y`` itself when no
+    backward needs x̂), y = x̂ ⊙ w."""
     xp = backend.xp
     mean_x2 = xp.einsum("ij,ij->i", x, x)[:, None] / x.shape[1]
     xp.divide(1.0, xp.sqrt(mean_x2 + eps), out=r)        # r = 1/√(mean(x²) + eps)
@@ -46,10 +47,11 @@ def rms_norm(x, weight, eps=1e-6):
     shape, c = x.shape, x.shape[-1]
     x2 = xp.ascontiguousarray(x.data).reshape(-1, c)
     w = weight.data
-    y, xhat = xp.empty_like(x2), xp.empty_like(x2)
+    need_x, need_w = x._requires_grad, weight._requires_grad
+    y = xp.empty_like(x2)
+    xhat = xp.empty_like(x2) if records_graph(x, weight) else y  # kept for the backward only (else x̂ is made in y)
     r = xp.empty((x2.shape[0], 1), dtype=x2.dtype)
     parallel.for_rows(rms_norm_kernel, (y, xhat, r, x2), (w, eps))
-    need_x, need_w = x.requires_grad, weight.requires_grad
 
     def backward(g):
         g2 = xp.ascontiguousarray(g).reshape(-1, c)

@@ -26,8 +26,11 @@ def transpose(a, axes=None):
     axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(axes)
     if sorted(ax % a.ndim if -a.ndim <= ax < a.ndim else ax for ax in axes) != list(range(a.ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}")
-    inverse = tuple(np.argsort([ax % a.ndim for ax in axes]).tolist())
-    return Tensor._from_op(a.data.transpose(axes), (a,), lambda g: (g.transpose(inverse),))
+
+    def backward(g):
+        return (g.transpose(np.argsort([ax % g.ndim for ax in axes])),)
+
+    return Tensor._from_op(a.data.transpose(axes), (a,), backward)
 
 
 def permute(a, *axes):
@@ -36,7 +39,9 @@ def permute(a, *axes):
 
 
 def swapaxes(a, axis1, axis2):
-    """Exchange two axes (``x.swapaxes(-1, -2)`` is a batched matrix transpose)."""
-    axes = list(range(a.ndim))
-    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
-    return transpose(a, axes)
+    """Exchange two axes (``x.swapaxes(-1, -2)`` is a batched matrix transpose).   dL/da = g with
+    the same two axes exchanged (a swap is its own inverse)."""
+    for axis in (axis1, axis2):
+        if not -a.ndim <= axis < a.ndim:
+            raise ValueError(f"swapaxes: axis {axis} is out of range for shape {a.shape}")
+    return Tensor._from_op(a.data.swapaxes(axis1, axis2), (a,), lambda g: (g.swapaxes(axis1, axis2),))
