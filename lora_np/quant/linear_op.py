@@ -18,7 +18,8 @@ under ~256 runs BLAS at a fraction of its rate, and at T 512 the GEMMs, not the 
 the time (a (512, 8960) × (8960, 14) band of a 1.5B model's down_proj took 2.8× the float32 GEMM's
 time per weight; NF4 decodes at ~2 ns a weight, benchmarks/results_scale_profile.md). So a band of a
 wide matrix holds up to 256 × 8960 floats (9 MB). The bands of one call run on all threads
-(``parallel.parallel_for``; never fewer bands than threads), each writing its own slice of Y or dL/dX.
+(``parallel.parallel_for``; the same number of equal bands per thread), each writing its own slice of Y or
+dL/dX. Under recomputation each band is decoded straight into the kept array (``band(..., out=)``).
 
 ``quant_lora_linear`` adds the LoRA branch, Y += s·dropout(X) Aᵀ Bᵀ, composed from the library's
 matmul, mul and dropout ops, whose backward passes give dA, dB and the adapter's share of dX.
@@ -41,14 +42,17 @@ def _band_items(band_floats, floats_per_item, side_per_item=1):
 
 
 def _over_bands(n, band, fn):
-    """``fn(lo, hi)`` for bands [lo, hi) of at most ``band`` items that cover range(n), on all threads
-    (a band is cut shorter when n / band would leave a thread without one)."""
-    band = max(1, min(band, -(-n // parallel.thread_count())))
+    """``fn(lo, hi)`` for equal bands [lo, hi) that cover range(n), on all threads: k bands per thread,
+    k = n // (threads · band) or 1, so a band holds at least ``band`` items where n allows and every
+    thread gets the same share (3 bands of 192 rows on 2 threads would leave one idle for a third of
+    the time: SmolLM2's 576-wide projections did)."""
+    count = min(n, parallel.thread_count() * max(1, n // (parallel.thread_count() * band)))
+    edges = [n * i // count for i in range(count + 1)]
 
     def bands(lo, hi):
-        for b in range(lo, hi, band):
-            fn(b, min(b + band, hi))
-    parallel.parallel_for(n, bands, grain=band)
+        for i in range(lo, hi):
+            fn(edges[i], edges[i + 1])
+    parallel.parallel_for(count, bands)
 
 
 def check_quant_shapes(x, qweight, bias, op="quant_linear"):
@@ -79,9 +83,7 @@ def quant_linear(x, qweight, bias=None):
     kept = xp.empty((n_out, n_in), dtype=x2.dtype) if need_x and is_grad_enabled() and is_recomputing() else None
 
     def output_band(r0, r1):
-        w_band = qweight.band(r0, r1)
-        if kept is not None:
-            kept[r0:r1] = w_band
+        w_band = qweight.band(r0, r1, out=None if kept is None else kept[r0:r1])  # decoded into kept, if kept
         y[:, r0:r1] = x2 @ w_band.T
         if b is not None:
             y[:, r0:r1] += b[r0:r1]
