@@ -49,10 +49,10 @@ def test_random_blocks_decode_as_gguf_does(type_name):
 def test_types_without_a_fast_decoder_use_the_reference():
     rng = np.random.default_rng(1)
     w = rng.standard_normal((8, 64)).astype(np.float32)
-    blocks = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q5_0).reshape(-1, 22)
+    blocks = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q5_1).reshape(-1, 24)
     out = np.empty((16, 32), np.float32)
-    decode_blocks("Q5_0", blocks, out)
-    assert same_bits(out, gguf.quants.Q5_0.dequantize_blocks(blocks))
+    decode_blocks("Q5_1", blocks, out)
+    assert same_bits(out, gguf.quants.Q5_1.dequantize_blocks(blocks))
 
 
 def real_tensors(path, rows=512):
@@ -66,7 +66,7 @@ def real_tensors(path, rows=512):
 
 def test_real_tensors_decode_as_gguf_does():
     """Every Q4_1 / Q8_0 tensor of SmolLM2's file (up to 1,024 rows each), through ``GGUFWeight.band``
-    (the matmul's path) and into a given tile. (Gemma 3's Q8_0 tensors: tests/test_gguf.py's
+    (the matmul's path) and into a given tile. (Gemma 3's Q8_0 and Q5_0 tensors: tests/test_gguf.py's
     test_k_quant_blocks_decode_tile_by_tile, through the same ``band``.)"""
     seen = set()
     for name, qtype, data in real_tensors(str(smollm2_gguf())):
