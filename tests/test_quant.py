@@ -158,17 +158,21 @@ def _check_quant_linear_against_bitsandbytes(rng, shape, n_rows):
 
 def test_quant_linear_equals_float_linear_on_bitsandbytes_dequantized_weight(rng, monkeypatch):
     import lora_np.quant.linear_op as module
-    monkeypatch.setattr(module, "BAND", 1000)  # many bands, both directions
+    monkeypatch.setattr(QuantWeight, "band_floats", 1000)  # many bands, both directions
     monkeypatch.setattr(module, "MIN_SIDE", 1)  # (bands are otherwise at least 256 rows or columns)
+    monkeypatch.setattr(module, "DECODE", 300)  # and each decoded in several pieces
     _check_quant_linear_against_bitsandbytes(rng, (192, 128), 5)
 
 
-def test_quant_linear_default_bands_cover_uneven_edges(rng):
-    """The default rule (at least MIN_SIDE = 256 rows / columns a band): 600 outputs are bands of 256, 256
-    and 88 rows; 640 inputs are bands of 256, 256 and 128 columns."""
-    from lora_np.quant.linear_op import MIN_SIDE
+def test_quant_linear_default_bands_cover_uneven_edges(rng, monkeypatch):
+    """The rule (a band at least MIN_SIDE = 256 rows / columns, equal bands): with bands of about
+    256 × 704 floats, 601 outputs are bands of 300 and 301 rows; 704 inputs (11 blocks) are bands of 320
+    and 384 columns."""
+    from lora_np.quant.linear_op import MIN_SIDE, _bands
     assert MIN_SIDE == 256
-    _check_quant_linear_against_bitsandbytes(rng, (640, 600), 3)
+    monkeypatch.setattr(QuantWeight, "band_floats", 256 * 704)
+    assert _bands(601, 704, 256 * 704) == [0, 300, 601] and _bands(11, 64 * 601, 256 * 704, 64) == [0, 5, 11]
+    _check_quant_linear_against_bitsandbytes(rng, (704, 601), 3)
 
 
 def test_quant_lora_linear_gradcheck_and_equals_float_lora_op(rng):

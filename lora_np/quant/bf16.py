@@ -22,7 +22,7 @@ import numpy as np
 from .. import backend
 from .blocks import check_stored
 from .linear_op import WIDE_BAND
-from .weight import QuantWeight
+from .weight import QuantWeight, into
 
 
 def widen_bf16(words):
@@ -60,9 +60,10 @@ class Bf16Weight(QuantWeight):
             raise ValueError(f"Bf16Weight.from_float needs a 2-D float (in, out) weight; got {w.dtype} {w.shape}")
         return cls(bf16_words(w.T), w.shape, w.dtype if dtype is None else dtype)
 
-    def band(self, r0, r1, c0=0, c1=None):
-        """Rows r0..r1-1, columns c0..c1-1 of Wᵀ, widened to float32 (then the compute dtype)."""
-        return widen_bf16(self.codes[r0:r1, c0:c1]).astype(self.dtype, copy=False)
+    def band(self, r0, r1, c0=0, c1=None, out=None):
+        """Rows r0..r1-1, columns c0..c1-1 of Wᵀ, widened to float32 (then the compute dtype; into
+        ``out`` when given)."""
+        return into(widen_bf16(self.codes[r0:r1, c0:c1]).astype(self.dtype, copy=False), out)
 
     def rows(self, ids):
         """Rows ``ids`` (ints, any shape) of Wᵀ widened: gathered as 16-bit words first, then widened."""

@@ -5,10 +5,11 @@ A GGUF matrix is stored as Wᵀ (out, in), row by row; each row is in/bs blocks 
 ``type_size`` bytes (e.g. Q4_1: 32 values in 20 bytes: a float16 scale d, a float16 minimum m and
 32 4-bit codes q, w = d·q + m). So, as for NF4 (``weight.py``), any band of rows of Wᵀ and any
 block-aligned band of its columns decodes on its own, and the tiled matmul of ``linear_op.py``
-runs unchanged on these bytes: ``band(r0, r1, c0, c1)`` hands it one dequantized tile. The
-decoding is llama.cpp's own NumPy codecs (``gguf.quants.Q4_1.dequantize_blocks`` ..., what
-``gguf.quants.dequantize`` calls 16 rows at a time), given a whole tile's blocks in one call;
-nothing here parses blocks.
+runs unchanged on these bytes: ``band(r0, r1, c0, c1)`` hands it one dequantized tile. Q4_0, Q4_1
+and Q8_0 tiles are decoded by ``gguf_decode.py`` (the same bits as llama.cpp's NumPy codecs, in place
+into the caller's tile, ~3x faster); the other types by llama.cpp's codecs themselves
+(``gguf.quants.Q6_K.dequantize_blocks`` ..., what ``gguf.quants.dequantize`` calls 16 rows at a
+time), given a whole tile's blocks in one call.
 
 A ``GGUFWeight`` is a ``QuantWeight`` (scheme ``"gguf:q4_1"`` ...), so ``QuantLinear``, LoRA
 (``quant_lora_linear``), ``dequantize_model`` and ``count_parameters`` treat it as the NF4 base.
@@ -20,7 +21,8 @@ into one asks for ``dequantize_model`` first.
 import numpy as np
 
 from .. import backend
-from .weight import QuantWeight
+from .gguf_decode import decode_blocks
+from .weight import QuantWeight, into
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
 REQUANTIZABLE = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
@@ -59,8 +61,7 @@ class GGUFWeight(QuantWeight):
             raise ValueError(f"corrupt GGUF weight: {type_name} blocks of shape {blocks.shape} do not hold a "
                              f"({n_out}, {n_in}) matrix (expected ({n_out}, {row_bytes}) bytes)")
         self.codes = blocks
-        codec = getattr(gguf.quants, type_name, None)  # llama.cpp's NumPy codec class; F32 and F16 have none
-        self._decode_blocks = None if codec is None else codec.dequantize_blocks
+        self._blocks = hasattr(gguf.quants, type_name)  # a block type (F32, F16 have no codec class)
         self._dequantize = gguf.quants.dequantize
 
     @classmethod
@@ -75,25 +76,31 @@ class GGUFWeight(QuantWeight):
         blocks = require_gguf().quants.quantize(np.ascontiguousarray(w.T, dtype=np.float32), qtype)
         return cls(type_name, blocks, w.shape, w.dtype if dtype is None else dtype)
 
-    def band(self, r0, r1, c0=0, c1=None):
-        """Rows r0..r1-1, columns c0..c1-1 (multiples of the block size) of Wᵀ, dequantized."""
+    def band(self, r0, r1, c0=0, c1=None, out=None):
+        """Rows r0..r1-1, columns c0..c1-1 (multiples of the block size) of Wᵀ, dequantized (into ``out``,
+        an (r1-r0, c1-c0) array of the compute dtype, when given)."""
         c1 = self.shape[0] if c1 is None else c1
         b0, b1 = (c // self.block_size * self.type_size for c in (c0, c1))  # block-aligned byte columns
-        return self._decode(self.codes[r0:r1, b0:b1], r1 - r0, c1 - c0)
+        return self._decode(self.codes[r0:r1, b0:b1], r1 - r0, c1 - c0, out)
 
     def rows(self, ids):
         """Rows ``ids`` (ints, any shape) of Wᵀ: their blocks gathered first, then decoded, shape ids.shape + (in,)."""
         ids = backend.to_numpy(ids)
         return self._decode(self.codes[ids.reshape(-1)], ids.size, self.shape[0]).reshape(*ids.shape, -1)
 
-    def _decode(self, tile, n_rows, n_cols):
-        """A (n_rows, bytes) tile of whole blocks -> its (n_rows, n_cols) values in the compute dtype."""
-        if self._decode_blocks is None:  # F32 / F16: a view, then a cast
+    def _decode(self, tile, n_rows, n_cols, out=None):
+        """A (n_rows, bytes) tile of whole blocks -> its (n_rows, n_cols) values in the compute dtype
+        (written into ``out`` if given)."""
+        in_place = (out is not None and self._blocks and isinstance(out, np.ndarray) and out.dtype == np.float32
+                    and out.flags.c_contiguous)
+        if not self._blocks:  # F32 / F16 / BF16: a view, then a cast
             values = self._dequantize(tile, self.qtype)
-        else:  # the codec on the tile's blocks at once: gguf.quants.dequantize's per-16-row loop costs ~9x more here
-            values = self._decode_blocks(np.ascontiguousarray(tile).reshape(-1, self.type_size))
-        values = values.reshape(n_rows, n_cols)
-        return backend.xp.asarray(values.astype(self.dtype, copy=False))
+        else:  # all the tile's blocks at once: gguf.quants.dequantize's per-16-row loop costs ~9x more here
+            values = decode_blocks(self.type_name, np.ascontiguousarray(tile).reshape(-1, self.type_size),
+                                   out if in_place else None)
+        if in_place:
+            return out
+        return into(backend.xp.asarray(values.reshape(n_rows, n_cols).astype(self.dtype, copy=False)), out)
 
     @property
     def data(self):

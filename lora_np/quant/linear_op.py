@@ -8,47 +8,57 @@ With Q the codes of Wᵀ (out, in) and deq(Q) its float values (``QuantWeight.ba
                no dL/dW: the codes are a step function of W (zero gradient almost everywhere)
                and frozen; QLoRA trains only the adapter beside them.
 
-Each band is about ``qweight.band_floats`` values (NF4/int8/GGUF: ``BAND``, 512 KB, so that the
-decoder's temporaries stay in L2; bf16, whose widening is one shift: ``WIDE_BAND``, 4 MiB, so that
-each GEMM is long enough for BLAS to run at full speed) and is dropped after its GEMM, so the
-float32 matrix never exists whole; forward and backward each decode Q once (under gradient
-checkpointing the recomputed forward keeps its bands for the backward: ``quant_linear``). A band is
-never narrower than ``MIN_SIDE`` rows (forward) or columns (backward), though: a GEMM with a side
-under ~256 runs BLAS at a fraction of its rate, and at T 512 the GEMMs, not the decoding, are most of
-the time (a (512, 8960) × (8960, 14) band of a 1.5B model's down_proj took 2.8× the float32 GEMM's
-time per weight; NF4 decodes at ~2 ns a weight, benchmarks/results_scale_profile.md). So a band of a
-wide matrix holds up to 256 × 8960 floats (9 MB). The bands of one call run on all threads
-(``parallel.parallel_for``; never fewer bands than threads), each writing its own slice of Y or dL/dX.
+A band holds ``qweight.band_floats`` values to twice that (NF4/int8/GGUF: ``BAND``, 4M floats,
+16 MiB; bf16: ``WIDE_BAND``, 1M, the budget the bf16 base's memory was measured with) and is dropped
+after its GEMM, so the float32 matrix of a large weight never exists whole; forward and backward each
+decode Q once (under gradient checkpointing the recomputed forward decodes its bands straight into one
+kept (out, in) array, which dL/dX then reads: ``quant_linear``). Each band is decoded on all threads
+(sub-bands of ``DECODE`` floats, whose temporaries stay in L2), then multiplied on all threads by
+``parallel.gemm``, as the float32 layer's GEMM is. So the GEMMs are long: at T 512 they, not the
+decoding, are most of the step, and a GEMM with a side of a few hundred re-packs X for every band
+(bands of 256 rows of a 1.5B model's gate_proj cost ~18% more GEMM time than one whole GEMM; NF4
+decodes at ~1.2 ns a weight). A band is never narrower than ``MIN_SIDE`` rows (forward) or columns
+(backward). Up to 1.5B shapes a weight is one or a few bands. The bands depend only on the weight's
+shape, so the plain, the checkpointed and the recomputed forward run the same GEMMs (the same bits).
 
 ``quant_lora_linear`` adds the LoRA branch, Y += s·dropout(X) Aᵀ Bᵀ, composed from the library's
 matmul, mul and dropout ops, whose backward passes give dA, dB and the adapter's share of dX.
 """
+
+import numpy as np
 
 from .. import backend, ops, parallel
 from ..autograd import Tensor, is_grad_enabled
 from ..nn.checkpointing import is_recomputing
 from ..ops.lora_linear import check_lora_shapes
 
-BAND = 1 << 17
+BAND = 1 << 22
 WIDE_BAND = 1 << 20
+DECODE = 1 << 17  # floats decoded per task: a sub-band's temporaries stay in L2
 MIN_SIDE = parallel.GEMM_MIN_SIDE  # rows / columns of a band at least: narrower GEMMs waste BLAS
 
 
-def _band_items(band_floats, floats_per_item, side_per_item=1):
-    """Items (rows of Wᵀ, or blocks of its columns) per band: about ``band_floats`` floats, at least
-    MIN_SIDE rows or columns of the band's GEMM."""
-    return max(1, band_floats // floats_per_item, -(-MIN_SIDE // side_per_item))
+def _bands(n, floats_per_item, band_floats, side_per_item=1):
+    """Edges of equal bands of n items (rows of Wᵀ, or blocks of its columns): ``band_floats`` floats
+    to twice that each, at least MIN_SIDE rows or columns of the band's GEMM (or all n)."""
+    per_band = max(1, band_floats // floats_per_item, -(-MIN_SIDE // side_per_item))
+    count = max(1, n // per_band)
+    return [n * i // count for i in range(count + 1)]
 
 
-def _over_bands(n, band, fn):
-    """``fn(lo, hi)`` for bands [lo, hi) of at most ``band`` items that cover range(n), on all threads
-    (a band is cut shorter when n / band would leave a thread without one)."""
-    band = max(1, min(band, -(-n // parallel.thread_count())))
+def _tile(flat, rows, cols):
+    """A C-contiguous (rows, cols) array over the start of the flat buffer ``flat``."""
+    return flat[:rows * cols].reshape(rows, cols)
 
-    def bands(lo, hi):
-        for b in range(lo, hi, band):
-            fn(b, min(b + band, hi))
-    parallel.parallel_for(n, bands, grain=band)
+
+def _decode(qweight, out, c0=0, c1=None, r0=0):
+    """out ← rows r0.. r0+len(out) and columns c0..c1 of Wᵀ = deq(Q), decoded on all threads."""
+    width = out.shape[1]
+
+    def rows(lo, hi):
+        qweight.band(r0 + lo, r0 + hi, c0, c1, out=out[lo:hi])
+    parallel.parallel_for(out.shape[0], rows, grain=max(1, DECODE // width))
+    return out
 
 
 def check_quant_shapes(x, qweight, bias, op="quant_linear"):
@@ -77,16 +87,11 @@ def quant_linear(x, qweight, bias=None):
     y = xp.empty((x2.shape[0], n_out), dtype=x2.dtype)
     need_x, need_b = x.requires_grad, bias is not None and bias.requires_grad
     kept = xp.empty((n_out, n_in), dtype=x2.dtype) if need_x and is_grad_enabled() and is_recomputing() else None
-
-    def output_band(r0, r1):
-        w_band = qweight.band(r0, r1)
-        if kept is not None:
-            kept[r0:r1] = w_band
-        y[:, r0:r1] = x2 @ w_band.T
-        if b is not None:
-            y[:, r0:r1] += b[r0:r1]
-
-    _over_bands(n_out, _band_items(qweight.band_floats, n_in), output_band)
+    edges = _bands(n_out, n_in, qweight.band_floats)
+    buffer = None if kept is not None else xp.empty(max(np.diff(edges)) * n_in, dtype=x2.dtype)
+    for r0, r1 in zip(edges[:-1], edges[1:]):
+        w_band = _decode(qweight, kept[r0:r1] if kept is not None else _tile(buffer, r1 - r0, n_in), r0=r0)
+        parallel.gemm(y[:, r0:r1], ((x2, w_band.T),), None if b is None else b[r0:r1])   # Y_band = X W_bandᵀ + b
     parents = (x,) if bias is None else (x, bias)
     x_shape = x.shape
 
@@ -107,12 +112,11 @@ def input_grad(g2, qweight, kept=None):
     n_in, n_out = qweight.shape
     bs = qweight.block_size
     dx = backend.xp.empty((g2.shape[0], n_in), dtype=g2.dtype)
-
-    def input_band(j0, j1):
-        c0, c1 = j0 * bs, j1 * bs
-        dx[:, c0:c1] = g2 @ (qweight.band(0, n_out, c0, c1) if kept is None else kept[:, c0:c1])
-
-    _over_bands(n_in // bs, _band_items(qweight.band_floats, bs * n_out, bs), input_band)
+    edges = [j * bs for j in _bands(n_in // bs, bs * n_out, qweight.band_floats, bs)]
+    buffer = None if kept is not None else backend.xp.empty(n_out * max(np.diff(edges)), dtype=g2.dtype)
+    for c0, c1 in zip(edges[:-1], edges[1:]):
+        w_band = kept[:, c0:c1] if kept is not None else _decode(qweight, _tile(buffer, n_out, c1 - c0), c0, c1)
+        parallel.gemm(dx[:, c0:c1], ((g2, w_band),))                                  # dX_band = G W_band
     return dx
 
 

@@ -53,10 +53,14 @@ def nf4_quantize(w, block_size=64):
     return packed, absmax
 
 
-def decode_nf4_bytes(packed):
-    """(..., m) bytes -> (..., 2m) float32 levels code[q], without the absmax scaling."""
+def decode_nf4_bytes(packed, out=None):
+    """(..., m) bytes -> (..., 2m) float32 levels code[q], without the absmax scaling; written into
+    ``out`` (a C-contiguous float32 array of that shape) when given. ``mode="clip"``: a byte is always
+    a valid index, and NumPy's default bounds-checked gather is ~25% slower."""
     xp = backend.xp
-    pairs = xp.take(xp.asarray(NF4_BYTE_TABLE), packed.astype(np.intp, copy=False))
+    pairs = None if out is None else out.reshape(packed.shape[:-1] + (-1,)).view(np.uint64)
+    clip = {"mode": "clip"} if xp is np else {}  # CuPy's take has no mode (and no bounds check)
+    pairs = xp.take(xp.asarray(NF4_BYTE_TABLE), packed.astype(np.intp, copy=False), out=pairs, **clip)
     return pairs.view(np.float32)
 
 

@@ -32,6 +32,14 @@ def check_scheme(scheme):
     return scheme.lower()
 
 
+def into(values, out=None):
+    """``values``, or ``out`` holding a copy of them when given (``band``'s ``out=``)."""
+    if out is None:
+        return values
+    out[...] = values
+    return out
+
+
 class QuantWeight:
     """Codes and statistics of W (in, out); ``dequantize()`` rebuilds W, ``band(...)`` a piece of Wᵀ.
 
@@ -94,8 +102,9 @@ class QuantWeight:
         ids = backend.xp.arange(r0, r1)[:, None] * per_row + backend.xp.arange(j0, j1)[None, :]
         return double_dequantize(codes8[ids], scales, offset, STATS_BLOCK, ids)
 
-    def band(self, r0, r1, c0=0, c1=None):
-        """Rows r0..r1-1, columns c0..c1-1 (multiples of the block size) of Wᵀ, dequantized.
+    def band(self, r0, r1, c0=0, c1=None, out=None):
+        """Rows r0..r1-1, columns c0..c1-1 (multiples of the block size) of Wᵀ, dequantized (into
+        ``out``, an (r1-r0, c1-c0) array of the compute dtype, when given).
 
         NF4: code[q]·absmax; int8: (q·absmax)·(1/127): float32 as bitsandbytes computes it, then
         cast to the compute dtype.
@@ -104,11 +113,14 @@ class QuantWeight:
         bs = self.block_size
         absmax = self.block_absmax(r0, r1, c0 // bs, c1 // bs)
         if self.scheme == "nf4":
-            values = decode_nf4_bytes(self.codes[r0:r1, c0 // 2:c1 // 2]).reshape(r1 - r0, -1, bs)
+            direct = out if out is not None and out.dtype == np.float32 and out.flags.c_contiguous else None
+            values = decode_nf4_bytes(self.codes[r0:r1, c0 // 2:c1 // 2], direct).reshape(r1 - r0, -1, bs)
             values *= absmax[..., None]
+            if direct is not None:
+                return out
         else:
             values = scale_int8(self.codes[r0:r1, c0:c1].reshape(r1 - r0, -1, bs), absmax)
-        return values.reshape(r1 - r0, c1 - c0).astype(self.dtype, copy=False)
+        return into(values.reshape(r1 - r0, c1 - c0).astype(self.dtype, copy=False), out)
 
     def dequantize(self):
         """W (in, out) in the compute dtype: the float weight this stands for."""
