@@ -104,6 +104,35 @@ def test_bf16_model_keeps_its_tables_frozen_and_computes_the_float32_model(tmp_p
     assert ours.model.embed_tokens.weight.shape == (300, 64) and not ln.is_quantized(ours)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_nf4_load_of_a_bf16_file_keeps_its_tables_as_words(tmp_path, rng, tied):
+    """QLoRA from a bf16 folder (as the hub ships models): the Linear weights become NF4 codes and the
+    embedding / LM head stay the file's bf16 words (half of float32, the bulk of a 1.5B model's memory
+    under NF4), and the LoRA step computes what the same NF4 model with float32 tables of those values
+    computes; a float32 file's tables stay float Parameters."""
+    tiny_hf_llama(tmp_path, "qwen2", dtype=torch.bfloat16, tie_word_embeddings=tied, **WIDE)
+    ours = ln.load_model(tmp_path, quantize="nf4", block_size=32)
+    ref = ln.quantize_model(ln.load_model(tmp_path), "nf4", 32)
+    tables = [ours.model.embed_tokens.weight] + ([] if tied else [ours.lm_head.weight])
+    assert all(isinstance(t, FrozenTable) and t.store.codes.dtype == np.uint16 for t in tables)
+    assert np.array_equal(ours.model.embed_tokens.weight.dequantize(), ref.model.embed_tokens.weight.data)
+    idx = rng.integers(0, 300, size=(2, 9))
+    grads = []
+    for model in (ours, ref):
+        ln.manual_seed(0)
+        ln.add_lora(model.train(), ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
+                                                 init_lora_weights="gaussian"))
+        _, loss = model(idx, np.roll(idx, -1, axis=1))
+        loss.backward()
+        grads.append((loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    for name, g in grads[1][1].items():
+        np.testing.assert_allclose(grads[0][1][name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+    tiny_hf_llama(tmp_path / "f32", "qwen2", tie_word_embeddings=tied, **WIDE)
+    f32 = ln.load_model(tmp_path / "f32", quantize="nf4", block_size=32)
+    assert isinstance(f32.model.embed_tokens.weight, ln.Parameter)
+
+
 def test_gguf_model_keeps_its_table_in_blocks(tmp_path, rng):
     pytest.importorskip("gguf")
     from gguf_files import write_tiny_gguf
