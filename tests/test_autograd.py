@@ -113,6 +113,11 @@ def _rms_norm_producer(rng):
     return (x, w), lambda x, w: ops.rms_norm(x, w)
 
 
+def _layer_norm_producer(rng):
+    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((2, 3, 8), (8,), (8,)))
+    return (x, w, b), lambda x, w, b: ops.layer_norm(x, w, b)
+
+
 def _swiglu_producer(rng):
     a, b = (Tensor(rng.standard_normal((2, 3, 8)), requires_grad=True) for _ in range(2))
     return (a, b), lambda a, b: ops.swiglu(a, b)
@@ -127,11 +132,11 @@ def _matmul_consumer(x, A, B):  # the adapter composed of matmuls, as a quantize
     return ops.matmul(ops.matmul(x, A.T), B.T)
 
 
-@pytest.mark.parametrize("producer", [_rms_norm_producer, _swiglu_producer])
+@pytest.mark.parametrize("producer", [_rms_norm_producer, _layer_norm_producer, _swiglu_producer])
 @pytest.mark.parametrize("consumer", [_lora_consumer, _matmul_consumer])
 def test_an_input_its_producer_remakes_is_not_kept(producer, consumer, rng):
     """``saved_data``: a LoRA adapter needs its input X for dL/dA = (dL/dH)ᵀ X. When X is RMSNorm's
-    y = x̂ ⊙ w or SwiGLU's h = silu(a) ⊙ b, whose ops keep x̂ (a and b) anyway, the adapter keeps their
+    y = x̂ ⊙ w, LayerNorm's x̂ ⊙ w + b or SwiGLU's h = silu(a) ⊙ b, whose ops keep x̂ (a and b) anyway, the adapter keeps their
     remake instead: X's memory is freed after the forward, the remade X equals it bit for bit, and the
     gradients still agree with central differences (float64)."""
     import gc
@@ -149,7 +154,8 @@ def test_an_input_its_producer_remakes_is_not_kept(producer, consumer, rng):
     assert probe() is None                                       # nothing kept it
     y.sum().backward()
     assert A.grad is not None
-    assert ln.gradcheck(lambda *t: consumer(make(*t[:2]), *t[2:]), [*inputs, A, B])
+    n = len(inputs)
+    assert ln.gradcheck(lambda *t: consumer(make(*t[:n]), *t[n:]), [*inputs, A, B])
 
 
 def test_shared_subexpression_gets_both_contributions():
