@@ -186,3 +186,29 @@ def test_fused_head_never_widens_the_whole_table(rng):
     finally:
         tracemalloc.stop()
     assert peak < 0.75 * 200_000 * 32 * 4, peak
+
+
+def test_a_recomputation_keeps_decoded_weights_within_its_budget(monkeypatch, rng):
+    """``checkpointing.may_keep``: with room for the attention projections only (q, k, v, o: 48 KB of float32
+    at this width), the recomputation keeps those and the MLP's weights are decoded again for dL/dX; the
+    gradients are the same bits as keeping everything (the same decoded values, the same GEMMs)."""
+    config = ln.models.llama.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    idx = rng.integers(0, 300, size=(2, 9))
+    decoded_again = []
+    band = Bf16Weight.band
+    monkeypatch.setattr(Bf16Weight, "band", lambda self, *a: (len(a) == 4 and decoded_again.append(self.shape))
+                        or band(self, *a))
+    grads = []
+    for keep_bytes in (1 << 30, 4 * (64 * 64 * 2 + 64 * 32 * 2)):
+        monkeypatch.setattr("lora_np.nn.checkpointing.KEEP_BYTES", keep_bytes)
+        ln.manual_seed(0)
+        model = ln.quantize_model(ln.models.llama.Llama(config), "bf16").train()
+        ln.add_lora(model, ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="gaussian"))
+        model.gradient_checkpointing_enable()
+        decoded_again.clear()
+        model(idx, np.roll(idx, -1, axis=1))[1].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert set(decoded_again) == {(64, 96), (96, 64)}  # gate / up and down, in both layers
+    for name, g in grads[0].items():
+        np.testing.assert_array_equal(grads[1][name], g, err_msg=name)
