@@ -53,6 +53,8 @@ round runs every side once, in its own process, so a noisy minute slows all alik
                                                               # where a decode step's CPU time goes
     OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train bf16 --only smollm2-135m
                                                               # where a LoRA step's CPU time goes
+    python benchmarks/bench_llm.py --profile-memory bf16 --only smollm2-135m
+                                                              # what a LoRA step holds for its backward
 """
 
 import json
@@ -558,6 +560,81 @@ def profile_train(name, base, steps=2, top=25):
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
+def _saved_arrays(obj, found, seen, depth=0):
+    """The arrays a backward closure holds (through its cells, tuples and nested closures), by the buffer
+    each one views: {id(buffer): bytes}."""
+    import types
+    if depth > 4 or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        while isinstance(obj.base, np.ndarray):
+            obj = obj.base
+        found[id(obj)] = obj.nbytes
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            _saved_arrays(item, found, seen, depth + 1)
+    elif isinstance(obj, types.FunctionType):
+        for cell in obj.__closure__ or ():
+            try:
+                _saved_arrays(cell.cell_contents, found, seen, depth + 1)
+            except ValueError:  # an empty cell
+                pass
+
+
+def profile_memory(name, base):
+    """``--profile-memory``: what one LoRA step (as ``ours_train``, random weights, no checkpoint) holds for
+    its backward. After a warm step (AdamW's state exists), the next step's graph is walked once its loss is
+    formed: every array its backward closures hold, each buffer counted once, for the first op that holds it,
+    summed by op (the LoRA parameters A, B are counted too, under ``matmul`` / ``lora_linear``); then the
+    step's tracemalloc peak (NumPy reports its buffers to tracemalloc) above what was allocated before it.
+    ``base``: ``float32``, or ``bf16`` (``quantize_model(..., "bf16")`` and the tied table as bf16 words, as
+    ``load_model(path, quantize="bf16")`` holds a bf16 checkpoint)."""
+    import collections
+    import tracemalloc
+    import lora_np
+    from lora_np.autograd import _topological_order
+    from lora_np.optim import AdamW
+    from lora_np.quant.bf16 import Bf16Weight
+    from lora_np.quant.table import FrozenTable
+    model = native_model(name)
+    if base == "bf16":
+        lora_np.quantize_model(model, "bf16")
+        embed = model.model.embed_tokens
+        embed.weight = FrozenTable(Bf16Weight.from_float(embed.weight.data.T))
+    lora_np.add_lora(model.train(), lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
+    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, y = tokens(MODELS[name]["config"]["vocab_size"], *MODELS[name]["shape"])
+
+    def step(census=None):
+        _, loss = model(x, y)
+        if census is not None:
+            owner = {}
+            for node in _topological_order(loss._node):
+                found = {}
+                _saved_arrays(node.backward, found, set()) if node.leaf is None else None
+                for buffer, nbytes in found.items():
+                    if buffer not in owner:
+                        owner[buffer] = node.op
+                        census[node.op] += nbytes
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    census = collections.Counter()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    step(census)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    t, b = MODELS[name]["shape"]
+    print(f"{name}, {base} base, LoRA step T {t} x B {b}: the graph holds {sum(census.values()) / 2 ** 20:.1f} MiB "
+          f"for the backward once the loss is formed; the step's peak is {peak / 2 ** 20:.1f} MiB above its start")
+    for op, nbytes in census.most_common():
+        print(f"  {op}: {nbytes / 2 ** 20:.1f} MiB")
+
+
 def native_config(name):
     """(family, config): lora_np's config for ``MODELS[name]``, read from the fields transformers' config
     takes (the family's ``config_from_hf``, as from a config.json)."""
@@ -697,6 +774,8 @@ def main(argv=None):
     parser.add_argument("--profile-train", choices=("float32", "bf16", "random"),
                         help="profile LoRA training steps in this process (OPENBLAS_NUM_THREADS=1 "
                              "LORA_NP_NUM_THREADS=1): on a bf16 checkpoint with that base, or on random weights")
+    parser.add_argument("--profile-memory", choices=("float32", "bf16"),
+                        help="what a LoRA step holds for its backward, by op, and its tracemalloc peak (in this process)")
     parser.add_argument("--scale", action="store_true", help="a 4-bit base at Qwen2.5-1.5B / Llama-3.2-1B shapes")
     parser.add_argument("--layers", type=lambda v: None if v == "full" else int(v), default=2,
                         help="--scale, --profile-scale: decoder layers, or 'full' for the model's own depth")
@@ -716,6 +795,8 @@ def main(argv=None):
         return [profile_decode(name, args.profile_decode) for name in names]
     if args.profile_train:
         return [profile_train(name, args.profile_train) for name in names]
+    if args.profile_memory:
+        return [profile_memory(name, args.profile_memory) for name in names]
     if args.out == str(HERE / "results_llm"):
         args.out = str(HERE / ("results_llm_decode" if args.decode else "results_llm_bf16" if args.bf16
                                else FAMILIES[args.family][1]))
