@@ -652,9 +652,10 @@ def native_model(name):
     return family.model_class(config)
 
 
-def run_scale(args):
+def run_scale(args, start):
     """``--scale``: each SCALE_MODELS shape at ``--layers`` layers, its bases stepping in turn (T 512 x B 1,
-    LoRA r=16 on every projection, checkpointing); writes ``--out`` (default results_scale)."""
+    LoRA r=16 on every projection, checkpointing); writes ``--out`` (default results_scale) after each model,
+    so that a long full-depth run keeps what it has measured."""
     results = {"load": [round(os.getloadavg()[0], 1)], "layers": args.layers,
                "date": time.strftime("%Y-%m-%d %H:%M UTC"),
                "command": " ".join(["python benchmarks/bench_llm.py", *sys.argv[1:]])}
@@ -664,6 +665,7 @@ def run_scale(args):
         results[name] = interleaved(__file__, sides, args.warmup, args.steps)
         print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "train_peak_rss_mb")}
                                 for k, v in results[name].items()}), flush=True)
+        finish(args, results, start, report_scale)
     return results
 
 
@@ -735,7 +737,8 @@ def profile_scale(name, base, layers):
     profiler.runcall(step)
     split = _scale_split(pstats.Stats(profiler).stats)
     total = sum(split.values())
-    print(f"{name}, {base}, {scale_layers(name, layers)} layers: {plain:.2f} CPU s per step unprofiled; profiled {total:.2f} s: " +
+    print(f"{name}, {base}, {scale_layers(name, layers)} layers: {plain:.2f} CPU s per step unprofiled; "
+          f"profiled {total:.2f} s: " +
           ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in split.items()), flush=True)
     return {"model": name, "base": base, "layers": layers, "cpu_s": plain, "split_s": split,
             "load": round(os.getloadavg()[0], 1), "date": time.strftime("%Y-%m-%d %H:%M UTC")}
@@ -775,7 +778,8 @@ def main(argv=None):
                         help="profile LoRA training steps in this process (OPENBLAS_NUM_THREADS=1 "
                              "LORA_NP_NUM_THREADS=1): on a bf16 checkpoint with that base, or on random weights")
     parser.add_argument("--profile-memory", choices=("float32", "bf16"),
-                        help="what a LoRA step holds for its backward, by op, and its tracemalloc peak (in this process)")
+                        help="what a LoRA step holds for its backward, by op, and its tracemalloc peak "
+                             "(in this process)")
     parser.add_argument("--scale", action="store_true", help="a 4-bit base at Qwen2.5-1.5B / Llama-3.2-1B shapes")
     parser.add_argument("--layers", type=lambda v: None if v == "full" else int(v), default=2,
                         help="--scale, --profile-scale: decoder layers, or 'full' for the model's own depth")
@@ -789,8 +793,7 @@ def main(argv=None):
         return write_scale_profile([profile_scale(args.profile_scale, base, args.layers) for base in args.bases], out)
     if args.scale and not args.worker:
         args.out = str(HERE / "results_scale") if args.out == str(HERE / "results_llm") else args.out
-        start = time.perf_counter()
-        return finish(args, run_scale(args), start, report_scale)
+        return run_scale(args, time.perf_counter())
     if args.profile_decode:
         return [profile_decode(name, args.profile_decode) for name in names]
     if args.profile_train:
