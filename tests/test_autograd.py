@@ -136,9 +136,9 @@ def _matmul_consumer(x, A, B):  # the adapter composed of matmuls, as a quantize
 @pytest.mark.parametrize("consumer", [_lora_consumer, _matmul_consumer])
 def test_an_input_its_producer_remakes_is_not_kept(producer, consumer, rng):
     """``saved_data``: a LoRA adapter needs its input X for dL/dA = (dL/dH)ᵀ X. When X is RMSNorm's
-    y = x̂ ⊙ w, LayerNorm's x̂ ⊙ w + b or SwiGLU's h = silu(a) ⊙ b, whose ops keep x̂ (a and b) anyway, the adapter keeps their
-    remake instead: X's memory is freed after the forward, the remade X equals it bit for bit, and the
-    gradients still agree with central differences (float64)."""
+    y = x̂ ⊙ w, LayerNorm's x̂ ⊙ w + b or SwiGLU's h = silu(a) ⊙ b, whose ops keep x̂ (a and b) anyway,
+    the adapter keeps their remake instead: X's memory is freed after the forward, the remade X equals
+    it bit for bit, and the gradients still agree with central differences (float64)."""
     import gc
     import weakref
     inputs, make = producer(rng)
