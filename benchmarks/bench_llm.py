@@ -53,6 +53,8 @@ round runs every side once, in its own process, so a noisy minute slows all alik
                                                               # where a decode step's CPU time goes
     OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 python benchmarks/bench_llm.py --profile-train bf16 --only smollm2-135m
                                                               # where a LoRA step's CPU time goes
+    python benchmarks/bench_llm.py --profile-memory bf16 --only smollm2-135m
+                                                              # what a LoRA step holds for its backward
 """
 
 import json
@@ -182,16 +184,35 @@ def hf_generate(case):
     hf_greedy(lambda: _hf_load(case), *_generation(case))
 
 
+def scale_layers(name, layers):
+    """``--layers``: a number of decoder layers, or None for the model's own depth (``--layers full``)."""
+    return SCALE_MODELS[name]["num_hidden_layers"] if layers is None else layers
+
+
+def bf16_table(shape, rng, rows=4096):
+    """A random (V, C) N(0, 0.02²) table as a bf16 checkpoint stores it, its words drawn ``rows`` rows at a
+    time (the float32 table never exists whole): a ``FrozenTable``, as ``load_model`` keeps a bf16 file's table
+    under NF4 (io/hf_checkpoint.py's ``frozen_tables``)."""
+    from lora_np.quant.bf16 import Bf16Weight, bf16_words
+    from lora_np.quant.table import FrozenTable
+    words = np.empty(shape, np.uint16)
+    for r in range(0, shape[0], rows):
+        words[r:r + rows] = bf16_words(rng.standard_normal((min(rows, shape[0] - r), shape[1]), np.float32)
+                                       * np.float32(0.02))
+    return FrozenTable(Bf16Weight(words, shape[::-1]))
+
+
 def scale_model(name, base, layers):
-    """SCALE_MODELS[name] with ``layers`` layers and random weights (N(0, 0.02²), norms 1, biases 0), built
-    tensor by tensor as ``load_model`` reads a file: under a 4-bit ``base`` each Linear weight is drawn,
-    quantized (NF4 with double quantization, or a GGUF type such as "gguf:Q4_0") and dropped, so the float32
-    model never exists. The embedding (tied head) stays float32, as the NF4 loader keeps it."""
+    """SCALE_MODELS[name] with ``layers`` layers (None: all of them) and random weights (N(0, 0.02²), norms 1,
+    biases 0), built tensor by tensor as ``load_model`` reads a file: under a 4-bit ``base`` each Linear weight
+    is drawn, quantized (NF4 with double quantization, or a GGUF type such as "gguf:Q4_0") and dropped, so the
+    float32 model never exists, and the tied embedding / head is kept as the bf16 words of a bf16 checkpoint
+    (``bf16_table``), as the hub ships these models and ``load_model(..., quantize="nf4")`` keeps them."""
     import lora_np
     from lora_np.io.quantized_load import fill_quantized
     from lora_np.models.llama import Llama, LlamaConfig
     from lora_np.quant.gguf_weight import GGUFWeight
-    config = LlamaConfig(**{**SCALE_MODELS[name], "num_hidden_layers": layers})
+    config = LlamaConfig(**{**SCALE_MODELS[name], "num_hidden_layers": scale_layers(name, layers)})
     lora_np.manual_seed(0)
     if base == "float32":
         return Llama(config)
@@ -202,9 +223,12 @@ def scale_model(name, base, layers):
         fill = {"weight": np.ones, "bias": np.zeros}[n.rpartition(".")[2]] if "norm" in n or "bias" in n else None
         return fill(shapes[n], np.float32) if fill else rng.standard_normal(shapes[n], np.float32) * np.float32(0.02)
 
+    def table(n):
+        return bf16_table(shapes[n], rng) if n == "model.embed_tokens.weight" else None
+
     gguf_type = base.partition(":")[2] or None
     linear = (lambda n: GGUFWeight.from_float(read(n), gguf_type)) if gguf_type else None
-    return fill_quantized(model, "", read, ("nf4", 64, True, np.float32), linear)
+    return fill_quantized(model, "", read, ("nf4", 64, True, np.float32), linear, table)
 
 
 def scale_train(case):
@@ -566,6 +590,81 @@ def profile_train(name, base, steps=2, top=25):
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
+def _saved_arrays(obj, found, seen, depth=0):
+    """The arrays a backward closure holds (through its cells, tuples and nested closures), by the buffer
+    each one views: {id(buffer): bytes}."""
+    import types
+    if depth > 4 or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        while isinstance(obj.base, np.ndarray):
+            obj = obj.base
+        found[id(obj)] = obj.nbytes
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            _saved_arrays(item, found, seen, depth + 1)
+    elif isinstance(obj, types.FunctionType):
+        for cell in obj.__closure__ or ():
+            try:
+                _saved_arrays(cell.cell_contents, found, seen, depth + 1)
+            except ValueError:  # an empty cell
+                pass
+
+
+def profile_memory(name, base):
+    """``--profile-memory``: what one LoRA step (as ``ours_train``, random weights, no checkpoint) holds for
+    its backward. After a warm step (AdamW's state exists), the next step's graph is walked once its loss is
+    formed: every array its backward closures hold, each buffer counted once, for the first op that holds it,
+    summed by op (the LoRA parameters A, B are counted too, under ``matmul`` / ``lora_linear``); then the
+    step's tracemalloc peak (NumPy reports its buffers to tracemalloc) above what was allocated before it.
+    ``base``: ``float32``, or ``bf16`` (``quantize_model(..., "bf16")`` and the tied table as bf16 words, as
+    ``load_model(path, quantize="bf16")`` holds a bf16 checkpoint)."""
+    import collections
+    import tracemalloc
+    import lora_np
+    from lora_np.autograd import _topological_order
+    from lora_np.optim import AdamW
+    from lora_np.quant.bf16 import Bf16Weight
+    from lora_np.quant.table import FrozenTable
+    model = native_model(name)
+    if base == "bf16":
+        lora_np.quantize_model(model, "bf16")
+        embed = model.model.embed_tokens
+        embed.weight = FrozenTable(Bf16Weight.from_float(embed.weight.data.T))
+    lora_np.add_lora(model.train(), lora_np.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, target_modules=PROJECTIONS))
+    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, y = tokens(MODELS[name]["config"]["vocab_size"], *MODELS[name]["shape"])
+
+    def step(census=None):
+        _, loss = model(x, y)
+        if census is not None:
+            owner = {}
+            for node in _topological_order(loss._node):
+                found = {}
+                _saved_arrays(node.backward, found, set()) if node.leaf is None else None
+                for buffer, nbytes in found.items():
+                    if buffer not in owner:
+                        owner[buffer] = node.op
+                        census[node.op] += nbytes
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    census = collections.Counter()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    step(census)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    t, b = MODELS[name]["shape"]
+    print(f"{name}, {base} base, LoRA step T {t} x B {b}: the graph holds {sum(census.values()) / 2 ** 20:.1f} MiB "
+          f"for the backward once the loss is formed; the step's peak is {peak / 2 ** 20:.1f} MiB above its start")
+    for op, nbytes in census.most_common():
+        print(f"  {op}: {nbytes / 2 ** 20:.1f} MiB")
+
+
 def native_config(name):
     """(family, config): lora_np's config for ``MODELS[name]``, read from the fields transformers' config
     takes (the family's ``config_from_hf``, as from a config.json)."""
@@ -583,17 +682,20 @@ def native_model(name):
     return family.model_class(config)
 
 
-def run_scale(args):
+def run_scale(args, start):
     """``--scale``: each SCALE_MODELS shape at ``--layers`` layers, its bases stepping in turn (T 512 x B 1,
-    LoRA r=16 on every projection, checkpointing); writes ``--out`` (default results_scale)."""
+    LoRA r=16 on every projection, checkpointing); writes ``--out`` (default results_scale) after each model,
+    so that a long full-depth run keeps what it has measured."""
     results = {"load": [round(os.getloadavg()[0], 1)], "layers": args.layers,
-               "date": time.strftime("%Y-%m-%d %H:%M UTC")}
+               "date": time.strftime("%Y-%m-%d %H:%M UTC"),
+               "command": " ".join(["python benchmarks/bench_llm.py", *sys.argv[1:]])}
     for name in SCALE_MODELS:
         sides = {base: {"kind": "scale_train", "model": name, "base": base, "layers": args.layers}
                  for base in args.bases}
         results[name] = interleaved(__file__, sides, args.warmup, args.steps)
         print(name, json.dumps({k: {m: v[m] for m in ("ms", "peak_rss_mb", "train_peak_rss_mb")}
                                 for k, v in results[name].items()}), flush=True)
+        finish(args, results, start, report_scale)
     return results
 
 
@@ -605,19 +707,22 @@ def report_scale(results, seconds):
         f32 = results[name].get("float32")
         for base, r in results[name].items():
             ratio = f"{r['ms'] / f32['ms']:.2f}" if f32 else "(float32 not run)"
-            lines.append(f"| {name} | {results['layers']} | {base} | {r['ms']:,.0f} | "
+            lines.append(f"| {name} | {scale_layers(name, results['layers'])} | {base} | {r['ms']:,.0f} | "
                          f"{np.median(r['step_cpu_ms']):,.0f} | {1000 * t * b / r['ms']:.1f} | "
                          f"{r['peak_rss_mb']:,.0f} | {r['train_peak_rss_mb']:,.0f} | {ratio} |")
     return "\n".join([
         "# A 4-bit frozen base at Qwen2.5-1.5B's and Llama-3.2-1B's shapes", "",
-        f"Random weights built in memory (no checkpoint), real widths and vocabularies, {results['layers']} layers; "
+        "Random weights built in memory (no checkpoint), real widths and vocabularies, "
+        f"{'every layer' if results['layers'] is None else str(results['layers']) + ' layers'}; "
         f"T {t} x B {b}, LoRA r={LORA_R} (α={2 * LORA_R}) on every projection, AdamW, gradient checkpointing. "
-        "nf4: NF4 with double quantization; gguf:Q4_0: llama.cpp's Q4_0 blocks; the tied embedding stays float32.",
+        "nf4: NF4 with double quantization; gguf:Q4_0: llama.cpp's Q4_0 blocks; under both the tied embedding / LM "
+        "head is kept as a bf16 checkpoint's words (a FrozenTable, as `load_model(..., quantize=\"nf4\")` keeps a bf16 "
+        "folder's), float32 for the float32 base.",
         f"Machine: {machine_description()}; {THREADS} threads per process, the bases stepping in turn. "
         f"{results['date']}, one run ({seconds:.0f} s), load average {results['load']} before and after "
         "(a 2-core machine shared with other work: wall times move with the load; step CPU is all threads').", "",
         *lines, "",
-        f"Command: `python benchmarks/bench_llm.py --scale --layers {results['layers']}`", ""])
+        f"Command: `{results.get('command', 'python benchmarks/bench_llm.py --scale')}`", ""])
 
 
 def _scale_split(stats):
@@ -662,7 +767,8 @@ def profile_scale(name, base, layers):
     profiler.runcall(step)
     split = _scale_split(pstats.Stats(profiler).stats)
     total = sum(split.values())
-    print(f"{name}, {base}, {layers} layers: {plain:.2f} CPU s per step unprofiled; profiled {total:.2f} s: " +
+    print(f"{name}, {base}, {scale_layers(name, layers)} layers: {plain:.2f} CPU s per step unprofiled; "
+          f"profiled {total:.2f} s: " +
           ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in split.items()), flush=True)
     return {"model": name, "base": base, "layers": layers, "cpu_s": plain, "split_s": split,
             "load": round(os.getloadavg()[0], 1), "date": time.strftime("%Y-%m-%d %H:%M UTC")}
@@ -701,8 +807,12 @@ def main(argv=None):
     parser.add_argument("--profile-train", choices=("float32", "bf16", "random"),
                         help="profile LoRA training steps in this process (OPENBLAS_NUM_THREADS=1 "
                              "LORA_NP_NUM_THREADS=1): on a bf16 checkpoint with that base, or on random weights")
+    parser.add_argument("--profile-memory", choices=("float32", "bf16"),
+                        help="what a LoRA step holds for its backward, by op, and its tracemalloc peak "
+                             "(in this process)")
     parser.add_argument("--scale", action="store_true", help="a 4-bit base at Qwen2.5-1.5B / Llama-3.2-1B shapes")
-    parser.add_argument("--layers", type=int, default=2, help="--scale, --profile-scale: decoder layers")
+    parser.add_argument("--layers", type=lambda v: None if v == "full" else int(v), default=2,
+                        help="--scale, --profile-scale: decoder layers, or 'full' for the model's own depth")
     parser.add_argument("--bases", nargs="+", default=list(SCALE_BASES), choices=SCALE_BASES, help="--scale's bases")
     parser.add_argument("--profile-scale", choices=list(SCALE_MODELS), help="profile one --scale step of each of "
                         "--bases in this process (OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1)")
@@ -713,12 +823,13 @@ def main(argv=None):
         return write_scale_profile([profile_scale(args.profile_scale, base, args.layers) for base in args.bases], out)
     if args.scale and not args.worker:
         args.out = str(HERE / "results_scale") if args.out == str(HERE / "results_llm") else args.out
-        start = time.perf_counter()
-        return finish(args, run_scale(args), start, report_scale)
+        return run_scale(args, time.perf_counter())
     if args.profile_decode:
         return [profile_decode(name, args.profile_decode) for name in names]
     if args.profile_train:
         return [profile_train(name, args.profile_train) for name in names]
+    if args.profile_memory:
+        return [profile_memory(name, args.profile_memory) for name in names]
     if args.out == str(HERE / "results_llm"):
         args.out = str(HERE / ("results_llm_decode" if args.decode else "results_llm_bf16" if args.bf16
                                else FAMILIES[args.family][1]))

@@ -9,6 +9,13 @@ is fine) and walks them from the output to the leaves, handing each closure dL/d
 getting one gradient per input back. Leaves accumulate into ``.grad`` (``+=``) until zeroed; each
 node is freed as soon as it has been walked.
 
+An op that keeps an *input's* data for its backward asks ``saved_data(x)`` for it. Where x was made by
+an op that can remake it, bit for bit, from what that op keeps for its own backward anyway (its
+``remake``: RMSNorm's y = x̂ ⊙ w from its x̂, SwiGLU's h = silu(a) ⊙ b from a and b), the consumer
+keeps the remake instead of the array, so the output's memory is freed once the forward has used it
+(PyTorch's saved-tensor hooks used to recompute cheap activations). In a LoRA step the inputs of the
+adapters are such outputs: each layer then holds one array fewer per norm and per MLP.
+
 Operators (``+ - * / @ ** -x x[i]``) and methods (``.sum()``, ``.reshape()``...) are attached in
 ``lora_np/ops/__init__.py``, next to the ops they call.
 """
@@ -95,10 +102,10 @@ class Node:
     (None for inputs that need no gradient). A leaf's node points (weakly) to its Tensor instead.
     ``op`` names the op (the function whose closure ``backward`` is), for pictures of the graph."""
 
-    __slots__ = ("backward", "parents", "leaf", "op")
+    __slots__ = ("backward", "parents", "leaf", "op", "remake")
 
-    def __init__(self, backward, parents, leaf=None):
-        self.backward, self.parents, self.leaf = backward, parents, leaf
+    def __init__(self, backward, parents, leaf=None, remake=None):
+        self.backward, self.parents, self.leaf, self.remake = backward, parents, leaf, remake
         self.op = "leaf" if leaf is not None else getattr(backward, "op_name", backward.__qualname__.split(".")[0])
 
 
@@ -149,13 +156,16 @@ class Tensor:
         return self._node
 
     @classmethod
-    def _from_op(cls, data, parents, backward):
-        """The output of an op: records a Node only when grad mode is on and an input needs it."""
+    def _from_op(cls, data, parents, backward, remake=None):
+        """The output of an op: records a Node only when grad mode is on and an input needs it.
+        ``remake``: a function that returns ``data`` again, bit for bit, from arrays ``backward`` keeps
+        anyway (``saved_data``)."""
         out = cls.__new__(cls)
         out.data, out.grad, out._node = data, None, None
         out._requires_grad = _grad_enabled and any(p._requires_grad for p in parents)
         if out._requires_grad:
-            out._node = Node(backward, tuple(p._grad_node() if p._requires_grad else None for p in parents))
+            out._node = Node(backward, tuple(p._grad_node() if p._requires_grad else None for p in parents),
+                             remake=remake)
         return out
 
     # --- array facts -----------------------------------------------------------------------
@@ -234,7 +244,22 @@ def _run_backward(root, grad):
         for parent, parent_grad in zip(node.parents, node.backward(g)):
             if parent is not None and parent_grad is not None:
                 sums.add(parent, parent_grad, incoming=g)
-        node.backward, node.parents = _freed_graph, ()
+        node.backward, node.parents, node.remake = _freed_graph, (), None
+
+
+def saved_data(t):
+    """What an op keeps of its input Tensor ``t`` for its backward: a function returning ``t.data``.
+
+    When ``t`` is the output of a recorded op that gave a ``remake`` (``Tensor._from_op``), that is the
+    function: it builds the array again from what the producing op keeps for its own backward, so the
+    consumer holds no copy and ``t``'s memory is freed after the forward. The producer's backward runs
+    after the consumer's (it is an input of it), and the remake holds the arrays it reads, so they are
+    there when it is called. Otherwise the function returns the array itself, kept."""
+    node = t._node
+    if node is not None and node.remake is not None:
+        return node.remake
+    data = t.data
+    return lambda: data
 
 
 class _GradientSums:

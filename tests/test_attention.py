@@ -94,6 +94,22 @@ def test_sdpa_does_not_repeat_keys_and_values(rng):
     assert np.shares_memory(k5, k.data) and np.shares_memory(v5, v.data) and np.shares_memory(q5, q.data)
 
 
+def test_plain_kernels_keep_no_output_for_the_backward(rng):
+    """The plain kernels' backward reads q, k, v and P, never Y: once the op's output has been used
+    (Llama copies it into the merged (B, T, H·d) layout for o_proj), its memory is freed."""
+    import gc
+    import weakref
+    q, k, v = (Tensor(rng.standard_normal((1, 2, 8, 4)), requires_grad=True) for _ in range(3))
+    y = ops.scaled_dot_product_attention(q, k, v, flash_min_t=float("inf"))
+    probe = weakref.ref(y.data if y.data.base is None else y.data.base)
+    merged = y.swapaxes(1, 2).reshape(1, 8, 8)
+    del y
+    gc.collect()
+    assert probe() is None
+    merged.sum().backward()
+    assert q.grad is not None
+
+
 @pytest.mark.parametrize("shapes, message", [
     (((1, 4, 3, 2), (1, 3, 3, 2), (1, 3, 3, 2)), "H a multiple of Hkv"),
     (((1, 4, 3, 2), (1, 2, 3, 5), (1, 2, 3, 5)), "do not fit"),

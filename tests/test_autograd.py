@@ -108,6 +108,56 @@ def test_activations_live_only_while_a_backward_needs_them(weight_trains):
     assert x.grad is not None
 
 
+def _rms_norm_producer(rng):
+    x, w = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((2, 3, 8), (8,)))
+    return (x, w), lambda x, w: ops.rms_norm(x, w)
+
+
+def _layer_norm_producer(rng):
+    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((2, 3, 8), (8,), (8,)))
+    return (x, w, b), lambda x, w, b: ops.layer_norm(x, w, b)
+
+
+def _swiglu_producer(rng):
+    a, b = (Tensor(rng.standard_normal((2, 3, 8)), requires_grad=True) for _ in range(2))
+    return (a, b), lambda a, b: ops.swiglu(a, b)
+
+
+def _lora_consumer(x, A, B):
+    w = Tensor(np.linspace(-1.0, 1.0, 8 * 5).reshape(8, 5))  # frozen base
+    return ops.lora_linear(x, w, None, A, B, 2.0)
+
+
+def _matmul_consumer(x, A, B):  # the adapter composed of matmuls, as a quantized base's LoRA layer runs it
+    return ops.matmul(ops.matmul(x, A.T), B.T)
+
+
+@pytest.mark.parametrize("producer", [_rms_norm_producer, _layer_norm_producer, _swiglu_producer])
+@pytest.mark.parametrize("consumer", [_lora_consumer, _matmul_consumer])
+def test_an_input_its_producer_remakes_is_not_kept(producer, consumer, rng):
+    """``saved_data``: a LoRA adapter needs its input X for dL/dA = (dL/dH)ᵀ X. When X is RMSNorm's
+    y = x̂ ⊙ w, LayerNorm's x̂ ⊙ w + b or SwiGLU's h = silu(a) ⊙ b, whose ops keep x̂ (a and b) anyway,
+    the adapter keeps their remake instead: X's memory is freed after the forward, the remade X equals
+    it bit for bit, and the gradients still agree with central differences (float64)."""
+    import gc
+    import weakref
+    inputs, make = producer(rng)
+    A, B = Tensor(rng.standard_normal((4, 8)), requires_grad=True), Tensor(rng.standard_normal((5, 4)),
+                                                                          requires_grad=True)
+    x = make(*inputs)
+    first = x.data.copy()
+    assert np.array_equal(x._node.remake(), first)              # the same bits
+    probe = weakref.ref(x.data if x.data.base is None else x.data.base)
+    y = consumer(x, A, B)
+    del x
+    gc.collect()
+    assert probe() is None                                       # nothing kept it
+    y.sum().backward()
+    assert A.grad is not None
+    n = len(inputs)
+    assert ln.gradcheck(lambda *t: consumer(make(*t[:n]), *t[n:]), [*inputs, A, B])
+
+
 def test_shared_subexpression_gets_both_contributions():
     # y = a·b + a, with a used twice: dy/da = b + 1
     a = Tensor(np.array([2.0, 3.0]), requires_grad=True)

@@ -104,6 +104,35 @@ def test_bf16_model_keeps_its_tables_frozen_and_computes_the_float32_model(tmp_p
     assert ours.model.embed_tokens.weight.shape == (300, 64) and not ln.is_quantized(ours)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_nf4_load_of_a_bf16_file_keeps_its_tables_as_words(tmp_path, rng, tied):
+    """QLoRA from a bf16 folder (as the hub ships models): the Linear weights become NF4 codes and the
+    embedding / LM head stay the file's bf16 words (half of float32, the bulk of a 1.5B model's memory
+    under NF4), and the LoRA step computes what the same NF4 model with float32 tables of those values
+    computes; a float32 file's tables stay float Parameters."""
+    tiny_hf_llama(tmp_path, "qwen2", dtype=torch.bfloat16, tie_word_embeddings=tied, **WIDE)
+    ours = ln.load_model(tmp_path, quantize="nf4", block_size=32)
+    ref = ln.quantize_model(ln.load_model(tmp_path), "nf4", 32)
+    tables = [ours.model.embed_tokens.weight] + ([] if tied else [ours.lm_head.weight])
+    assert all(isinstance(t, FrozenTable) and t.store.codes.dtype == np.uint16 for t in tables)
+    assert np.array_equal(ours.model.embed_tokens.weight.dequantize(), ref.model.embed_tokens.weight.data)
+    idx = rng.integers(0, 300, size=(2, 9))
+    grads = []
+    for model in (ours, ref):
+        ln.manual_seed(0)
+        ln.add_lora(model.train(), ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
+                                                 init_lora_weights="gaussian"))
+        _, loss = model(idx, np.roll(idx, -1, axis=1))
+        loss.backward()
+        grads.append((loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    for name, g in grads[1][1].items():
+        np.testing.assert_allclose(grads[0][1][name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+    tiny_hf_llama(tmp_path / "f32", "qwen2", tie_word_embeddings=tied, **WIDE)
+    f32 = ln.load_model(tmp_path / "f32", quantize="nf4", block_size=32)
+    assert isinstance(f32.model.embed_tokens.weight, ln.Parameter)
+
+
 def test_gguf_model_keeps_its_table_in_blocks(tmp_path, rng):
     pytest.importorskip("gguf")
     from gguf_files import write_tiny_gguf
@@ -158,3 +187,29 @@ def test_fused_head_never_widens_the_whole_table(rng):
     finally:
         tracemalloc.stop()
     assert peak < 0.75 * 200_000 * 32 * 4, peak
+
+
+def test_a_recomputation_keeps_decoded_weights_within_its_budget(monkeypatch, rng):
+    """``checkpointing.may_keep``: with room for the attention projections only (q, k, v, o: 48 KB of float32
+    at this width), the recomputation keeps those and the MLP's weights are decoded again for dL/dX; the
+    gradients are the same bits as keeping everything (the same decoded values, the same GEMMs)."""
+    config = ln.models.llama.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    idx = rng.integers(0, 300, size=(2, 9))
+    decoded_again = []
+    band = Bf16Weight.band
+    monkeypatch.setattr(Bf16Weight, "band", lambda self, *a: (len(a) == 4 and decoded_again.append(self.shape))
+                        or band(self, *a))
+    grads = []
+    for keep_bytes in (1 << 30, 4 * (64 * 64 * 2 + 64 * 32 * 2)):
+        monkeypatch.setattr("lora_np.nn.checkpointing.KEEP_BYTES", keep_bytes)
+        ln.manual_seed(0)
+        model = ln.quantize_model(ln.models.llama.Llama(config), "bf16").train()
+        ln.add_lora(model, ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="gaussian"))
+        model.gradient_checkpointing_enable()
+        decoded_again.clear()
+        model(idx, np.roll(idx, -1, axis=1))[1].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert set(decoded_again) == {(64, 96), (96, 64)}  # gate / up and down, in both layers
+    for name, g in grads[0].items():
+        np.testing.assert_array_equal(grads[1][name], g, err_msg=name)

@@ -20,7 +20,13 @@ flow back if they require grad.
 
 ``is_recomputing()`` is True while a recomputation runs: its graph is backpropagated at once, so an
 op may keep in it what it would otherwise compute twice (a quantized base keeps its decoded weight
-for dL/dX instead of decoding it again, ``quant/linear_op.py``), at the cost of one block's worth.
+for dL/dX instead of decoding it again, ``quant/linear_op.py``). What a recomputation keeps that way is
+held at the step's peak, beside every checkpointed input, so it is bounded: ``may_keep(nbytes)`` grants
+at most KEEP_BYTES per recomputation, first come first served. At SmolLM2-135M's and Qwen3-0.6B's
+widths a whole block's decoded weights fit (14 and 60 MiB); at 1-1.5B widths the attention projections
+do (22 MiB at Qwen2.5-1.5B) and the MLP's are decoded again in the backward: keeping them all would add
+187 MiB (Qwen2.5-1.5B) or 243 MiB (Llama-3.2-1B) to the peak, for a third decode that costs about 2% of
+the step.
 """
 
 from .. import generators
@@ -49,6 +55,8 @@ def _restore(state):
 
 
 _recomputing = [0]  # depth of recomputations running (a checkpointed block may hold another)
+KEEP_BYTES = 64 << 20  # what one recomputation may keep beyond its graph (``may_keep``)
+_kept = [0]            # bytes granted to the recomputation running
 
 
 def is_recomputing():
@@ -56,18 +64,29 @@ def is_recomputing():
     return _recomputing[0] > 0
 
 
+def may_keep(nbytes):
+    """Inside a recomputation, whether an op may keep ``nbytes`` more for its backward (counted if so):
+    True while the recomputation's grants stay within KEEP_BYTES; False outside one."""
+    if not is_recomputing() or _kept[0] + nbytes > KEEP_BYTES:
+        return False
+    _kept[0] += nbytes
+    return True
+
+
 def _recompute(forward, args, kwargs, state, generator):
     """The forward again, recording its graph, with the captured module state and dropout generator;
     returns its output and the fresh leaves standing for the Tensor arguments."""
     leaves = [Tensor(a.data, requires_grad=a.requires_grad) if isinstance(a, Tensor) else a for a in args]
-    now = current_state(state)
+    now, kept_outside = current_state(state), _kept[0]
     _restore(state)
     _recomputing[0] += 1
+    _kept[0] = 0
     try:
         with enable_grad(), generators.replaying(generator):
             y = forward(*leaves, **kwargs)
     finally:
         _recomputing[0] -= 1
+        _kept[0] = kept_outside
         _restore(now)
     return y, leaves
 

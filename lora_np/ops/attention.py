@@ -235,10 +235,10 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, training=T
     need = (q.requires_grad, k.requires_grad, v.requires_grad)
     y, attention_backward = attention_arrays(qd, kd, vd, causal, dropout_p, need, window=window,
                                              flash_min_t=flash_min_t)
-    shapes = (q.shape, k.shape, v.shape)
+    shapes, y_shape = (q.shape, k.shape, v.shape), y.shape  # the shape only: the plain kernels' backward needs no Y
 
     def backward(g):
-        grads = attention_backward(g.reshape(y.shape))
+        grads = attention_backward(g.reshape(y_shape))
         return tuple(None if d is None else d.reshape(shape) for d, shape in zip(grads, shapes))
 
     return Tensor._from_op(y.reshape(q.shape[:-1] + v.shape[-1:]), (q, k, v), backward)

@@ -9,7 +9,9 @@ and it is symmetric, so
 (the sums over every axis but the last). One pass instead of the ten small ops (and ten saved
 arrays) that composing mean, sub, pow, sqrt and div would need. Rows are independent, so the
 forward and dx kernels run on blocks of rows (``parallel.for_rows``); the backward hands dx's blocks and
-the two parameter sums beside them to the threads at once (``parallel.run_tasks``).
+the two parameter sums beside them to the threads at once (``parallel.run_tasks``). y is not kept beside
+x̂: a consumer that needs it for its own backward (GPT-2's c_attn / c_fc LoRA adapters, for dL/dA) gets
+it again as x̂ ⊙ w + b, the same two operations, the same bits (``autograd.saved_data``).
 Plain version: ``lora_np.ops.reference.layer_norm``.
 """
 
@@ -38,10 +40,15 @@ def layer_norm_kernel(y, xhat, rstd, x, w, b, eps):
     xp.multiply(xhat, xhat, out=y)                       # (x - μ)², in y until y is written
     xp.divide(1.0, xp.sqrt(row_mean(y) + eps), out=rstd)  # r = 1/√(σ² + eps), σ² = mean((x - μ)²)
     xhat *= rstd                                         # x̂ = (x - μ) r
+    scale_shift(y, xhat, w, b)
+
+
+def scale_shift(y, xhat, w, b):
+    """y = x̂ ⊙ w + b (w, b: None for none)."""
     if w is None:
         y[...] = xhat
     else:
-        xp.multiply(xhat, w, out=y)                      # y = x̂ ⊙ w
+        backend.xp.multiply(xhat, w, out=y)              # y = x̂ ⊙ w
     if b is not None:
         y += b                                           #     + b
 
@@ -85,4 +92,9 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
                             *((partial(column_sum, g2, out=db),) if need_b else ())])
         return (None if dx is None else dx.reshape(shape),) + ((dw,) if has_w else ()) + ((db,) if has_b else ())
 
-    return Tensor._from_op(y.reshape(shape), parents, backward)
+    def remake():  # y = x̂ ⊙ w + b again from the x̂ the backward keeps (autograd.saved_data)
+        y_again = xp.empty_like(xhat)
+        scale_shift(y_again, xhat, w, b)
+        return y_again.reshape(shape)
+
+    return Tensor._from_op(y.reshape(shape), parents, backward, remake)

@@ -32,7 +32,7 @@ Plain version: ``lora_np.ops.reference.lora_linear``.
 """
 
 from .. import backend, parallel
-from ..autograd import Tensor
+from ..autograd import Tensor, saved_data
 from ..checks import check_probability
 from .dropout import dropout_mask
 from .linear import check_linear_shapes, linear_backward
@@ -107,7 +107,9 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
     need_A, need_B = lora_A.requires_grad, lora_B.requires_grad
     x_shape, has_bias = x.shape, bias is not None
     X_saved = X if need_w else None
-    X_tilde_saved = X_tilde if need_A else None
+    # dL/dA needs X̃: without dropout it is X, which its producer may remake (autograd.saved_data) rather than
+    # this op keeping it
+    keep_X_tilde = (saved_data(x) if M is None else lambda: X_tilde) if need_A else None
 
     def backward(g):
         G = g.reshape(-1, n_out)
@@ -116,7 +118,7 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
         dX = lora_dx(G, dH, W, A, B, s, M, p).reshape(x_shape) if need_x else None
         _, dW, db = linear_backward(G, X_saved, W, False, need_w, need_b)
         dB = parallel.matmul(G.T, sH) if need_B else None          # s Gᵀ H
-        dA = parallel.matmul(dH.T, X_tilde_saved) if need_A else None   # (dL/dH)ᵀ X̃
+        dA = parallel.matmul(dH.T, keep_X_tilde().reshape(dH.shape[0], -1)) if need_A else None  # (dL/dH)ᵀ X̃
         return (dX, dW) + ((db,) if has_bias else ()) + (dA, dB)
 
     return Tensor._from_op(Y.reshape(*x.shape[:-1], n_out), parents, backward)

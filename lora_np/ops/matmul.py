@@ -6,7 +6,7 @@ computed as a single (N, n) @ (n, m) product, the shape BLAS is fastest at.
 """
 
 from .. import parallel
-from ..autograd import Tensor
+from ..autograd import Tensor, saved_data
 from .broadcast import broadcast_shape, unbroadcast
 
 
@@ -54,13 +54,13 @@ def matmul(a, b):
     y = _matmul_nd(a_data, b_data)
     out_shape = y.shape[:-2] + (y.shape[-2],) * (a.ndim > 1) + (y.shape[-1],) * (b.ndim > 1)
     y_shape, a_shape, b_shape = y.shape, a.shape, b.shape
-    a_saved = a_data if b.requires_grad else None  # dL/dB needs A; dL/dA needs B
+    keep_a = saved_data(a) if b.requires_grad else None  # dL/dB needs A (its producer may remake it); dL/dA needs B
     b_saved = b_data if a.requires_grad else None
 
     def backward(g):
         g = g.reshape(y_shape)
         ga = None if b_saved is None else unbroadcast(_matmul_nd(g, _swap(b_saved)), a_data_shape).reshape(a_shape)
-        gb = None if a_saved is None else _grad_b(a_saved, g, b_data_shape).reshape(b_shape)
+        gb = None if keep_a is None else _grad_b(keep_a().reshape(a_data_shape), g, b_data_shape).reshape(b_shape)
         return ga, gb
 
     return Tensor._from_op(y.reshape(out_shape), (a, b), backward)

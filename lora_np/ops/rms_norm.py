@@ -63,4 +63,7 @@ def rms_norm(x, weight, eps=1e-6):
         dw = xp.einsum("ni,ni->i", g2, xhat) if need_w else None
         return dx, dw
 
-    return Tensor._from_op(y.reshape(shape), (x, weight), backward)
+    def remake():  # y = x̂ ⊙ w again from the x̂ the backward keeps (autograd.saved_data)
+        return xp.multiply(xhat, w).reshape(shape)
+
+    return Tensor._from_op(y.reshape(shape), (x, weight), backward, remake)

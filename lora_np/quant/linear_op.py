@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import backend, ops, parallel
 from ..autograd import Tensor, is_grad_enabled
-from ..nn.checkpointing import is_recomputing
+from ..nn.checkpointing import may_keep
 from ..ops.lora_linear import check_lora_shapes
 
 BAND = 1 << 22
@@ -75,10 +75,10 @@ def check_quant_shapes(x, qweight, bias, op="quant_linear"):
 def quant_linear(x, qweight, bias=None):
     """y = x·deq(Q)ᵀ + b for x (..., in).   Grads: dX = G deq(Q), db = Σ G; none for Q.
 
-    Inside a checkpointed block's recomputation (``nn.checkpointing.is_recomputing``), whose backward
-    follows at once, the decoded bands are kept (one (out, in) float array, freed with the block's
-    graph) and dX = G deq(Q) reads them: Q is decoded twice per step (forward, recomputation) instead of
-    three times."""
+    Inside a checkpointed block's recomputation, whose backward follows at once, the decoded bands are
+    kept (one (out, in) float array, freed with the block's graph) as far as the recomputation's budget
+    allows (``nn.checkpointing.may_keep``) and dX = G deq(Q) reads them: Q is decoded twice per step
+    (forward, recomputation) instead of three times."""
     check_quant_shapes(x, qweight, bias)
     xp = backend.xp
     n_in, n_out = qweight.shape
@@ -86,7 +86,8 @@ def quant_linear(x, qweight, bias=None):
     b = None if bias is None else bias.data
     y = xp.empty((x2.shape[0], n_out), dtype=x2.dtype)
     need_x, need_b = x.requires_grad, bias is not None and bias.requires_grad
-    kept = xp.empty((n_out, n_in), dtype=x2.dtype) if need_x and is_grad_enabled() and is_recomputing() else None
+    keep = need_x and is_grad_enabled() and may_keep(n_out * n_in * x2.itemsize)
+    kept = xp.empty((n_out, n_in), dtype=x2.dtype) if keep else None
     edges = _bands(n_out, n_in, qweight.band_floats)
     buffer = None if kept is not None else xp.empty(max(np.diff(edges)) * n_in, dtype=x2.dtype)
     for r0, r1 in zip(edges[:-1], edges[1:]):
