@@ -43,7 +43,7 @@ from .checks import check_int
 
 GRAIN = 1 << 16  # elements per block: big enough to amortise a task, small enough to stay in cache
 SMALL_GEMM = 1 << 22  # multiply-adds below which a GEMM is one BLAS call: a hand-off costs more than it saves
-SMALL_GEMV_WEIGHT = 1 << 18  # ... unless its weight (k·m) is this big: a few rows' time is reading the weight
+SMALL_GEMV_WEIGHT = 1 << 20  # ... unless its weight (k·m) is this big: a few rows' time is reading the weight
 GEMM_MIN_SIDE = 256  # rows (or columns) of a GEMM block below which BLAS runs at a fraction of its rate
 
 _threads = None
@@ -266,7 +266,10 @@ def gemm_split(n, k, m):
     A GEMM of a few rows (a decode step's GEMV, n = 1) does few multiply-adds but reads its whole
     (k, m) weight from memory: from SMALL_GEMV_WEIGHT weight elements on, its columns are split too,
     so that each thread streams half of the weight (one core alone does not reach the memory's
-    bandwidth). BLAS's own threads are never the choice inside lora_np: between two GEMMs they would
+    bandwidth). On the idle 2-core AMD EPYC, greedy decoding (``benchmarks/bench_gemv_split.py``,
+    2026-12-07) ran at 9.9 / 13.2 / 13.0 / 12.9 tokens/s at SmolLM2-135M's shape with this threshold
+    at 2¹⁸ / 2²⁰ / 2²² / never, and 4.9 / 5.1 / 4.7 / 4.7 at Qwen3-0.6B's: a hand-off pays from
+    about a million weights. BLAS's own threads are never the choice inside lora_np: between two GEMMs they would
     spin against the elementwise kernels on our threads, and on a shared machine they slow a GEMM
     down several times (``python benchmarks/bench_train.py --gemm``: benchmarks/results.md).
     """
