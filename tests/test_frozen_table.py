@@ -33,6 +33,22 @@ def _tables(rng, dtype=np.float32):
     return tables
 
 
+def assert_same_lora_step(ours, ref, idx):
+    """The same seeded LoRA on both models: the same loss and the same adapter gradients (float32 rounding)."""
+    grads = []
+    for model in (ours, ref):
+        ln.manual_seed(0)
+        ln.add_lora(model.train(), ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
+                                                 init_lora_weights="gaussian"))
+        _, loss = model(idx, np.roll(idx, -1, axis=1))
+        loss.backward()
+        grads.append((loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    assert grads[0][1].keys() == grads[1][1].keys()
+    for name, g in grads[1][1].items():
+        np.testing.assert_allclose(grads[0][1][name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lookup_logits_and_fused_head_equal_the_plain_references(rng, dtype):
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
@@ -86,18 +102,7 @@ def test_bf16_model_keeps_its_tables_frozen_and_computes_the_float32_model(tmp_p
     with ln.no_grad():
         np.testing.assert_allclose(ours(idx)[0].data, ref(idx)[0].data, rtol=1e-4, atol=1e-5)
     assert np.array_equal(ours.generate(idx[:1, :4], 5, temperature=0), ref.generate(idx[:1, :4], 5, temperature=0))
-    grads = []
-    for model in (ours, ref):
-        ln.manual_seed(0)
-        ln.add_lora(model.train(), ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
-                                                 init_lora_weights="gaussian"))
-        _, loss = model(idx, np.roll(idx, -1, axis=1))
-        loss.backward()
-        grads.append((loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
-    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
-    assert grads[0][1].keys() == grads[1][1].keys()
-    for name, g in grads[1][1].items():
-        np.testing.assert_allclose(grads[0][1][name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+    assert_same_lora_step(ours, ref, idx)
     trainable, total = ln.count_parameters(ours)
     assert (trainable, total) == ln.count_parameters(ref)
     ln.dequantize_model(ours)
@@ -117,17 +122,7 @@ def test_nf4_load_of_a_bf16_file_keeps_its_tables_as_words(tmp_path, rng, tied):
     assert all(isinstance(t, FrozenTable) and t.store.codes.dtype == np.uint16 for t in tables)
     assert np.array_equal(ours.model.embed_tokens.weight.dequantize(), ref.model.embed_tokens.weight.data)
     idx = rng.integers(0, 300, size=(2, 9))
-    grads = []
-    for model in (ours, ref):
-        ln.manual_seed(0)
-        ln.add_lora(model.train(), ln.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
-                                                 init_lora_weights="gaussian"))
-        _, loss = model(idx, np.roll(idx, -1, axis=1))
-        loss.backward()
-        grads.append((loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
-    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
-    for name, g in grads[1][1].items():
-        np.testing.assert_allclose(grads[0][1][name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+    assert_same_lora_step(ours, ref, idx)
     tiny_hf_llama(tmp_path / "f32", "qwen2", tie_word_embeddings=tied, **WIDE)
     f32 = ln.load_model(tmp_path / "f32", quantize="nf4", block_size=32)
     assert isinstance(f32.model.embed_tokens.weight, ln.Parameter)
