@@ -2,7 +2,7 @@
 
 Oracle: ``gguf.quants`` (the gguf package, llama.cpp's reader): ``<TYPE>.dequantize_blocks`` on random
 blocks and ``gguf.quants.dequantize`` on the real tensors of the shipped GGUF files (SmolLM2's Q4_1 and
-Q8_0). Equal bit for bit, NaN and infinity included, not to a tolerance.
+Q8_0; Gemma 3's Q6_K: tests/test_gguf.py). Equal bit for bit, NaN and infinity included, not to a tolerance.
 """
 
 import numpy as np
@@ -18,13 +18,15 @@ from real_models import smollm2_gguf  # noqa: E402
 
 def random_blocks(type_name, n, rng):
     """n blocks of random bytes whose float16 scales are random finite values, zeros, subnormals,
-    infinities and NaNs (every bit pattern the file format allows)."""
+    infinities and NaNs (every bit pattern the file format allows). Q6_K's d is its last two bytes, after
+    its 16 int8 sub-block scales (random bytes: every int8)."""
     _, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
     blocks = rng.integers(0, 256, (n, type_size), dtype=np.uint8)
     n_scales = 2 if type_name == "Q4_1" else 1
     scales = (rng.standard_normal((n, n_scales)) * 10.0 ** rng.integers(-7, 4, (n, n_scales))).astype(np.float16)
     scales[:8] = np.array([0, -0.0, 6e-8, -6e-8, np.inf, -np.inf, np.nan, 65504], np.float16)[:, None]
-    blocks[:, :2 * n_scales] = scales.view(np.uint8)
+    first = type_size - 2 if type_name == "Q6_K" else 0
+    blocks[:, first:first + 2 * n_scales] = scales.view(np.uint8)
     return blocks
 
 
@@ -40,8 +42,9 @@ def test_random_blocks_decode_as_gguf_does(type_name):
     ref = getattr(gguf.quants, type_name).dequantize_blocks(blocks)
     assert same_bits(decode_blocks(type_name, blocks), ref)
     assert same_bits(reference_decode(type_name, blocks), ref)
-    out = np.full((3000 * 32,), np.nan, np.float32)  # into the caller's array, as the kept tile is written
-    assert decode_blocks(type_name, blocks, out).base is out and same_bits(out.reshape(-1, 32), ref)
+    size = ref.shape[1]  # 32 values a block; Q6_K's 256
+    out = np.full((3000 * size,), np.nan, np.float32)  # into the caller's array, as the kept tile is written
+    assert decode_blocks(type_name, blocks, out).base is out and same_bits(out.reshape(-1, size), ref)
     odd = blocks[1::3]  # strided rows (a column band of a tile) are copied first
     assert same_bits(decode_blocks(type_name, odd), getattr(gguf.quants, type_name).dequantize_blocks(odd))
 

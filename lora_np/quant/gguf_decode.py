@@ -1,4 +1,5 @@
-"""Fast NumPy decoders for the GGUF block types a LoRA base is trained on: Q4_0, Q4_1, Q5_0 and Q8_0.
+"""Fast NumPy decoders for the GGUF block types a LoRA base is trained on: Q4_0, Q4_1, Q5_0 and Q8_0,
+and Q6_K, the type llama.cpp's quantizer gives a model's output / tied token table.
 
 A block of 32 weights, as llama.cpp lays it out (little-endian):
 
@@ -22,12 +23,24 @@ the caller's float32 array (``out``, e.g. the kept tile of ``linear_op.quant_lin
 3. ``out *= d`` per block (``out -= 8`` or ``16`` first for Q4_0 / Q5_0: exact in float32, as gguf's int8);
 4. ``out += m`` per block (Q4_1).
 
-Types without a decoder here (Q5_1, the K-quants, F16 ...) go to the reference (``decode_blocks``).
+Q6_K (llama.cpp's ``block_q6_K``): a super-block of 256 weights in 210 bytes, ql (128 bytes: the
+low 4 bits), qh (64 bytes: the high 2 bits), 16 int8 sub-block scales, d (float16):
+
+    w[i] = (d · scale[i // 16]) · (q[i] - 32),   q[i] = low 4 bits | high 2 bits << 4  (0..63)
+
+each half of 128 weights taking ql[64 h : 64 h + 64] and qh[32 h : 32 h + 32]: its four quarters of 32
+are the low nibbles of ql's first and second 32 bytes, then their high nibbles, and bits 0-1, 2-3, 4-5,
+6-7 of the 32 qh bytes. ``decode_q6_k`` builds the 6-bit codes on 32-bit words, widens them, subtracts
+32 and multiplies by d · scale, as gguf.quants.Q6_K does (the same float32 products: the same bits),
+~4x faster (its 4-D broadcast shifts: ~19 ns a weight on the AMD EPYC; here ~5).
+
+Types without a decoder here (Q5_1, Q4_K, Q5_K, F16 ...) go to the reference (``decode_blocks``).
 """
 
 import numpy as np
 
 BLOCK = 32
+SUPER_BLOCK = 256  # the K-quants' block
 _WORDS = {2: (np.uint16, np.uint16(0x0F0F)), 4: (np.uint32, np.uint32(0x0F0F0F0F))}
 
 
@@ -90,7 +103,34 @@ def decode_q8_0(blocks, out):
     return out
 
 
-FAST = {"Q4_0": decode_q4_0, "Q4_1": decode_q4_1, "Q5_0": decode_q5_0, "Q8_0": decode_q8_0}
+Q6_K_HALF_WORDS = 8  # a half's 32 qh bytes as 32-bit words
+_LOW_NIBBLES, _HIGH_BITS = np.uint32(0x0F0F0F0F), np.uint32(0x30303030)
+
+
+def decode_q6_k(blocks, out):
+    """w = d · scale · (q - 32) per sub-block of 16, into ``out`` (n, 256) float32 (blocks (n, 210))."""
+    n = blocks.shape[0]
+    codes = np.empty((n, 2, 4, 32), np.uint8)                     # (block, half, quarter, 32 weights)
+    ql = blocks[:, :128].copy().view(np.uint32)                   # aligned words of the low bits
+    codes[:, :, 0:2] = np.bitwise_and(ql, _LOW_NIBBLES).view(np.uint8).reshape(n, 2, 2, 32)
+    ql >>= np.uint32(4)
+    ql &= _LOW_NIBBLES
+    codes[:, :, 2:4] = ql.view(np.uint8).reshape(n, 2, 2, 32)
+    qh = blocks[:, 128:192].copy().view(np.uint32).reshape(n, 2, Q6_K_HALF_WORDS)
+    quarters = codes.view(np.uint32).reshape(n, 2, 4, Q6_K_HALF_WORDS)
+    for k in range(4):                                            # bits 2k, 2k+1 of qh -> bits 4, 5 of q
+        high = np.left_shift(qh, np.uint32(4 - 2 * k)) if k < 2 else np.right_shift(qh, np.uint32(2 * k - 4))
+        high &= _HIGH_BITS
+        quarters[:, :, k] |= high
+    sub_blocks = out.reshape(n, 16, 16)
+    np.copyto(sub_blocks, codes.reshape(n, 16, 16))
+    sub_blocks -= np.float32(32)
+    d = blocks[:, 208:210].copy().view(np.float16).astype(np.float32)
+    sub_blocks *= (d * blocks[:, 192:208].view(np.int8).astype(np.float32))[:, :, None]
+    return out
+
+
+FAST = {"Q4_0": decode_q4_0, "Q4_1": decode_q4_1, "Q5_0": decode_q5_0, "Q8_0": decode_q8_0, "Q6_K": decode_q6_k}
 
 
 def reference_decode(type_name, blocks):
@@ -109,5 +149,6 @@ def decode_blocks(type_name, blocks, out=None):
             return values
         np.copyto(out.reshape(values.shape), values)
         return out
-    out = np.empty((blocks.shape[0], BLOCK), np.float32) if out is None else out.reshape(-1, BLOCK)
+    size = SUPER_BLOCK if type_name == "Q6_K" else BLOCK
+    out = np.empty((blocks.shape[0], size), np.float32) if out is None else out.reshape(-1, size)
     return fast(np.ascontiguousarray(blocks), out)

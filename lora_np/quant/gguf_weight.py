@@ -5,10 +5,10 @@ A GGUF matrix is stored as Wᵀ (out, in), row by row; each row is in/bs blocks 
 ``type_size`` bytes (e.g. Q4_1: 32 values in 20 bytes: a float16 scale d, a float16 minimum m and
 32 4-bit codes q, w = d·q + m). So, as for NF4 (``weight.py``), any band of rows of Wᵀ and any
 block-aligned band of its columns decodes on its own, and the tiled matmul of ``linear_op.py``
-runs unchanged on these bytes: ``band(r0, r1, c0, c1)`` hands it one dequantized tile. Q4_0, Q4_1
-and Q8_0 tiles are decoded by ``gguf_decode.py`` (the same bits as llama.cpp's NumPy codecs, in place
-into the caller's tile, ~3x faster); the other types by llama.cpp's codecs themselves
-(``gguf.quants.Q6_K.dequantize_blocks`` ..., what ``gguf.quants.dequantize`` calls 16 rows at a
+runs unchanged on these bytes: ``band(r0, r1, c0, c1)`` hands it one dequantized tile. Q4_0, Q4_1,
+Q5_0, Q8_0 and Q6_K tiles are decoded by ``gguf_decode.py`` (the same bits as llama.cpp's NumPy codecs,
+in place into the caller's tile, ~3-4x faster); the other types by llama.cpp's codecs themselves
+(``gguf.quants.Q4_K.dequantize_blocks`` ..., what ``gguf.quants.dequantize`` calls 16 rows at a
 time), given a whole tile's blocks in one call.
 
 A ``GGUFWeight`` is a ``QuantWeight`` (scheme ``"gguf:q4_1"`` ...), so ``QuantLinear``, LoRA
