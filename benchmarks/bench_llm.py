@@ -189,25 +189,57 @@ def scale_layers(name, layers):
     return SCALE_MODELS[name]["num_hidden_layers"] if layers is None else layers
 
 
-def bf16_table(shape, rng, rows=4096):
-    """A random (V, C) N(0, 0.02²) table as a bf16 checkpoint stores it, its words drawn ``rows`` rows at a
-    time (the float32 table never exists whole): a ``FrozenTable``, as ``load_model`` keeps a bf16 file's table
-    under NF4 (io/hf_checkpoint.py's ``frozen_tables``)."""
+def q6_k_blocks(x):
+    """(n, 256) float32 values -> (n, 210) uint8 Q6_K blocks (llama.cpp's ``block_q6_K``: ql, qh, 16 int8
+    scales, float16 d; decoded by ``gguf.quants.Q6_K`` / lora_np's ``gguf_decode.decode_q6_k``). The steps of
+    llama.cpp's ``quantize_row_q6_K_ref`` without ``make_qx_quants``' least-squares search of each sub-block's
+    scale: a sub-block's scale maps its largest-magnitude value to -32 (s_j = max_j / -32, signed), d = the
+    largest-magnitude s_j / -128 in float16, scale_j = round(s_j / d) (≤ 127), q = clip(round(x / (d scale_j)),
+    -32, 31) + 32, packed as the decoder reads it. (The gguf package decodes Q6_K but cannot write it.)"""
+    n = x.shape[0]
+    sub = x.reshape(n, 16, 16)
+    at = np.abs(sub).argmax(axis=2)[..., None]
+    s = np.take_along_axis(sub, at, axis=2)[..., 0] / np.float32(-32)                  # (n, 16) signed
+    s_max = np.take_along_axis(s, np.abs(s).argmax(axis=1)[:, None], axis=1)         # (n, 1)
+    d = np.where(s_max == 0, 0, s_max / np.float32(-128)).astype(np.float16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scales = np.minimum(127, np.rint(np.where(d == 0, 0, s / d.astype(np.float32)))).astype(np.int8)
+        step = d.astype(np.float32) * scales                                             # (n, 16)
+        q = np.where(step[..., None] == 0, 0, np.rint(sub / step[..., None]))
+    codes = (np.clip(q, -32, 31) + 32).astype(np.uint8).reshape(n, 2, 4, 32)         # (block, half, quarter, 32)
+    low, high = codes & 0x0F, codes >> 4
+    ql = (low[:, :, 0:2] | (low[:, :, 2:4] << 4)).reshape(n, 128)
+    qh = (high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)).reshape(n, 64)
+    return np.concatenate([ql, qh, scales.view(np.uint8), d.view(np.uint8)], axis=1)
+
+
+def random_table(shape, rng, storage="bf16", rows=4096):
+    """A random (V, C) N(0, 0.02²) table as a checkpoint stores it, drawn ``rows`` rows at a time (the float32
+    table never exists whole), as a ``FrozenTable``: ``storage`` "bf16": a bf16 checkpoint's words, as
+    ``load_model`` keeps a bf16 file's table under NF4 (io/hf_checkpoint.py's ``frozen_tables``); "Q6_K":
+    llama.cpp's blocks, as its quantizer stores a tied token table of width a multiple of 256 (``q6_k_blocks``)
+    and ``load_model(gguf file, quantize="gguf")`` keeps them."""
     from lora_np.quant.bf16 import Bf16Weight, bf16_words
+    from lora_np.quant.gguf_weight import GGUFWeight
     from lora_np.quant.table import FrozenTable
-    words = np.empty(shape, np.uint16)
+    q6_k = storage == "Q6_K"
+    store = np.empty((shape[0], shape[1] // 256 * 210) if q6_k else shape, np.uint8 if q6_k else np.uint16)
     for r in range(0, shape[0], rows):
-        words[r:r + rows] = bf16_words(rng.standard_normal((min(rows, shape[0] - r), shape[1]), np.float32)
-                                       * np.float32(0.02))
-    return FrozenTable(Bf16Weight(words, shape[::-1]))
+        values = rng.standard_normal((min(rows, shape[0] - r), shape[1]), np.float32) * np.float32(0.02)
+        store[r:r + rows] = (q6_k_blocks(values.reshape(-1, 256)).reshape(len(values), -1) if q6_k
+                             else bf16_words(values))
+    return FrozenTable(GGUFWeight("Q6_K", store, shape[::-1]) if q6_k else Bf16Weight(store, shape[::-1]))
 
 
 def scale_model(name, base, layers):
     """SCALE_MODELS[name] with ``layers`` layers (None: all of them) and random weights (N(0, 0.02²), norms 1,
     biases 0), built tensor by tensor as ``load_model`` reads a file: under a 4-bit ``base`` each Linear weight
     is drawn, quantized (NF4 with double quantization, or a GGUF type such as "gguf:Q4_0") and dropped, so the
-    float32 model never exists, and the tied embedding / head is kept as the bf16 words of a bf16 checkpoint
-    (``bf16_table``), as the hub ships these models and ``load_model(..., quantize="nf4")`` keeps them."""
+    float32 model never exists. The tied embedding / head is kept as the model's file holds it: under NF4 as
+    the bf16 words of a bf16 checkpoint, as the hub ships these models and ``load_model(..., quantize="nf4")``
+    keeps them; under a GGUF base as Q6_K blocks, the type llama.cpp's quantizer (``llama_tensor_get_type``:
+    the output tensor, or the token table when tied, is Q6_K unless its width is not a multiple of 256, then
+    Q8_0) gives both models' tables whatever the layers' type (``random_table``)."""
     import lora_np
     from lora_np.io.quantized_load import fill_quantized
     from lora_np.models.llama import Llama, LlamaConfig
@@ -223,10 +255,12 @@ def scale_model(name, base, layers):
         fill = {"weight": np.ones, "bias": np.zeros}[n.rpartition(".")[2]] if "norm" in n or "bias" in n else None
         return fill(shapes[n], np.float32) if fill else rng.standard_normal(shapes[n], np.float32) * np.float32(0.02)
 
-    def table(n):
-        return bf16_table(shapes[n], rng) if n == "model.embed_tokens.weight" else None
-
     gguf_type = base.partition(":")[2] or None
+
+    def table(n):
+        storage = "Q6_K" if gguf_type else "bf16"
+        return random_table(shapes[n], rng, storage) if n == "model.embed_tokens.weight" else None
+
     linear = (lambda n: GGUFWeight.from_float(read(n), gguf_type)) if gguf_type else None
     return fill_quantized(model, "", read, ("nf4", 64, True, np.float32), linear, table)
 
@@ -715,9 +749,10 @@ def report_scale(results, seconds):
         "Random weights built in memory (no checkpoint), real widths and vocabularies, "
         f"{'every layer' if results['layers'] is None else str(results['layers']) + ' layers'}; "
         f"T {t} x B {b}, LoRA r={LORA_R} (α={2 * LORA_R}) on every projection, AdamW, gradient checkpointing. "
-        "nf4: NF4 with double quantization; gguf:Q4_0: llama.cpp's Q4_0 blocks; under both the tied embedding / LM "
-        "head is kept as a bf16 checkpoint's words (a FrozenTable, as `load_model(..., quantize=\"nf4\")` keeps a bf16 "
-        "folder's), float32 for the float32 base.",
+        "nf4: NF4 with double quantization, the tied embedding / LM head kept as a bf16 checkpoint's words (a "
+        "FrozenTable, as `load_model(..., quantize=\"nf4\")` keeps a bf16 folder's); gguf:Q4_0: llama.cpp's Q4_0 "
+        "blocks, the tied table in Q6_K blocks as llama.cpp's quantizer stores it (`llama_tensor_get_type`: Q6_K for a "
+        "width that is a multiple of 256), decoded band by band by lora_np's Q6_K decoder; float32: all float32.",
         f"Machine: {machine_description()}; {THREADS} threads per process, the bases stepping in turn. "
         f"{results['date']}, one run ({seconds:.0f} s), load average {results['load']} before and after "
         "(a 2-core machine shared with other work: wall times move with the load; step CPU is all threads').", "",

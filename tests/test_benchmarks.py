@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,3 +49,34 @@ def test_bench_llm_gemma3_shapes_are_transformers_own():
         assert ours.layer_types == hf_config.layer_types == five_to_one, (name, ours.layer_types)
         assert (ours.rope_local_base_freq, ours.rope_theta, ours.sliding_window) == (10000.0, 1e6, 512)
     assert counts["gemma3-270m"] == 268_098_176
+
+
+def test_bench_llm_q6_k_blocks_decode_to_their_values():
+    """bench_llm's Q6_K encoder (the --scale GGUF base's tied table): gguf.quants.Q6_K (llama.cpp's own
+    decoder) gives back every value within half a step d·scale of its sub-block of 16 where it is not
+    clipped (x / step in [-32.5, 31.5]; the rounded int8 scale can leave a sub-block's largest value past the codes,
+    as in llama.cpp), 2.5% of the values' norm in all, an all-zero block as zeros, and a table of these
+    blocks widens to the same values through lora_np's FrozenTable."""
+    gguf = pytest.importorskip("gguf")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_llm
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((500, 256)) * 0.02).astype(np.float32)
+    x[0], x[1, :16] = 0, 0
+    blocks = bench_llm.q6_k_blocks(x)
+    assert blocks.shape == (500, 210) and blocks.dtype == np.uint8
+    y = gguf.quants.Q6_K.dequantize_blocks(blocks)
+    step = (blocks[:, 208:].copy().view(np.float16).astype(np.float32) * blocks[:, 192:208].view(np.int8))
+    err, step = np.abs(y - x).reshape(500, 16, 16), step[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        codes = x.reshape(500, 16, 16) / step  # the code before rounding, -32 .. 31 with the sign of step
+    inside = (step == 0) | ((codes >= -32.5) & (codes <= 31.5))
+    half_step = np.broadcast_to(np.abs(step) / 2 * (1 + 1e-5) + 1e-9, err.shape)
+    assert inside.mean() > 0.99 and np.all(err[inside] <= half_step[inside])
+    assert np.all(y[0] == 0) and np.all(y[1, :16] == 0)
+    assert np.linalg.norm(y - x) < 0.025 * np.linalg.norm(x)
+    table = bench_llm.random_table((300, 512), np.random.default_rng(1), "Q6_K", rows=128)
+    again = bench_llm.random_table((300, 512), np.random.default_rng(1), "bf16", rows=128).dequantize()
+    np.testing.assert_array_equal(table.dequantize(), gguf.quants.Q6_K.dequantize_blocks(
+        table.store.codes.reshape(-1, 210)).reshape(300, 512))
+    assert np.linalg.norm(table.dequantize() - again) < 0.025 * np.linalg.norm(again)

@@ -49,30 +49,49 @@ def assert_same_lora_step(ours, ref, idx):
         np.testing.assert_allclose(grads[0][1][name], g, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def assert_table_ops_equal_the_plain_references(table, rng, dtype, width=64):
+    """Lookup, logits and the fused head on ``table`` against the same ops on its widened values."""
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    e = table.dequantize()
+    assert e.shape == (300, width) and e.dtype == dtype and table.nbytes < e.nbytes / 2 + 1
+    ids = rng.integers(0, 300, size=(3, 7))
+    assert np.array_equal(ops.embedding(ids, table).data, e[ids])
+    h = rng.standard_normal((3, 7, width)).astype(dtype)
+    targets = np.where(rng.random((3, 7)) < 0.2, -1, rng.integers(0, 300, size=(3, 7)))
+    results = []
+    for weight in (table, ln.Tensor(e)):  # frozen; the plain reference on the widened values
+        x = ln.Tensor(h.copy(), requires_grad=True)
+        logits = ops.lm_head(x, weight)
+        g = np.cos(np.arange(logits.size, dtype=dtype)).reshape(logits.shape)
+        logits.backward(g)
+        x2 = ln.Tensor(h.copy(), requires_grad=True)
+        loss = ops.lm_head_loss(x2, weight, targets, block=37)  # several blocks per thread
+        loss.backward()
+        results.append((logits.data, x.grad, loss.item(), x2.grad))
+    ref = reference.lm_head_loss(ln.Tensor(h), ln.Tensor(e), targets)
+    assert results[0][2] == pytest.approx(ref.item(), rel=1e-6 if dtype == np.float32 else 1e-12)
+    for ours, plain in zip(results[0], results[1]):
+        np.testing.assert_allclose(ours, plain, **tol)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lookup_logits_and_fused_head_equal_the_plain_references(rng, dtype):
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
     for table in _tables(rng, dtype):
-        e = table.dequantize()
-        assert e.shape == (300, 64) and e.dtype == dtype and table.nbytes < e.nbytes / 2 + 1
-        ids = rng.integers(0, 300, size=(3, 7))
-        assert np.array_equal(ops.embedding(ids, table).data, e[ids])
-        h = rng.standard_normal((3, 7, 64)).astype(dtype)
-        targets = np.where(rng.random((3, 7)) < 0.2, -1, rng.integers(0, 300, size=(3, 7)))
-        results = []
-        for weight in (table, ln.Tensor(e)):  # frozen; the plain reference on the widened values
-            x = ln.Tensor(h.copy(), requires_grad=True)
-            logits = ops.lm_head(x, weight)
-            g = np.cos(np.arange(logits.size, dtype=dtype)).reshape(logits.shape)
-            logits.backward(g)
-            x2 = ln.Tensor(h.copy(), requires_grad=True)
-            loss = ops.lm_head_loss(x2, weight, targets, block=37)  # several blocks per thread
-            loss.backward()
-            results.append((logits.data, x.grad, loss.item(), x2.grad))
-        ref = reference.lm_head_loss(ln.Tensor(h), ln.Tensor(e), targets)
-        assert results[0][2] == pytest.approx(ref.item(), rel=1e-6 if dtype == np.float32 else 1e-12)
-        for ours, plain in zip(results[0], results[1]):
-            np.testing.assert_allclose(ours, plain, **tol)
+        assert_table_ops_equal_the_plain_references(table, rng, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_q6_k_table_as_llama_cpp_stores_a_tied_head(rng, dtype):
+    """A (300, 256) table in Q6_K blocks (random codes and sub-block scales, finite d), the type llama.cpp's
+    quantizer gives a tied token table: it widens to what gguf.quants.Q6_K decodes (the same bits), and
+    the lookup, logits and fused head equal the plain ops on those values."""
+    gguf = pytest.importorskip("gguf")
+    from lora_np.quant.gguf_weight import GGUFWeight
+    blocks = rng.integers(0, 256, (300, 210), dtype=np.uint8)
+    blocks[:, 208:] = (rng.random((300, 1)) * 1e-3).astype(np.float16).view(np.uint8)
+    table = FrozenTable(GGUFWeight("Q6_K", blocks, (256, 300), dtype))
+    np.testing.assert_array_equal(table.dequantize(), gguf.quants.Q6_K.dequantize_blocks(blocks).astype(dtype))
+    assert_table_ops_equal_the_plain_references(table, rng, dtype, width=256)
 
 
 def test_table_logits_bands_and_errors(rng, monkeypatch):
