@@ -762,11 +762,17 @@ def report_scale(results, seconds):
 
 def _scale_split(stats):
     """CPU seconds of a profiled step by kind: decoding the 4-bit tiles (``band``: codes -> floats, with
-    the absmax), the Linear layers' GEMMs (on the tiles; whole for float32), the LM head with its loss, the rest."""
-    split = dict.fromkeys(("dequantize (band)", "Linear GEMMs", "LM head + loss", "rest"), 0.0)
-    for (f, _, fn), (_, _, tottime, cumtime, _) in stats.items():
-        if fn == "band" and "quant" in f:
-            split["dequantize (band)"] += cumtime
+    the absmax), widening the frozen table's bands (``FrozenTable.band``: bf16 words or Q6_K blocks, for the
+    head and its backward), the Linear layers' GEMMs (on the tiles; whole for float32), the LM head with its
+    loss (its own time, without the table's widening), the rest. A table's storage decodes through the same
+    ``band`` functions as the Linear weights: those calls count as the table's, once."""
+    split = dict.fromkeys(("dequantize (band)", "table (widen)", "Linear GEMMs", "LM head + loss", "rest"), 0.0)
+    for (f, _, fn), (_, _, tottime, cumtime, callers) in stats.items():
+        if fn == "band" and f.endswith("table.py"):
+            split["table (widen)"] += cumtime
+        elif fn == "band" and "quant" in f:
+            split["dequantize (band)"] += cumtime - sum(edge[3] for caller, edge in callers.items()
+                                                        if caller[0].endswith("table.py"))
         elif fn in ("output_band", "input_band", "gemm_kernel"):
             split["Linear GEMMs"] += tottime
         elif f.endswith("lm_head_loss.py"):
@@ -816,13 +822,14 @@ def write_scale_profile(rows, out=HERE / "results_scale_profile"):
              f" | {r['load']} | {r['date']} |" for r in rows]
     md, js = Path(str(out) + ".md"), Path(str(out) + ".json")
     if not md.exists():
-        md.write_text("# Where a --scale step's CPU time goes (one thread, cProfile)\n\n"
-                      f"Machine: {machine_description()}. Command: `OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 "
-                      "python benchmarks/bench_llm.py --profile-scale MODEL --layers 2 --bases float32 nf4 gguf:Q4_0`; "
-                      "CPU s: one step unprofiled; the shares are of the profiled step.\n\n"
-                      "| model | layers | base | CPU s | " + " | ".join(rows[0]["split_s"]) + " | load | date |\n"
-                      "|---|---|---|---|---|---|---|---|---|---|\n", encoding="utf-8")
-    md.write_text(md.read_text(encoding="utf-8") + "\n".join(lines) + "\n", encoding="utf-8")
+        md.write_text("# Where a --scale step's CPU time goes (one thread, cProfile)\n", encoding="utf-8")
+    columns = ["model", "layers", "base", "CPU s", *rows[0]["split_s"], "load", "date"]
+    md.write_text(md.read_text(encoding="utf-8") + f"\n## {rows[0]['date']}\n\n"
+                  f"Machine: {machine_description()}. Command: `OPENBLAS_NUM_THREADS=1 LORA_NP_NUM_THREADS=1 "
+                  f"{' '.join(['python benchmarks/bench_llm.py', *sys.argv[1:]])}`; "
+                  "CPU s: one step unprofiled; the shares are of the profiled step.\n\n"
+                  "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n" + "\n".join(lines) + "\n",
+                  encoding="utf-8")
     js.write_text(json.dumps((json.loads(js.read_text()) if js.exists() else []) + rows, indent=1), encoding="utf-8")
     return rows
 
