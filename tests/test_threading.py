@@ -76,6 +76,27 @@ def test_run_tasks_runs_each_task_once_and_keeps_small_work_here():
     assert done == [(i, threading.get_ident()) for i in range(3)]
 
 
+def test_a_decode_steps_small_kernels_run_once_here_on_the_whole_arrays(rng):
+    """Under 2·GRAIN elements a row kernel is called once, on the whole arrays, on the calling thread
+    (no blocks, no task list), and an unsplit GEMM is one BLAS call there: each still equals NumPy."""
+    calls = []
+
+    def kernel(y, x, w):
+        calls.append((threading.get_ident(), x.shape))
+        np.multiply(x, w, out=y)
+
+    x, w, weight = rng.standard_normal((3, 576)), rng.standard_normal(576), rng.standard_normal((576, 1536))
+    y = np.empty_like(x)
+    with parallel.forced_threads(2):
+        parallel._forced = False  # two threads, the real thresholds
+        assert parallel.gemm_split(1, 576, 1536) is None
+        parallel.for_rows(kernel, (y, x), (w,))
+        g = parallel.gemm(np.empty((1, 1536)), ((x[:1], weight),))
+    assert calls == [(threading.get_ident(), (3, 576))]
+    np.testing.assert_array_equal(y, x * w)
+    np.testing.assert_array_equal(g, x[:1] @ weight)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_add_equals_numpy_in_place_and_broadcast(threads, rng):
     a, b = rng.standard_normal((7, 5)), rng.standard_normal((7, 5))
