@@ -128,7 +128,7 @@ def _edges(n, n_blocks):
     return [n * i // n_blocks for i in range(n_blocks + 1)]
 
 
-def on_one_blas_thread(fn, *args, **kwargs):
+def on_one_blas_thread(fn, /, *args, **kwargs):
     """``fn(*args, **kwargs)`` inside ``single_threaded_blas()``, without entering it again where it is
     already entered (generate and backward() enter it once, around all their ops) or has nothing to do:
     one Python call where a ``with`` costs three (a decode step runs a few hundred ops)."""

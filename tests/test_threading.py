@@ -243,3 +243,17 @@ def test_quantized_bands_agree_across_thread_counts(rng):
         results.append((to_numpy(y), to_numpy(x.grad)))
     for one, two in zip(*results):  # float32: other band widths, other rounding
         np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
+
+
+def test_a_module_call_passes_every_keyword_to_its_forward():
+    """Module.__call__ runs forward through on_one_blas_thread(fn, /, ...): a forward's own keyword
+    named ``fn`` (or anything else) reaches it, on one thread and on two."""
+    from lora_np.nn import Module
+
+    class Apply(Module):
+        def forward(self, x, fn=None, scale=1):
+            return fn(x) * scale
+
+    for threads in (1, 2):
+        with parallel.forced_threads(threads):
+            assert Apply()(3, fn=lambda v: v + 1, scale=2) == 8
