@@ -121,20 +121,21 @@ def single_threaded_blas():
 
 
 def _threaded():
-    return backend.xp is np and thread_count() > 1
+    return backend.xp is np and (_threads or thread_count()) > 1
 
 
 def _edges(n, n_blocks):
     return [n * i // n_blocks for i in range(n_blocks + 1)]
 
 
-def on_one_blas_thread(fn, *args):
-    """``fn(*args)`` inside ``single_threaded_blas()``, without entering it again where it is already
-    entered (generate and backward() enter it once, around all their ops) or has nothing to do."""
+def on_one_blas_thread(fn, /, *args, **kwargs):
+    """``fn(*args, **kwargs)`` inside ``single_threaded_blas()``, without entering it again where it is
+    already entered (generate and backward() enter it once, around all their ops) or has nothing to do:
+    one Python call where a ``with`` costs three (a decode step runs a few hundred ops)."""
     if _single_threaded_blas.depth or not _threaded():
-        return fn(*args)
+        return fn(*args, **kwargs)
     with _single_threaded_blas:
-        return fn(*args)
+        return fn(*args, **kwargs)
 
 
 def _run_blocks(edges, body):
@@ -224,8 +225,11 @@ def for_rows(kernel, rows, shared=(), grain=None):
 
     ``rows``: arrays (or None) that share their first axis: outputs and per-row inputs. ``shared``:
     everything passed whole (weights, scalars). ``grain``: rows per block; by default a block of
-    ``rows[0]`` holds about GRAIN elements.
+    ``rows[0]`` holds about GRAIN elements, and below 2·GRAIN elements in all (a decode step's few
+    rows) the kernel is called once, on the whole arrays, with no task list.
     """
+    if grain is None and rows[0].size < 2 * GRAIN and not _forced:
+        return on_one_blas_thread(kernel, *rows, *shared)
     run_tasks(row_tasks(kernel, rows, shared, grain))
 
 
@@ -273,9 +277,9 @@ def gemm_split(n, k, m):
     spin against the elementwise kernels on our threads, and on a shared machine they slow a GEMM
     down several times (``python benchmarks/bench_train.py --gemm``: benchmarks/results.md).
     """
-    if not _threaded():
+    if not _forced and n * k * m < SMALL_GEMM and k * m < SMALL_GEMV_WEIGHT:  # (checked first: most GEMVs)
         return None
-    if not _forced and ((n * k * m < SMALL_GEMM and k * m < SMALL_GEMV_WEIGHT) or max(n, m) < 2 * thread_count()):
+    if not _threaded() or (not _forced and max(n, m) < 2 * thread_count()):
         return None
     return "rows" if n >= m else "columns"
 
@@ -292,8 +296,12 @@ def gemm_kernel(y, products, bias):
 
 def gemm(y, products, bias=None):
     """y = Σₖ Aₖ Bₖ + b into the (n, m) array y, for ``products`` ((A₁, B₁), ...) with Aₖ (n, kₖ),
-    Bₖ (kₖ, m), and b (m,) or None; split as ``gemm_split`` says. Returns y."""
-    run_tasks(gemm_tasks(y, products, bias))
+    Bₖ (kₖ, m), and b (m,) or None; split as ``gemm_split`` says (unsplit: one call, no task list).
+    Returns y."""
+    if gemm_split(y.shape[0], products[0][0].shape[1], y.shape[1]) is None:
+        on_one_blas_thread(gemm_kernel, y, products, bias)
+    else:
+        run_tasks(gemm_tasks(y, products, bias))
     return y
 
 

@@ -76,6 +76,27 @@ def test_run_tasks_runs_each_task_once_and_keeps_small_work_here():
     assert done == [(i, threading.get_ident()) for i in range(3)]
 
 
+def test_a_decode_steps_small_kernels_run_once_here_on_the_whole_arrays(rng):
+    """Under 2·GRAIN elements a row kernel is called once, on the whole arrays, on the calling thread
+    (no blocks, no task list), and an unsplit GEMM is one BLAS call there: each still equals NumPy."""
+    calls = []
+
+    def kernel(y, x, w):
+        calls.append((threading.get_ident(), x.shape))
+        np.multiply(x, w, out=y)
+
+    x, w, weight = rng.standard_normal((3, 576)), rng.standard_normal(576), rng.standard_normal((576, 1536))
+    y = np.empty_like(x)
+    with parallel.forced_threads(2):
+        parallel._forced = False  # two threads, the real thresholds
+        assert parallel.gemm_split(1, 576, 1536) is None
+        parallel.for_rows(kernel, (y, x), (w,))
+        g = parallel.gemm(np.empty((1, 1536)), ((x[:1], weight),))
+    assert calls == [(threading.get_ident(), (3, 576))]
+    np.testing.assert_array_equal(y, x * w)
+    np.testing.assert_array_equal(g, x[:1] @ weight)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_add_equals_numpy_in_place_and_broadcast(threads, rng):
     a, b = rng.standard_normal((7, 5)), rng.standard_normal((7, 5))
@@ -222,3 +243,17 @@ def test_quantized_bands_agree_across_thread_counts(rng):
         results.append((to_numpy(y), to_numpy(x.grad)))
     for one, two in zip(*results):  # float32: other band widths, other rounding
         np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
+
+
+def test_a_module_call_passes_every_keyword_to_its_forward():
+    """Module.__call__ runs forward through on_one_blas_thread(fn, /, ...): a forward's own keyword
+    named ``fn`` (or anything else) reaches it, on one thread and on two."""
+    from lora_np.nn import Module
+
+    class Apply(Module):
+        def forward(self, x, fn=None, scale=1):
+            return fn(x) * scale
+
+    for threads in (1, 2):
+        with parallel.forced_threads(threads):
+            assert Apply()(3, fn=lambda v: v + 1, scale=2) == 8

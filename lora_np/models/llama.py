@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .. import ops
+from .. import backend, ops
 from ..autograd import Parameter, Tensor, is_grad_enabled
 from ..checks import check_int, check_number, check_probability
 from ..nn import Embedding, Linear, Module, ModuleDict, ModuleList, RMSNorm, init
+from ..ops.attention import heads_view
 from ..ops.index_arrays import check_token_batch
 from ..ops.rope import ROPE_TYPES, rope_inv_freq, rope_tables
 from .cache import attend, check_cache_positions
@@ -133,7 +134,8 @@ class LlamaAttention(Module):
         self.k_norm = self.norm_class(d, c.rms_norm_eps, dtype=dtype) if c.qk_norm else None
 
     def rotated_qkv(self, x, cos, sin):
-        """(B, T, C) -> q (B, H, T, d), k (B, H_kv, T, d) rotated by RoPE, v (B, H_kv, T, d)."""
+        """(B, T, C) -> q (B, T, H, d), k (B, T, H_kv, d) rotated by RoPE, v (B, T, H_kv, d): heads on the
+        third axis, as the projections make them (``attention`` moves them first)."""
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.n_head, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.n_kv_head, self.head_dim)
@@ -141,23 +143,24 @@ class LlamaAttention(Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, d/2): broadcast over the heads
-        q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)
-        return q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2)
-
-    def merge_heads(self, y):
-        """(B, H, T, d) -> o_proj of (B, T, H·d)."""
-        b, _, t, _ = y.shape
-        return self.o_proj(y.swapaxes(1, 2).reshape(b, t, self.n_head * self.head_dim))
+        return ops.rope(q, cos, sin), ops.rope(k, cos, sin), v
 
     def attention(self, q, k, v, cache=None):
-        """softmax(q kᵀ/√d + M) v over the causal context (or the layer's window), or over the cache."""
+        """softmax(q kᵀ/√d + M) v over the causal context (or the layer's window), or over the cache, for
+        q, k, v (B, T, heads, d); the heads merged: (B, T, H·d). With a cache (generation, no graph) the
+        arrays' heads are swapped by views and each head's output is written straight into the merged layout."""
+        b, t, _, d = q.shape
         if cache is None:
-            return ops.scaled_dot_product_attention(q, k, v, True, self.dropout, self.training, window=self.window)
-        keys, values = cache.update(k.data, v.data, self.layer_idx)  # generation: attend over the cache
-        return Tensor._wrap(attend(q.data, keys, values, window=self.window))
+            y = ops.scaled_dot_product_attention(q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2), True,
+                                                 self.dropout, self.training, window=self.window)
+            return y.swapaxes(1, 2).reshape(b, t, self.n_head * d)
+        keys, values = cache.update(k.data.swapaxes(1, 2), v.data.swapaxes(1, 2), self.layer_idx)
+        y = backend.xp.empty((b, t, self.n_head * d), dtype=q.dtype)
+        attend(q.data.swapaxes(1, 2), keys, values, y=heads_view(y, self.n_head), window=self.window)
+        return Tensor._wrap(y)
 
     def forward(self, x, cos, sin, cache=None):
-        return self.merge_heads(self.attention(*self.rotated_qkv(x, cos, sin), cache))
+        return self.o_proj(self.attention(*self.rotated_qkv(x, cos, sin), cache))
 
 
 class LlamaMLP(Module):

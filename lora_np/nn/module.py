@@ -47,10 +47,10 @@ class Module:
         object.__delattr__(self, name)
 
     def __call__(self, *args, **kwargs):
-        with parallel.single_threaded_blas():  # set once for the whole forward, not switched per op
-            if self.__dict__.get("gradient_checkpointing") and self.training and is_grad_enabled():
-                return checkpoint(self, *args, **kwargs)
-            return self.forward(*args, **kwargs)
+        # BLAS on one thread, set once for the whole forward (not switched per op, nor per module)
+        if self.__dict__.get("gradient_checkpointing") and self.training and is_grad_enabled():
+            return parallel.on_one_blas_thread(checkpoint, self, *args, **kwargs)
+        return parallel.on_one_blas_thread(self.forward, *args, **kwargs)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} defines no forward()")
