@@ -41,14 +41,22 @@ def column_sum(a, out=None):
 def linear_backward(G, X, W, need_x, need_w, need_b):
     """Plain arrays: (dL/dX = G Wᵀ, dL/dW = Xᵀ G, dL/db = Σₙ G) for G = dL/dY (N, out), each only if
     needed; all three in one ``parallel.run_tasks``."""
+    dX, dW, db, tasks = linear_backward_tasks(G, X, W, need_x, need_w, need_b)
+    parallel.run_tasks(tasks)
+    return dX, dW, db
+
+
+def linear_backward_tasks(G, X, W, need_x, need_w, need_b):
+    """``linear_backward``'s outputs, allocated, and the tasks that fill them (dW's blocks, dX's
+    blocks, then the bias sum), for a caller that runs them with more work in one hand-off."""
     xp = backend.xp
     dX = xp.empty((G.shape[0], W.shape[0]), dtype=G.dtype) if need_x else None
     dW = xp.empty(W.shape, dtype=G.dtype) if need_w else None
     db = xp.empty(G.shape[1], dtype=G.dtype) if need_b else None
-    parallel.run_tasks([*(parallel.gemm_tasks(dW, ((X.T, G),)) if need_w else ()),
-                        *(parallel.gemm_tasks(dX, ((G, W.T),)) if need_x else ()),
-                        *((partial(column_sum, G, out=db),) if need_b else ())])
-    return dX, dW, db
+    tasks = [*(parallel.gemm_tasks(dW, ((X.T, G),)) if need_w else ()),
+             *(parallel.gemm_tasks(dX, ((G, W.T),)) if need_x else ()),
+             *((partial(column_sum, G, out=db),) if need_b else ())]
+    return dX, dW, db, tasks
 
 
 def linear(x, weight, bias=None):
