@@ -94,17 +94,19 @@ def adapter_grads_A(dA, dH, G, B, X_tilde, s):
     parallel.gemm_kernel(dA, ((dH.T, X_tilde),), None)
 
 
-def lora_backward(G, X, X_tilde, W, A, B, sH, s, M, p, need_x, need_w, need_b, need_A, need_B):
+def lora_backward(G, X, X_tilde, W, A, B, sH, s, M, p, need_x, need_w, need_b, need_A, need_B, x_shape):
     """Plain arrays: (dL/dX, dL/dW, dL/db, dL/dA, dL/dB) of the module docstring, each only if needed,
     for G = dL/dY (N, out), X the input (None unless W is trained) and X̃ the adapter's input (None
     unless A is trained). All of it is one hand-off to the threads (``parallel.run_tasks``): dW's and
     dX's blocks, db, dL/dB = Gᵀ(sH), and dL/dH = s G B followed by dL/dA = (dL/dH)ᵀX̃ as one task. Only
     unfolded does dX need dL/dH (dX = G Wᵀ + (dL/dH) A), which then comes first; with dropout, dX's
-    masked adapter term is a pass after the hand-off."""
+    masked adapter term is a pass after the hand-off. dL/dX is allocated in ``x_shape``, the input's
+    (an array of its own: ``linear_backward_tasks``)."""
     xp = backend.xp
     n_rows, n_in = G.shape[0], W.shape[0]
     _, dW, db, tasks = linear_backward_tasks(G, X, W, False, need_w, need_b)
-    dX = xp.empty((n_rows, n_in), dtype=G.dtype) if need_x else None
+    dX = xp.empty(x_shape, dtype=G.dtype) if need_x else None
+    dX2 = None if dX is None else dX.reshape(n_rows, n_in)
     dA = xp.empty(A.shape, dtype=G.dtype) if need_A else None
     dB = xp.empty(B.shape, dtype=G.dtype) if need_B else None
     dH = xp.empty((n_rows, A.shape[0]), dtype=G.dtype) if need_x or need_A else None
@@ -112,11 +114,11 @@ def lora_backward(G, X, X_tilde, W, A, B, sH, s, M, p, need_x, need_w, need_b, n
     if need_x and not folds(G, W, M):
         parallel.gemm(dH, ((G, B),))  # dL/dH first: dX's adapter term needs it
         dH *= s
-        dx_tasks = parallel.gemm_tasks(dX, ((G, W.T),) if M is not None else ((G, W.T), (dH, A)))
+        dx_tasks = parallel.gemm_tasks(dX2, ((G, W.T),) if M is not None else ((G, W.T), (dH, A)))
         if need_A:
             thin.append(partial(parallel.gemm_kernel, dA, ((dH.T, X_tilde),), None))
     else:
-        dx_tasks = parallel.gemm_tasks(dX, ((G, adapted_weight(W, A, B, s).T),)) if need_x else []
+        dx_tasks = parallel.gemm_tasks(dX2, ((G, adapted_weight(W, A, B, s).T),)) if need_x else []
         if need_A:
             thin.append(partial(adapter_grads_A, dA, dH, G, B, X_tilde, s))
     if need_B:
@@ -126,7 +128,7 @@ def lora_backward(G, X, X_tilde, W, A, B, sH, s, M, p, need_x, need_w, need_b, n
         dX_adapter = parallel.matmul(dH, A)
         dX_adapter *= M
         dX_adapter *= 1.0 / (1.0 - p)
-        dX += dX_adapter
+        dX2 += dX_adapter
     return dX, dW, db, dA, dB
 
 
@@ -157,7 +159,7 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
         G = g.reshape(-1, n_out)
         X_tilde = keep_X_tilde().reshape(G.shape[0], -1) if need_A else None
         dX, dW, db, dA, dB = lora_backward(G, X_saved, X_tilde, W, A, B, sH, s, M, p,
-                                           need_x, need_w, need_b, need_A, need_B)
-        return (None if dX is None else dX.reshape(x_shape), dW) + ((db,) if has_bias else ()) + (dA, dB)
+                                           need_x, need_w, need_b, need_A, need_B, x_shape)
+        return (dX, dW) + ((db,) if has_bias else ()) + (dA, dB)
 
     return Tensor._from_op(Y.reshape(*x.shape[:-1], n_out), parents, backward)
