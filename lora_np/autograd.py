@@ -241,6 +241,7 @@ def _run_backward(root, grad):
         if node.leaf is not None:
             sums.give_to_leaf(node.leaf(), g, owned)
             continue
+        sums.next_node()
         for parent, parent_grad in zip(node.parents, node.backward(g)):
             if parent is not None and parent_grad is not None:
                 sums.add(parent, parent_grad, incoming=g)
@@ -269,13 +270,21 @@ class _GradientSums:
     holds it, so a later contribution is added into it in place and a leaf may keep it as ``.grad``
     as it is. A closure's result is *not* owned when it is the incoming gradient passed through
     (``add``'s backward returns ``g`` itself), a view of another array (``flags.owndata`` False:
-    ``reshape``, ``transpose``), or an array already handed to another input; the first addition
-    into such an entry allocates a fresh sum (then owned), and a leaf given one copies it.
+    ``reshape``, ``transpose``), or an array the same closure already returned for another input; the
+    first addition into such an entry allocates a fresh sum (then owned), and a leaf given one copies it.
+    The ops' closures return fresh arrays, views or ``incoming``, so an array can repeat only among one
+    closure's results, and the ids are kept for one node's results at a time: those are alive (the
+    result tuple holds them), where an id kept longer could be a freed array's, reused by a new array
+    (which was then copied needlessly: a dozen weight gradients per step at the learner's S shape).
     """
 
     def __init__(self, root, grad):
         self._sums = {root: (grad, True)}
-        self._handed_out = set()  # ids of arrays already stored as some node's gradient
+        self._handed_out = set()  # ids of the arrays the current node's closure returned so far
+
+    def next_node(self):
+        """Called before the results of the next node's closure are added."""
+        self._handed_out.clear()
 
     def pop(self, node):
         """(gradient, owned) of ``node``, or (None, False) if nothing flowed into it."""

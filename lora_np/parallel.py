@@ -175,6 +175,8 @@ def run_tasks(tasks, size=None):
     big ones go first. On one thread or on CuPy they run in order on this one, and so they do when
     ``size``, the elements the tasks touch in all, if given, is under 2·GRAIN (a hand-off would cost
     more than it saves)."""
+    if not tasks:
+        return
     if len(tasks) == 1:
         return on_one_blas_thread(tasks[0])
     if not _threaded() or (size is not None and size < 2 * GRAIN and not _forced):

@@ -199,6 +199,27 @@ def test_owned_gradients_reach_a_leaf_without_a_copy_and_others_are_copied():
     np.testing.assert_array_equal(to_numpy(z.grad), [4.0] * 3)
 
 
+def test_a_fresh_gradient_is_not_copied_when_it_reuses_a_freed_arrays_id():
+    """Down a chain each closure returns a fresh array and the one before it is freed, so CPython
+    gives a new array a freed one's id: the leaf still keeps the last one as it is, no copy."""
+    xp = ln.backend.xp
+    x = Tensor(xp.ones((2, 3)), requires_grad=True)
+    ids, last = [], [None]
+
+    def fresh(g):
+        last[0] = g * 2.0  # only the newest is held here: the older ones are freed down the chain
+        ids.append(id(last[0]))
+        return (last[0],)
+
+    y = x
+    for _ in range(8):
+        y = _op(y, fresh)
+    y.backward(xp.ones((2, 3)))
+    assert len(set(ids)) < len(ids)  # ids were reused (what made the walk copy before)
+    assert x.grad is last[0]
+    np.testing.assert_array_equal(to_numpy(x.grad), np.full((2, 3), 256.0))
+
+
 def test_user_grad_argument_is_not_aliased():
     x = Tensor(np.ones(3), requires_grad=True)
     g = ln.backend.xp.ones(3)

@@ -269,3 +269,16 @@ def test_linear_shape_errors(rng):
         ops.linear(leaf(rng, 4, 3), leaf(rng, 5, 2))
     with pytest.raises(ValueError, match="bias"):
         ops.linear(leaf(rng, 4, 3), leaf(rng, 3, 2), leaf(rng, 3))
+
+
+@pytest.mark.parametrize("op", ["linear", "layer_norm", "rms_norm", "lora_linear"])
+def test_input_gradient_is_an_array_of_its_own_in_the_inputs_shape(op, rng):
+    """A residual stream's gradient is summed from two branches: the walk adds in place into a
+    gradient that owns its memory, and would copy a reshaped view (autograd._GradientSums)."""
+    x = leaf(rng, 2, 5, 4)
+    args = {"linear": (leaf(rng, 4, 3), leaf(rng, 3)), "layer_norm": (leaf(rng, 4), leaf(rng, 4)),
+            "rms_norm": (leaf(rng, 4),), "lora_linear": (leaf(rng, 4, 3), leaf(rng, 3), leaf(rng, 2, 4),
+                                                        leaf(rng, 3, 2), 0.5)}[op]
+    y = getattr(ops, op)(x, *args)
+    dx = y._node.backward(lora_np.backend.xp.ones(y.shape, dtype=y.dtype))[0]
+    assert dx.shape == x.shape and dx.flags.owndata

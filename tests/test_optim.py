@@ -68,6 +68,25 @@ def test_updates_on_two_threads_in_blocks_equal_torch(make_ours, make_theirs, rn
         np.testing.assert_allclose(to_numpy(a), b.detach().numpy(), atol=1e-6, rtol=1e-6)
 
 
+def test_small_parameters_updated_in_runs_equal_torch(rng):
+    """Parameters under a block's size (parallel.GRAIN) are updated in runs of about a block, one task
+    each (here a run of three, a last run of one), beside a big parameter's blocks, on two threads."""
+    sizes = [(300, 250), (30000,), (7,), (30000,), (30000,), (5000,)]
+    values = [rng.standard_normal(shape).astype(np.float32) for shape in sizes]
+    grads = [[rng.standard_normal(shape).astype(np.float32) for shape in sizes] for _ in range(3)]
+    ours = [Parameter(v.copy()) for v in values]
+    theirs = [torch.tensor(v.copy(), requires_grad=True) for v in values]
+    opt, topt = AdamW(ours, lr=1e-2, weight_decay=0.1), torch.optim.AdamW(theirs, lr=1e-2, weight_decay=0.1)
+    with parallel.forced_threads(2):
+        for step_grads in grads:
+            for p, q, g in zip(ours, theirs, step_grads):
+                p.grad, q.grad = backend.xp.asarray(g.copy()), torch.tensor(g.copy())
+            opt.step()
+            topt.step()
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(to_numpy(a), b.detach().numpy(), atol=1e-6, rtol=1e-6)
+
+
 def test_frozen_parameters_get_no_state(rng):
     ours, _, our_loss, _ = _problem(rng)
     ours[0].requires_grad = False

@@ -84,13 +84,14 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
 
     def backward(g):
         g2 = g.reshape(-1, c)
-        dx = xp.empty_like(g2) if need_x else None
+        dx = xp.empty(shape, dtype=g2.dtype) if need_x else None  # in x's shape: an array of its own, which
+        dx2 = None if dx is None else dx.reshape(-1, c)          # autograd may sum a residual's gradient into
         dw = xp.empty(c, dtype=g2.dtype) if need_w else None  # y = x̂ ⊙ w + b: dw = Σ g ⊙ x̂, db = Σ g,
         db = xp.empty(c, dtype=g2.dtype) if need_b else None  # over all rows, one pass each
-        parallel.run_tasks([*(parallel.row_tasks(layer_norm_dx_kernel, (dx, g2, xhat, rstd), (w,)) if need_x else ()),
+        parallel.run_tasks([*(parallel.row_tasks(layer_norm_dx_kernel, (dx2, g2, xhat, rstd), (w,)) if need_x else ()),
                             *((partial(product_column_sum, dw, g2, xhat),) if need_w else ()),
                             *((partial(column_sum, g2, out=db),) if need_b else ())])
-        return (None if dx is None else dx.reshape(shape),) + ((dw,) if has_w else ()) + ((db,) if has_b else ())
+        return (dx,) + ((dw,) if has_w else ()) + ((db,) if has_b else ())
 
     def remake():  # y = x̂ ⊙ w + b again from the x̂ the backward keeps (autograd.saved_data)
         y_again = xp.empty_like(xhat)

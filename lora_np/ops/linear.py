@@ -38,17 +38,21 @@ def column_sum(a, out=None):
     return backend.xp.matmul(backend.xp.ones(a.shape[0], dtype=a.dtype), a, out=out)
 
 
-def linear_backward(G, X, W, need_x, need_w, need_b):
+def linear_backward_tasks(G, X, W, need_x, need_w, need_b, x_shape=None):
     """Plain arrays: (dL/dX = G Wᵀ, dL/dW = Xᵀ G, dL/db = Σₙ G) for G = dL/dY (N, out), each only if
-    needed; all three in one ``parallel.run_tasks``."""
+    needed, allocated, and the tasks that fill them (dW's blocks, dX's blocks, then the bias sum) for
+    one ``parallel.run_tasks``, with more work of the caller's beside them if it has some. dX is
+    allocated in ``x_shape`` if given (the input's shape: an array of its own, not a reshaped view,
+    so that autograd may add another gradient of x into it in place)."""
     xp = backend.xp
-    dX = xp.empty((G.shape[0], W.shape[0]), dtype=G.dtype) if need_x else None
+    dX = xp.empty(x_shape or (G.shape[0], W.shape[0]), dtype=G.dtype) if need_x else None
+    dX2 = None if dX is None else dX.reshape(G.shape[0], W.shape[0])
     dW = xp.empty(W.shape, dtype=G.dtype) if need_w else None
     db = xp.empty(G.shape[1], dtype=G.dtype) if need_b else None
-    parallel.run_tasks([*(parallel.gemm_tasks(dW, ((X.T, G),)) if need_w else ()),
-                        *(parallel.gemm_tasks(dX, ((G, W.T),)) if need_x else ()),
-                        *((partial(column_sum, G, out=db),) if need_b else ())])
-    return dX, dW, db
+    tasks = [*(parallel.gemm_tasks(dW, ((X.T, G),)) if need_w else ()),
+             *(parallel.gemm_tasks(dX2, ((G, W.T),)) if need_x else ()),
+             *((partial(column_sum, G, out=db),) if need_b else ())]
+    return dX, dW, db, tasks
 
 
 def linear(x, weight, bias=None):
@@ -66,7 +70,9 @@ def linear(x, weight, bias=None):
     n_parents = len(parents)
 
     def backward(g):
-        dx, dw, db = linear_backward(g.reshape(-1, w.shape[1]), x_saved, w, need_x, need_w, need_b)
-        return (None if dx is None else dx.reshape(x_shape), dw, db)[:n_parents]
+        dx, dw, db, tasks = linear_backward_tasks(g.reshape(-1, w.shape[1]), x_saved, w, need_x, need_w, need_b,
+                                                  x_shape)
+        parallel.run_tasks(tasks)
+        return (dx, dw, db)[:n_parents]
 
     return Tensor._from_op(y, parents, backward)

@@ -28,14 +28,19 @@ inputs (training); with few rows (generation) or with dropout, Y and dL/dX are s
 ``parallel.gemm(Y, ((X, W), (sH, Bᵀ)), b)`` and ``parallel.gemm(dX, ((G, Wᵀ), (dL/dH, A)))`` (with
 dropout, the mask makes dX's second term a separate pass). V is recomputed in the backward, not
 kept: it is as big as W.
+
+The backward is one hand-off to the threads: dX's (and dW's) blocks with the thin products beside
+them (``lora_backward``); the forward, folded, runs s X̃ Aᵀ beside Y's blocks.
 Plain version: ``lora_np.ops.reference.lora_linear``.
 """
+
+from functools import partial
 
 from .. import backend, parallel
 from ..autograd import Tensor, saved_data
 from ..checks import check_probability
 from .dropout import dropout_mask
-from .linear import check_linear_shapes, linear_backward
+from .linear import check_linear_shapes, linear_backward_tasks
 
 
 def check_lora_shapes(weight, lora_A, lora_B):
@@ -62,30 +67,69 @@ def folds(X, W, M):
     return M is None and X.shape[0] >= W.shape[0]
 
 
+def scaled_product(out, a, b, s):
+    """out = s · a b: a thin product (one side r wide) as one BLAS call, scaled in place."""
+    parallel.gemm_kernel(out, ((a, b),), None)
+    out *= s
+
+
 def lora_forward(X, X_tilde, W, b, A, B, s, M):
-    """Plain arrays: (Y, sH) with sH = s X̃ Aᵀ (N, r), kept for dL/dB, and Y = X W + (sH) Bᵀ + b."""
-    sH = parallel.matmul(X_tilde, A.T)
-    sH *= s
-    Y = backend.xp.empty((X.shape[0], W.shape[1]), dtype=X.dtype)
+    """Plain arrays: (Y, sH) with sH = s X̃ Aᵀ (N, r), kept for dL/dB, and Y = X W + (sH) Bᵀ + b.
+    Folded, Y does not need sH: its thin product runs beside Y's blocks, in the same hand-off."""
+    xp = backend.xp
+    Y = xp.empty((X.shape[0], W.shape[1]), dtype=X.dtype)
+    sH = xp.empty((X.shape[0], A.shape[0]), dtype=X.dtype)
     if folds(X, W, M):
-        return parallel.gemm(Y, ((X, adapted_weight(W, A, B, s)),), b), sH
+        parallel.run_tasks([*parallel.gemm_tasks(Y, ((X, adapted_weight(W, A, B, s)),), b),
+                            partial(scaled_product, sH, X_tilde, A.T, s)], size=X.size + Y.size)
+        return Y, sH
+    parallel.gemm(sH, ((X_tilde, A.T),))
+    sH *= s
     return parallel.gemm(Y, ((X, W), (sH, B.T)), b), sH
 
 
-def lora_dx(G, dH, W, A, B, s, M, p):
-    """Plain arrays: dL/dX = G Wᵀ + ((dL/dH) A) ⊙ M/(1-p), for a keep-mask M (or None: no dropout);
-    = G Vᵀ when the adapter is folded."""
-    dX = backend.xp.empty((G.shape[0], W.shape[0]), dtype=G.dtype)
-    if folds(G, W, M):
-        return parallel.gemm(dX, ((G, adapted_weight(W, A, B, s).T),))
-    if M is None:
-        return parallel.gemm(dX, ((G, W.T), (dH, A)))
-    parallel.gemm(dX, ((G, W.T),))
-    dX_adapter = parallel.matmul(dH, A)
-    dX_adapter *= M
-    dX_adapter *= 1.0 / (1.0 - p)
-    dX += dX_adapter
-    return dX
+def adapter_grads_A(dA, dH, G, B, X_tilde, s):
+    """dL/dH = s G B into dH, then dL/dA = (dL/dH)ᵀ X̃ into dA: two thin products, one task."""
+    scaled_product(dH, G, B, s)
+    parallel.gemm_kernel(dA, ((dH.T, X_tilde),), None)
+
+
+def lora_backward(G, X, X_tilde, W, A, B, sH, s, M, p, need_x, need_w, need_b, need_A, need_B, x_shape):
+    """Plain arrays: (dL/dX, dL/dW, dL/db, dL/dA, dL/dB) of the module docstring, each only if needed,
+    for G = dL/dY (N, out), X the input (None unless W is trained) and X̃ the adapter's input (None
+    unless A is trained). All of it is one hand-off to the threads (``parallel.run_tasks``): dW's and
+    dX's blocks, db, dL/dB = Gᵀ(sH), and dL/dH = s G B followed by dL/dA = (dL/dH)ᵀX̃ as one task. Only
+    unfolded does dX need dL/dH (dX = G Wᵀ + (dL/dH) A), which then comes first; with dropout, dX's
+    masked adapter term is a pass after the hand-off. dL/dX is allocated in ``x_shape``, the input's
+    (an array of its own: ``linear_backward_tasks``)."""
+    xp = backend.xp
+    n_rows, n_in = G.shape[0], W.shape[0]
+    _, dW, db, tasks = linear_backward_tasks(G, X, W, False, need_w, need_b)
+    dX = xp.empty(x_shape, dtype=G.dtype) if need_x else None
+    dX2 = None if dX is None else dX.reshape(n_rows, n_in)
+    dA = xp.empty(A.shape, dtype=G.dtype) if need_A else None
+    dB = xp.empty(B.shape, dtype=G.dtype) if need_B else None
+    dH = xp.empty((n_rows, A.shape[0]), dtype=G.dtype) if need_x or need_A else None
+    thin = []
+    if need_x and not folds(G, W, M):
+        parallel.gemm(dH, ((G, B),))  # dL/dH first: dX's adapter term needs it
+        dH *= s
+        dx_tasks = parallel.gemm_tasks(dX2, ((G, W.T),) if M is not None else ((G, W.T), (dH, A)))
+        if need_A:
+            thin.append(partial(parallel.gemm_kernel, dA, ((dH.T, X_tilde),), None))
+    else:
+        dx_tasks = parallel.gemm_tasks(dX2, ((G, adapted_weight(W, A, B, s).T),)) if need_x else []
+        if need_A:
+            thin.append(partial(adapter_grads_A, dA, dH, G, B, X_tilde, s))
+    if need_B:
+        thin.append(partial(parallel.gemm_kernel, dB, ((G.T, sH),), None))
+    parallel.run_tasks(tasks + dx_tasks + thin, size=G.size + n_rows * n_in)
+    if need_x and M is not None:
+        dX_adapter = parallel.matmul(dH, A)
+        dX_adapter *= M
+        dX_adapter *= 1.0 / (1.0 - p)
+        dX2 += dX_adapter
+    return dX, dW, db, dA, dB
 
 
 def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, training=True):
@@ -113,12 +157,9 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling, dropout_p=0.0, trainin
 
     def backward(g):
         G = g.reshape(-1, n_out)
-        dH = parallel.matmul(G, B)                                 # dL/dH = s G B (scaled next)
-        dH *= s
-        dX = lora_dx(G, dH, W, A, B, s, M, p).reshape(x_shape) if need_x else None
-        _, dW, db = linear_backward(G, X_saved, W, False, need_w, need_b)
-        dB = parallel.matmul(G.T, sH) if need_B else None          # s Gᵀ H
-        dA = parallel.matmul(dH.T, keep_X_tilde().reshape(dH.shape[0], -1)) if need_A else None  # (dL/dH)ᵀ X̃
+        X_tilde = keep_X_tilde().reshape(G.shape[0], -1) if need_A else None
+        dX, dW, db, dA, dB = lora_backward(G, X_saved, X_tilde, W, A, B, sH, s, M, p,
+                                           need_x, need_w, need_b, need_A, need_B, x_shape)
         return (dX, dW) + ((db,) if has_bias else ()) + (dA, dB)
 
     return Tensor._from_op(Y.reshape(*x.shape[:-1], n_out), parents, backward)

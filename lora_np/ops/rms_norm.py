@@ -57,9 +57,8 @@ def rms_norm(x, weight, eps=1e-6):
         g2 = xp.ascontiguousarray(g).reshape(-1, c)
         dx = None
         if need_x:
-            dx = xp.empty_like(g2)
-            parallel.for_rows(rms_norm_dx_kernel, (dx, g2, xhat, r), (w,))
-            dx = dx.reshape(shape)
+            dx = xp.empty(shape, dtype=g2.dtype)  # in x's shape: an array of its own (autograd may add into it)
+            parallel.for_rows(rms_norm_dx_kernel, (dx.reshape(-1, c), g2, xhat, r), (w,))
         dw = xp.einsum("ni,ni->i", g2, xhat) if need_w else None
         return dx, dw
 

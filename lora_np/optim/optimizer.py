@@ -36,13 +36,25 @@ class Optimizer:
 
     def step(self):
         """Every trained parameter's update, all handed to the threads at once (``parallel.run_tasks``;
-        on this thread when they are small, as a few LoRA adapters are)."""
-        tasks, size = [], 0
+        on this thread when they are small, as a few LoRA adapters are). The parameters smaller than
+        a block (biases, norm weights) are updated in runs of about a block's size, each run one task:
+        a task per bias vector would cost more to hand out than its update takes."""
+        tasks, size, run, run_size = [], 0, [], 0
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad and p.grad is not None:
-                    tasks += self.update_tasks(p, p.grad, group, self.state.setdefault(p, {}))
+                    new = self.update_tasks(p, p.grad, group, self.state.setdefault(p, {}))
                     size += p.data.size
+                    if p.data.size >= parallel.GRAIN:
+                        tasks += new
+                        continue
+                    run += new
+                    run_size += p.data.size
+                    if run_size >= parallel.GRAIN:
+                        tasks.append(partial(_run_in_order, run))
+                        run, run_size = [], 0
+        if run:
+            tasks.append(partial(_run_in_order, run))
         parallel.run_tasks(tasks, size)
 
     def update(self, p, grad, group, state):
@@ -97,3 +109,8 @@ class Optimizer:
         for g, saved in zip(self.param_groups, groups):
             g.update({k: v for k, v in saved.items() if k != "params"})
         self.state = new_state
+
+
+def _run_in_order(tasks):
+    for task in tasks:
+        task()
