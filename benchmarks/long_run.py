@@ -1,6 +1,6 @@
 """Long-run stability: 2,000 float32 LoRA steps on the demo task, watching for NaN and memory growth.
 
-    python benchmarks/long_run.py [--steps 2000] [--out benchmarks/long_run.json]
+    python benchmarks/long_run.py [--steps 2000] [--batch-size 32] [--out benchmarks/long_run.json]
 
 Pretrains the quick demo's base briefly on task A (copy), then trains a LoRA adapter (r=8 on
 c_attn) on task B (shift) for --steps steps, reading the process's resident memory (VmRSS) at
@@ -34,6 +34,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=32, help="windows per LoRA step")
     p.add_argument("--out", default=str(HERE / "long_run.json"))
     args = p.parse_args(argv)
     lora_np.manual_seed(0)
@@ -42,7 +43,8 @@ def main(argv=None):
     train(model, task_a, TrainConfig(steps=300, lr=3e-3, warmup_steps=50, eval_every=300), quiet=True)
     add_lora(model, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"]))
     start = time.perf_counter()
-    result = train(model, task_b, TrainConfig(steps=args.steps, lr=1e-2, eval_every=args.eval_every),
+    result = train(model, task_b, TrainConfig(steps=args.steps, lr=1e-2, eval_every=args.eval_every,
+                                                      batch_size=args.batch_size),
                    extra_eval=lambda m: {"rss_mb": rss_mb()}, quiet=True)
     rss = {r["step"]: r["rss_mb"] for r in result.history}
     losses = [r["val_loss"] for r in result.history]

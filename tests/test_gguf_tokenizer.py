@@ -101,14 +101,15 @@ def test_bad_tokenizer_metadata_is_named(tmp_path, small, change, error):
 
 
 def test_folder_added_tokens_survive_the_gguf_writer(tmp_path):
-    """A tokenizer.json with a plain added token ("<think>", special false, as Qwen3's) and a special one,
-    written to GGUF and read back: the added token stays whole (USER_DEFINED, as llama.cpp's converter
-    writes it, not NORMAL, which BPE would split); oracle: the `tokenizers` library on the folder."""
+    """A tokenizer.json with a plain added token ("<think>", special false, as Qwen3's), plain added tokens
+    spelled like control tokens ("<|tool|>", "<unused3>") and a special one, written to GGUF and read back:
+    the added tokens stay whole (USER_DEFINED and CONTROL, as llama.cpp's converter writes them, not NORMAL,
+    which BPE would split); oracle: the `tokenizers` library on the folder."""
     tokenizers = pytest.importorskip("tokenizers")
     from lora_np.io.gguf_tokenizer_write import add_tokenizer
     tok = tokenizers.ByteLevelBPETokenizer()
     tok.train_from_iterator(["the cat sat on the mat, thinking"] * 20, vocab_size=280, special_tokens=["<|im_end|>"])
-    tok.add_tokens(["<think>"])
+    tok.add_tokens(["<think>", "<|tool|>", "<unused3>"])
     folder = tmp_path / "folder"
     folder.mkdir()
     tok.save(str(folder / "tokenizer.json"))
@@ -121,7 +122,9 @@ def test_folder_added_tokens_survive_the_gguf_writer(tmp_path):
     writer.close()
     types = gguf.GGUFReader(tmp_path / "t.gguf").fields["tokenizer.ggml.token_type"].contents()
     assert types[rust.token_to_id("<think>")] == gguf.TokenType.USER_DEFINED
-    assert types[rust.token_to_id("<|im_end|>")] == gguf.TokenType.CONTROL
+    for control in ("<|im_end|>", "<|tool|>", "<unused3>"):
+        assert types[rust.token_to_id(control)] == gguf.TokenType.CONTROL, control
     ours = ln.load_tokenizer(tmp_path / "t.gguf")
-    for text in ("the cat <think>sat</think> on the mat<|im_end|>", "<think><think> thinking"):
+    for text in ("the cat <think>sat</think> on the mat<|im_end|>", "<think><think> thinking",
+                 "<|tool|>the mat<unused3>"):
         assert ours.encode(text, allow_special=True) == rust.encode(text).ids, text

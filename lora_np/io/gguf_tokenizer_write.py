@@ -33,17 +33,28 @@ def _copy_tokenizer_fields(writer, reader):
             writer.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[-1] if array else None)
 
 
+def looks_special(token):
+    """llama.cpp's converter (``does_token_look_special``): an added token spelled like a control token,
+    though tokenizer.json does not mark it special, is written CONTROL: "<|...|>", "<｜...｜>",
+    "<unused...>", and "<pad>", "<mask>", "<2mass>", "[@BOS@]"."""
+    return (token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+            or (token.startswith("<|") and token.endswith("|>"))
+            or (token.startswith("<｜") and token.endswith("｜>"))
+            or (token.startswith("<unused") and token.endswith(">")))
+
+
 def _token_types(gguf, tokens, by_id, special, added, sentencepiece):
     """As llama.cpp's converter (``get_vocab_base``, ``_set_vocab_sentencepiece``): CONTROL for special
-    tokens, USER_DEFINED for the other added tokens (its tokenizer cuts them out of the text before BPE,
-    as tokenizer.json's added vocabulary does), for a SentencePiece-style vocabulary BYTE for <0xNN>,
-    NORMAL for the rest and UNUSED for the padding."""
+    tokens and added tokens that look special (``looks_special``), USER_DEFINED for the other added
+    tokens (its tokenizer cuts them out of the text before BPE, as tokenizer.json's added vocabulary
+    does), for a SentencePiece-style vocabulary BYTE for <0xNN>, NORMAL for the rest and UNUSED for the
+    padding."""
     kinds = gguf.TokenType
 
     def kind(i, t):
         if i not in by_id:
             return kinds.UNUSED
-        if t in special:
+        if t in special or (t in added and looks_special(t)):
             return kinds.CONTROL
         if t in added:
             return kinds.USER_DEFINED
