@@ -130,7 +130,8 @@ def decode_q6_k(blocks, out):
     return out
 
 
-FAST = {"Q4_0": decode_q4_0, "Q4_1": decode_q4_1, "Q5_0": decode_q5_0, "Q8_0": decode_q8_0, "Q6_K": decode_q6_k}
+FAST = {"Q4_0": (decode_q4_0, BLOCK), "Q4_1": (decode_q4_1, BLOCK), "Q5_0": (decode_q5_0, BLOCK),
+        "Q8_0": (decode_q8_0, BLOCK), "Q6_K": (decode_q6_k, SUPER_BLOCK)}  # type: (decoder, values a block)
 
 
 def reference_decode(type_name, blocks):
@@ -142,13 +143,12 @@ def reference_decode(type_name, blocks):
 def decode_blocks(type_name, blocks, out=None):
     """(n, type_size) uint8 blocks of ``type_name`` -> their (n, block size) float32 values, written
     into ``out`` when given (a C-contiguous float32 array of that many values)."""
-    fast = FAST.get(type_name)
-    if fast is None:
+    if type_name not in FAST:
         values = reference_decode(type_name, blocks)
         if out is None:
             return values
         np.copyto(out.reshape(values.shape), values)
         return out
-    size = SUPER_BLOCK if type_name == "Q6_K" else BLOCK
+    fast, size = FAST[type_name]
     out = np.empty((blocks.shape[0], size), np.float32) if out is None else out.reshape(-1, size)
     return fast(np.ascontiguousarray(blocks), out)
